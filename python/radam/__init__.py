@@ -1,0 +1,12 @@
+"""radam: Adam done well, for NumPy arrays, with a Rust kernel.
+
+>>> import numpy as np, radam
+>>> w = np.ones(3, dtype=np.float32)
+>>> opt = radam.Adam([w], lr=0.1)
+>>> opt.step([2 * w])          # w changes in place
+"""
+
+from ._core import __version__, num_threads, simd_level
+from .optimizer import Adam, AdamW
+
+__all__ = ["Adam", "AdamW", "__version__", "num_threads", "simd_level"]

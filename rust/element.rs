@@ -1,0 +1,60 @@
+//! The floating-point element types the kernels run on.
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// An IEEE float the Adam kernels are compiled for (`f32`, `f64`).
+///
+/// Every operation used by the kernels is a single correctly rounded IEEE operation
+/// (`mul_add` is a fused multiply-add, `sqrt` the IEEE square root), so the scalar
+/// path and every SIMD path give the same bits.
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + std::fmt::Debug
+    + 'static
+{
+    const ZERO: Self;
+    /// Name used in messages ("float32", "float64"), as NumPy spells it.
+    const NAME: &'static str;
+    /// Round a host-side `f64` scalar to this type (round to nearest even).
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    /// `self * a + b` with a single rounding.
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    fn sqrt(self) -> Self;
+}
+
+macro_rules! impl_float {
+    ($t:ty, $name:literal) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const NAME: &'static str = $name;
+            #[inline(always)]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+        }
+    };
+}
+
+impl_float!(f32, "float32");
+impl_float!(f64, "float64");

@@ -1,0 +1,419 @@
+//! Tests of the kernels against a reference written from the formulas, and of
+//! the SIMD levels and thread counts against each other, bit for bit.
+
+use crate::{
+    step_tensors_with, AdamConfig, Float, SimdLevel, StepError, StepScalars, TensorMut, CHUNK,
+};
+
+/// A small deterministic generator (xorshift64*), so tests need no crate.
+struct Rng(u64);
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+    fn vec<T: Float>(&mut self, n: usize, scale: f64) -> Vec<T> {
+        (0..n)
+            .map(|_| T::from_f64(self.next_f64() * scale))
+            .collect()
+    }
+}
+
+/// Algorithm 1 of Kingma & Ba with PyTorch's options, written plainly in f64.
+struct Reference {
+    m: Vec<f64>,
+    v: Vec<f64>,
+    vmax: Vec<f64>,
+    t: i32,
+}
+impl Reference {
+    fn new(n: usize) -> Self {
+        Reference {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            vmax: vec![0.0; n],
+            t: 0,
+        }
+    }
+    fn step(&mut self, c: &AdamConfig, p: &mut [f64], g: &[f64]) {
+        self.t += 1;
+        let bc1 = 1.0 - c.beta1.powi(self.t);
+        let bc2 = 1.0 - c.beta2.powi(self.t);
+        for i in 0..p.len() {
+            let mut g = if c.maximize { -g[i] } else { g[i] };
+            if c.decoupled_weight_decay {
+                p[i] *= 1.0 - c.lr * c.weight_decay;
+            } else {
+                g += c.weight_decay * p[i];
+            }
+            self.m[i] = c.beta1 * self.m[i] + (1.0 - c.beta1) * g;
+            self.v[i] = c.beta2 * self.v[i] + (1.0 - c.beta2) * g * g;
+            self.vmax[i] = self.vmax[i].max(self.v[i]);
+            let v = if c.amsgrad { self.vmax[i] } else { self.v[i] };
+            p[i] -= c.lr * (self.m[i] / bc1) / ((v / bc2).sqrt() + c.eps);
+        }
+    }
+}
+
+fn all_configs() -> Vec<AdamConfig> {
+    let mut out = Vec::new();
+    for wd in [0.0, 0.1] {
+        for decoupled in [false, true] {
+            for amsgrad in [false, true] {
+                for maximize in [false, true] {
+                    out.push(AdamConfig {
+                        lr: 1e-2,
+                        weight_decay: wd,
+                        decoupled_weight_decay: decoupled,
+                        amsgrad,
+                        maximize,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Buffers of one tensor, owned, for tests.
+#[derive(Clone, PartialEq, Debug)]
+struct Owned<T> {
+    p: Vec<T>,
+    m: Vec<T>,
+    v: Vec<T>,
+    x: Vec<T>,
+}
+impl<T: Float> Owned<T> {
+    fn new(rng: &mut Rng, n: usize) -> Self {
+        Owned {
+            p: rng.vec(n, 1.0),
+            m: vec![T::ZERO; n],
+            v: vec![T::ZERO; n],
+            x: vec![T::ZERO; n],
+        }
+    }
+    fn bits(&self) -> Vec<u64> {
+        [&self.p, &self.m, &self.v, &self.x]
+            .iter()
+            .flat_map(|b| b.iter().map(|x| x.to_f64().to_bits()))
+            .collect()
+    }
+}
+
+fn run<T: Float>(
+    level: SimdLevel,
+    cfg: &AdamConfig,
+    t: u64,
+    tensors: &mut [Owned<T>],
+    grads: &[Vec<T>],
+) -> Result<(), StepError> {
+    let scalars = [StepScalars::new(cfg, t)?];
+    let views = tensors
+        .iter_mut()
+        .zip(grads)
+        .map(|(o, g)| TensorMut {
+            param: &mut o.p,
+            grad: g,
+            exp_avg: &mut o.m,
+            exp_avg_sq: &mut o.v,
+            max_exp_avg_sq: Some(&mut o.x),
+            group: 0,
+        })
+        .collect();
+    step_tensors_with(level, views, &scalars)
+}
+
+#[test]
+fn matches_reference_in_f64_for_every_option() {
+    for cfg in all_configs() {
+        let mut rng = Rng(42);
+        let n = 37;
+        let mut ours = vec![Owned::<f64>::new(&mut rng, n)];
+        let mut p_ref = ours[0].p.clone();
+        let mut reference = Reference::new(n);
+        for t in 1..=200 {
+            let g: Vec<f64> = rng.vec(n, 1.0);
+            reference.step(&cfg, &mut p_ref, &g);
+            run(SimdLevel::detect(), &cfg, t, &mut ours, &[g]).unwrap();
+        }
+        for (a, b) in ours[0].p.iter().zip(&p_ref) {
+            assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1e-3),
+                "{cfg:?}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_stays_close_to_the_f64_reference() {
+    let cfg = AdamConfig {
+        lr: 1e-2,
+        ..Default::default()
+    };
+    let mut rng = Rng(7);
+    let n = 100;
+    let mut ours = vec![Owned::<f32>::new(&mut rng, n)];
+    let mut p_ref: Vec<f64> = ours[0].p.iter().map(|&x| x as f64).collect();
+    let mut reference = Reference::new(n);
+    for t in 1..=200 {
+        let g: Vec<f32> = rng.vec(n, 1.0);
+        let g64: Vec<f64> = g.iter().map(|&x| x as f64).collect();
+        reference.step(&cfg, &mut p_ref, &g64);
+        run(SimdLevel::detect(), &cfg, t, &mut ours, &[g]).unwrap();
+    }
+    for (a, b) in ours[0].p.iter().zip(&p_ref) {
+        assert!(
+            (*a as f64 - b).abs() <= 1e-5 * b.abs().max(1.0),
+            "{a} vs {b}"
+        );
+    }
+}
+
+fn levels_agree_bit_for_bit<T: Float>() {
+    let sizes = [
+        0,
+        1,
+        2,
+        3,
+        7,
+        8,
+        9,
+        15,
+        16,
+        17,
+        31,
+        32,
+        33,
+        63,
+        64,
+        65,
+        255,
+        256,
+        257,
+        1000,
+        CHUNK - 1,
+        CHUNK + 1,
+    ];
+    for cfg in all_configs() {
+        let mut rng = Rng(1);
+        let base: Vec<Owned<T>> = sizes.iter().map(|&n| Owned::new(&mut rng, n)).collect();
+        let mut results = Vec::new();
+        for level in SimdLevel::supported() {
+            let mut rng = Rng(2);
+            let mut tensors = base.clone();
+            for t in 1..=5 {
+                let grads: Vec<Vec<T>> = sizes.iter().map(|&n| rng.vec(n, 3.0)).collect();
+                run(level, &cfg, t, &mut tensors, &grads).unwrap();
+            }
+            let bits: Vec<u64> = tensors.iter().flat_map(|o| o.bits()).collect();
+            results.push((level, bits));
+        }
+        let (scalar, want) = &results[0];
+        assert_eq!(*scalar, SimdLevel::Scalar);
+        for (level, got) in &results[1..] {
+            assert!(got == want, "{level} differs from scalar for {cfg:?}");
+        }
+    }
+}
+
+#[test]
+fn simd_levels_agree_bit_for_bit_f32() {
+    levels_agree_bit_for_bit::<f32>();
+}
+
+#[test]
+fn simd_levels_agree_bit_for_bit_f64() {
+    levels_agree_bit_for_bit::<f64>();
+}
+
+#[test]
+fn thread_count_does_not_change_a_bit() {
+    // Uneven sizes, many tensors, well above the serial threshold.
+    let sizes = [1, 100_003, 5, CHUNK * 3 + 17, 4096, 77_777, 3, 250_000];
+    let cfg = AdamConfig {
+        amsgrad: true,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut rng = Rng(3);
+    let base: Vec<Owned<f32>> = sizes.iter().map(|&n| Owned::new(&mut rng, n)).collect();
+    let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n, 1.0)).collect();
+    let mut results = Vec::new();
+    for threads in [1, 2, 3, 4, 7] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut tensors = base.clone();
+        pool.install(|| {
+            for t in 1..=3 {
+                run(SimdLevel::detect(), &cfg, t, &mut tensors, &grads).unwrap();
+            }
+        });
+        results.push(tensors);
+    }
+    // The serial scalar path is the ground truth.
+    let mut tensors = base.clone();
+    for t in 1..=3 {
+        run(SimdLevel::Scalar, &cfg, t, &mut tensors, &grads).unwrap();
+    }
+    for (i, r) in results.iter().enumerate() {
+        assert!(r == &tensors, "result with pool #{i} differs");
+    }
+}
+
+#[test]
+fn mismatched_buffers_are_errors_and_write_nothing() {
+    let cfg = AdamConfig {
+        amsgrad: true,
+        ..Default::default()
+    };
+    let scalars = [StepScalars::new(&cfg, 1).unwrap()];
+    let mut p = vec![1.0f32; 4];
+    let mut m = vec![0.0f32; 4];
+    let mut v = vec![0.0f32; 3];
+    let mut x = vec![0.0f32; 4];
+    let g = vec![1.0f32; 4];
+    let err = step_tensors_with(
+        SimdLevel::Scalar,
+        vec![TensorMut {
+            param: &mut p,
+            grad: &g,
+            exp_avg: &mut m,
+            exp_avg_sq: &mut v,
+            max_exp_avg_sq: Some(&mut x),
+            group: 0,
+        }],
+        &scalars,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        StepError::LengthMismatch {
+            index: 0,
+            buffer: "exp_avg_sq",
+            expected: 4,
+            got: 3
+        }
+    );
+    let mut v = vec![0.0f32; 4];
+    let err = step_tensors_with(
+        SimdLevel::Scalar,
+        vec![TensorMut {
+            param: &mut p,
+            grad: &g,
+            exp_avg: &mut m,
+            exp_avg_sq: &mut v,
+            max_exp_avg_sq: None,
+            group: 0,
+        }],
+        &scalars,
+    )
+    .unwrap_err();
+    assert_eq!(err, StepError::MissingMaxBuffer { index: 0 });
+    let err = step_tensors_with(
+        SimdLevel::Scalar,
+        vec![TensorMut {
+            param: &mut p,
+            grad: &g,
+            exp_avg: &mut m,
+            exp_avg_sq: &mut v,
+            max_exp_avg_sq: Some(&mut x),
+            group: 1,
+        }],
+        &scalars,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        StepError::GroupOutOfRange {
+            index: 0,
+            group: 1,
+            groups: 1
+        }
+    );
+    assert_eq!(p, vec![1.0; 4]);
+    assert!(m.iter().chain(&v).chain(&x).all(|&z| z == 0.0));
+}
+
+#[test]
+fn groups_use_their_own_scalars() {
+    let fast = AdamConfig {
+        lr: 0.1,
+        ..Default::default()
+    };
+    let slow = AdamConfig {
+        lr: 0.001,
+        ..Default::default()
+    };
+    let scalars = [
+        StepScalars::new(&fast, 1).unwrap(),
+        StepScalars::new(&slow, 1).unwrap(),
+    ];
+    let (mut p0, mut p1) = (vec![1.0f64], vec![1.0f64]);
+    let (mut m0, mut m1, mut v0, mut v1) = (vec![0.0], vec![0.0], vec![0.0], vec![0.0]);
+    let g = vec![0.5f64];
+    step_tensors_with(
+        SimdLevel::detect(),
+        vec![
+            TensorMut {
+                param: &mut p0,
+                grad: &g,
+                exp_avg: &mut m0,
+                exp_avg_sq: &mut v0,
+                max_exp_avg_sq: None,
+                group: 0,
+            },
+            TensorMut {
+                param: &mut p1,
+                grad: &g,
+                exp_avg: &mut m1,
+                exp_avg_sq: &mut v1,
+                max_exp_avg_sq: None,
+                group: 1,
+            },
+        ],
+        &scalars,
+    )
+    .unwrap();
+    // The first Adam step moves each param by lr * g / (|g| + eps) ~ lr.
+    assert!((1.0 - p0[0] - 0.1).abs() < 1e-6);
+    assert!((1.0 - p1[0] - 0.001).abs() < 1e-6);
+}
+
+#[test]
+fn owning_optimizer_converges_on_rosenbrock() {
+    let cfg = AdamConfig {
+        lr: 2e-2,
+        ..Default::default()
+    };
+    let mut xy = vec![-1.5f64, 2.0];
+    let mut opt = crate::Adam::<f64>::new(cfg, &[2]).unwrap();
+    for _ in 0..20_000 {
+        let (x, y) = (xy[0], xy[1]);
+        let g = [
+            -2.0 * (1.0 - x) - 400.0 * x * (y - x * x),
+            200.0 * (y - x * x),
+        ];
+        opt.step(&mut [&mut xy[..]], &[&g[..]]).unwrap();
+    }
+    assert!(
+        (xy[0] - 1.0).abs() < 1e-3 && (xy[1] - 1.0).abs() < 1e-3,
+        "{xy:?}"
+    );
+    assert_eq!(opt.step_count(), 20_000);
+    let err = opt.step(&mut [&mut xy[..]], &[]).unwrap_err();
+    assert_eq!(
+        err,
+        StepError::CountMismatch {
+            what: "grads",
+            expected: 1,
+            got: 0
+        }
+    );
+}

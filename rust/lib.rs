@@ -1,0 +1,42 @@
+//! radam: Adam done well.
+//!
+//! A fused, single-pass Adam kernel over slices of `f32` or `f64`, with the
+//! SIMD level (AVX-512, AVX2+FMA, NEON, scalar) chosen at run time and the
+//! work of many tensors spread over rayon's threads. The results are the same
+//! bit for bit at every SIMD level and thread count.
+//!
+//! * [`Adam`] owns the moments: the simplest way to use the crate.
+//! * [`step_tensors`] steps caller-owned buffers (what the Python bindings use).
+//! * [`StepScalars`] are the per-step scalars (bias corrections), computed on
+//!   the host in f64 once per step.
+//!
+//! The `python` feature adds the PyO3 bindings; by default the crate has no
+//! Python in its dependency tree.
+
+mod config;
+mod element;
+mod error;
+mod kernel;
+mod multi;
+mod optimizer;
+mod scalars;
+mod simd;
+
+#[cfg(test)]
+mod kernel_tests;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use config::AdamConfig;
+pub use element::Float;
+pub use error::{ConfigError, StepError};
+pub use multi::{step_tensors, step_tensors_with, TensorMut, CHUNK, SERIAL_MAX};
+pub use optimizer::{Adam, AdamState};
+pub use scalars::StepScalars;
+pub use simd::SimdLevel;
+
+/// The number of threads a multi-tensor step may use (rayon's current pool).
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}

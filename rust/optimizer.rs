@@ -1,0 +1,115 @@
+//! An owning Adam optimizer for Rust programs: it keeps the moments itself.
+
+use crate::config::AdamConfig;
+use crate::element::Float;
+use crate::error::{ConfigError, StepError};
+use crate::multi::{step_tensors, TensorMut};
+use crate::scalars::StepScalars;
+
+/// The moments of one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamState<T> {
+    pub exp_avg: Vec<T>,
+    pub exp_avg_sq: Vec<T>,
+    /// Present when AMSGrad is on.
+    pub max_exp_avg_sq: Option<Vec<T>>,
+}
+
+/// Adam over a fixed list of tensors, one parameter group.
+///
+/// ```
+/// use radam::{Adam, AdamConfig};
+/// let mut w = vec![1.0f32, -2.0, 3.0];
+/// let mut opt = Adam::<f32>::new(AdamConfig { lr: 0.1, ..Default::default() }, &[w.len()]).unwrap();
+/// for _ in 0..100 {
+///     let grad: Vec<f32> = w.iter().map(|x| 2.0 * x).collect(); // d/dw of |w|^2
+///     opt.step(&mut [&mut w[..]], &[&grad[..]]).unwrap();
+/// }
+/// assert!(w.iter().all(|x| x.abs() < 0.5));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Adam<T> {
+    config: AdamConfig,
+    step: u64,
+    state: Vec<AdamState<T>>,
+}
+
+impl<T: Float> Adam<T> {
+    /// An optimizer for tensors of the given sizes, with zeroed moments.
+    pub fn new(config: AdamConfig, sizes: &[usize]) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let state = sizes
+            .iter()
+            .map(|&n| AdamState {
+                exp_avg: vec![T::ZERO; n],
+                exp_avg_sq: vec![T::ZERO; n],
+                max_exp_avg_sq: config.amsgrad.then(|| vec![T::ZERO; n]),
+            })
+            .collect();
+        Ok(Adam {
+            config,
+            step: 0,
+            state,
+        })
+    }
+
+    pub fn config(&self) -> &AdamConfig {
+        &self.config
+    }
+
+    /// Change options between steps (a learning-rate schedule, say). The new
+    /// values are validated by the next [`Adam::step`]; AMSGrad is fixed at construction.
+    pub fn set_config(&mut self, config: AdamConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        if config.amsgrad != self.config.amsgrad {
+            return Err(ConfigError {
+                name: "amsgrad",
+                value: config.amsgrad as u8 as f64,
+                rule: "unchanged after construction",
+            });
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// Steps taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    pub fn state(&self) -> &[AdamState<T>] {
+        &self.state
+    }
+
+    /// One step: `params[i] -= ...` in place, given `grads[i]` of the same length.
+    /// On error nothing has been written.
+    pub fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<(), StepError> {
+        for (what, got) in [("params", params.len()), ("grads", grads.len())] {
+            if got != self.state.len() {
+                return Err(StepError::CountMismatch {
+                    what,
+                    expected: self.state.len(),
+                    got,
+                });
+            }
+        }
+        let next = self.step.checked_add(1).ok_or(StepError::StepOverflow)?;
+        let scalars = [StepScalars::new(&self.config, next)?];
+        let tensors = params
+            .iter_mut()
+            .zip(grads)
+            .zip(self.state.iter_mut())
+            .map(|((param, grad), s)| TensorMut {
+                param: &mut param[..],
+                grad,
+                exp_avg: &mut s.exp_avg,
+                exp_avg_sq: &mut s.exp_avg_sq,
+                max_exp_avg_sq: s.max_exp_avg_sq.as_deref_mut(),
+                group: 0,
+            })
+            .collect();
+        step_tensors(tensors, &scalars)?;
+        self.step = next;
+        Ok(())
+    }
+}

@@ -1,0 +1,403 @@
+//! The PyO3 bindings (`radam._core`). They only extract, check and dispatch:
+//! every array is borrowed through rust-numpy's checked borrows (so aliasing
+//! and read-only arrays are Python errors, never panics), every check runs
+//! before any element is written, and the GIL is released while the kernel runs.
+
+use numpy::{
+    BorrowError, Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyAnyMethods;
+
+use crate::{step_tensors, AdamConfig, Float, SimdLevel, StepScalars, TensorMut};
+
+/// The options of one group as Python passes them:
+/// (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad, maximize).
+type GroupOptions = (f64, f64, f64, f64, f64, bool, bool, bool);
+
+fn config_of(o: GroupOptions) -> AdamConfig {
+    AdamConfig {
+        lr: o.0,
+        beta1: o.1,
+        beta2: o.2,
+        eps: o.3,
+        weight_decay: o.4,
+        decoupled_weight_decay: o.5,
+        amsgrad: o.6,
+        maximize: o.7,
+    }
+}
+
+/// Raise `ValueError` naming the first bad option, as the optimizer's constructor does.
+#[pyfunction]
+#[pyo3(signature = (lr, beta1, beta2, eps, weight_decay))]
+fn validate_config(lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> PyResult<()> {
+    let config = AdamConfig {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// The SIMD instruction set the kernels run with on this CPU.
+#[pyfunction]
+fn simd_level() -> &'static str {
+    SimdLevel::detect().name()
+}
+
+/// The number of threads a step may use (rayon's pool; set `RAYON_NUM_THREADS` to change it).
+#[pyfunction]
+fn num_threads() -> usize {
+    crate::num_threads()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DType {
+    F32,
+    F64,
+}
+
+impl DType {
+    fn of(array: &Bound<'_, PyUntypedArray>) -> Option<DType> {
+        let py = array.py();
+        let dtype = array.dtype();
+        if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
+            Some(DType::F32)
+        } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
+            Some(DType::F64)
+        } else {
+            None
+        }
+    }
+}
+
+/// One tensor the engine steps: its param and state arrays, checked at construction.
+struct Slot {
+    label: String,
+    dtype: DType,
+    group: usize,
+    param: Py<PyUntypedArray>,
+    exp_avg: Py<PyUntypedArray>,
+    exp_avg_sq: Py<PyUntypedArray>,
+    max_exp_avg_sq: Option<Py<PyUntypedArray>>,
+}
+
+fn as_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: impl Fn() -> String,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    obj.cast::<PyUntypedArray>().cloned().map_err(|_| {
+        let type_name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        PyTypeError::new_err(format!(
+            "{} must be a numpy.ndarray, got {type_name}",
+            what()
+        ))
+    })
+}
+
+/// A state array must match its param exactly and be writable in place.
+fn check_state(
+    param: &Bound<'_, PyUntypedArray>,
+    state: &Bound<'_, PyUntypedArray>,
+    what: &str,
+) -> PyResult<()> {
+    if !state.dtype().is_equiv_to(&param.dtype()) || state.shape() != param.shape() {
+        return Err(PyValueError::new_err(format!(
+            "{what} must have the dtype and shape of its param"
+        )));
+    }
+    if !state.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be C-contiguous"
+        )));
+    }
+    Ok(())
+}
+
+/// The gradient as the kernel reads it: the array's own memory, or a
+/// C-ordered copy when the array is not C-contiguous.
+enum Grad<'py, T: Element> {
+    View(PyReadonlyArrayDyn<'py, T>),
+    Copied(Vec<T>),
+}
+
+impl<T: Element> Grad<'_, T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            // Contiguity was checked when the view was chosen.
+            Grad::View(view) => view.as_slice().unwrap_or(&[]),
+            Grad::Copied(copy) => copy,
+        }
+    }
+}
+
+/// The borrows of one tensor, held while the kernel runs.
+struct Borrowed<'py, T: Element> {
+    param: PyReadwriteArrayDyn<'py, T>,
+    exp_avg: PyReadwriteArrayDyn<'py, T>,
+    exp_avg_sq: PyReadwriteArrayDyn<'py, T>,
+    max_exp_avg_sq: Option<PyReadwriteArrayDyn<'py, T>>,
+    grad: Grad<'py, T>,
+    group: usize,
+}
+
+/// `what` names the array in messages; it is only formatted on error.
+fn borrow_rw<'py, T: Element>(
+    array: &Bound<'py, PyUntypedArray>,
+    what: impl Fn() -> String,
+) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+    let typed = array.cast::<PyArrayDyn<T>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{} changed dtype after the optimizer was built",
+            what()
+        ))
+    })?;
+    let borrowed = typed.try_readwrite().map_err(|e| match e {
+        BorrowError::NotWriteable => PyValueError::new_err(format!(
+            "{} is read-only; the optimizer updates it in place",
+            what()
+        )),
+        _ => PyValueError::new_err(format!(
+            "{} is already in use: it shares memory with another param or state array, \
+             or another thread is stepping it",
+            what()
+        )),
+    })?;
+    if !borrowed.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{} is no longer C-contiguous",
+            what()
+        )));
+    }
+    Ok(borrowed)
+}
+
+/// Take every borrow of the tensors of one dtype (in slot order), checking each grad.
+fn borrow_all<'py, T: Element + Float>(
+    py: Python<'py>,
+    slots: &[Slot],
+    grads: &[Bound<'py, PyAny>],
+    dtype: DType,
+) -> PyResult<Vec<Borrowed<'py, T>>> {
+    let mut out = Vec::new();
+    // Params and state first, so a grad that aliases any of them fails its borrow below.
+    for (index, slot) in slots.iter().enumerate().filter(|(_, s)| s.dtype == dtype) {
+        let label = &slot.label;
+        let max_exp_avg_sq = match &slot.max_exp_avg_sq {
+            Some(a) => Some(borrow_rw(a.bind(py), || {
+                format!("state{label}['max_exp_avg_sq']")
+            })?),
+            None => None,
+        };
+        out.push((
+            borrow_rw(slot.param.bind(py), || format!("params{label}"))?,
+            borrow_rw(slot.exp_avg.bind(py), || format!("state{label}['exp_avg']"))?,
+            borrow_rw(slot.exp_avg_sq.bind(py), || {
+                format!("state{label}['exp_avg_sq']")
+            })?,
+            max_exp_avg_sq,
+            index,
+        ));
+    }
+    let mut borrowed = Vec::with_capacity(out.len());
+    for (param, exp_avg, exp_avg_sq, max_exp_avg_sq, index) in out {
+        let slot = &slots[index];
+        let what = || format!("grads{}", slot.label);
+        let grad = as_array(&grads[index], what)?;
+        let typed = grad.cast::<PyArrayDyn<T>>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{} has dtype {} but its param has dtype {}; radam never casts, pass a {} array",
+                what(),
+                grad.dtype(),
+                T::NAME,
+                T::NAME
+            ))
+        })?;
+        if typed.shape() != param.shape() {
+            return Err(PyValueError::new_err(format!(
+                "{} has shape {:?} but its param has shape {:?}",
+                what(),
+                typed.shape(),
+                param.shape()
+            )));
+        }
+        let view = typed.try_readonly().map_err(|_| {
+            PyValueError::new_err(format!(
+                "{} shares memory with a param or optimizer state; pass a separate gradient array",
+                what()
+            ))
+        })?;
+        let grad = if view.is_c_contiguous() {
+            Grad::View(view)
+        } else {
+            Grad::Copied(view.as_array().iter().copied().collect())
+        };
+        borrowed.push(Borrowed {
+            param,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+            grad,
+            group: slot.group,
+        });
+    }
+    Ok(borrowed)
+}
+
+fn views<'a, T: Element>(borrowed: &'a mut [Borrowed<'_, T>]) -> PyResult<Vec<TensorMut<'a, T>>> {
+    let contiguous = |_| PyValueError::new_err("an array is not contiguous");
+    borrowed
+        .iter_mut()
+        .map(|b| {
+            Ok(TensorMut {
+                param: b.param.as_slice_mut().map_err(contiguous)?,
+                grad: b.grad.as_slice(),
+                exp_avg: b.exp_avg.as_slice_mut().map_err(contiguous)?,
+                exp_avg_sq: b.exp_avg_sq.as_slice_mut().map_err(contiguous)?,
+                max_exp_avg_sq: match &mut b.max_exp_avg_sq {
+                    Some(x) => Some(x.as_slice_mut().map_err(contiguous)?),
+                    None => None,
+                },
+                group: b.group,
+            })
+        })
+        .collect()
+}
+
+/// Steps a fixed list of float32/float64 tensors in place with the Rust kernel.
+/// Built once by `radam.Adam`; `step` is the one native call of each step.
+#[pyclass(module = "radam._core", frozen)]
+struct CpuEngine {
+    slots: Vec<Slot>,
+}
+
+#[pymethods]
+impl CpuEngine {
+    /// `labels[i]` is how messages name tensor i (e.g. "[0]" or "['w']");
+    /// `groups[i]` is the index of its parameter group.
+    #[new]
+    #[pyo3(signature = (labels, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, groups))]
+    fn new(
+        labels: Vec<String>,
+        params: Vec<Bound<'_, PyAny>>,
+        exp_avgs: Vec<Bound<'_, PyAny>>,
+        exp_avg_sqs: Vec<Bound<'_, PyAny>>,
+        max_exp_avg_sqs: Vec<Option<Bound<'_, PyAny>>>,
+        groups: Vec<usize>,
+    ) -> PyResult<Self> {
+        let n = params.len();
+        if [
+            labels.len(),
+            exp_avgs.len(),
+            exp_avg_sqs.len(),
+            max_exp_avg_sqs.len(),
+            groups.len(),
+        ]
+        .iter()
+        .any(|&len| len != n)
+        {
+            return Err(PyValueError::new_err(
+                "labels, params, states and groups must have one entry per tensor",
+            ));
+        }
+        let mut slots = Vec::with_capacity(n);
+        for (i, label) in labels.into_iter().enumerate() {
+            let param = as_array(&params[i], || format!("params{label}"))?;
+            let dtype = DType::of(&param).ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "params{label} has dtype {}; radam.Adam updates float32 and float64 arrays",
+                    param.dtype()
+                ))
+            })?;
+            if !param.is_c_contiguous() {
+                return Err(PyValueError::new_err(format!(
+                    "params{label} must be C-contiguous"
+                )));
+            }
+            let state = |obj: &Bound<'_, PyAny>, name: &str| -> PyResult<Py<PyUntypedArray>> {
+                let what = format!("state{label}['{name}']");
+                let array = as_array(obj, || what.clone())?;
+                check_state(&param, &array, &what)?;
+                Ok(array.unbind())
+            };
+            slots.push(Slot {
+                dtype,
+                group: groups[i],
+                exp_avg: state(&exp_avgs[i], "exp_avg")?,
+                exp_avg_sq: state(&exp_avg_sqs[i], "exp_avg_sq")?,
+                max_exp_avg_sq: match &max_exp_avg_sqs[i] {
+                    Some(obj) => Some(state(obj, "max_exp_avg_sq")?),
+                    None => None,
+                },
+                param: param.unbind(),
+                label,
+            });
+        }
+        Ok(CpuEngine { slots })
+    }
+
+    /// One Adam step (number `step`, counting from 1) with per-group options.
+    /// Every check runs before any element is written; on error nothing changed.
+    fn step(
+        &self,
+        py: Python<'_>,
+        grads: Vec<Bound<'_, PyAny>>,
+        step: u64,
+        groups: Vec<GroupOptions>,
+    ) -> PyResult<()> {
+        if grads.len() != self.slots.len() {
+            return Err(PyValueError::new_err(format!(
+                "expected {} grads (one per param), got {}",
+                self.slots.len(),
+                grads.len()
+            )));
+        }
+        let mut scalars = Vec::with_capacity(groups.len());
+        for (i, options) in groups.into_iter().enumerate() {
+            let s = StepScalars::new(&config_of(options), step)
+                .map_err(|e| PyValueError::new_err(format!("param_groups[{i}]: {e}")))?;
+            scalars.push(s);
+        }
+        for slot in &self.slots {
+            let amsgrad = scalars.get(slot.group).map(|s| s.amsgrad);
+            if amsgrad.is_none() || (amsgrad == Some(true) && slot.max_exp_avg_sq.is_none()) {
+                return Err(PyValueError::new_err(format!(
+                    "params{}: its group's options do not match the optimizer's state",
+                    slot.label
+                )));
+            }
+        }
+        let mut b32 = borrow_all::<f32>(py, &self.slots, &grads, DType::F32)?;
+        let mut b64 = borrow_all::<f64>(py, &self.slots, &grads, DType::F64)?;
+        let (t32, t64) = (views(&mut b32)?, views(&mut b64)?);
+        py.detach(|| step_tensors(t32, &scalars).and_then(|()| step_tensors(t64, &scalars)))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// The number of tensors.
+    fn __len__(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(validate_config, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add_class::<CpuEngine>()?;
+    Ok(())
+}

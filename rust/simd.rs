@@ -1,0 +1,154 @@
+//! Run-time SIMD dispatch, in the manner of orjson: the kernel body is
+//! compiled once per instruction set inside a `#[target_feature]` function,
+//! and the best level the CPU supports is chosen once, at run time. The
+//! crate itself is built for the baseline ISA.
+
+use std::sync::OnceLock;
+
+use crate::element::Float;
+use crate::kernel::adam_update;
+use crate::scalars::Coeffs;
+
+/// An instruction set the kernels are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimdLevel {
+    /// Portable code; also what non-x86, non-ARM targets run.
+    Scalar,
+    /// aarch64 NEON (128-bit).
+    Neon,
+    /// x86_64 AVX2 with FMA (256-bit).
+    Avx2,
+    /// x86_64 AVX-512F (512-bit).
+    Avx512,
+}
+
+impl SimdLevel {
+    pub const ALL: [SimdLevel; 4] = [
+        SimdLevel::Scalar,
+        SimdLevel::Neon,
+        SimdLevel::Avx2,
+        SimdLevel::Avx512,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Scalar => "scalar",
+            SimdLevel::Neon => "neon",
+            SimdLevel::Avx2 => "avx2+fma",
+            SimdLevel::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this CPU can run the level.
+    pub fn is_supported(self) -> bool {
+        match self {
+            SimdLevel::Scalar => true,
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The best supported level, detected once.
+    pub fn detect() -> SimdLevel {
+        static DETECTED: OnceLock<SimdLevel> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            Self::ALL
+                .into_iter()
+                .rev()
+                .find(|level| level.is_supported())
+                .unwrap_or(SimdLevel::Scalar)
+        })
+    }
+
+    /// Every level this CPU supports (for tests that compare them).
+    pub fn supported() -> Vec<SimdLevel> {
+        Self::ALL.into_iter().filter(|l| l.is_supported()).collect()
+    }
+}
+
+impl std::fmt::Display for SimdLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kernel body, instantiated inside a function compiled for one instruction set.
+macro_rules! level_kernel {
+    ($name:ident, $($feature:literal),+) => {
+        /// # Safety
+        /// The CPU must support the named target features.
+        #[target_feature($(enable = $feature),+)]
+        unsafe fn $name<T: Float, const L2: bool, const AMS: bool>(
+            c: &Coeffs<T>,
+            param: &mut [T],
+            grad: &[T],
+            exp_avg: &mut [T],
+            exp_avg_sq: &mut [T],
+            max_exp_avg_sq: &mut [T],
+        ) {
+            adam_update::<T, L2, AMS>(c, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+level_kernel!(adam_avx512, "avx512f", "avx2", "fma");
+#[cfg(target_arch = "x86_64")]
+level_kernel!(adam_avx2, "avx2", "fma");
+#[cfg(target_arch = "aarch64")]
+level_kernel!(adam_neon, "neon");
+
+fn adam_scalar<T: Float, const L2: bool, const AMS: bool>(
+    c: &Coeffs<T>,
+    param: &mut [T],
+    grad: &[T],
+    exp_avg: &mut [T],
+    exp_avg_sq: &mut [T],
+    max_exp_avg_sq: &mut [T],
+) {
+    adam_update::<T, L2, AMS>(c, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+}
+
+/// A kernel for one element type, variant and SIMD level, chosen once per piece.
+pub(crate) type KernelFn<T> = fn(&Coeffs<T>, &mut [T], &[T], &mut [T], &mut [T], &mut [T]);
+
+fn pick_level<T: Float, const L2: bool, const AMS: bool>(level: SimdLevel) -> KernelFn<T> {
+    match level {
+        // SAFETY (all arms): a `KernelFn` is only picked for a level that
+        // `is_supported()` said the CPU runs (checked by `kernel_for`).
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => {
+            |c, p, g, m, v, x| unsafe { adam_avx512::<T, L2, AMS>(c, p, g, m, v, x) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => |c, p, g, m, v, x| unsafe { adam_avx2::<T, L2, AMS>(c, p, g, m, v, x) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => |c, p, g, m, v, x| unsafe { adam_neon::<T, L2, AMS>(c, p, g, m, v, x) },
+        _ => adam_scalar::<T, L2, AMS>,
+    }
+}
+
+/// The kernel for `coeffs`' variant at `level`, or the scalar one if the CPU lacks `level`.
+pub(crate) fn kernel_for<T: Float>(level: SimdLevel, coeffs: &Coeffs<T>) -> KernelFn<T> {
+    let level = if level.is_supported() {
+        level
+    } else {
+        SimdLevel::Scalar
+    };
+    match (coeffs.has_l2, coeffs.amsgrad) {
+        (false, false) => pick_level::<T, false, false>(level),
+        (true, false) => pick_level::<T, true, false>(level),
+        (false, true) => pick_level::<T, false, true>(level),
+        (true, true) => pick_level::<T, true, true>(level),
+    }
+}
