@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._options import engine_options
+from ._options import EngineOptions, engine_options
 from ._params import flatten_grads, layout_of
 
 DEVICES = ("cpu", "gpu", "auto")
@@ -79,11 +79,11 @@ class Adam:
         """The number of steps taken (the ``t`` of the bias corrections)."""
         return self._step
 
-    def _options(self) -> list[tuple]:
+    def _options(self) -> list[EngineOptions]:
         options = [engine_options(g, f"param_groups[{i}]") for i, g in enumerate(self.param_groups)]
         if self._engine is not None:
             for i, (opts, had) in enumerate(zip(options, self._amsgrad)):
-                if opts[6] != had:
+                if opts.amsgrad != had:
                     raise ValueError(
                         f"param_groups[{i}]['amsgrad'] cannot change once state exists"
                     )
@@ -122,7 +122,7 @@ class Adam:
             options = self._options()
             engine, state, amsgrad = self._engine, self.state, self._amsgrad
             if engine is None:
-                amsgrad = [o[6] for o in options]
+                amsgrad = [o.amsgrad for o in options]
                 state = self._fresh_state(amsgrad)
                 engine = self._build(amsgrad, state)
             t = self._step + 1
