@@ -2,12 +2,36 @@
 
 use crate::error::ConfigError;
 
-/// The options of one Adam parameter group, as `torch.optim.Adam` names them.
+/// Which update rule a group follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Adam (Kingma & Ba, Algorithm 1, or its efficient form).
+    #[default]
+    Adam,
+    /// AdaMax (Algorithm 2): the infinity norm `u = max(beta2 * u, |g| + eps)` replaces
+    /// sqrt(v); where `u == 0` the update is 0.
+    Adamax,
+}
+
+/// How the moments are corrected for their zero start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BiasCorrection {
+    /// The paper's `1 - beta^t` corrections.
+    #[default]
+    Adam,
+    /// downhill 0.4.0 (the release on PyPI): a constant rescale,
+    /// `m / (1 - beta1_t)` and `sqrt(v / (1 - beta2))`, with no power of t in the second.
+    Downhill040,
+}
+
+/// The options of one parameter group, as `torch.optim.Adam` (and, for the
+/// seed systems' extras, downhill) name them.
 ///
 /// `eps` is added outside the root of the bias-corrected second moment
-/// (Algorithm 1 of Kingma & Ba). With `decoupled_weight_decay` the decay is
-/// AdamW's `param *= 1 - lr * weight_decay`; otherwise it is L2 regularisation
-/// added to the gradient.
+/// (Algorithm 1 of Kingma & Ba), or of the uncorrected one with
+/// `efficient_form`. With `decoupled_weight_decay` the decay is AdamW's
+/// `param *= 1 - lr * weight_decay`; otherwise it is L2 regularisation added
+/// to the gradient.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
     pub lr: f64,
@@ -18,6 +42,22 @@ pub struct AdamConfig {
     pub decoupled_weight_decay: bool,
     pub amsgrad: bool,
     pub maximize: bool,
+    /// The paper's efficient form: step `lr * sqrt(1 - beta2^t) / (1 - beta1^t)`,
+    /// `eps` added to the uncorrected `sqrt(v)` (Keras, PuzzleLib).
+    pub efficient_form: bool,
+    /// lambda: the first moment uses `beta1 * lambda^(t-1)`; 1 turns it off.
+    pub beta1_decay: f64,
+    /// downhill's velocity on top of the Adam step (0 turns it off).
+    pub momentum: f64,
+    /// Nesterov's form of that velocity.
+    pub nesterov: bool,
+    /// Clip each gradient element to +-this before the moments (0 turns it off).
+    pub max_gradient_elem: f64,
+    /// Rescale each tensor's gradient to at most this L2 norm (0 turns it off;
+    /// element clipping wins when both are set).
+    pub max_gradient_norm: f64,
+    pub bias_correction: BiasCorrection,
+    pub algorithm: Algorithm,
 }
 
 impl Default for AdamConfig {
@@ -32,6 +72,14 @@ impl Default for AdamConfig {
             decoupled_weight_decay: false,
             amsgrad: false,
             maximize: false,
+            efficient_form: false,
+            beta1_decay: 1.0,
+            momentum: 0.0,
+            nesterov: false,
+            max_gradient_elem: 0.0,
+            max_gradient_norm: 0.0,
+            bias_correction: BiasCorrection::Adam,
+            algorithm: Algorithm::Adam,
         }
     }
 }
@@ -46,11 +94,27 @@ impl AdamConfig {
         }
     }
 
+    /// AdaMax's defaults (the paper's Algorithm 2: lr 2e-3, no eps).
+    pub fn adamax() -> Self {
+        AdamConfig {
+            lr: 2e-3,
+            eps: 0.0,
+            algorithm: Algorithm::Adamax,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the state needs a velocity buffer.
+    pub fn uses_velocity(&self) -> bool {
+        self.momentum != 0.0 || self.nesterov
+    }
+
     /// Check every value; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |name: &'static str, value: f64, rule: &'static str| {
             Err(ConfigError { name, value, rule })
         };
+        let flag = |b: bool| b as u8 as f64;
         // Written as negated ranges so that NaN fails every check.
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return bad("lr", self.lr, "a finite number >= 0");
@@ -66,6 +130,46 @@ impl AdamConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay", self.weight_decay, "a finite number >= 0");
+        }
+        if !(self.beta1_decay > 0.0 && self.beta1_decay <= 1.0) {
+            return bad("beta1_decay", self.beta1_decay, "in (0, 1]");
+        }
+        if !(self.momentum >= 0.0 && self.momentum < 1.0) {
+            return bad("momentum", self.momentum, "in [0, 1)");
+        }
+        if !(self.max_gradient_elem.is_finite() && self.max_gradient_elem >= 0.0) {
+            return bad(
+                "max_gradient_elem",
+                self.max_gradient_elem,
+                "a finite number >= 0",
+            );
+        }
+        if !(self.max_gradient_norm.is_finite() && self.max_gradient_norm >= 0.0) {
+            return bad(
+                "max_gradient_norm",
+                self.max_gradient_norm,
+                "a finite number >= 0",
+            );
+        }
+        let legacy = self.bias_correction == BiasCorrection::Downhill040;
+        if self.efficient_form && legacy {
+            return bad(
+                "efficient_form",
+                1.0,
+                "False with bias_correction='downhill-0.4.0'",
+            );
+        }
+        if self.algorithm == Algorithm::Adamax {
+            if self.amsgrad {
+                return bad("amsgrad", flag(true), "False for AdaMax");
+            }
+            if self.efficient_form || legacy {
+                return bad(
+                    "efficient_form",
+                    flag(true),
+                    "False for AdaMax (and the Adam bias correction)",
+                );
+            }
         }
         Ok(())
     }
@@ -83,7 +187,7 @@ mod tests {
 
     #[test]
     fn each_bad_value_is_named() {
-        let cases: [(AdamConfig, &str); 8] = [
+        let cases: [(AdamConfig, &str); 14] = [
             (
                 AdamConfig {
                     lr: -1.0,
@@ -139,6 +243,48 @@ mod tests {
                     ..Default::default()
                 },
                 "weight_decay",
+            ),
+            (
+                AdamConfig {
+                    beta1_decay: 0.0,
+                    ..Default::default()
+                },
+                "beta1_decay",
+            ),
+            (
+                AdamConfig {
+                    beta1_decay: 1.5,
+                    ..Default::default()
+                },
+                "beta1_decay",
+            ),
+            (
+                AdamConfig {
+                    momentum: 1.0,
+                    ..Default::default()
+                },
+                "momentum",
+            ),
+            (
+                AdamConfig {
+                    max_gradient_elem: -1.0,
+                    ..Default::default()
+                },
+                "max_gradient_elem",
+            ),
+            (
+                AdamConfig {
+                    max_gradient_norm: f64::NAN,
+                    ..Default::default()
+                },
+                "max_gradient_norm",
+            ),
+            (
+                AdamConfig {
+                    amsgrad: true,
+                    ..AdamConfig::adamax()
+                },
+                "amsgrad",
             ),
         ];
         for (cfg, name) in cases {

@@ -29,6 +29,7 @@ pub trait Float:
     /// `self * a + b` with a single rounding.
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn sqrt(self) -> Self;
+    fn abs(self) -> Self;
 }
 
 macro_rules! impl_float {
@@ -51,6 +52,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
             }
         }
     };

@@ -33,8 +33,8 @@ pub enum StepError {
         group: usize,
         groups: usize,
     },
-    #[error("tensor {index}: amsgrad needs a max_exp_avg_sq buffer")]
-    MissingMaxBuffer { index: usize },
+    #[error("tensor {index}: its group's options need a {buffer} buffer")]
+    MissingBuffer { index: usize, buffer: &'static str },
     #[error("this CPU does not support the {0} kernels")]
     UnsupportedSimd(&'static str),
     #[error("the step counter must start at 1, got 0")]

@@ -1,52 +1,108 @@
-//! The fused Adam update over one contiguous piece of one tensor.
+//! The fused update over one contiguous piece of one tensor.
 //!
-//! One pass: param, grad, m, v (and AMSGrad's max) are each read once and
-//! param, m, v written once. The body is written for the autovectorizer and
-//! compiled once per SIMD level (see `simd.rs`); it uses only correctly
-//! rounded IEEE operations, so every level gives the same bits.
+//! One pass: param, grad and every state buffer are each read once and
+//! written once. The body is written for the autovectorizer and compiled once
+//! per SIMD level (see `simd.rs`); it uses only correctly rounded IEEE
+//! operations, so every level gives the same bits.
 
 use crate::element::Float;
 use crate::scalars::Coeffs;
 
-/// One Adam step over `param.len()` elements. `L2` and `AMS` select the
-/// variant once per call, so the loop carries no per-element branch.
-/// The caller guarantees equal lengths (`max_exp_avg_sq` may be empty when not `AMS`).
+/// The kernel variants: bits of the const parameter `F` of [`update`], fixed
+/// once per call so the loop carries no per-element branch on options.
+pub(crate) mod flags {
+    /// L2 weight decay added to the gradient.
+    pub const L2: u32 = 1;
+    /// AMSGrad: the running max of v in the denominator.
+    pub const AMSGRAD: u32 = 2;
+    /// downhill's velocity on top of the step.
+    pub const MOMENTUM: u32 = 4;
+    /// Clip each gradient element.
+    pub const CLIP: u32 = 8;
+    /// AdaMax's infinity norm instead of sqrt(v).
+    pub const ADAMAX: u32 = 16;
+    /// Every combination is compiled.
+    pub const ALL: u32 = 31;
+}
+
+/// The buffers of one piece, all of one length (`max_exp_avg_sq` and
+/// `velocity` are empty when their variant is off).
+pub(crate) struct Slices<'a, T> {
+    pub param: &'a mut [T],
+    pub grad: &'a [T],
+    pub exp_avg: &'a mut [T],
+    /// v for Adam, u (the infinity norm) for AdaMax.
+    pub exp_avg_sq: &'a mut [T],
+    pub max_exp_avg_sq: &'a mut [T],
+    pub velocity: &'a mut [T],
+}
+
 #[inline(always)]
-pub(crate) fn adam_update<T: Float, const L2: bool, const AMS: bool>(
-    c: &Coeffs<T>,
-    param: &mut [T],
-    grad: &[T],
-    exp_avg: &mut [T],
-    exp_avg_sq: &mut [T],
-    max_exp_avg_sq: &mut [T],
-) {
-    let n = param.len();
+fn max<T: Float>(a: T, b: T) -> T {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// One step over `s.param.len()` elements with variant `F` (a set of [`flags`]).
+#[inline(always)]
+pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
+    let on = |flag: u32| F & flag != 0;
+    let n = s.param.len();
+    let param = s.param;
     // Re-slicing to `n` lets the compiler drop the bounds checks and vectorize.
-    let grad = &grad[..n];
-    let exp_avg = &mut exp_avg[..n];
-    let exp_avg_sq = &mut exp_avg_sq[..n];
-    let max_exp_avg_sq = &mut max_exp_avg_sq[..if AMS { n } else { 0 }];
+    let grad = &s.grad[..n];
+    let exp_avg = &mut s.exp_avg[..n];
+    let exp_avg_sq = &mut s.exp_avg_sq[..n];
+    let max_exp_avg_sq = &mut s.max_exp_avg_sq[..if on(flags::AMSGRAD) { n } else { 0 }];
+    let velocity = &mut s.velocity[..if on(flags::MOMENTUM) { n } else { 0 }];
     for i in 0..n {
         let mut p = param[i];
-        let mut g = grad[i] * c.sign;
-        if L2 {
+        let mut g = grad[i];
+        if on(flags::CLIP) {
+            g = max(-c.clip, g);
+            g = if g > c.clip { c.clip } else { g };
+        }
+        g = g * c.grad_mul;
+        if on(flags::L2) {
             g = c.l2.mul_add(p, g);
         }
         p = p * c.decay;
         // m.lerp(g, 1 - beta1), as torch computes it.
         let m = c.one_minus_beta1.mul_add(g - exp_avg[i], exp_avg[i]);
-        let v = c.beta2.mul_add(exp_avg_sq[i], c.one_minus_beta2 * g * g);
         exp_avg[i] = m;
-        exp_avg_sq[i] = v;
-        let v_used = if AMS {
-            let old = max_exp_avg_sq[i];
-            let max = if v > old { v } else { old };
-            max_exp_avg_sq[i] = max;
-            max
+        let direction = if on(flags::ADAMAX) {
+            let u = max(c.beta2 * exp_avg_sq[i], g.abs() + c.eps);
+            exp_avg_sq[i] = u;
+            // u == 0 only where every gradient so far was 0, so m is 0 too.
+            if u > T::ZERO {
+                m / u
+            } else {
+                T::ZERO
+            }
         } else {
-            v
+            let v = c.beta2.mul_add(exp_avg_sq[i], c.one_minus_beta2 * g * g);
+            exp_avg_sq[i] = v;
+            let v_used = if on(flags::AMSGRAD) {
+                let v_max = max(v, max_exp_avg_sq[i]);
+                max_exp_avg_sq[i] = v_max;
+                v_max
+            } else {
+                v
+            };
+            m / v_used.sqrt().mul_add(c.inv_bias_correction2_sqrt, c.eps)
         };
-        let denom = v_used.sqrt().mul_add(c.inv_bias_correction2_sqrt, c.eps);
-        param[i] = (-c.step_size).mul_add(m / denom, p);
+        if on(flags::MOMENTUM) {
+            let delta = c.step_size * direction;
+            let vel = c
+                .momentum_keep
+                .mul_add(velocity[i], -(c.momentum_step * delta));
+            velocity[i] = vel;
+            param[i] = p + vel;
+        } else {
+            param[i] = (-c.step_size).mul_add(direction, p);
+        }
     }
 }

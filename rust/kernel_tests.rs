@@ -2,7 +2,8 @@
 //! the SIMD levels and thread counts against each other, bit for bit.
 
 use crate::{
-    step_tensors_with, AdamConfig, Float, SimdLevel, StepError, StepScalars, TensorMut, CHUNK,
+    grad_norm, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel,
+    StepError, StepScalars, TensorMut, CHUNK,
 };
 
 /// A small deterministic generator (xorshift64*), so tests need no crate.
@@ -22,11 +23,14 @@ impl Rng {
     }
 }
 
-/// Algorithm 1 of Kingma & Ba with PyTorch's options, written plainly in f64.
+/// The formulas of SEEDS.md (Algorithm 1 with PyTorch's options, the efficient
+/// form, beta1 decay, downhill 0.4.0, downhill's momentum and clipping, AdaMax),
+/// written plainly in f64.
 struct Reference {
     m: Vec<f64>,
     v: Vec<f64>,
     vmax: Vec<f64>,
+    vel: Vec<f64>,
     t: i32,
 }
 impl Reference {
@@ -35,25 +39,65 @@ impl Reference {
             m: vec![0.0; n],
             v: vec![0.0; n],
             vmax: vec![0.0; n],
+            vel: vec![0.0; n],
             t: 0,
         }
     }
-    fn step(&mut self, c: &AdamConfig, p: &mut [f64], g: &[f64]) {
+    fn step(&mut self, c: &AdamConfig, p: &mut [f64], grad: &[f64]) {
         self.t += 1;
-        let bc1 = 1.0 - c.beta1.powi(self.t);
-        let bc2 = 1.0 - c.beta2.powi(self.t);
+        let t = self.t;
+        let beta1_t = c.beta1 * c.beta1_decay.powi(t - 1);
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2 = 1.0 - c.beta2.powi(t);
+        let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         for i in 0..p.len() {
-            let mut g = if c.maximize { -g[i] } else { g[i] };
+            let mut g = grad[i];
+            if c.max_gradient_elem > 0.0 {
+                g = g.clamp(-c.max_gradient_elem, c.max_gradient_elem);
+            } else if c.max_gradient_norm > 0.0 {
+                g *= (c.max_gradient_norm / norm).min(1.0);
+            }
+            if c.maximize {
+                g = -g;
+            }
             if c.decoupled_weight_decay {
                 p[i] *= 1.0 - c.lr * c.weight_decay;
             } else {
                 g += c.weight_decay * p[i];
             }
-            self.m[i] = c.beta1 * self.m[i] + (1.0 - c.beta1) * g;
-            self.v[i] = c.beta2 * self.v[i] + (1.0 - c.beta2) * g * g;
-            self.vmax[i] = self.vmax[i].max(self.v[i]);
-            let v = if c.amsgrad { self.vmax[i] } else { self.v[i] };
-            p[i] -= c.lr * (self.m[i] / bc1) / ((v / bc2).sqrt() + c.eps);
+            self.m[i] = beta1_t * self.m[i] + (1.0 - beta1_t) * g;
+            let delta = if c.algorithm == Algorithm::Adamax {
+                self.v[i] = (c.beta2 * self.v[i]).max(g.abs() + c.eps);
+                if self.v[i] == 0.0 {
+                    0.0
+                } else {
+                    c.lr / bc1 * self.m[i] / self.v[i]
+                }
+            } else {
+                self.v[i] = c.beta2 * self.v[i] + (1.0 - c.beta2) * g * g;
+                self.vmax[i] = self.vmax[i].max(self.v[i]);
+                let v = if c.amsgrad { self.vmax[i] } else { self.v[i] };
+                match c.bias_correction {
+                    BiasCorrection::Downhill040 => {
+                        c.lr * (self.m[i] / (1.0 - beta1_t))
+                            / ((v / (1.0 - c.beta2)).sqrt() + c.eps)
+                    }
+                    BiasCorrection::Adam if c.efficient_form => {
+                        c.lr * bc2.sqrt() / bc1 * self.m[i] / (v.sqrt() + c.eps)
+                    }
+                    BiasCorrection::Adam => c.lr * (self.m[i] / bc1) / ((v / bc2).sqrt() + c.eps),
+                }
+            };
+            let mu = c.momentum;
+            if c.nesterov {
+                self.vel[i] = mu * mu * self.vel[i] - (1.0 + mu) * delta;
+                p[i] += self.vel[i];
+            } else if mu != 0.0 {
+                self.vel[i] = mu * self.vel[i] - delta;
+                p[i] += self.vel[i];
+            } else {
+                p[i] -= delta;
+            }
         }
     }
 }
@@ -76,6 +120,61 @@ fn all_configs() -> Vec<AdamConfig> {
             }
         }
     }
+    let base = AdamConfig {
+        lr: 1e-2,
+        ..Default::default()
+    };
+    out.extend([
+        AdamConfig {
+            efficient_form: true,
+            ..base
+        },
+        AdamConfig {
+            beta1_decay: 0.99,
+            ..base
+        },
+        AdamConfig {
+            bias_correction: BiasCorrection::Downhill040,
+            beta1_decay: 1.0 - 1e-3,
+            ..base
+        },
+        AdamConfig {
+            momentum: 0.9,
+            ..base
+        },
+        AdamConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.1,
+            ..base
+        },
+        AdamConfig {
+            max_gradient_elem: 0.3,
+            ..base
+        },
+        AdamConfig {
+            max_gradient_norm: 1.5,
+            amsgrad: true,
+            ..base
+        },
+        AdamConfig {
+            max_gradient_elem: 0.3,
+            max_gradient_norm: 1.5,
+            ..base
+        },
+        AdamConfig {
+            lr: 1e-2,
+            ..AdamConfig::adamax()
+        },
+        AdamConfig {
+            lr: 1e-2,
+            eps: 1e-8,
+            momentum: 0.5,
+            weight_decay: 0.1,
+            maximize: true,
+            ..AdamConfig::adamax()
+        },
+    ]);
     out
 }
 
@@ -86,6 +185,7 @@ struct Owned<T> {
     m: Vec<T>,
     v: Vec<T>,
     x: Vec<T>,
+    u: Vec<T>,
 }
 impl<T: Float> Owned<T> {
     fn new(rng: &mut Rng, n: usize) -> Self {
@@ -94,10 +194,11 @@ impl<T: Float> Owned<T> {
             m: vec![T::ZERO; n],
             v: vec![T::ZERO; n],
             x: vec![T::ZERO; n],
+            u: vec![T::ZERO; n],
         }
     }
     fn bits(&self) -> Vec<u64> {
-        [&self.p, &self.m, &self.v, &self.x]
+        [&self.p, &self.m, &self.v, &self.x, &self.u]
             .iter()
             .flat_map(|b| b.iter().map(|x| x.to_f64().to_bits()))
             .collect()
@@ -121,6 +222,7 @@ fn run<T: Float>(
             exp_avg: &mut o.m,
             exp_avg_sq: &mut o.v,
             max_exp_avg_sq: Some(&mut o.x),
+            velocity: Some(&mut o.u),
             group: 0,
         })
         .collect();
@@ -129,6 +231,7 @@ fn run<T: Float>(
 
 #[test]
 fn matches_reference_in_f64_for_every_option() {
+    // Gradients of unit scale; the clipping limits above are set to bite.
     for cfg in all_configs() {
         let mut rng = Rng(42);
         let n = 37;
@@ -287,6 +390,7 @@ fn mismatched_buffers_are_errors_and_write_nothing() {
             exp_avg: &mut m,
             exp_avg_sq: &mut v,
             max_exp_avg_sq: Some(&mut x),
+            velocity: None,
             group: 0,
         }],
         &scalars,
@@ -310,12 +414,19 @@ fn mismatched_buffers_are_errors_and_write_nothing() {
             exp_avg: &mut m,
             exp_avg_sq: &mut v,
             max_exp_avg_sq: None,
+            velocity: None,
             group: 0,
         }],
         &scalars,
     )
     .unwrap_err();
-    assert_eq!(err, StepError::MissingMaxBuffer { index: 0 });
+    assert_eq!(
+        err,
+        StepError::MissingBuffer {
+            index: 0,
+            buffer: "max_exp_avg_sq"
+        }
+    );
     let err = step_tensors_with(
         SimdLevel::Scalar,
         vec![TensorMut {
@@ -324,6 +435,7 @@ fn mismatched_buffers_are_errors_and_write_nothing() {
             exp_avg: &mut m,
             exp_avg_sq: &mut v,
             max_exp_avg_sq: Some(&mut x),
+            velocity: None,
             group: 1,
         }],
         &scalars,
@@ -367,6 +479,7 @@ fn groups_use_their_own_scalars() {
                 exp_avg: &mut m0,
                 exp_avg_sq: &mut v0,
                 max_exp_avg_sq: None,
+                velocity: None,
                 group: 0,
             },
             TensorMut {
@@ -375,6 +488,7 @@ fn groups_use_their_own_scalars() {
                 exp_avg: &mut m1,
                 exp_avg_sq: &mut v1,
                 max_exp_avg_sq: None,
+                velocity: None,
                 group: 1,
             },
         ],
@@ -416,4 +530,25 @@ fn owning_optimizer_converges_on_rosenbrock() {
             got: 0
         }
     );
+}
+
+#[test]
+fn grad_norm_does_not_depend_on_the_thread_count() {
+    let mut rng = Rng(9);
+    let g: Vec<f32> = rng.vec(CHUNK * 5 + 3, 1.0);
+    let want = g
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt();
+    let mut bits = Vec::new();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        bits.push(pool.install(|| grad_norm(&g)).to_bits());
+    }
+    assert!(bits.iter().all(|&b| b == bits[0]));
+    assert!((f64::from_bits(bits[0]) - want).abs() <= 1e-12 * want);
 }

@@ -28,10 +28,10 @@ mod kernel_tests;
 #[cfg(feature = "python")]
 mod python;
 
-pub use config::AdamConfig;
+pub use config::{AdamConfig, Algorithm, BiasCorrection};
 pub use element::Float;
 pub use error::{ConfigError, StepError};
-pub use multi::{step_tensors, step_tensors_with, TensorMut, CHUNK, SERIAL_MAX};
+pub use multi::{grad_norm, step_tensors, step_tensors_with, TensorMut, CHUNK, SERIAL_MAX};
 pub use optimizer::{Adam, AdamState};
 pub use scalars::StepScalars;
 pub use simd::SimdLevel;

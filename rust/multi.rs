@@ -4,12 +4,14 @@
 //! pieces of at most [`CHUNK`] elements (a piece may span several small
 //! tensors); rayon runs the pieces in parallel. The cut depends only on the
 //! tensor sizes, never on the thread count, and the kernel is element-wise,
-//! so the result is the same bit for bit on any number of threads.
+//! so the result is the same bit for bit on any number of threads. The one
+//! reduction (the gradient norm for clipping) sums in a fixed order too.
 
 use rayon::prelude::*;
 
 use crate::element::Float;
 use crate::error::StepError;
+use crate::kernel::Slices;
 use crate::scalars::{Coeffs, StepScalars};
 use crate::simd::{kernel_for, SimdLevel};
 
@@ -29,51 +31,65 @@ pub struct TensorMut<'a, T> {
     pub param: &'a mut [T],
     pub grad: &'a [T],
     pub exp_avg: &'a mut [T],
+    /// v for Adam; u, the infinity norm, for AdaMax.
     pub exp_avg_sq: &'a mut [T],
     /// AMSGrad's running max of `exp_avg_sq`; required when the group uses AMSGrad.
     pub max_exp_avg_sq: Option<&'a mut [T]>,
+    /// The momentum velocity; required when the group uses momentum or Nesterov.
+    pub velocity: Option<&'a mut [T]>,
     pub group: usize,
 }
 
-/// One piece of one tensor: what a kernel call gets.
+/// One piece of one tensor: what a kernel call gets. `tensor` indexes the
+/// per-tensor coefficients.
 struct Piece<'a, T> {
-    param: &'a mut [T],
-    grad: &'a [T],
-    exp_avg: &'a mut [T],
-    exp_avg_sq: &'a mut [T],
-    max_exp_avg_sq: &'a mut [T],
-    group: usize,
+    slices: Slices<'a, T>,
+    tensor: usize,
 }
 
-impl<'a, T> Piece<'a, T> {
+/// Split an optional buffer (empty when its variant is off) like the others.
+fn split_opt<T>(s: &mut [T], mid: usize) -> (&mut [T], &mut [T]) {
+    s.split_at_mut(mid.min(s.len()))
+}
+
+impl<T> Piece<'_, T> {
     fn len(&self) -> usize {
-        self.param.len()
+        self.slices.param.len()
     }
 
     fn split_at(self, mid: usize) -> (Self, Self) {
-        let (p0, p1) = self.param.split_at_mut(mid);
-        let (g0, g1) = self.grad.split_at(mid);
-        let (m0, m1) = self.exp_avg.split_at_mut(mid);
-        let (v0, v1) = self.exp_avg_sq.split_at_mut(mid);
-        let x_mid = mid.min(self.max_exp_avg_sq.len());
-        let (x0, x1) = self.max_exp_avg_sq.split_at_mut(x_mid);
-        let group = self.group;
+        let s = self.slices;
+        let (p0, p1) = s.param.split_at_mut(mid);
+        let (g0, g1) = s.grad.split_at(mid);
+        let (m0, m1) = s.exp_avg.split_at_mut(mid);
+        let (v0, v1) = s.exp_avg_sq.split_at_mut(mid);
+        let (x0, x1) = split_opt(s.max_exp_avg_sq, mid);
+        let (u0, u1) = split_opt(s.velocity, mid);
+        let tensor = self.tensor;
+        let head = Slices {
+            param: p0,
+            grad: g0,
+            exp_avg: m0,
+            exp_avg_sq: v0,
+            max_exp_avg_sq: x0,
+            velocity: u0,
+        };
+        let tail = Slices {
+            param: p1,
+            grad: g1,
+            exp_avg: m1,
+            exp_avg_sq: v1,
+            max_exp_avg_sq: x1,
+            velocity: u1,
+        };
         (
             Piece {
-                param: p0,
-                grad: g0,
-                exp_avg: m0,
-                exp_avg_sq: v0,
-                max_exp_avg_sq: x0,
-                group,
+                slices: head,
+                tensor,
             },
             Piece {
-                param: p1,
-                grad: g1,
-                exp_avg: m1,
-                exp_avg_sq: v1,
-                max_exp_avg_sq: x1,
-                group,
+                slices: tail,
+                tensor,
             },
         )
     }
@@ -83,12 +99,27 @@ impl<'a, T> Piece<'a, T> {
 fn check<T>(tensors: &[TensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), StepError> {
     for (index, t) in tensors.iter().enumerate() {
         let expected = t.param.len();
+        let scalars = groups.get(t.group).ok_or(StepError::GroupOutOfRange {
+            index,
+            group: t.group,
+            groups: groups.len(),
+        })?;
+        let optional = |buffer: &Option<&mut [T]>, needed: bool, name| match buffer {
+            Some(b) => Some((name, b.len())),
+            None if needed => Some((name, usize::MAX)),
+            None => None,
+        };
         let lengths = [
-            ("grad", t.grad.len()),
-            ("exp_avg", t.exp_avg.len()),
-            ("exp_avg_sq", t.exp_avg_sq.len()),
+            Some(("grad", t.grad.len())),
+            Some(("exp_avg", t.exp_avg.len())),
+            Some(("exp_avg_sq", t.exp_avg_sq.len())),
+            optional(&t.max_exp_avg_sq, scalars.amsgrad, "max_exp_avg_sq"),
+            optional(&t.velocity, scalars.velocity, "velocity"),
         ];
-        for (buffer, got) in lengths {
+        for (buffer, got) in lengths.into_iter().flatten() {
+            if got == usize::MAX {
+                return Err(StepError::MissingBuffer { index, buffer });
+            }
             if got != expected {
                 return Err(StepError::LengthMismatch {
                     index,
@@ -98,42 +129,48 @@ fn check<T>(tensors: &[TensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), 
                 });
             }
         }
-        let scalars = groups.get(t.group).ok_or(StepError::GroupOutOfRange {
-            index,
-            group: t.group,
-            groups: groups.len(),
-        })?;
-        match &t.max_exp_avg_sq {
-            Some(max) if max.len() != expected => {
-                return Err(StepError::LengthMismatch {
-                    index,
-                    buffer: "max_exp_avg_sq",
-                    expected,
-                    got: max.len(),
-                })
-            }
-            None if scalars.amsgrad => return Err(StepError::MissingMaxBuffer { index }),
-            _ => {}
-        }
     }
     Ok(())
 }
 
+/// Sum of squares in f64 in a fixed order: eight interleaved partial sums
+/// combined pairwise, so the value is the same at every SIMD level.
+fn sum_squares<T: Float>(x: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            let v = v.to_f64();
+            *a += v * v;
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(rest) {
+        let v = v.to_f64();
+        *a += v * v;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// The L2 norm of a gradient: blocks of [`CHUNK`] summed (in parallel when
+/// large), then the block sums added in order, so no thread count changes it.
+pub fn grad_norm<T: Float>(grad: &[T]) -> f64 {
+    let total = if grad.len() <= SERIAL_MAX {
+        grad.chunks(CHUNK).map(sum_squares).sum::<f64>()
+    } else {
+        let blocks: Vec<f64> = grad.par_chunks(CHUNK).map(sum_squares).collect();
+        blocks.into_iter().sum::<f64>()
+    };
+    total.sqrt()
+}
+
 fn run_piece<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, T>) {
-    let c = &coeffs[piece.group];
-    let kernel = kernel_for(level, c);
-    kernel(
-        c,
-        piece.param,
-        piece.grad,
-        piece.exp_avg,
-        piece.exp_avg_sq,
-        piece.max_exp_avg_sq,
-    );
+    let c = &coeffs[piece.tensor];
+    kernel_for(level, c)(c, piece.slices);
 }
 
 /// Cut the tensors, laid end to end, into units of about [`CHUNK`] elements.
-fn plan<'a, T>(pieces: Vec<Piece<'a, T>>) -> Vec<Vec<Piece<'a, T>>> {
+fn plan<'a, T>(pieces: impl Iterator<Item = Piece<'a, T>>) -> Vec<Vec<Piece<'a, T>>> {
     let mut units = Vec::new();
     let mut unit = Vec::new();
     let mut filled = 0;
@@ -163,7 +200,7 @@ fn plan<'a, T>(pieces: Vec<Piece<'a, T>>) -> Vec<Vec<Piece<'a, T>>> {
     units
 }
 
-/// One Adam step over many tensors at the detected SIMD level, on rayon's
+/// One step over many tensors at the detected SIMD level, on rayon's
 /// current thread pool. `groups[i]` holds the scalars of group `i`.
 pub fn step_tensors<T: Float>(
     tensors: Vec<TensorMut<'_, T>>,
@@ -182,20 +219,34 @@ pub fn step_tensors_with<T: Float>(
         return Err(StepError::UnsupportedSimd(level.name()));
     }
     check(&tensors, groups)?;
-    let coeffs: Vec<Coeffs<T>> = groups.iter().map(|s| s.coeffs()).collect();
+    let coeffs: Vec<Coeffs<T>> = tensors
+        .iter()
+        .map(|t| {
+            let s = &groups[t.group];
+            let scale = if s.clips_norm() {
+                s.norm_scale(grad_norm(t.grad))
+            } else {
+                1.0
+            };
+            s.coeffs(scale)
+        })
+        .collect();
     let total: usize = tensors.iter().map(|t| t.param.len()).sum();
-    let pieces = tensors.into_iter().map(|t| Piece {
-        param: t.param,
-        grad: t.grad,
-        exp_avg: t.exp_avg,
-        exp_avg_sq: t.exp_avg_sq,
-        max_exp_avg_sq: t.max_exp_avg_sq.unwrap_or_default(),
-        group: t.group,
+    let pieces = tensors.into_iter().enumerate().map(|(tensor, t)| Piece {
+        slices: Slices {
+            param: t.param,
+            grad: t.grad,
+            exp_avg: t.exp_avg,
+            exp_avg_sq: t.exp_avg_sq,
+            max_exp_avg_sq: t.max_exp_avg_sq.unwrap_or_default(),
+            velocity: t.velocity.unwrap_or_default(),
+        },
+        tensor,
     });
     if total <= SERIAL_MAX || rayon::current_num_threads() == 1 {
         pieces.for_each(|piece| run_piece(level, &coeffs, piece));
     } else {
-        plan(pieces.collect()).into_par_iter().for_each(|unit| {
+        plan(pieces).into_par_iter().for_each(|unit| {
             unit.into_iter()
                 .for_each(|piece| run_piece(level, &coeffs, piece))
         });

@@ -13,6 +13,8 @@ pub struct AdamState<T> {
     pub exp_avg_sq: Vec<T>,
     /// Present when AMSGrad is on.
     pub max_exp_avg_sq: Option<Vec<T>>,
+    /// Present when momentum (or Nesterov) is on.
+    pub velocity: Option<Vec<T>>,
 }
 
 /// Adam over a fixed list of tensors, one parameter group.
@@ -44,6 +46,7 @@ impl<T: Float> Adam<T> {
                 exp_avg: vec![T::ZERO; n],
                 exp_avg_sq: vec![T::ZERO; n],
                 max_exp_avg_sq: config.amsgrad.then(|| vec![T::ZERO; n]),
+                velocity: config.uses_velocity().then(|| vec![T::ZERO; n]),
             })
             .collect();
         Ok(Adam {
@@ -58,16 +61,29 @@ impl<T: Float> Adam<T> {
     }
 
     /// Change options between steps (a learning-rate schedule, say). The new
-    /// values are validated by the next [`Adam::step`]; AMSGrad is fixed at construction.
+    /// values are validated here; what decides the state's buffers (AMSGrad,
+    /// momentum on or off, the algorithm) is fixed at construction.
     pub fn set_config(&mut self, config: AdamConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        if config.amsgrad != self.config.amsgrad {
-            return Err(ConfigError {
-                name: "amsgrad",
-                value: config.amsgrad as u8 as f64,
+        let fixed = |name, ours: bool, theirs: bool| match ours == theirs {
+            true => Ok(()),
+            false => Err(ConfigError {
+                name,
+                value: theirs as u8 as f64,
                 rule: "unchanged after construction",
-            });
-        }
+            }),
+        };
+        fixed("amsgrad", self.config.amsgrad, config.amsgrad)?;
+        fixed(
+            "momentum",
+            self.config.uses_velocity(),
+            config.uses_velocity(),
+        )?;
+        fixed(
+            "algorithm",
+            self.config.algorithm == crate::Algorithm::Adamax,
+            config.algorithm == crate::Algorithm::Adamax,
+        )?;
         self.config = config;
         Ok(())
     }
@@ -105,6 +121,7 @@ impl<T: Float> Adam<T> {
                 exp_avg: &mut s.exp_avg,
                 exp_avg_sq: &mut s.exp_avg_sq,
                 max_exp_avg_sq: s.max_exp_avg_sq.as_deref_mut(),
+                velocity: s.velocity.as_deref_mut(),
                 group: 0,
             })
             .collect();

@@ -3,18 +3,22 @@
 //! The kernels never call `pow`: the bias corrections and every derived
 //! coefficient are computed here, then rounded once to the element type.
 
-use crate::config::AdamConfig;
+use crate::config::{AdamConfig, Algorithm, BiasCorrection};
 use crate::element::Float;
 use crate::error::StepError;
+use crate::kernel::flags;
 
 /// What one step of one parameter group needs, in f64.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepScalars {
-    /// `lr / (1 - beta1^t)`.
+    /// The multiplier of `m / denom` in the update: `lr / (1 - beta1^t)` for
+    /// Algorithm 1 and AdaMax, `lr * sqrt(1 - beta2^t) / (1 - beta1^t)` for the
+    /// efficient form, `lr / (1 - beta1_t)` for downhill 0.4.0.
     pub step_size: f64,
-    /// `1 / sqrt(1 - beta2^t)`.
+    /// The multiplier of `sqrt(v)` in the denominator: `1 / sqrt(1 - beta2^t)`
+    /// (Algorithm 1), 1 (efficient form), `1 / sqrt(1 - beta2)` (downhill 0.4.0).
     pub inv_bias_correction2_sqrt: f64,
-    /// The weight of the gradient in the first moment's lerp, `1 - beta1`.
+    /// The weight of the gradient in the first moment's lerp, `1 - beta1 * lambda^(t-1)`.
     pub one_minus_beta1: f64,
     pub beta2: f64,
     pub one_minus_beta2: f64,
@@ -23,8 +27,18 @@ pub struct StepScalars {
     pub l2: f64,
     /// Decoupled decay factor `1 - lr * weight_decay` (1 otherwise).
     pub decay: f64,
+    /// The velocity's keep factor: `momentum`, or `momentum^2` for Nesterov.
+    pub momentum_keep: f64,
+    /// The velocity's multiple of the Adam step: 1, or `1 + momentum` for Nesterov.
+    pub momentum_step: f64,
+    /// Element clipping limit (0 = off).
+    pub max_gradient_elem: f64,
+    /// Per-tensor L2-norm limit (0 = off; ignored when element clipping is on).
+    pub max_gradient_norm: f64,
     pub maximize: bool,
     pub amsgrad: bool,
+    pub velocity: bool,
+    pub adamax: bool,
 }
 
 impl StepScalars {
@@ -38,11 +52,23 @@ impl StepScalars {
         let t = step as f64;
         let bias_correction1 = 1.0 - config.beta1.powf(t);
         let bias_correction2 = 1.0 - config.beta2.powf(t);
+        let beta1_t = config.beta1 * config.beta1_decay.powf(t - 1.0);
+        let (step_size, inv_bias_correction2_sqrt) = match config.bias_correction {
+            BiasCorrection::Downhill040 => (
+                config.lr / (1.0 - beta1_t),
+                1.0 / (1.0 - config.beta2).sqrt(),
+            ),
+            BiasCorrection::Adam if config.efficient_form => {
+                (config.lr * bias_correction2.sqrt() / bias_correction1, 1.0)
+            }
+            BiasCorrection::Adam => (config.lr / bias_correction1, 1.0 / bias_correction2.sqrt()),
+        };
         let decoupled = config.decoupled_weight_decay;
+        let mu = config.momentum;
         Ok(StepScalars {
-            step_size: config.lr / bias_correction1,
-            inv_bias_correction2_sqrt: 1.0 / bias_correction2.sqrt(),
-            one_minus_beta1: 1.0 - config.beta1,
+            step_size,
+            inv_bias_correction2_sqrt,
+            one_minus_beta1: 1.0 - beta1_t,
             beta2: config.beta2,
             one_minus_beta2: 1.0 - config.beta2,
             eps: config.eps,
@@ -52,13 +78,47 @@ impl StepScalars {
             } else {
                 1.0
             },
+            momentum_keep: if config.nesterov { mu * mu } else { mu },
+            momentum_step: if config.nesterov { 1.0 + mu } else { 1.0 },
+            max_gradient_elem: config.max_gradient_elem,
+            max_gradient_norm: config.max_gradient_norm,
             maximize: config.maximize,
             amsgrad: config.amsgrad,
+            velocity: config.uses_velocity(),
+            adamax: config.algorithm == Algorithm::Adamax,
         })
     }
 
-    /// Round to the element type once, for the kernel.
-    pub(crate) fn coeffs<T: Float>(&self) -> Coeffs<T> {
+    /// Whether each tensor's gradient norm must be measured before the step.
+    pub(crate) fn clips_norm(&self) -> bool {
+        self.max_gradient_norm > 0.0 && self.max_gradient_elem == 0.0
+    }
+
+    /// The factor that clipping by norm applies to a gradient of L2 norm `norm`.
+    pub(crate) fn norm_scale(&self, norm: f64) -> f64 {
+        if self.clips_norm() && norm > self.max_gradient_norm {
+            self.max_gradient_norm / norm
+        } else {
+            1.0
+        }
+    }
+
+    /// Round to the element type once, for the kernel. `grad_scale` multiplies
+    /// the (clipped) gradient: the per-tensor norm-clipping factor.
+    pub(crate) fn coeffs<T: Float>(&self, grad_scale: f64) -> Coeffs<T> {
+        let sign = if self.maximize { -1.0 } else { 1.0 };
+        let mut variant = 0;
+        for (on, flag) in [
+            (self.l2 != 0.0, flags::L2),
+            (self.amsgrad, flags::AMSGRAD),
+            (self.velocity, flags::MOMENTUM),
+            (self.max_gradient_elem > 0.0, flags::CLIP),
+            (self.adamax, flags::ADAMAX),
+        ] {
+            if on {
+                variant |= flag;
+            }
+        }
         Coeffs {
             step_size: T::from_f64(self.step_size),
             inv_bias_correction2_sqrt: T::from_f64(self.inv_bias_correction2_sqrt),
@@ -68,9 +128,11 @@ impl StepScalars {
             eps: T::from_f64(self.eps),
             l2: T::from_f64(self.l2),
             decay: T::from_f64(self.decay),
-            sign: T::from_f64(if self.maximize { -1.0 } else { 1.0 }),
-            has_l2: self.l2 != 0.0,
-            amsgrad: self.amsgrad,
+            grad_mul: T::from_f64(sign * grad_scale),
+            clip: T::from_f64(self.max_gradient_elem),
+            momentum_keep: T::from_f64(self.momentum_keep),
+            momentum_step: T::from_f64(self.momentum_step),
+            variant,
         }
     }
 }
@@ -86,10 +148,13 @@ pub(crate) struct Coeffs<T> {
     pub eps: T,
     pub l2: T,
     pub decay: T,
-    /// -1 to maximize (an exact multiplication), else 1.
-    pub sign: T,
-    pub has_l2: bool,
-    pub amsgrad: bool,
+    /// -1 to maximize (an exact multiplication) times the norm-clipping factor.
+    pub grad_mul: T,
+    pub clip: T,
+    pub momentum_keep: T,
+    pub momentum_step: T,
+    /// The kernel variant: a set of [`flags`].
+    pub variant: u32,
 }
 
 #[cfg(test)]
@@ -107,6 +172,32 @@ mod tests {
             let want = 1.0 / bc2.sqrt();
             assert!((s.inv_bias_correction2_sqrt - want).abs() <= 1e-14 * want);
         }
+    }
+
+    #[test]
+    fn efficient_form_folds_the_corrections_into_the_step() {
+        let cfg = AdamConfig {
+            efficient_form: true,
+            ..Default::default()
+        };
+        let s = StepScalars::new(&cfg, 3).unwrap();
+        let want = 1e-3 * (1.0 - 0.999f64.powi(3)).sqrt() / (1.0 - 0.9f64.powi(3));
+        assert!((s.step_size - want).abs() <= 1e-15 * want);
+        assert_eq!(s.inv_bias_correction2_sqrt, 1.0);
+    }
+
+    #[test]
+    fn downhill_040_rescales_by_constants_with_decayed_beta1() {
+        let cfg = AdamConfig {
+            beta1_decay: 0.5,
+            bias_correction: BiasCorrection::Downhill040,
+            ..Default::default()
+        };
+        let s = StepScalars::new(&cfg, 3).unwrap();
+        let beta1_t = 0.9 * 0.25;
+        assert_eq!(s.one_minus_beta1, 1.0 - beta1_t);
+        assert!((s.step_size - 1e-3 / (1.0 - beta1_t)).abs() <= 1e-18);
+        assert_eq!(s.inv_bias_correction2_sqrt, 1.0 / (1.0 - 0.999f64).sqrt());
     }
 
     #[test]
@@ -143,5 +234,16 @@ mod tests {
         };
         let s = StepScalars::new(&l2, 1).unwrap();
         assert_eq!((s.l2, s.decay), (0.5, 1.0));
+    }
+
+    #[test]
+    fn nesterov_keeps_mu_squared_and_steps_one_plus_mu() {
+        let cfg = AdamConfig {
+            momentum: 0.5,
+            nesterov: true,
+            ..Default::default()
+        };
+        let s = StepScalars::new(&cfg, 1).unwrap();
+        assert_eq!((s.momentum_keep, s.momentum_step), (0.25, 1.5));
     }
 }

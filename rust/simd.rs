@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use crate::element::Float;
-use crate::kernel::adam_update;
+use crate::kernel::{flags, update, Slices};
 use crate::scalars::Coeffs;
 
 /// An instruction set the kernels are compiled for.
@@ -88,54 +88,48 @@ macro_rules! level_kernel {
         /// # Safety
         /// The CPU must support the named target features.
         #[target_feature($(enable = $feature),+)]
-        unsafe fn $name<T: Float, const L2: bool, const AMS: bool>(
-            c: &Coeffs<T>,
-            param: &mut [T],
-            grad: &[T],
-            exp_avg: &mut [T],
-            exp_avg_sq: &mut [T],
-            max_exp_avg_sq: &mut [T],
-        ) {
-            adam_update::<T, L2, AMS>(c, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+        unsafe fn $name<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
+            update::<T, F>(c, s)
         }
     };
 }
 
 #[cfg(target_arch = "x86_64")]
-level_kernel!(adam_avx512, "avx512f", "avx2", "fma");
+level_kernel!(update_avx512, "avx512f", "avx2", "fma");
 #[cfg(target_arch = "x86_64")]
-level_kernel!(adam_avx2, "avx2", "fma");
+level_kernel!(update_avx2, "avx2", "fma");
 #[cfg(target_arch = "aarch64")]
-level_kernel!(adam_neon, "neon");
+level_kernel!(update_neon, "neon");
 
-fn adam_scalar<T: Float, const L2: bool, const AMS: bool>(
-    c: &Coeffs<T>,
-    param: &mut [T],
-    grad: &[T],
-    exp_avg: &mut [T],
-    exp_avg_sq: &mut [T],
-    max_exp_avg_sq: &mut [T],
-) {
-    adam_update::<T, L2, AMS>(c, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+fn update_scalar<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
+    update::<T, F>(c, s)
 }
 
 /// A kernel for one element type, variant and SIMD level, chosen once per piece.
-pub(crate) type KernelFn<T> = fn(&Coeffs<T>, &mut [T], &[T], &mut [T], &mut [T], &mut [T]);
+pub(crate) type KernelFn<T> = fn(&Coeffs<T>, Slices<'_, T>);
 
-fn pick_level<T: Float, const L2: bool, const AMS: bool>(level: SimdLevel) -> KernelFn<T> {
+fn pick_level<T: Float, const F: u32>(level: SimdLevel) -> KernelFn<T> {
     match level {
         // SAFETY (all arms): a `KernelFn` is only picked for a level that
         // `is_supported()` said the CPU runs (checked by `kernel_for`).
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => {
-            |c, p, g, m, v, x| unsafe { adam_avx512::<T, L2, AMS>(c, p, g, m, v, x) }
-        }
+        SimdLevel::Avx512 => |c, s| unsafe { update_avx512::<T, F>(c, s) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => |c, p, g, m, v, x| unsafe { adam_avx2::<T, L2, AMS>(c, p, g, m, v, x) },
+        SimdLevel::Avx2 => |c, s| unsafe { update_avx2::<T, F>(c, s) },
         #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => |c, p, g, m, v, x| unsafe { adam_neon::<T, L2, AMS>(c, p, g, m, v, x) },
-        _ => adam_scalar::<T, L2, AMS>,
+        SimdLevel::Neon => |c, s| unsafe { update_neon::<T, F>(c, s) },
+        _ => update_scalar::<T, F>,
     }
+}
+
+/// Instantiate `pick_level` for every variant in `0..=flags::ALL`.
+macro_rules! pick_variant {
+    ($level:expr, $variant:expr, $($f:literal)+) => {
+        match $variant & flags::ALL {
+            $($f => pick_level::<T, $f>($level),)+
+            _ => unreachable!("variants are masked to flags::ALL"),
+        }
+    };
 }
 
 /// The kernel for `coeffs`' variant at `level`, or the scalar one if the CPU lacks `level`.
@@ -145,10 +139,8 @@ pub(crate) fn kernel_for<T: Float>(level: SimdLevel, coeffs: &Coeffs<T>) -> Kern
     } else {
         SimdLevel::Scalar
     };
-    match (coeffs.has_l2, coeffs.amsgrad) {
-        (false, false) => pick_level::<T, false, false>(level),
-        (true, false) => pick_level::<T, true, false>(level),
-        (false, true) => pick_level::<T, false, true>(level),
-        (true, true) => pick_level::<T, true, true>(level),
-    }
+    pick_variant!(
+        level, coeffs.variant,
+        0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+    )
 }
