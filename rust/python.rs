@@ -11,38 +11,67 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyAnyMethods;
 
-use crate::{step_tensors, AdamConfig, Float, SimdLevel, StepScalars, TensorMut};
+use crate::{
+    step_tensors, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel, StepScalars, TensorMut,
+};
 
-/// The options of one group as Python passes them:
-/// (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad, maximize).
-type GroupOptions = (f64, f64, f64, f64, f64, bool, bool, bool);
-
-fn config_of(o: GroupOptions) -> AdamConfig {
-    AdamConfig {
-        lr: o.0,
-        beta1: o.1,
-        beta2: o.2,
-        eps: o.3,
-        weight_decay: o.4,
-        decoupled_weight_decay: o.5,
-        amsgrad: o.6,
-        maximize: o.7,
-    }
+/// The options of one group as Python passes them: a `radam._options.EngineOptions`
+/// named tuple, read by attribute.
+#[derive(FromPyObject)]
+struct GroupOptions {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+    efficient_form: bool,
+    beta1_decay: f64,
+    momentum: f64,
+    nesterov: bool,
+    max_gradient_elem: f64,
+    max_gradient_norm: f64,
+    bias_correction: String,
+    algorithm: String,
 }
 
-/// Raise `ValueError` naming the first bad option, as the optimizer's constructor does.
-#[pyfunction]
-#[pyo3(signature = (lr, beta1, beta2, eps, weight_decay))]
-fn validate_config(lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> PyResult<()> {
-    let config = AdamConfig {
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        ..Default::default()
+fn config_of(o: GroupOptions) -> PyResult<AdamConfig> {
+    let bias_correction = match o.bias_correction.as_str() {
+        "adam" => BiasCorrection::Adam,
+        "downhill-0.4.0" => BiasCorrection::Downhill040,
+        other => return Err(PyValueError::new_err(format!("unknown bias_correction {other:?}"))),
     };
-    config
+    let algorithm = match o.algorithm.as_str() {
+        "adam" => Algorithm::Adam,
+        "adamax" => Algorithm::Adamax,
+        other => return Err(PyValueError::new_err(format!("unknown algorithm {other:?}"))),
+    };
+    Ok(AdamConfig {
+        lr: o.lr,
+        beta1: o.beta1,
+        beta2: o.beta2,
+        eps: o.eps,
+        weight_decay: o.weight_decay,
+        decoupled_weight_decay: o.decoupled_weight_decay,
+        amsgrad: o.amsgrad,
+        maximize: o.maximize,
+        efficient_form: o.efficient_form,
+        beta1_decay: o.beta1_decay,
+        momentum: o.momentum,
+        nesterov: o.nesterov,
+        max_gradient_elem: o.max_gradient_elem,
+        max_gradient_norm: o.max_gradient_norm,
+        bias_correction,
+        algorithm,
+    })
+}
+
+/// Raise `ValueError` naming the first bad option of a group (an `EngineOptions`).
+#[pyfunction]
+fn validate_options(options: GroupOptions) -> PyResult<()> {
+    config_of(options)?
         .validate()
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
@@ -88,6 +117,7 @@ struct Slot {
     exp_avg: Py<PyUntypedArray>,
     exp_avg_sq: Py<PyUntypedArray>,
     max_exp_avg_sq: Option<Py<PyUntypedArray>>,
+    velocity: Option<Py<PyUntypedArray>>,
 }
 
 fn as_array<'py>(
@@ -149,6 +179,7 @@ struct Borrowed<'py, T: Element> {
     exp_avg: PyReadwriteArrayDyn<'py, T>,
     exp_avg_sq: PyReadwriteArrayDyn<'py, T>,
     max_exp_avg_sq: Option<PyReadwriteArrayDyn<'py, T>>,
+    velocity: Option<PyReadwriteArrayDyn<'py, T>>,
     grad: Grad<'py, T>,
     group: usize,
 }
@@ -195,12 +226,12 @@ fn borrow_all<'py, T: Element + Float>(
     // Params and state first, so a grad that aliases any of them fails its borrow below.
     for (index, slot) in slots.iter().enumerate().filter(|(_, s)| s.dtype == dtype) {
         let label = &slot.label;
-        let max_exp_avg_sq = match &slot.max_exp_avg_sq {
-            Some(a) => Some(borrow_rw(a.bind(py), || {
-                format!("state{label}['max_exp_avg_sq']")
-            })?),
-            None => None,
+        let optional = |array: &Option<Py<PyUntypedArray>>, name: &str| match array {
+            Some(a) => borrow_rw(a.bind(py), || format!("state{label}['{name}']")).map(Some),
+            None => Ok(None),
         };
+        let max_exp_avg_sq = optional(&slot.max_exp_avg_sq, "max_exp_avg_sq")?;
+        let velocity = optional(&slot.velocity, "velocity")?;
         out.push((
             borrow_rw(slot.param.bind(py), || format!("params{label}"))?,
             borrow_rw(slot.exp_avg.bind(py), || format!("state{label}['exp_avg']"))?,
@@ -208,11 +239,12 @@ fn borrow_all<'py, T: Element + Float>(
                 format!("state{label}['exp_avg_sq']")
             })?,
             max_exp_avg_sq,
+            velocity,
             index,
         ));
     }
     let mut borrowed = Vec::with_capacity(out.len());
-    for (param, exp_avg, exp_avg_sq, max_exp_avg_sq, index) in out {
+    for (param, exp_avg, exp_avg_sq, max_exp_avg_sq, velocity, index) in out {
         let slot = &slots[index];
         let what = || format!("grads{}", slot.label);
         let grad = as_array(&grads[index], what)?;
@@ -249,6 +281,7 @@ fn borrow_all<'py, T: Element + Float>(
             exp_avg,
             exp_avg_sq,
             max_exp_avg_sq,
+            velocity,
             grad,
             group: slot.group,
         });
@@ -270,6 +303,10 @@ fn views<'a, T: Element>(borrowed: &'a mut [Borrowed<'_, T>]) -> PyResult<Vec<Te
                     Some(x) => Some(x.as_slice_mut().map_err(contiguous)?),
                     None => None,
                 },
+                velocity: match &mut b.velocity {
+                    Some(x) => Some(x.as_slice_mut().map_err(contiguous)?),
+                    None => None,
+                },
                 group: b.group,
             })
         })
@@ -286,15 +323,17 @@ struct CpuEngine {
 #[pymethods]
 impl CpuEngine {
     /// `labels[i]` is how messages name tensor i (e.g. "[0]" or "['w']");
-    /// `groups[i]` is the index of its parameter group.
+    /// `groups[i]` is the index of its parameter group. `exp_avg_sqs` holds
+    /// AdaMax's infinity norm for AdaMax groups.
     #[new]
-    #[pyo3(signature = (labels, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, groups))]
+    #[pyo3(signature = (labels, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, velocities, groups))]
     fn new(
         labels: Vec<String>,
         params: Vec<Bound<'_, PyAny>>,
         exp_avgs: Vec<Bound<'_, PyAny>>,
         exp_avg_sqs: Vec<Bound<'_, PyAny>>,
         max_exp_avg_sqs: Vec<Option<Bound<'_, PyAny>>>,
+        velocities: Vec<Option<Bound<'_, PyAny>>>,
         groups: Vec<usize>,
     ) -> PyResult<Self> {
         let n = params.len();
@@ -303,6 +342,7 @@ impl CpuEngine {
             exp_avgs.len(),
             exp_avg_sqs.len(),
             max_exp_avg_sqs.len(),
+            velocities.len(),
             groups.len(),
         ]
         .iter()
@@ -341,6 +381,10 @@ impl CpuEngine {
                     Some(obj) => Some(state(obj, "max_exp_avg_sq")?),
                     None => None,
                 },
+                velocity: match &velocities[i] {
+                    Some(obj) => Some(state(obj, "velocity")?),
+                    None => None,
+                },
                 param: param.unbind(),
                 label,
             });
@@ -366,13 +410,15 @@ impl CpuEngine {
         }
         let mut scalars = Vec::with_capacity(groups.len());
         for (i, options) in groups.into_iter().enumerate() {
-            let s = StepScalars::new(&config_of(options), step)
+            let s = StepScalars::new(&config_of(options)?, step)
                 .map_err(|e| PyValueError::new_err(format!("param_groups[{i}]: {e}")))?;
             scalars.push(s);
         }
         for slot in &self.slots {
-            let amsgrad = scalars.get(slot.group).map(|s| s.amsgrad);
-            if amsgrad.is_none() || (amsgrad == Some(true) && slot.max_exp_avg_sq.is_none()) {
+            let fits = scalars.get(slot.group).is_some_and(|s| {
+                (!s.amsgrad || slot.max_exp_avg_sq.is_some()) && (!s.velocity || slot.velocity.is_some())
+            });
+            if !fits {
                 return Err(PyValueError::new_err(format!(
                     "params{}: its group's options do not match the optimizer's state",
                     slot.label
@@ -395,7 +441,7 @@ impl CpuEngine {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(validate_config, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_options, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_class::<CpuEngine>()?;

@@ -7,6 +7,16 @@
 """
 
 from ._core import __version__, num_threads, simd_level
-from .optimizer import Adam, AdamW
+from ._options import beta_to_halflife, halflife_to_beta
+from .optimizer import Adam, Adamax, AdamW
 
-__all__ = ["Adam", "AdamW", "__version__", "num_threads", "simd_level"]
+__all__ = [
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "__version__",
+    "beta_to_halflife",
+    "halflife_to_beta",
+    "num_threads",
+    "simd_level",
+]

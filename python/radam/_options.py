@@ -1,4 +1,4 @@
-"""Hyperparameters: defaults, validation, and the tuple the Rust engine takes."""
+"""Hyperparameters: defaults, validation, and the record every backend takes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 from . import _core
 
-# The order of this tuple is the order of the engine's per-group options.
+# Options of Adam's signature (positional order), then the keyword-only ones.
 OPTION_NAMES = (
     "lr",
     "betas",
@@ -16,11 +16,22 @@ OPTION_NAMES = (
     "decoupled_weight_decay",
     "amsgrad",
     "maximize",
+    "efficient_form",
+    "beta1_decay",
+    "momentum",
+    "nesterov",
+    "max_gradient_elem",
+    "max_gradient_norm",
+    "bias_correction",
 )
+BIAS_CORRECTIONS = ("adam", "downhill-0.4.0")
+# Group keys that are not options: the arrays, their names, and (set by the
+# class, not by users) the update rule.
+NOT_OPTIONS = ("params", "param_names", "algorithm")
 
 
 class EngineOptions(NamedTuple):
-    """One group's options as every backend takes them (a tuple, in this order)."""
+    """One group's validated options as every backend takes them."""
 
     lr: float
     beta1: float
@@ -30,6 +41,19 @@ class EngineOptions(NamedTuple):
     decoupled_weight_decay: bool
     amsgrad: bool
     maximize: bool
+    efficient_form: bool
+    beta1_decay: float
+    momentum: float
+    nesterov: bool
+    max_gradient_elem: float
+    max_gradient_norm: float
+    bias_correction: str
+    algorithm: str  # "adam" or "adamax"
+
+    @property
+    def uses_velocity(self) -> bool:
+        """Whether the state holds a momentum velocity."""
+        return self.momentum != 0.0 or self.nesterov
 
 
 def _real(value: Any, what: str) -> float:
@@ -45,34 +69,75 @@ def _flag(value: Any, what: str) -> bool:
 
 
 def engine_options(group: dict[str, Any], where: str) -> EngineOptions:
-    """Validate one group's options; return them as the engine's tuple.
+    """Validate one group's options; return them as the record backends take.
 
     ``where`` prefixes messages, e.g. "param_groups[1]". Raises TypeError for a
-    value of the wrong kind and ValueError (from the Rust core) for one out of range.
+    value of the wrong kind and ValueError (from the Rust core, which owns the
+    ranges) for one out of range.
     """
     prefix = f"{where}: " if where else ""
-    unknown = sorted(set(group) - set(OPTION_NAMES) - {"params", "param_names"})
+    unknown = sorted(set(group) - set(OPTION_NAMES) - set(NOT_OPTIONS))
     if unknown:
         raise TypeError(f"{prefix}unknown option(s) {unknown}; known: {list(OPTION_NAMES)}")
     betas = group["betas"]
     if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise TypeError(f"{prefix}betas must be a pair (beta1, beta2), got {betas!r}")
-    lr = _real(group["lr"], f"{prefix}lr")
-    beta1 = _real(betas[0], f"{prefix}betas[0]")
-    beta2 = _real(betas[1], f"{prefix}betas[1]")
-    eps = _real(group["eps"], f"{prefix}eps")
-    weight_decay = _real(group["weight_decay"], f"{prefix}weight_decay")
+    bias_correction = group["bias_correction"]
+    if bias_correction not in BIAS_CORRECTIONS:
+        raise ValueError(
+            f"{prefix}bias_correction must be one of {BIAS_CORRECTIONS}, got {bias_correction!r}"
+        )
+    options = EngineOptions(
+        lr=_real(group["lr"], f"{prefix}lr"),
+        beta1=_real(betas[0], f"{prefix}betas[0]"),
+        beta2=_real(betas[1], f"{prefix}betas[1]"),
+        eps=_real(group["eps"], f"{prefix}eps"),
+        weight_decay=_real(group["weight_decay"], f"{prefix}weight_decay"),
+        decoupled_weight_decay=_flag(
+            group["decoupled_weight_decay"], f"{prefix}decoupled_weight_decay"
+        ),
+        amsgrad=_flag(group["amsgrad"], f"{prefix}amsgrad"),
+        maximize=_flag(group["maximize"], f"{prefix}maximize"),
+        efficient_form=_flag(group["efficient_form"], f"{prefix}efficient_form"),
+        beta1_decay=_real(group["beta1_decay"], f"{prefix}beta1_decay"),
+        momentum=_real(group["momentum"], f"{prefix}momentum"),
+        nesterov=_flag(group["nesterov"], f"{prefix}nesterov"),
+        max_gradient_elem=_real(group["max_gradient_elem"], f"{prefix}max_gradient_elem"),
+        max_gradient_norm=_real(group["max_gradient_norm"], f"{prefix}max_gradient_norm"),
+        bias_correction=bias_correction,
+        algorithm=group.get("algorithm", "adam"),
+    )
     try:
-        _core.validate_config(lr, beta1, beta2, eps, weight_decay)
+        _core.validate_options(options)
     except ValueError as err:
         raise ValueError(f"{prefix}{err}") from None
-    return EngineOptions(
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        _flag(group["decoupled_weight_decay"], f"{prefix}decoupled_weight_decay"),
-        _flag(group["amsgrad"], f"{prefix}amsgrad"),
-        _flag(group["maximize"], f"{prefix}maximize"),
-    )
+    return options
+
+
+def state_names(options: EngineOptions) -> tuple[str, ...]:
+    """The state arrays a group's tensors hold, in the engine's order."""
+    names = ["exp_avg", "exp_inf" if options.algorithm == "adamax" else "exp_avg_sq"]
+    if options.amsgrad:
+        names.append("max_exp_avg_sq")
+    if options.uses_velocity:
+        names.append("velocity")
+    return tuple(names)
+
+
+def halflife_to_beta(halflife: float) -> float:
+    """The decay whose weights halve every ``halflife`` steps: 2^(-1/h) = exp(-ln 2 / h),
+    as downhill parametrises Adam (its defaults 7 and 69 give betas ~0.9057 and ~0.9900)."""
+    h = _real(halflife, "halflife")
+    if not h > 0:
+        raise ValueError(f"halflife must be > 0, got {halflife!r}")
+    return 2.0 ** (-1.0 / h)
+
+
+def beta_to_halflife(beta: float) -> float:
+    """The inverse of :func:`halflife_to_beta`: -1 / log2(beta)."""
+    import math
+
+    b = _real(beta, "beta")
+    if not 0 < b < 1:
+        raise ValueError(f"beta must be in (0, 1), got {beta!r}")
+    return -1.0 / math.log2(b)

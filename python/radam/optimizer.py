@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._options import EngineOptions, engine_options
+from ._options import EngineOptions, engine_options, state_names
 from ._params import flatten_grads, layout_of
 
 DEVICES = ("cpu", "gpu", "auto")
@@ -27,6 +27,20 @@ class Adam:
     ``max_exp_avg_sq``) is created at the first step as NumPy arrays beside the
     params. ``key`` is the name for dict params, the flat index otherwise.
     ``step`` is thread-safe: concurrent calls run one after the other.
+
+    Keyword-only options reproduce the seed systems (see SEEDS.md):
+    ``efficient_form`` (the paper's step-size form, eps on the uncorrected
+    root; Keras, PuzzleLib), ``beta1_decay`` (lambda: beta1_t = beta1 *
+    lambda^(t-1) in the first moment), ``momentum``/``nesterov`` (downhill's
+    velocity on top of the Adam step; state gains ``velocity``),
+    ``max_gradient_elem``/``max_gradient_norm`` (per-tensor clipping of the raw
+    gradient; element clipping wins) and ``bias_correction="downhill-0.4.0"``
+    (the released downhill's constant rescale, a legacy choice).
+
+    ``device="gpu"`` runs the WGSL kernel through wgpu-py (``pip install
+    "radam[gpu]"``; float32 params only) with params and state resident on the
+    GPU; ``device="auto"`` picks it only when a non-CPU adapter exists. The host
+    arrays are then copies: see :meth:`sync` for when they are current.
     """
 
     def __init__(
@@ -40,6 +54,14 @@ class Adam:
         amsgrad: bool = False,
         maximize: bool = False,
         device: str = "cpu",
+        *,
+        efficient_form: bool = False,
+        beta1_decay: float = 1.0,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        max_gradient_elem: float = 0.0,
+        max_gradient_norm: float = 0.0,
+        bias_correction: str = "adam",
     ) -> None:
         self.defaults = {
             "lr": lr,
@@ -49,14 +71,21 @@ class Adam:
             "decoupled_weight_decay": decoupled_weight_decay,
             "amsgrad": amsgrad,
             "maximize": maximize,
+            "efficient_form": efficient_form,
+            "beta1_decay": beta1_decay,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "max_gradient_elem": max_gradient_elem,
+            "max_gradient_norm": max_gradient_norm,
+            "bias_correction": bias_correction,
         }
-        engine_options(self.defaults, "")
+        self._check_defaults()
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         self._layout, overrides = layout_of(params)
         self.param_groups: list[dict[str, Any]] = []
         for gi, override in enumerate(overrides):
-            group = {**self.defaults, **override}
+            group = {**self.defaults, **override, "algorithm": self._algorithm}
             if "betas" in override:
                 group["betas"] = (
                     tuple(group["betas"]) if hasattr(group["betas"], "__len__") else group["betas"]
@@ -67,12 +96,20 @@ class Adam:
             if all(t.name is not None for t in members):
                 group["param_names"] = [t.name for t in members]
             self.param_groups.append(group)
-        self.device = _resolve_device(device)
+        self.device = _resolve_device(device, self._layout.tensors)
         self.state: dict[Any, dict[str, np.ndarray]] = {}
         self._step = 0
         self._engine: Any = None
-        self._amsgrad: list[bool] = []
+        self._state_names: list[tuple[str, ...]] = []  # per group, fixed once state exists
         self._lock = threading.Lock()
+
+    # The update rule of this class: "adam" or "adamax".
+    _algorithm = "adam"
+
+    def _check_defaults(self) -> None:
+        self.defaults["algorithm"] = self._algorithm
+        engine_options(self.defaults, "")
+        del self.defaults["algorithm"]
 
     @property
     def step_count(self) -> int:
@@ -82,32 +119,49 @@ class Adam:
     def _options(self) -> list[EngineOptions]:
         options = [engine_options(g, f"param_groups[{i}]") for i, g in enumerate(self.param_groups)]
         if self._engine is not None:
-            for i, (opts, had) in enumerate(zip(options, self._amsgrad)):
-                if opts.amsgrad != had:
+            for i, (opts, names) in enumerate(zip(options, self._state_names)):
+                if state_names(opts) != names:
                     raise ValueError(
-                        f"param_groups[{i}]['amsgrad'] cannot change once state exists"
+                        f"param_groups[{i}]: amsgrad, and whether momentum is on, "
+                        "cannot change once state exists"
                     )
         return options
 
-    def _build(self, amsgrad: list[bool], state: dict[Any, dict[str, np.ndarray]]) -> Any:
+    def _build(self, state: dict[Any, dict[str, np.ndarray]]) -> Any:
         tensors = self._layout.tensors
+        entries = [state[t.key] for t in tensors]
+        # AdaMax keeps its infinity norm where Adam keeps v.
+        second = [e["exp_inf"] if "exp_inf" in e else e["exp_avg_sq"] for e in entries]
+        if self.device == "gpu":
+            from .gpu import GpuEngine
+
+            if any("velocity" in e or "exp_inf" in e for e in entries):
+                raise ValueError(
+                    "momentum, nesterov and AdaMax run on the CPU only so far; use device='cpu'"
+                )
+            return GpuEngine(
+                [t.label for t in tensors],
+                [t.array for t in tensors],
+                [e["exp_avg"] for e in entries],
+                second,
+                [e.get("max_exp_avg_sq") for e in entries],
+                [t.group for t in tensors],
+            )
         return _core.CpuEngine(
             [t.label for t in tensors],
             [t.array for t in tensors],
-            [state[t.key]["exp_avg"] for t in tensors],
-            [state[t.key]["exp_avg_sq"] for t in tensors],
-            [state[t.key].get("max_exp_avg_sq") for t in tensors],
+            [e["exp_avg"] for e in entries],
+            second,
+            [e.get("max_exp_avg_sq") for e in entries],
+            [e.get("velocity") for e in entries],
             [t.group for t in tensors],
         )
 
-    def _fresh_state(self, amsgrad: list[bool]) -> dict[Any, dict[str, np.ndarray]]:
-        state = {}
-        for t in self._layout.tensors:
-            entry = {"exp_avg": np.zeros_like(t.array), "exp_avg_sq": np.zeros_like(t.array)}
-            if amsgrad[t.group]:
-                entry["max_exp_avg_sq"] = np.zeros_like(t.array)
-            state[t.key] = entry
-        return state
+    def _fresh_state(self, names: list[tuple[str, ...]]) -> dict[Any, dict[str, np.ndarray]]:
+        return {
+            t.key: {name: np.zeros_like(t.array) for name in names[t.group]}
+            for t in self._layout.tensors
+        }
 
     def step(self, grads: Any) -> None:
         """One Adam step: every param moves in place. ``grads`` mirrors ``params``.
@@ -120,14 +174,29 @@ class Adam:
         flat = flatten_grads(self._layout, grads)
         with self._lock:
             options = self._options()
-            engine, state, amsgrad = self._engine, self.state, self._amsgrad
+            engine, state, names = self._engine, self.state, self._state_names
             if engine is None:
-                amsgrad = [o.amsgrad for o in options]
-                state = self._fresh_state(amsgrad)
-                engine = self._build(amsgrad, state)
+                names = [state_names(o) for o in options]
+                state = self._fresh_state(names)
+                engine = self._build(state)
             t = self._step + 1
             engine.step(flat, t, options)
-            self._engine, self.state, self._amsgrad, self._step = engine, state, amsgrad, t
+            self._engine, self.state, self._state_names, self._step = engine, state, names, t
+
+    def sync(self) -> None:
+        """Copy params and state from the device into the host arrays (no-op on the CPU).
+
+        With ``device="gpu"`` the host arrays (the params given and ``opt.state``)
+        are current after ``sync()`` and ``state_dict()``; the params also after
+        every ``step`` that received a NumPy grad. A step with device grads
+        (``radam.gpu.DeviceArray`` or ``wgpu.GPUBuffer``) leaves them as they were.
+        """
+        with self._lock:
+            self._sync_host()
+
+    def _sync_host(self) -> None:
+        if self._engine is not None and self.device == "gpu":
+            self._engine.sync()
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the optimizer's state, laid out as ``torch.optim``'s.
@@ -137,6 +206,7 @@ class Adam:
         The arrays are copies: later steps do not change a saved dict.
         """
         with self._lock:
+            self._sync_host()
             state = {}
             for i, t in enumerate(self._layout.tensors):
                 if t.key in self.state:
@@ -180,18 +250,22 @@ class Adam:
             ):
                 raise ValueError(f"{where}['param_names'] differ from this optimizer's")
             options = {k: v for k, v in saved.items() if k not in ("params", "param_names")}
+            if options.get("algorithm", self._algorithm) != self._algorithm:
+                raise ValueError(
+                    f"{where} was saved by {options['algorithm']!r}, not {self._algorithm!r}"
+                )
             group = {**ours, **options}
-            engine_options(group, where)
-            new_groups.append(group)
-        amsgrad = [bool(g["amsgrad"]) for g in new_groups]
-        step, state = self._check_saved_state(state_dict["state"], amsgrad)
-        engine = self._build(amsgrad, state) if state else None
+            new_groups.append((group, engine_options(group, where)))
+        names = [state_names(o) for _, o in new_groups]
+        step, state = self._check_saved_state(state_dict["state"], names)
         with self._lock:
-            for ours, group in zip(self.param_groups, new_groups):
+            self._sync_host()  # a GPU engine's params reach the host before the new one uploads
+            engine = self._build(state) if state else None
+            for ours, (group, _) in zip(self.param_groups, new_groups):
                 ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
-            self._engine, self.state, self._amsgrad, self._step = engine, state, amsgrad, step
+            self._engine, self.state, self._state_names, self._step = engine, state, names, step
 
-    def _check_saved_state(self, saved: Any, amsgrad: list[bool]) -> tuple[int, dict]:
+    def _check_saved_state(self, saved: Any, names: list[tuple[str, ...]]) -> tuple[int, dict]:
         if not isinstance(saved, Mapping):
             raise ValueError("state_dict['state'] must be a dict index -> state")
         tensors = self._layout.tensors
@@ -205,8 +279,8 @@ class Adam:
         steps, state = set(), {}
         for i, t in enumerate(tensors):
             entry, where = saved[i], f"state_dict['state'][{i}]"
-            names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad[t.group] else [])
-            missing = [n for n in names + ["step"] if n not in entry]
+            wanted = names[t.group]
+            missing = [n for n in (*wanted, "step") if n not in entry]
             if missing:
                 raise ValueError(f"{where} lacks {missing}")
             step = entry["step"]
@@ -221,7 +295,7 @@ class Adam:
                 raise ValueError(f"{where}['step'] must be a whole number >= 1, got {step!r}")
             steps.add(int(step))
             copies = {}
-            for n in names:
+            for n in wanted:
                 value = entry[n]
                 if not isinstance(value, np.ndarray):
                     raise TypeError(
@@ -273,7 +347,54 @@ class AdamW(Adam):
         )
 
 
-def _resolve_device(device: str) -> str:
-    if device == "gpu":
-        raise RuntimeError("device='gpu' is not available in this build of radam; use device='cpu'")
-    return "cpu"
+def _resolve_device(device: str, tensors: list[Any]) -> str:
+    """The backend: for "gpu", check the params (float32) and set up the device
+    now, so a missing wgpu or adapter is a clear error at construction; "auto" is
+    "gpu" only with a non-CPU adapter and float32 params."""
+    if device == "cpu":
+        return "cpu"
+    from . import gpu
+
+    if device == "auto":
+        if all(t.array.dtype == np.float32 for t in tensors) and gpu.available(
+            allow_cpu_adapter=False
+        ):
+            return "gpu"
+        return "cpu"
+    gpu.check_params([t.array for t in tensors], [t.label for t in tensors])
+    gpu.device()
+    return "gpu"
+
+
+class Adamax(Adam):
+    """AdaMax, the paper's Algorithm 2: u = max(beta2 * u, |g| + eps) replaces sqrt(v),
+    and theta -= lr / (1 - beta1^t) * m / u. ``eps`` defaults to 0, the paper's
+    form (torch uses 1e-8); where u is 0 every gradient so far was 0 and the
+    update is 0. State: ``exp_avg`` and ``exp_inf``. The other options are Adam's.
+    """
+
+    _algorithm = "adamax"
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 0.0,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        device: str = "cpu",
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            device=device,
+            **options,
+        )
