@@ -136,7 +136,7 @@ def layout_of(params: Any) -> tuple[Layout, list[dict[str, Any]]]:
 def flatten_grads(layout: Layout, grads: Any) -> list[Any]:
     """Grads in the order of ``layout.tensors``; the Rust side checks each array."""
     n = len(layout.tensors)
-    if type(grads) is list and len(grads) == n and layout.kind != "dict":
+    if type(grads) is list and len(grads) == n and layout.kind == "list":
         return grads  # the common case, with no copying
     if isinstance(grads, Mapping):
         if layout.names is None:
