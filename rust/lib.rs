@@ -36,6 +36,10 @@ pub use optimizer::{Adam, AdamState};
 pub use scalars::StepScalars;
 pub use simd::SimdLevel;
 
+/// The WGSL source of the GPU kernel (`shaders/adam.wgsl`), for running the
+/// same Adam step through WebGPU (`wgpu`). Its entry point is `adam_step`.
+pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
+
 /// The number of threads a multi-tensor step may use (rayon's current pool).
 pub fn num_threads() -> usize {
     rayon::current_num_threads()

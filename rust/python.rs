@@ -441,6 +441,8 @@ impl CpuEngine {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The GPU kernel's source, embedded so it ships inside the wheel.
+    m.add("ADAM_WGSL", crate::ADAM_WGSL)?;
     m.add_function(wrap_pyfunction!(validate_options, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;

@@ -6,6 +6,8 @@ from typing import Any
 import numpy as np
 
 __version__: str
+ADAM_WGSL: str
+"""The WGSL source of the GPU kernel (shaders/adam.wgsl), embedded at build time."""
 
 def validate_config(lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
     """Raise ValueError naming the first option out of range."""

@@ -96,7 +96,11 @@ class Adam:
             if all(t.name is not None for t in members):
                 group["param_names"] = [t.name for t in members]
             self.param_groups.append(group)
-        self.device = _resolve_device(device, self._layout.tensors)
+        self.device = _resolve_device(
+            device,
+            self._layout.tensors,
+            [engine_options(g, f"params[{i}]") for i, g in enumerate(self.param_groups)],
+        )
         self.state: dict[Any, dict[str, np.ndarray]] = {}
         self._step = 0
         self._engine: Any = None
@@ -347,21 +351,26 @@ class AdamW(Adam):
         )
 
 
-def _resolve_device(device: str, tensors: list[Any]) -> str:
-    """The backend: for "gpu", check the params (float32) and set up the device
-    now, so a missing wgpu or adapter is a clear error at construction; "auto" is
-    "gpu" only with a non-CPU adapter and float32 params."""
+def _resolve_device(device: str, tensors: list[Any], options: list[EngineOptions]) -> str:
+    """The backend: for "gpu", check the params (float32) and options and set up
+    the device now, so a missing wgpu or adapter is a clear error at construction;
+    "auto" is "gpu" only with a non-CPU adapter, float32 params and options the
+    GPU kernel implements."""
     if device == "cpu":
         return "cpu"
     from . import gpu
 
     if device == "auto":
-        if all(t.array.dtype == np.float32 for t in tensors) and gpu.available(
-            allow_cpu_adapter=False
+        if (
+            all(t.array.dtype == np.float32 for t in tensors)
+            and all(gpu.unsupported_option(o) is None for o in options)
+            and gpu.available(allow_cpu_adapter=False)
         ):
             return "gpu"
         return "cpu"
     gpu.check_params([t.array for t in tensors], [t.label for t in tensors])
+    for i, o in enumerate(options):
+        gpu.check_options(o, f"params[{i}]")
     gpu.device()
     return "gpu"
 

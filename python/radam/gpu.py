@@ -1,0 +1,762 @@
+"""radam.gpu: Adam on any WebGPU adapter (AMD, Intel, Apple, NVIDIA, or Mesa's
+lavapipe on the CPU), through the WGSL kernel ``shaders/adam.wgsl`` and wgpu-py.
+
+Install with ``pip install "radam[gpu]"``. ``radam.Adam(params, device="gpu")``
+uses this module; users also get:
+
+* :func:`device` -- the one ``wgpu.GPUDevice`` radam uses in this process (create
+  your own ``wgpu.GPUBuffer`` grads on it);
+* :class:`DeviceArray` / :func:`asarray` -- a float32 array kept in a GPU buffer,
+  made from NumPy and read back with :meth:`DeviceArray.numpy`;
+* :func:`adapter_name` -- which adapter that is.
+
+How the optimizer lays out its buffers (``GpuEngine``):
+
+* every parameter group's tensors are packed one after another into one flat
+  ``params`` buffer and one flat ``grads`` buffer (groups start at offsets
+  aligned to ``min_storage_buffer_offset_alignment``), and the optimizer state
+  into one ``state`` buffer, interleaved per element: ``m, v`` or, with AMSGrad,
+  ``m, v, max_v``. A dispatch binds three storage buffers whatever the options,
+  so AMSGrad also runs where ``max_storage_buffers_per_shader_stage`` < 5;
+* a group is stepped in chunks that each fit ``max_storage_buffer_binding_size``
+  (128 MiB on lavapipe), bound at aligned offsets: one dispatch per chunk, not
+  one per tensor. A dispatch is 2-D when a chunk needs more than 65535
+  workgroups;
+* the per-step scalars (bias corrections, decay factors) are computed on the
+  host in float64, rounded once to float32 and written, with each chunk's
+  length, to one small uniform buffer.
+
+When the host arrays are current: the NumPy params and state arrays the
+optimizer was given (``opt.state[...]``) are the GPU buffers' host copies.
+
+* params: after every ``step`` that received at least one NumPy grad (NumPy in,
+  NumPy out: the optimizer reads the params back, so the next gradient can be
+  computed on the host), and after ``opt.sync()`` / ``opt.state_dict()``. A step
+  whose grads are all device arrays or ``wgpu.GPUBuffer`` leaves the host params
+  as they were until the next ``sync()``.
+* state (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``): only after
+  ``opt.sync()`` or ``opt.state_dict()``.
+* writes to the host arrays are not sent to the GPU (the GPU copy is the
+  master); to change params or state, use ``load_state_dict`` or a new optimizer.
+* after an error (out of GPU memory, a lost device) the host arrays hold what
+  they held after the last readback: they are never partly written.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+WORKGROUP_SIZE = 256
+_FLOAT32 = np.dtype(np.float32)
+# The uniform `Step` struct of adam.wgsl: 9 f32 scalars, the chunk length, 2 pads.
+_STEP_WORDS = 12
+INSTALL_HINT = 'pip install "radam[gpu]"'
+ADAPTER_HINT = (
+    "no WebGPU adapter was found: install a GPU driver with Vulkan, Metal or D3D12 "
+    "support, or Mesa's software Vulkan driver lavapipe "
+    "(Debian/Ubuntu: apt-get install mesa-vulkan-drivers), or use device='cpu'"
+)
+
+__all__ = [
+    "DeviceArray",
+    "GpuEngine",
+    "GpuError",
+    "adapter_name",
+    "asarray",
+    "available",
+    "device",
+    "wait",
+]
+
+
+class GpuError(RuntimeError):
+    """The GPU path is unavailable or failed (no wgpu, no adapter, out of memory,
+    lost device). The host arrays are intact when this is raised."""
+
+
+def _wgpu() -> Any:
+    try:
+        import wgpu
+    except ImportError as err:
+        raise GpuError(
+            f"device='gpu' needs wgpu-py, which is not installed: {INSTALL_HINT}"
+        ) from err
+    return wgpu
+
+
+# -- the process-wide device ---------------------------------------------------------------
+
+_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "Unknown": 3, "CPU": 4}
+_BACKEND_RANK = {"Vulkan": 0, "Metal": 0, "D3D12": 0, "OpenGL": 1, "OpenGLES": 1}
+
+
+def _adapters(wgpu: Any) -> list[Any]:
+    """All adapters, best first: real GPUs before software ones, native APIs before GL."""
+    adapters = list(wgpu.gpu.enumerate_adapters_sync())
+    return sorted(
+        adapters,
+        key=lambda a: (
+            _RANK.get(a.info.get("adapter_type", "Unknown"), 3),
+            _BACKEND_RANK.get(a.info.get("backend_type", ""), 2),
+        ),
+    )
+
+
+def available(*, allow_cpu_adapter: bool = True) -> bool:
+    """Whether wgpu is installed and finds an adapter (with ``allow_cpu_adapter=False``:
+    a real, non-CPU one, which is what ``device="auto"`` asks for)."""
+    try:
+        wgpu = _wgpu()
+        adapters = _adapters(wgpu)
+    except Exception:
+        return False
+    if not allow_cpu_adapter:
+        adapters = [a for a in adapters if a.info.get("adapter_type") != "CPU"]
+    return bool(adapters)
+
+
+class _Context:
+    """One adapter's device, the compiled kernel and its pipelines (created once)."""
+
+    def __init__(self, wgpu: Any) -> None:
+        adapters = _adapters(wgpu)
+        if not adapters:
+            raise GpuError(ADAPTER_HINT)
+        adapter = adapters[0]
+        info = adapter.info
+        self.wgpu = wgpu
+        self.name = (
+            f"{info.get('device') or info.get('vendor')} "
+            f"({info.get('backend_type')}, {info.get('adapter_type')})"
+        )
+        self.is_cpu = info.get("adapter_type") == "CPU"
+        lim = adapter.limits
+        try:
+            self.device = adapter.request_device_sync(
+                label="radam",
+                required_limits={
+                    "max-buffer-size": lim["max-buffer-size"],
+                    "max-storage-buffer-binding-size": lim["max-storage-buffer-binding-size"],
+                },
+            )
+            self.limits = dict(self.device.limits)
+            self.module = self.device.create_shader_module(
+                label="radam adam.wgsl", code=_core.ADAM_WGSL
+            )
+            storage = wgpu.BufferBindingType.storage
+            self.layout = self.device.create_bind_group_layout(
+                label="radam adam_step",
+                entries=[
+                    _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform),
+                    _layout_entry(wgpu, 1, storage),
+                    _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
+                    _layout_entry(wgpu, 3, storage),
+                ],
+            )
+            self.pipeline_layout = self.device.create_pipeline_layout(
+                bind_group_layouts=[self.layout]
+            )
+        except wgpu.GPUError as err:
+            raise GpuError(f"could not set up the GPU device {self.name}: {err}") from err
+        self._pipelines: dict[tuple[bool, bool], Any] = {}
+        self.fence: Any = None  # a 4-byte buffer whose readback waits for the queue
+
+    def pipeline(self, amsgrad: bool, l2: bool) -> Any:
+        """The compute pipeline of one variant, compiled on first use."""
+        key = (amsgrad, l2)
+        if key not in self._pipelines:
+            self._pipelines[key] = self.device.create_compute_pipeline(
+                label=f"radam adam_step amsgrad={amsgrad} l2={l2}",
+                layout=self.pipeline_layout,
+                compute={
+                    "module": self.module,
+                    "entry_point": "adam_step",
+                    "constants": {
+                        "AMSGRAD": amsgrad,
+                        "L2": l2,
+                        "WORKGROUP_SIZE": WORKGROUP_SIZE,
+                    },
+                },
+            )
+        return self._pipelines[key]
+
+    def grid(self, n: int) -> tuple[int, int]:
+        """Workgroups (x, y) covering ``n`` elements; y > 1 past the per-dimension limit."""
+        groups = -(-n // WORKGROUP_SIZE)
+        x = min(groups, self.limits["max-compute-workgroups-per-dimension"])
+        return x, -(-groups // x)
+
+
+def _layout_entry(wgpu: Any, binding: int, kind: Any) -> dict[str, Any]:
+    return {"binding": binding, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": kind}}
+
+
+_context: _Context | None = None
+_context_lock = threading.Lock()
+
+
+def _get_context() -> _Context:
+    global _context
+    with _context_lock:
+        if _context is None:
+            wgpu = _wgpu()
+            try:
+                _context = _Context(wgpu)
+            except GpuError:
+                raise
+            except Exception as err:  # wgpu-native raises plain errors for a missing driver
+                raise GpuError(f"{ADAPTER_HINT} ({type(err).__name__}: {err})") from err
+        return _context
+
+
+def _forget_context(ctx: _Context) -> None:
+    """After a lost device: the next use creates a new one."""
+    global _context
+    with _context_lock:
+        if _context is ctx:
+            _context = None
+
+
+def device() -> Any:
+    """The ``wgpu.GPUDevice`` radam uses in this process; make your grad buffers on it."""
+    return _get_context().device
+
+
+def adapter_name() -> str:
+    """The adapter radam uses, e.g. ``"llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, CPU)"``."""
+    return _get_context().name
+
+
+def wait() -> None:
+    """Block until all GPU work submitted so far has finished (for timing)."""
+    ctx = _get_context()
+    if ctx.fence is None:
+        usage = ctx.wgpu.BufferUsage
+        ctx.fence = ctx.device.create_buffer(size=4, usage=usage.COPY_SRC | usage.COPY_DST)
+    ctx.device.queue.read_buffer(ctx.fence)
+
+
+def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
+    """The GPU kernel is float32: reject anything else before any work is done."""
+    for array, label in zip(arrays, labels):
+        if array.dtype != _FLOAT32:
+            raise TypeError(
+                f"params{label} has dtype {array.dtype}; device='gpu' updates float32 arrays "
+                "only (WGSL has no float64): convert with .astype(np.float32) or use device='cpu'"
+            )
+
+
+# -- device arrays -------------------------------------------------------------------------
+
+
+class DeviceArray:
+    """A float32 array kept in a GPU buffer on :func:`device`.
+
+    Pass it as a grad to a ``device="gpu"`` optimizer: it is copied on the GPU,
+    with no host round trip. ``buffer`` is the ``wgpu.GPUBuffer`` (usable in your
+    own shaders), ``offset`` the byte offset of the array in it.
+    """
+
+    __slots__ = ("buffer", "offset", "shape")
+
+    def __init__(self, buffer: Any, shape: tuple[int, ...], offset: int = 0) -> None:
+        self.buffer = buffer
+        self.shape = tuple(int(s) for s in shape)
+        self.offset = int(offset)
+        if self.offset % 4 or self.offset + self.nbytes > buffer.size:
+            raise ValueError(
+                f"a DeviceArray of shape {self.shape} at offset {self.offset} does not fit "
+                f"in a buffer of {buffer.size} bytes"
+            )
+
+    @classmethod
+    def from_numpy(cls, array: Any) -> DeviceArray:
+        """Upload a float32 array (any shape; copied, so later host writes do not show)."""
+        array = np.asarray(array)
+        if array.dtype != _FLOAT32:
+            raise TypeError(f"a DeviceArray holds float32, got dtype {array.dtype}")
+        ctx = _get_context()
+        usage = ctx.wgpu.BufferUsage
+        data = np.ascontiguousarray(array).reshape(-1)
+        if data.size == 0:
+            data = np.zeros(1, _FLOAT32)  # a buffer needs at least one word
+        try:
+            buffer = ctx.device.create_buffer_with_data(
+                label="radam DeviceArray",
+                data=data,
+                usage=usage.STORAGE | usage.COPY_SRC | usage.COPY_DST,
+            )
+        except ctx.wgpu.GPUError as err:
+            raise GpuError(f"could not allocate a {data.nbytes}-byte GPU buffer: {err}") from err
+        return cls(buffer, array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _FLOAT32
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.size
+
+    def numpy(self) -> np.ndarray:
+        """A new NumPy array with the buffer's current contents."""
+        if self.size == 0:
+            return np.zeros(self.shape, _FLOAT32)
+        queue = self.buffer._device.queue
+        data = queue.read_buffer(self.buffer, self.offset, self.nbytes)
+        return np.frombuffer(data, _FLOAT32).reshape(self.shape).copy()
+
+    def __repr__(self) -> str:
+        return f"DeviceArray(shape={self.shape}, dtype=float32, offset={self.offset})"
+
+
+def asarray(array: Any) -> DeviceArray:
+    """``array`` as a :class:`DeviceArray` (returned as is when it already is one)."""
+    return array if isinstance(array, DeviceArray) else DeviceArray.from_numpy(array)
+
+
+# -- the optimizer's backend ---------------------------------------------------------------
+
+
+# The options the kernel implements. Every other EngineOptions field must keep the value
+# plain ``radam.Adam`` gives it (its keyword default): the seed systems' extras and the
+# other update rules run on the CPU.
+_KERNEL_OPTIONS = frozenset(
+    ("lr", "beta1", "beta2", "eps", "weight_decay", "decoupled_weight_decay", "amsgrad", "maximize")
+)
+
+
+@functools.cache
+def _plain_adam() -> tuple[dict[str, Any], frozenset[str]]:
+    """The plain-Adam value of every other option, and the options of other rules only."""
+    import inspect
+
+    from . import _options
+    from .optimizer import Adam
+
+    plain = {
+        name: p.default
+        for name, p in inspect.signature(Adam.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    plain["algorithm"] = "adam"
+    rules = getattr(_options, "RULE_OPTIONS", {})
+    other_rules = frozenset(f for rule, names in rules.items() if rule != "adam" for f in names)
+    return plain, other_rules
+
+
+def unsupported_option(options: Any) -> str | None:
+    """``"name=value"`` of the first option the GPU kernel does not implement, else None."""
+    plain, other_rules = _plain_adam()
+    for name in getattr(options, "_fields", ()):
+        if name in _KERNEL_OPTIONS or (name in other_rules and name not in plain):
+            continue
+        value = getattr(options, name)
+        if name not in plain or value != plain[name]:
+            return f"{name}={value!r}"
+    return None
+
+
+def check_options(options: Any, where: str) -> None:
+    bad = unsupported_option(options)
+    if bad is not None:
+        raise ValueError(
+            f"{where}: {bad} is not supported with device='gpu' (the GPU kernel implements "
+            "Adam/AdamW with AMSGrad and maximize); use device='cpu'"
+        )
+
+
+# Lowers the adapter's max_storage_buffer_binding_size for engines built while it is set:
+# the tests use it to exercise chunking on small arrays.
+_MAX_BINDING_BYTES: int | None = None
+
+
+def _align(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+class _Group:
+    """Where one parameter group lives in the flat buffers, and its chunks."""
+
+    def __init__(self, amsgrad: bool) -> None:
+        self.amsgrad = amsgrad
+        self.stride = 3 if amsgrad else 2  # state words per element: m, v[, max_v]
+        self.start = 0  # first element in params/grads
+        self.state_start = 0  # first word in state
+        self.size = 0
+        self.chunks: list[tuple[int, int]] = []  # (first element in the group, length)
+        self.dispatches: list[int] = []  # indices into the engine's dispatch list
+
+
+class GpuEngine:
+    """Steps a fixed list of float32 tensors on the GPU (the ``device="gpu"`` backend).
+
+    Same constructor and ``step`` as ``radam._core.CpuEngine``, plus ``sync()``.
+    Building uploads the params and state; the host arrays stay the user's.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        params: Sequence[np.ndarray],
+        exp_avgs: Sequence[np.ndarray],
+        exp_avg_sqs: Sequence[np.ndarray],
+        max_exp_avg_sqs: Sequence[np.ndarray | None],
+        groups: Sequence[int],
+    ) -> None:
+        check_params(params, labels)
+        ctx = _get_context()
+        self._ctx = ctx
+        wgpu = ctx.wgpu
+        self._labels = list(labels)
+        self._params = list(params)
+        self._exp_avgs = list(exp_avgs)
+        self._exp_avg_sqs = list(exp_avg_sqs)
+        self._maxes = list(max_exp_avg_sqs)
+        self._tensor_group = list(groups)
+        self._broken: str | None = None
+        limits = ctx.limits
+        align_bytes = max(limits["min-storage-buffer-offset-alignment"], 4)
+        align = align_bytes // 4
+        binding = limits["max-storage-buffer-binding-size"]
+        if _MAX_BINDING_BYTES is not None:
+            binding = min(binding, _MAX_BINDING_BYTES)
+
+        n_groups = max(groups) + 1 if groups else 0
+        self._groups = [
+            _Group(any(m is not None for m, g in zip(self._maxes, groups) if g == gi))
+            for gi in range(n_groups)
+        ]
+        # Each tensor's first element in the flat params/grads buffers.
+        self._offsets = [0] * len(self._params)
+        elements, words = 0, 0
+        for gi, group in enumerate(self._groups):
+            group.start, group.state_start = elements, words
+            for i, g in enumerate(groups):
+                if g == gi:
+                    self._offsets[i] = elements + group.size
+                    group.size += self._params[i].size
+            elements = _align(elements + group.size, align)
+            words = _align(words + group.size * group.stride, align)
+            chunk = (binding // (4 * group.stride)) // align * align
+            if chunk <= 0:
+                raise GpuError(f"the adapter's storage binding limit ({binding} B) is too small")
+            group.chunks = [(s, min(chunk, group.size - s)) for s in range(0, group.size, chunk)]
+        self._n_elements = max(elements, 1)
+        self._n_state_words = max(words, 1)
+        for what, nbytes in (("params", self._n_elements * 4), ("state", self._n_state_words * 4)):
+            if nbytes > limits["max-buffer-size"]:
+                raise GpuError(
+                    f"the {what} buffer would need {nbytes} bytes, over the adapter's "
+                    f"max_buffer_size of {limits['max-buffer-size']} bytes ({ctx.name}); "
+                    "use device='cpu' for a model this size"
+                )
+
+        # Host-side staging, reused every step: the packed grads and the uniforms.
+        self._staging = np.zeros(self._n_elements, _FLOAT32)
+        self._grad_views = [
+            self._staging[o : o + p.size].reshape(p.shape)
+            for o, p in zip(self._offsets, self._params)
+        ]
+        self._ustride = _align(
+            _STEP_WORDS * 4, max(limits["min-uniform-buffer-offset-alignment"], 16)
+        )
+        dispatches = [(gi, c) for gi, g in enumerate(self._groups) for c in g.chunks]
+        self._uniforms = np.zeros((max(len(dispatches), 1), self._ustride // 4), _FLOAT32)
+        lengths = self._uniforms.view(np.uint32)
+        for d, (gi, (_, length)) in enumerate(dispatches):
+            self._groups[gi].dispatches.append(d)
+            lengths[d, 9] = length
+
+        usage = wgpu.BufferUsage
+        dev = ctx.device
+        try:
+            self._param_buf = dev.create_buffer(
+                label="radam params",
+                size=self._n_elements * 4,
+                usage=usage.STORAGE | usage.COPY_DST | usage.COPY_SRC,
+            )
+            self._grad_buf = dev.create_buffer(
+                label="radam grads", size=self._n_elements * 4, usage=usage.STORAGE | usage.COPY_DST
+            )
+            self._state_buf = dev.create_buffer(
+                label="radam state",
+                size=self._n_state_words * 4,
+                usage=usage.STORAGE | usage.COPY_DST | usage.COPY_SRC,
+            )
+            self._uniform_buf = dev.create_buffer(
+                label="radam step scalars",
+                size=self._uniforms.nbytes,
+                usage=usage.UNIFORM | usage.COPY_DST,
+            )
+            self._readback: Any = None  # created at the first step that reads params back
+            self._bind_groups = [
+                self._bind_group(gi, d, start, length)
+                for gi, g in enumerate(self._groups)
+                for d, (start, length) in zip(g.dispatches, g.chunks)
+            ]
+            self._upload()
+        except wgpu.GPUError as err:
+            raise self._error("building the GPU optimizer", err) from err
+
+    def _bind_group(self, gi: int, d: int, start: int, length: int) -> Any:
+        group = self._groups[gi]
+        first = group.start + start
+        entries = [
+            {
+                "binding": 0,
+                "resource": {
+                    "buffer": self._uniform_buf,
+                    "offset": d * self._ustride,
+                    "size": _STEP_WORDS * 4,
+                },
+            },
+            {
+                "binding": 1,
+                "resource": {"buffer": self._param_buf, "offset": 4 * first, "size": 4 * length},
+            },
+            {
+                "binding": 2,
+                "resource": {"buffer": self._grad_buf, "offset": 4 * first, "size": 4 * length},
+            },
+            {
+                "binding": 3,
+                "resource": {
+                    "buffer": self._state_buf,
+                    "offset": 4 * (group.state_start + start * group.stride),
+                    "size": 4 * length * group.stride,
+                },
+            },
+        ]
+        return self._ctx.device.create_bind_group(layout=self._ctx.layout, entries=entries)
+
+    def _state_views(self, words: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """For each tensor: (host array, its strided view in a flat state image) per role."""
+        out = []
+        for i, p in enumerate(self._params):
+            group = self._groups[self._tensor_group[i]]
+            first = group.state_start + (self._offsets[i] - group.start) * group.stride
+            rows = words[first : first + p.size * group.stride].reshape(p.size, group.stride)
+            hosts = [self._exp_avgs[i], self._exp_avg_sqs[i]]
+            if group.amsgrad:
+                hosts.append(self._maxes[i])
+            out.append([(h, rows[:, k].reshape(p.shape)) for k, h in enumerate(hosts)])
+        return out
+
+    def _upload(self) -> None:
+        """Params and state from the host arrays into the GPU buffers."""
+        queue = self._ctx.device.queue
+        for view, p in zip(self._grad_views, self._params):
+            np.copyto(view, p)
+        queue.write_buffer(self._param_buf, 0, self._staging)
+        words = np.zeros(self._n_state_words, _FLOAT32)
+        for roles in self._state_views(words):
+            for host, view in roles:
+                np.copyto(view, host)
+        queue.write_buffer(self._state_buf, 0, words)
+        self._staging[:] = 0
+
+    def _error(self, doing: str, err: BaseException) -> GpuError:
+        wgpu, text = self._ctx.wgpu, str(err)
+        if "lost" in text.lower():
+            what = "the GPU device was lost"
+            _forget_context(self._ctx)  # the next optimizer gets a new device
+        elif isinstance(err, wgpu.GPUOutOfMemoryError) or "out of memory" in text.lower():
+            what = "out of GPU memory"
+        else:
+            what = "the GPU failed"
+        return GpuError(
+            f"{what} while {doing} on {self._ctx.name}: {text.strip()}\n"
+            "The host arrays are intact: params as of the last step with NumPy grads or "
+            "sync(), state as of the last sync() or state_dict()"
+        )
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def _check_grads(self, grads: Sequence[Any]) -> list[Any]:
+        """Every grad checked before anything is written; returns its kind per tensor."""
+        if len(grads) != len(self._params):
+            raise ValueError(
+                f"expected {len(self._params)} grads (one per param), got {len(grads)}"
+            )
+        wgpu = self._ctx.wgpu
+        kinds = []
+        for i, (grad, param) in enumerate(zip(grads, self._params)):
+            what = f"grads{self._labels[i]}"
+            if isinstance(grad, np.ndarray):
+                if grad.dtype != param.dtype:
+                    raise TypeError(
+                        f"{what} has dtype {grad.dtype} but its param has dtype {param.dtype}; "
+                        f"radam never casts, pass a {param.dtype} array"
+                    )
+                if grad.shape != param.shape:
+                    raise ValueError(
+                        f"{what} has shape {grad.shape} but its param has shape {param.shape}"
+                    )
+                hosts = [param, self._exp_avgs[i], self._exp_avg_sqs[i], self._maxes[i]]
+                if any(h is not None and np.may_share_memory(grad, h) for h in hosts):
+                    raise ValueError(
+                        f"{what} shares memory with a param or optimizer state; "
+                        "pass a separate gradient array"
+                    )
+                kinds.append(None)
+            elif isinstance(grad, DeviceArray):
+                if grad.shape != param.shape:
+                    raise ValueError(
+                        f"{what} has shape {grad.shape} but its param has shape {param.shape}"
+                    )
+                self._check_buffer(grad.buffer, what)
+                kinds.append((grad.buffer, grad.offset))
+            elif isinstance(grad, wgpu.GPUBuffer):
+                if grad.size != param.nbytes:
+                    raise ValueError(
+                        f"{what} is a GPUBuffer of {grad.size} bytes but its param (float32, "
+                        f"shape {param.shape}) has {param.nbytes}"
+                    )
+                self._check_buffer(grad, what)
+                kinds.append((grad, 0))
+            else:
+                raise TypeError(
+                    f"{what} must be a numpy.ndarray, a radam.gpu.DeviceArray or a "
+                    f"wgpu.GPUBuffer, got {type(grad).__name__}"
+                )
+        return kinds
+
+    def _check_buffer(self, buffer: Any, what: str) -> None:
+        usage = self._ctx.wgpu.BufferUsage
+        if getattr(buffer, "_device", None) is not self._ctx.device:
+            raise ValueError(f"{what} lives on another GPU device; create it on radam.gpu.device()")
+        if not buffer.usage & usage.COPY_SRC:
+            raise ValueError(
+                f"{what} is a GPUBuffer without COPY_SRC usage; the optimizer copies it"
+            )
+        if buffer.map_state != "unmapped":
+            raise ValueError(f"{what} is mapped; unmap it before the step")
+
+    def _write_scalars(self, t: int, options: Sequence[Any]) -> list[bool]:
+        """The step's scalars per group, in f64 then rounded once to f32 (as rust/scalars.rs)."""
+        l2_flags = []
+        for group, o in zip(self._groups, options):
+            lr, beta1, beta2, eps, wd = o.lr, o.beta1, o.beta2, o.eps, o.weight_decay
+            decoupled, maximize = o.decoupled_weight_decay, o.maximize
+            tf = float(t)
+            bias_correction1 = 1.0 - beta1**tf
+            bias_correction2 = 1.0 - beta2**tf
+            l2 = 0.0 if decoupled else wd
+            values = (
+                lr / bias_correction1,
+                1.0 / bias_correction2**0.5,
+                1.0 - beta1,
+                beta2,
+                1.0 - beta2,
+                eps,
+                l2,
+                1.0 - lr * wd if decoupled else 1.0,
+                -1.0 if maximize else 1.0,
+            )
+            for d in group.dispatches:
+                self._uniforms[d, :9] = values
+            l2_flags.append(l2 != 0.0)
+        return l2_flags
+
+    def step(self, grads: Sequence[Any], step: int, options: Sequence[Any]) -> None:
+        """One Adam step (number ``step``, from 1) with per-group options (``EngineOptions``).
+
+        Every grad is checked before anything is written; on an error nothing changed.
+        """
+        if self._broken:
+            raise GpuError(self._broken)
+        if len(options) != len(self._groups):
+            raise ValueError(f"expected options for {len(self._groups)} groups, got {len(options)}")
+        for gi, (group, o) in enumerate(zip(self._groups, options)):
+            check_options(o, f"param_groups[{gi}]")
+            if bool(o.amsgrad) != group.amsgrad:
+                raise ValueError(
+                    f"param_groups[{gi}]: its options do not match the optimizer's state (amsgrad)"
+                )
+        kinds = self._check_grads(grads)
+        l2_flags = self._write_scalars(step, options)
+        host_grads = any(k is None for k in kinds)
+        for view, grad, kind in zip(self._grad_views, grads, kinds):
+            if kind is None:
+                np.copyto(view, grad)
+        ctx, wgpu = self._ctx, self._ctx.wgpu
+        dev, queue = ctx.device, ctx.device.queue
+        submitted = False
+        try:
+            if host_grads:
+                queue.write_buffer(self._grad_buf, 0, self._staging)
+            queue.write_buffer(self._uniform_buf, 0, self._uniforms)
+            encoder = dev.create_command_encoder(label="radam step")
+            for offset, (kind, p) in zip(self._offsets, zip(kinds, self._params)):
+                if kind is not None and p.nbytes:
+                    encoder.copy_buffer_to_buffer(
+                        kind[0], kind[1], self._grad_buf, 4 * offset, p.nbytes
+                    )
+            compute = encoder.begin_compute_pass(label="radam adam_step")
+            bind_groups = iter(self._bind_groups)
+            for group, l2 in zip(self._groups, l2_flags):
+                compute.set_pipeline(ctx.pipeline(group.amsgrad, l2))
+                for (_, length), bind_group in zip(group.chunks, bind_groups):
+                    compute.set_bind_group(0, bind_group)
+                    x, y = ctx.grid(length)
+                    compute.dispatch_workgroups(x, y, 1)
+            compute.end()
+            if host_grads:
+                if self._readback is None:
+                    self._readback = dev.create_buffer(
+                        label="radam params readback",
+                        size=self._n_elements * 4,
+                        usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
+                    )
+                encoder.copy_buffer_to_buffer(
+                    self._param_buf, 0, self._readback, 0, self._n_elements * 4
+                )
+            commands = encoder.finish()
+            queue.submit([commands])
+            submitted = True
+            if host_grads:
+                self._readback.map_sync(wgpu.MapMode.READ)
+                try:
+                    flat = np.frombuffer(self._readback.read_mapped(copy=False), _FLOAT32)
+                    for o, p in zip(self._offsets, self._params):
+                        np.copyto(p, flat[o : o + p.size].reshape(p.shape))
+                finally:
+                    self._readback.unmap()
+        except (wgpu.GPUError, RuntimeError) as err:
+            error = self._error(f"running step {step}", err)
+            if submitted:
+                # The GPU may have stepped without us reading it back: refuse to go on.
+                self._broken = f"{error}; this optimizer cannot continue on the GPU"
+                _forget_context(ctx)
+            raise error from err
+
+    def sync(self) -> None:
+        """Copy params and state from the GPU into the host arrays."""
+        if self._broken:
+            raise GpuError(self._broken)
+        queue = self._ctx.device.queue
+        try:
+            flat = np.frombuffer(queue.read_buffer(self._param_buf), _FLOAT32)
+            words = np.frombuffer(queue.read_buffer(self._state_buf), _FLOAT32)
+        except (self._ctx.wgpu.GPUError, RuntimeError) as err:
+            raise self._error("reading params and state back", err) from err
+        for o, p in zip(self._offsets, self._params):
+            np.copyto(p, flat[o : o + p.size].reshape(p.shape))
+        for roles in self._state_views(words):
+            for host, view in roles:
+                np.copyto(host, view)
+
+    def __len__(self) -> int:
+        return len(self._params)

@@ -1,0 +1,556 @@
+"""The GPU path (WGSL through wgpu-py) against the Rust CPU path.
+
+These tests need a WebGPU adapter. Without one they skip, saying how to get one
+(``apt-get install mesa-vulkan-drivers`` gives Mesa's lavapipe, a real Vulkan
+driver that runs on the CPU; ``pip install "radam[gpu]"`` gives wgpu-py). With
+``CI=true`` a missing adapter fails them instead.
+
+Tolerance: the CPU kernel uses fused multiply-adds (one rounding each); WGSL's
+``fma`` may be evaluated unfused, and lavapipe does so (multiply, round, add,
+round; ``test_fma_probe`` reports it). Each step can then differ by an ulp in m,
+v and the param, and over 100 steps these differences add up to a few ulps:
+params and state are compared within 1e-6 relative, elementwise, with an
+absolute floor of 1e-6 times the tensor's largest magnitude (for elements that
+pass near zero). Both GPU runs of one kernel agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import radam
+from radam import _core, gpu
+
+if not os.environ.get("XDG_RUNTIME_DIR"):
+    # Mesa's Vulkan loader warns without it.
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="radam-xdg-")
+
+RTOL = 1e-6
+STEPS = 100
+IN_CI = os.environ.get("CI", "").lower() == "true"
+HOW = (
+    "to run them, install a WebGPU driver and wgpu-py: "
+    'apt-get install mesa-vulkan-drivers; pip install "radam[gpu]"'
+)
+
+
+def _adapter() -> str:
+    try:
+        return gpu.adapter_name()
+    except gpu.GpuError as err:
+        if IN_CI:
+            pytest.fail(f"CI=true, so the GPU tests must run, but: {err}. {HOW}")
+        pytest.skip(f"no WebGPU adapter ({err}); {HOW}")
+
+
+@pytest.fixture(scope="module")
+def adapter() -> str:
+    return _adapter()
+
+
+needs_gpu = pytest.mark.usefixtures("adapter")
+
+DECAYS = {
+    "none": {},
+    "l2": {"weight_decay": 0.1},
+    "decoupled": {"weight_decay": 0.1, "decoupled_weight_decay": True},
+}
+COMBOS = [
+    {**DECAYS[d], "amsgrad": a, "maximize": m}
+    for d, a, m in itertools.product(DECAYS, (False, True), (False, True))
+]
+
+
+def combo_id(c: dict) -> str:
+    decay = (
+        "decoupled" if c.get("decoupled_weight_decay") else ("l2" if "weight_decay" in c else "")
+    )
+    return (
+        "-".join(
+            x
+            for x in (decay, "amsgrad" if c["amsgrad"] else "", "max" if c["maximize"] else "")
+            if x
+        )
+        or "plain"
+    )
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=what)
+
+
+def grads_for(params: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    # Varying scale and sign, so AMSGrad's max is exercised.
+    scale = rng.choice([0.1, 1.0, 10.0])
+    return [(scale * rng.standard_normal(p.shape)).astype(np.float32) for p in params]
+
+
+def run_pair(shapes, steps=STEPS, seed=0, groups=None, **options):
+    """The same run on the CPU and the GPU; returns both optimizers and param lists."""
+    rng = np.random.default_rng(seed)
+    cpu_params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    gpu_params = [p.copy() for p in cpu_params]
+
+    def make(params, device):
+        given = params if groups is None else groups(params)
+        return radam.Adam(given, lr=1e-2, device=device, **options)
+
+    cpu_opt, gpu_opt = make(cpu_params, "cpu"), make(gpu_params, "gpu")
+    for _ in range(steps):
+        grads = grads_for(cpu_params, rng)
+        cpu_opt.step(grads)
+        gpu_opt.step(grads)
+    return cpu_opt, gpu_opt, cpu_params, gpu_params
+
+
+def assert_same_run(cpu_opt, gpu_opt, cpu_params, gpu_params):
+    for i, (c, g) in enumerate(zip(cpu_params, gpu_params)):
+        assert_close(g, c, f"params[{i}]")
+    # state_dict syncs the GPU state to the host.
+    cpu_sd, gpu_sd = cpu_opt.state_dict(), gpu_opt.state_dict()
+    assert cpu_sd["state"].keys() == gpu_sd["state"].keys()
+    for i, entry in cpu_sd["state"].items():
+        assert gpu_sd["state"][i]["step"] == entry["step"]
+        for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            if name in entry:
+                assert_close(gpu_sd["state"][i][name], entry[name], f"state[{i}][{name!r}]")
+
+
+# -- GPU vs CPU ----------------------------------------------------------------------------
+
+
+@needs_gpu
+@pytest.mark.parametrize("size", [1, 255, 256, 257, 1_000_003])
+def test_matches_cpu_sizes(size):
+    start = np.random.default_rng(0).standard_normal(size).astype(np.float32)
+    cpu_opt, gpu_opt, cp, gp = run_pair([(size,)], amsgrad=size == 257, weight_decay=0.01)
+    assert_same_run(cpu_opt, gpu_opt, cp, gp)
+    # The params really moved (100 steps of lr 1e-2).
+    assert np.abs(cp[0] - start).max() > 1e-3
+
+
+@needs_gpu
+@pytest.mark.parametrize("options", COMBOS, ids=combo_id)
+def test_matches_cpu_every_option(options):
+    shapes = [(1,), (255,), (16, 16), (257,), (3, 5, 7), (1000,)]
+    assert_same_run(*run_pair(shapes, **options))
+
+
+@needs_gpu
+def test_300_tensors_one_group_is_one_dispatch():
+    rng = np.random.default_rng(3)
+    shapes = [(int(n),) for n in rng.integers(1, 2000, size=300)]
+    cpu_opt, gpu_opt, cp, gp = run_pair(shapes, betas=(0.8, 0.99))
+    assert_same_run(cpu_opt, gpu_opt, cp, gp)
+    assert len(gpu_opt._engine._bind_groups) == 1
+
+
+@needs_gpu
+def test_param_groups_with_their_own_options():
+    def groups(params):
+        return [
+            {"params": params[:2], "lr": 3e-2, "amsgrad": True},
+            {"params": params[2:], "weight_decay": 0.5, "decoupled_weight_decay": True},
+        ]
+
+    shapes = [(100,), (7, 3), (33,), (1,)]
+    assert_same_run(*run_pair(shapes, groups=groups, maximize=True))
+
+
+@needs_gpu
+def test_40m_params_over_the_binding_limit():
+    """One tensor larger than max_storage_buffer_binding_size (128 MiB on lavapipe):
+    bound in chunks at aligned offsets, each dispatch 2-D (> 65535 workgroups).
+    A few steps: each element's update does not depend on its neighbours, so what
+    this adds over the 100-step tests is the chunk boundaries and the 2-D index."""
+    n = 40_000_000
+    rng = np.random.default_rng(4)
+    cpu_p = rng.standard_normal(n, dtype=np.float32)
+    gpu_p = cpu_p.copy()
+    base = rng.standard_normal(n, dtype=np.float32)
+    cpu_opt = radam.Adam([cpu_p], lr=1e-2, amsgrad=True)
+    gpu_opt = radam.Adam([gpu_p], lr=1e-2, amsgrad=True, device="gpu")
+    for scale in (1.0, -3.0, 0.5):
+        grad = base * np.float32(scale)
+        cpu_opt.step([grad])
+        gpu_opt.step([grad])
+    engine = gpu_opt._engine
+    limit = engine._ctx.limits["max-storage-buffer-binding-size"]
+    if 4 * n <= limit:
+        pytest.skip(f"this adapter binds {limit} bytes, so 40M params need no chunking")
+    assert len(engine._bind_groups) > 1
+    assert_close(gpu_p, cpu_p, "params")
+    gpu_opt.sync()
+    for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        assert_close(gpu_opt.state[0][name], cpu_opt.state[0][name], name)
+
+
+@needs_gpu
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_chunks_and_2d_dispatch_on_small_arrays(amsgrad, monkeypatch):
+    """The chunking and the 2-D index, forced on small arrays: a 1 KiB binding limit
+    (so chunks of 80 or 128 elements on lavapipe; tensors straddle them; two groups at
+    aligned offsets) and at most 3 workgroups per dimension."""
+    ctx = gpu._get_context()
+    monkeypatch.setitem(ctx.limits, "max-compute-workgroups-per-dimension", 3)
+    monkeypatch.setattr(gpu, "_MAX_BINDING_BYTES", 1024)
+    assert ctx.grid(2500) == (3, 4)
+
+    def groups(params):
+        return [
+            {"params": params[:3], "weight_decay": 0.1},
+            {"params": params[3:], "lr": 2e-2, "betas": (0.8, 0.99), "maximize": True},
+        ]
+
+    shapes = [(1,), (31,), (50, 50), (64,), (65,), (1000,)]
+    cpu_opt, gpu_opt, cp, gp = run_pair(shapes, steps=30, groups=groups, amsgrad=amsgrad)
+    # Per chunk, each binding holds at most 1 KiB: state is 2 or 3 words per element,
+    # and chunks start at multiples of the adapter's offset alignment.
+    align = ctx.limits["min-storage-buffer-offset-alignment"] // 4
+    chunk = 1024 // (4 * (3 if amsgrad else 2)) // align * align
+    want = -(-(1 + 31 + 2500) // chunk) + -(-(64 + 65 + 1000) // chunk)
+    assert len(gpu_opt._engine._bind_groups) == want
+    assert_same_run(cpu_opt, gpu_opt, cp, gp)
+
+
+@needs_gpu
+def test_fma_probe(adapter):
+    """Reports whether this adapter fuses WGSL's fma (the reason for the tolerance)."""
+    import wgpu
+
+    dev = gpu.device()
+    src = """
+    @group(0) @binding(0) var<storage, read_write> x: array<f32>;
+    @compute @workgroup_size(1) fn main() { x[3] = fma(x[0], x[1], x[2]); }
+    """
+    a = np.float32(1 + 2**-12)
+    data = np.array([a, a, -np.float32(a * a), 0], np.float32)
+    buf = dev.create_buffer_with_data(
+        data=data, usage=wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC
+    )
+    pipe = dev.create_compute_pipeline(
+        layout="auto", compute={"module": dev.create_shader_module(code=src), "entry_point": "main"}
+    )
+    group = dev.create_bind_group(
+        layout=pipe.get_bind_group_layout(0), entries=[{"binding": 0, "resource": {"buffer": buf}}]
+    )
+    enc = dev.create_command_encoder()
+    cp = enc.begin_compute_pass()
+    cp.set_pipeline(pipe)
+    cp.set_bind_group(0, group)
+    cp.dispatch_workgroups(1)
+    cp.end()
+    dev.queue.submit([enc.finish()])
+    got = np.frombuffer(dev.queue.read_buffer(buf), np.float32)[3]
+    fused = np.float32(2**-24)  # the exact a*a - round(a*a)
+    assert got in (fused, 0.0)
+    print(f"{adapter}: WGSL fma is {'fused' if got == fused else 'NOT fused'}")
+
+
+# -- device arrays and when host arrays are current ----------------------------------------
+
+
+@needs_gpu
+def test_device_grads_need_no_host_round_trip_and_match_numpy_grads():
+    import wgpu
+
+    rng = np.random.default_rng(6)
+    shapes = [(10,), (4, 5)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    a = [p.copy() for p in start]
+    b = [p.copy() for p in start]
+    opt_a = radam.Adam(a, lr=0.05, amsgrad=True, device="gpu")
+    opt_b = radam.Adam(b, lr=0.05, amsgrad=True, device="gpu")
+    for t in range(5):
+        grads = grads_for(start, rng)
+        opt_a.step(grads)
+        if t % 2:
+            device_grads = [gpu.asarray(g) for g in grads]
+        else:  # the user's own buffers
+            device_grads = [
+                gpu.device().create_buffer_with_data(
+                    data=g, usage=wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC
+                )
+                for g in grads
+            ]
+        opt_b.step(device_grads)
+        # Device grads: no readback, the host params are as they were.
+        for p, s in zip(b, start):
+            np.testing.assert_array_equal(p, s)
+    opt_b.sync()
+    sa, sb = opt_a.state_dict(), opt_b.state_dict()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)  # the same kernel: bit for bit
+    for i in sa["state"]:
+        for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            np.testing.assert_array_equal(sa["state"][i][name], sb["state"][i][name])
+
+
+@needs_gpu
+def test_host_arrays_are_current_when_documented():
+    p = np.ones(5, np.float32)
+    opt = radam.Adam([p], lr=0.1, device="gpu")
+    opt.step([np.ones(5, np.float32)])  # NumPy grads: params read back
+    np.testing.assert_allclose(p, 0.9, rtol=1e-6)
+    assert not opt.state[0]["exp_avg"].any()  # state: only at sync()
+    opt.sync()
+    np.testing.assert_allclose(opt.state[0]["exp_avg"], 0.1, rtol=1e-6)
+    opt.step([gpu.asarray(np.ones(5, np.float32))])
+    np.testing.assert_allclose(p, 0.9, rtol=1e-6)  # device grads: no readback
+    opt.sync()
+    assert (p < 0.81).all()
+
+
+@needs_gpu
+def test_device_array_round_trip():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    d = gpu.asarray(x)
+    assert d.shape == (3, 4) and d.dtype == np.float32 and d.nbytes == 48
+    np.testing.assert_array_equal(d.numpy(), x)
+    assert gpu.asarray(d) is d
+    with pytest.raises(TypeError, match="float32"):
+        gpu.asarray(np.zeros(3))
+
+
+# -- state_dict between devices ------------------------------------------------------------
+
+
+@needs_gpu
+@pytest.mark.parametrize("first,second", [("gpu", "cpu"), ("cpu", "gpu"), ("gpu", "gpu")])
+def test_state_dict_moves_between_devices(first, second):
+    rng = np.random.default_rng(7)
+    shapes = [(50,), (3, 4)]
+    p1 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [grads_for(p1, rng) for _ in range(20)]
+    opt1 = radam.Adam(p1, lr=1e-2, amsgrad=True, weight_decay=0.1, device=first)
+    for g in grads[:10]:
+        opt1.step(g)
+    saved = opt1.state_dict()
+    p2 = [p.copy() for p in p1]
+    opt2 = radam.Adam(p2, lr=5.0, device=second)  # options come from the state dict
+    opt2.load_state_dict(saved)
+    # The state arrives exactly.
+    moved = opt2.state_dict()
+    for i, entry in saved["state"].items():
+        assert moved["state"][i]["step"] == 10
+        for name, value in entry.items():
+            np.testing.assert_array_equal(moved["state"][i][name], value)
+    for g in grads[10:]:
+        opt1.step(g)
+        opt2.step(g)
+    opt1.sync()
+    opt2.sync()
+    for x, y in zip(p1, p2):
+        if first == second:
+            np.testing.assert_array_equal(x, y)  # the same kernel continues bit for bit
+        else:
+            assert_close(y, x, "params after resuming")
+    assert opt2.step_count == 20
+
+
+@needs_gpu
+def test_load_state_dict_keeps_gpu_params():
+    """Loading into a GPU optimizer whose params are only on the GPU (device grads)
+    keeps them: the old engine's params reach the host before the new one uploads."""
+    p = np.ones(4, np.float32)
+    opt = radam.Adam([p], lr=0.1, device="gpu")
+    opt.step([gpu.asarray(np.ones(4, np.float32))])
+    saved = opt.state_dict()  # syncs
+    opt.step([gpu.asarray(np.ones(4, np.float32))])
+    opt.load_state_dict(saved)
+    assert (p < 0.85).all()  # two steps of about 0.1 each reached the host
+
+
+# -- bad input on the GPU path -------------------------------------------------------------
+
+
+def _snapshot(opt, params):
+    opt.sync()
+    state = {k: {n: a.copy() for n, a in v.items()} for k, v in opt.state.items()}
+    return [p.copy() for p in params], state, opt.step_count
+
+
+def _device_array(shape):
+    return gpu.asarray(np.ones(shape, np.float32))
+
+
+def _small_buffer(_):
+    import wgpu
+
+    usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC
+    return gpu.device().create_buffer(size=8, usage=usage)
+
+
+# case -> (the bad grads from (params, good grads), exception, message pattern)
+BAD_GRADS = {
+    "too few": (lambda p, g: [g[0]], ValueError, "expected 2 grads"),
+    "too many": (lambda p, g: g + [g[0]], ValueError, "expected 2 grads"),
+    "shape": (lambda p, g: [g[0], np.ones(7, np.float32)], ValueError, r"grads\[1\] has shape"),
+    "dtype": (lambda p, g: [g[0], g[1].astype(np.float64)], TypeError, r"grads\[1\] has dtype"),
+    "int": (lambda p, g: [g[0], g[1].astype(np.int32)], TypeError, r"grads\[1\] has dtype int32"),
+    "non-array": (lambda p, g: [g[0], [1.0] * 6], TypeError, r"grads\[1\] must be"),
+    "None item": (lambda p, g: [g[0], None], TypeError, r"grads\[1\] must be"),
+    "None": (lambda p, g: None, TypeError, "grads is None"),
+    "alias": (lambda p, g: [g[0], p[1]], ValueError, r"grads\[1\] shares memory"),
+    "device shape": (
+        lambda p, g: [g[0], _device_array((2,))],
+        ValueError,
+        r"grads\[1\] has shape",
+    ),
+    "buffer size": (
+        lambda p, g: [g[0], _small_buffer(p)],
+        ValueError,
+        r"grads\[1\] is a GPUBuffer of 8 bytes",
+    ),
+}
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", list(BAD_GRADS))
+def test_bad_grads_change_nothing(case):
+    rng = np.random.default_rng(8)
+    params = [
+        rng.standard_normal(3).astype(np.float32),
+        rng.standard_normal((2, 3)).astype(np.float32),
+    ]
+    opt = radam.Adam(params, lr=0.1, amsgrad=True, device="gpu")
+    reference = [p.copy() for p in params]
+    ref_opt = radam.Adam(reference, lr=0.1, amsgrad=True, device="gpu")
+    first = grads_for(params, rng)
+    opt.step(first)
+    ref_opt.step(first)
+    before = _snapshot(opt, params)
+    make, error, match = BAD_GRADS[case]
+    grads = make(params, [np.ones_like(p) for p in params])
+    with pytest.raises(error, match=match):
+        opt.step(grads)
+    after = _snapshot(opt, params)
+    for x, y in zip(before[0], after[0]):
+        np.testing.assert_array_equal(x, y)
+    for k in before[1]:
+        for n in before[1][k]:
+            np.testing.assert_array_equal(before[1][k][n], after[1][k][n])
+    assert before[2] == after[2] == 1
+    # It keeps working, as if the bad call never happened.
+    second = grads_for(params, rng)
+    opt.step(second)
+    ref_opt.step(second)
+    for x, y in zip(params, reference):
+        np.testing.assert_array_equal(x, y)
+
+
+@needs_gpu
+def test_gpu_buffer_without_copy_src_or_from_elsewhere_is_refused():
+    import wgpu
+
+    p = np.ones(4, np.float32)
+    opt = radam.Adam([p], device="gpu")
+    no_copy = gpu.device().create_buffer(size=16, usage=wgpu.BufferUsage.STORAGE)
+    with pytest.raises(ValueError, match=r"grads\[0\].*COPY_SRC"):
+        opt.step([no_copy])
+    other = wgpu.gpu.request_adapter_sync().request_device_sync()
+    foreign = other.create_buffer(
+        size=16, usage=wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC
+    )
+    with pytest.raises(ValueError, match=r"grads\[0\] lives on another GPU device"):
+        opt.step([foreign])
+    assert opt.step_count == 0
+    np.testing.assert_array_equal(p, 1)
+
+
+@needs_gpu
+@pytest.mark.parametrize(
+    "params,kwargs,error,match",
+    [
+        ([], {}, ValueError, "params is empty"),
+        ([np.ones(3)], {}, TypeError, r"params\[0\] has dtype float64.*device='gpu'"),
+        ([np.ones(3, np.int32)], {}, TypeError, r"params\[0\] has dtype int32"),
+        ("readonly", {}, ValueError, r"params\[0\] is read-only"),
+        ("twice", {}, ValueError, "shares memory"),
+        ("strided", {}, ValueError, "not C-contiguous"),
+        ([np.ones(3, np.float32)], {"lr": -1.0}, ValueError, "lr"),
+        ([np.ones(3, np.float32)], {"lr": float("nan")}, ValueError, "lr"),
+        ([np.ones(3, np.float32)], {"betas": (1.0, 0.9)}, ValueError, "beta"),
+        ([np.ones(3, np.float32)], {"betas": (0.9, -0.1)}, ValueError, "beta"),
+        ([np.ones(3, np.float32)], {"eps": -1e-8}, ValueError, "eps"),
+        ([np.ones(3, np.float32)], {"weight_decay": -1.0}, ValueError, "weight_decay"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_construction(params, kwargs, error, match):
+    if params == "readonly":
+        a = np.ones(3, np.float32)
+        a.flags.writeable = False
+        params = [a]
+    elif params == "twice":
+        a = np.ones(3, np.float32)
+        params = [a, a]
+    elif params == "strided":
+        params = [np.ones(6, np.float32)[::2]]
+    with pytest.raises(error, match=match):
+        radam.Adam(params, device="gpu", **kwargs)
+
+
+# -- setup errors --------------------------------------------------------------------------
+
+
+def test_without_wgpu_the_error_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wgpu", None)  # import wgpu now fails
+    monkeypatch.setattr(gpu, "_context", None)
+    p = np.ones(3, np.float32)
+    with pytest.raises(gpu.GpuError, match=r'pip install "radam\[gpu\]"'):
+        radam.Adam([p], device="gpu")
+    assert radam.Adam([p], device="auto").device == "cpu"
+    np.testing.assert_array_equal(p, 1)
+
+
+@needs_gpu
+def test_auto_picks_the_gpu_only_for_a_real_adapter():
+    p = np.ones(3, np.float32)
+    want = "gpu" if gpu.available(allow_cpu_adapter=False) else "cpu"
+    assert radam.Adam([p], device="auto").device == want
+    assert radam.Adam([np.ones(3)], device="auto").device == "cpu"  # float64 stays on the CPU
+
+
+@needs_gpu
+def test_too_big_for_the_adapter_is_a_clear_error(monkeypatch):
+    ctx = gpu._get_context()
+    monkeypatch.setitem(ctx.limits, "max-buffer-size", 1024)
+    p = np.ones(1000, np.float32)
+    opt = radam.Adam([p], device="gpu")
+    with pytest.raises(gpu.GpuError, match="max_buffer_size"):
+        opt.step([np.ones(1000, np.float32)])
+    np.testing.assert_array_equal(p, 1)
+    assert opt.step_count == 0 and not opt.state
+
+
+@needs_gpu
+def test_lost_device_is_a_clear_error_and_host_arrays_stay():
+    ctx = gpu._get_context()
+    p = np.ones(8, np.float32)
+    opt = radam.Adam([p], lr=0.1, device="gpu")
+    opt.step([np.ones(8, np.float32)])
+    saved = p.copy()
+    try:
+        ctx.device.destroy()
+        with pytest.raises(gpu.GpuError, match="GPU"):
+            opt.step([np.ones(8, np.float32)])
+    finally:
+        gpu._forget_context(ctx)  # later tests get a fresh device
+    np.testing.assert_array_equal(p, saved)
+    assert opt.step_count == 1
+
+
+def test_the_shader_ships_inside_the_extension():
+    source = _core.ADAM_WGSL
+    assert "fn adam_step" in source and "override AMSGRAD" in source
+    in_tree = os.path.join(os.path.dirname(__file__), "..", "shaders", "adam.wgsl")
+    if os.path.exists(in_tree):
+        with open(in_tree, encoding="utf-8") as f:
+            assert f.read() == source  # one copy: the extension embeds the file
