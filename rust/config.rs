@@ -11,6 +11,13 @@ pub enum Algorithm {
     /// AdaMax (Algorithm 2): the infinity norm `u = max(beta2 * u, |g| + eps)` replaces
     /// sqrt(v); where `u == 0` the update is 0.
     Adamax,
+    /// NAdam (Dozat), as `torch.optim.NAdam`: Nesterov momentum with the
+    /// `momentum_decay` schedule of the first moment's coefficient.
+    NAdam,
+    /// RAdam (Liu et al.), as `torch.optim.RAdam`: the adaptive step is
+    /// rectified, and while the rectification is undefined (rho_t <= 5) the
+    /// step is the un-adapted `lr * m / (1 - beta1^t)`.
+    RAdam,
 }
 
 /// How the moments are corrected for their zero start.
@@ -58,6 +65,10 @@ pub struct AdamConfig {
     pub max_gradient_norm: f64,
     pub bias_correction: BiasCorrection,
     pub algorithm: Algorithm,
+    /// NAdam's psi: `mu_t = beta1 * (1 - 0.5 * 0.96^(t * psi))`.
+    pub momentum_decay: f64,
+    /// Gradients arrive multiplied by this (loss scaling); the kernel divides it out.
+    pub grad_scale: f64,
 }
 
 impl Default for AdamConfig {
@@ -80,6 +91,8 @@ impl Default for AdamConfig {
             max_gradient_norm: 0.0,
             bias_correction: BiasCorrection::Adam,
             algorithm: Algorithm::Adam,
+            momentum_decay: 4e-3,
+            grad_scale: 1.0,
         }
     }
 }
@@ -100,6 +113,23 @@ impl AdamConfig {
             lr: 2e-3,
             eps: 0.0,
             algorithm: Algorithm::Adamax,
+            ..Self::default()
+        }
+    }
+
+    /// NAdam's defaults (`torch.optim.NAdam`: lr 2e-3, momentum_decay 4e-3).
+    pub fn nadam() -> Self {
+        AdamConfig {
+            lr: 2e-3,
+            algorithm: Algorithm::NAdam,
+            ..Self::default()
+        }
+    }
+
+    /// RAdam's defaults (`torch.optim.RAdam`).
+    pub fn radam() -> Self {
+        AdamConfig {
+            algorithm: Algorithm::RAdam,
             ..Self::default()
         }
     }
@@ -159,16 +189,25 @@ impl AdamConfig {
                 "False with bias_correction='downhill-0.4.0'",
             );
         }
-        if self.algorithm == Algorithm::Adamax {
+        if !(self.momentum_decay.is_finite() && self.momentum_decay >= 0.0) {
+            return bad(
+                "momentum_decay",
+                self.momentum_decay,
+                "a finite number >= 0",
+            );
+        }
+        if !(self.grad_scale.is_finite() && self.grad_scale > 0.0) {
+            return bad("grad_scale", self.grad_scale, "a finite number > 0");
+        }
+        if self.algorithm != Algorithm::Adam {
             if self.amsgrad {
-                return bad("amsgrad", flag(true), "False for AdaMax");
+                return bad("amsgrad", flag(true), "False except for Adam");
             }
-            if self.efficient_form || legacy {
-                return bad(
-                    "efficient_form",
-                    flag(true),
-                    "False for AdaMax (and the Adam bias correction)",
-                );
+            if self.efficient_form {
+                return bad("efficient_form", flag(true), "False except for Adam");
+            }
+            if legacy {
+                return bad("bias_correction", 1.0, "'adam' except for Adam");
             }
         }
         Ok(())
@@ -187,7 +226,7 @@ mod tests {
 
     #[test]
     fn each_bad_value_is_named() {
-        let cases: [(AdamConfig, &str); 14] = [
+        let cases: [(AdamConfig, &str); 16] = [
             (
                 AdamConfig {
                     lr: -1.0,
@@ -285,6 +324,20 @@ mod tests {
                     ..AdamConfig::adamax()
                 },
                 "amsgrad",
+            ),
+            (
+                AdamConfig {
+                    grad_scale: 0.0,
+                    ..Default::default()
+                },
+                "grad_scale",
+            ),
+            (
+                AdamConfig {
+                    efficient_form: true,
+                    ..AdamConfig::radam()
+                },
+                "efficient_form",
             ),
         ];
         for (cfg, name) in cases {

@@ -2,6 +2,8 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
+use half::{bf16, f16, slice::HalfFloatSliceExt};
+
 /// An IEEE float the Adam kernels are compiled for (`f32`, `f64`).
 ///
 /// Every operation used by the kernels is a single correctly rounded IEEE operation
@@ -30,10 +32,17 @@ pub trait Float:
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn sqrt(self) -> Self;
     fn abs(self) -> Self;
+    fn is_finite(self) -> bool;
+    /// Widen 16-bit values (exactly) into this type.
+    fn widen_bf16(src: &[bf16], dst: &mut [Self]);
+    fn widen_f16(src: &[f16], dst: &mut [Self]);
+    /// Round into 16 bits, to nearest even.
+    fn narrow_bf16(src: &[Self], dst: &mut [bf16]);
+    fn narrow_f16(src: &[Self], dst: &mut [f16]);
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal) => {
+    ($t:ty, $name:literal, $to:ident, $from:ident) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const NAME: &'static str = $name;
@@ -57,9 +66,25 @@ macro_rules! impl_float {
             fn abs(self) -> Self {
                 <$t>::abs(self)
             }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+            fn widen_bf16(src: &[bf16], dst: &mut [Self]) {
+                src.$to(dst)
+            }
+            fn widen_f16(src: &[f16], dst: &mut [Self]) {
+                src.$to(dst)
+            }
+            fn narrow_bf16(src: &[Self], dst: &mut [bf16]) {
+                dst.$from(src)
+            }
+            fn narrow_f16(src: &[Self], dst: &mut [f16]) {
+                dst.$from(src)
+            }
         }
     };
 }
 
-impl_float!(f32, "float32");
-impl_float!(f64, "float64");
+impl_float!(f32, "float32", convert_to_f32_slice, convert_from_f32_slice);
+impl_float!(f64, "float64", convert_to_f64_slice, convert_from_f64_slice);

@@ -17,12 +17,12 @@ pub(crate) mod flags {
     pub const AMSGRAD: u32 = 2;
     /// downhill's velocity on top of the step.
     pub const MOMENTUM: u32 = 4;
-    /// Clip each gradient element.
-    pub const CLIP: u32 = 8;
-    /// AdaMax's infinity norm instead of sqrt(v).
-    pub const ADAMAX: u32 = 16;
-    /// Every combination is compiled.
-    pub const ALL: u32 = 31;
+    /// The rule, two bits: Adam (0), AdaMax's infinity norm instead of sqrt(v),
+    /// NAdam's extra gradient term, or RAdam's un-adapted `m`.
+    pub const RULE: u32 = 24;
+    pub const ADAMAX: u32 = 8;
+    pub const NADAM: u32 = 16;
+    pub const UNADAPTED: u32 = 24;
 }
 
 /// The buffers of one piece, all of one length (`max_exp_avg_sq` and
@@ -50,6 +50,7 @@ fn max<T: Float>(a: T, b: T) -> T {
 #[inline(always)]
 pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
     let on = |flag: u32| F & flag != 0;
+    let rule = F & flags::RULE;
     let n = s.param.len();
     let param = s.param;
     // Re-slicing to `n` lets the compiler drop the bounds checks and vectorize.
@@ -60,11 +61,9 @@ pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
     let velocity = &mut s.velocity[..if on(flags::MOMENTUM) { n } else { 0 }];
     for i in 0..n {
         let mut p = param[i];
-        let mut g = grad[i];
-        if on(flags::CLIP) {
-            g = max(-c.clip, g);
-            g = if g > c.clip { c.clip } else { g };
-        }
+        // Clamp (a no-op with an infinite limit, NaN kept), then unscale, sign and norm-clip.
+        let mut g = max(-c.clip, grad[i]);
+        g = if g > c.clip { c.clip } else { g };
         g = g * c.grad_mul;
         if on(flags::L2) {
             g = c.l2.mul_add(p, g);
@@ -73,7 +72,9 @@ pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
         // m.lerp(g, 1 - beta1), as torch computes it.
         let m = c.one_minus_beta1.mul_add(g - exp_avg[i], exp_avg[i]);
         exp_avg[i] = m;
-        let direction = if on(flags::ADAMAX) {
+        // NAdam's gradient term, part of the step (0 for the other rules).
+        let mut extra = T::ZERO;
+        let direction = if rule == flags::ADAMAX {
             let u = max(c.beta2 * exp_avg_sq[i], g.abs() + c.eps);
             exp_avg_sq[i] = u;
             // u == 0 only where every gradient so far was 0, so m is 0 too.
@@ -85,23 +86,35 @@ pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
         } else {
             let v = c.beta2.mul_add(exp_avg_sq[i], c.one_minus_beta2 * g * g);
             exp_avg_sq[i] = v;
-            let v_used = if on(flags::AMSGRAD) {
-                let v_max = max(v, max_exp_avg_sq[i]);
-                max_exp_avg_sq[i] = v_max;
-                v_max
+            if rule == flags::UNADAPTED {
+                m
             } else {
-                v
-            };
-            m / v_used.sqrt().mul_add(c.inv_bias_correction2_sqrt, c.eps)
+                let v_used = if on(flags::AMSGRAD) {
+                    let v_max = max(v, max_exp_avg_sq[i]);
+                    max_exp_avg_sq[i] = v_max;
+                    v_max
+                } else {
+                    v
+                };
+                let denom = v_used.sqrt().mul_add(c.inv_bias_correction2_sqrt, c.eps);
+                if rule == flags::NADAM {
+                    extra = c.nadam_grad * (g / denom);
+                }
+                m / denom
+            }
         };
         if on(flags::MOMENTUM) {
-            let delta = c.step_size * direction;
+            let delta = c.step_size.mul_add(direction, extra);
             let vel = c
                 .momentum_keep
                 .mul_add(velocity[i], -(c.momentum_step * delta));
             velocity[i] = vel;
             param[i] = p + vel;
         } else {
+            if rule == flags::NADAM {
+                // Applied before the first-moment term, as torch does.
+                p = p - extra;
+            }
             param[i] = (-c.step_size).mul_add(direction, p);
         }
     }

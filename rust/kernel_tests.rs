@@ -1,9 +1,11 @@
 //! Tests of the kernels against a reference written from the formulas, and of
 //! the SIMD levels and thread counts against each other, bit for bit.
 
+use half::{bf16, f16};
+
 use crate::{
-    grad_norm, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel,
-    StepError, StepScalars, TensorMut, CHUNK,
+    grad_norm, step_mixed_with, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float,
+    MixedTensorMut, SimdLevel, StepError, StepScalars, Stored, StoredMut, TensorMut, CHUNK,
 };
 
 /// A small deterministic generator (xorshift64*), so tests need no crate.
@@ -31,6 +33,7 @@ struct Reference {
     v: Vec<f64>,
     vmax: Vec<f64>,
     vel: Vec<f64>,
+    mu_product: f64,
     t: i32,
 }
 impl Reference {
@@ -40,6 +43,7 @@ impl Reference {
             v: vec![0.0; n],
             vmax: vec![0.0; n],
             vel: vec![0.0; n],
+            mu_product: 1.0,
             t: 0,
         }
     }
@@ -49,6 +53,16 @@ impl Reference {
         let beta1_t = c.beta1 * c.beta1_decay.powi(t - 1);
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
+        // NAdam (torch.optim.NAdam's documentation).
+        let nadam_mu = |t: i32| c.beta1 * (1.0 - 0.5 * 0.96f64.powf(t as f64 * c.momentum_decay));
+        let (mu, mu_next) = (nadam_mu(t), nadam_mu(t + 1));
+        if c.algorithm == Algorithm::NAdam {
+            self.mu_product *= mu;
+        }
+        // RAdam (torch.optim.RAdam's documentation).
+        let rho_inf = 2.0 / (1.0 - c.beta2) - 1.0;
+        let rho_t = rho_inf - 2.0 * t as f64 * c.beta2.powi(t) / bc2;
+        let grad: Vec<f64> = grad.iter().map(|g| g / c.grad_scale).collect();
         let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         for i in 0..p.len() {
             let mut g = grad[i];
@@ -66,7 +80,23 @@ impl Reference {
                 g += c.weight_decay * p[i];
             }
             self.m[i] = beta1_t * self.m[i] + (1.0 - beta1_t) * g;
-            let delta = if c.algorithm == Algorithm::Adamax {
+            let delta = if c.algorithm == Algorithm::NAdam {
+                self.v[i] = c.beta2 * self.v[i] + (1.0 - c.beta2) * g * g;
+                let denom = (self.v[i] / bc2).sqrt() + c.eps;
+                c.lr * (1.0 - mu) / (1.0 - self.mu_product) * g / denom
+                    + c.lr * mu_next / (1.0 - self.mu_product * mu_next) * self.m[i] / denom
+            } else if c.algorithm == Algorithm::RAdam {
+                self.v[i] = c.beta2 * self.v[i] + (1.0 - c.beta2) * g * g;
+                let m_hat = self.m[i] / bc1;
+                if rho_t > 5.0 {
+                    let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                        / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                        .sqrt();
+                    c.lr * m_hat * rect * bc2.sqrt() / (self.v[i].sqrt() + c.eps)
+                } else {
+                    c.lr * m_hat
+                }
+            } else if c.algorithm == Algorithm::Adamax {
                 self.v[i] = (c.beta2 * self.v[i]).max(g.abs() + c.eps);
                 if self.v[i] == 0.0 {
                     0.0
@@ -174,6 +204,37 @@ fn all_configs() -> Vec<AdamConfig> {
             maximize: true,
             ..AdamConfig::adamax()
         },
+        AdamConfig {
+            lr: 1e-2,
+            ..AdamConfig::nadam()
+        },
+        AdamConfig {
+            lr: 1e-2,
+            weight_decay: 0.1,
+            decoupled_weight_decay: true,
+            momentum: 0.5,
+            ..AdamConfig::nadam()
+        },
+        AdamConfig {
+            lr: 1e-2,
+            ..AdamConfig::radam()
+        },
+        AdamConfig {
+            lr: 1e-2,
+            beta2: 0.9,
+            weight_decay: 0.1,
+            ..AdamConfig::radam()
+        },
+        AdamConfig {
+            grad_scale: 1024.0,
+            max_gradient_elem: 0.3,
+            ..base
+        },
+        AdamConfig {
+            grad_scale: 0.5,
+            max_gradient_norm: 1.5,
+            ..base
+        },
     ]);
     out
 }
@@ -243,9 +304,12 @@ fn matches_reference_in_f64_for_every_option() {
             reference.step(&cfg, &mut p_ref, &g);
             run(SimdLevel::detect(), &cfg, t, &mut ours, &[g]).unwrap();
         }
+        // 1e-12 relative, with a floor of 1e-12 times the largest param: an
+        // entry that crossed zero is judged on the scale of the tensor.
+        let scale = p_ref.iter().fold(0.0f64, |acc, x| acc.max(x.abs()));
         for (a, b) in ours[0].p.iter().zip(&p_ref) {
             assert!(
-                (a - b).abs() <= 1e-12 * b.abs().max(1e-3),
+                (a - b).abs() <= 1e-12 * b.abs().max(scale),
                 "{cfg:?}: {a} vs {b}"
             );
         }
@@ -551,4 +615,157 @@ fn grad_norm_does_not_depend_on_the_thread_count() {
     }
     assert!(bits.iter().all(|&b| b == bits[0]));
     assert!((f64::from_bits(bits[0]) - want).abs() <= 1e-12 * want);
+}
+
+#[test]
+fn radam_switches_to_the_adaptive_step_when_rho_exceeds_5() {
+    // With beta2 = 0.999, rho_t first exceeds 5 at t = 6 (rho_inf = 1999).
+    let cfg = AdamConfig::radam();
+    let adaptive = |t| StepScalars::new(&cfg, t).unwrap().rule == crate::scalars::Rule::Adam;
+    assert!((1..=5).all(|t| !adaptive(t)));
+    assert!((6..=200).all(adaptive));
+}
+
+#[test]
+fn nadam_carry_matches_the_recomputed_product() {
+    let cfg = AdamConfig::nadam();
+    let mut carry = crate::scalars::Carry::default();
+    for t in 1..=50u64 {
+        let (s, next) = StepScalars::next(&cfg, t, carry).unwrap();
+        assert_eq!(s, StepScalars::new(&cfg, t).unwrap());
+        carry = next;
+    }
+}
+
+/// One tensor stored in 16 bits: bfloat16 moments, float16 param with an f32 master.
+struct Half {
+    param: Vec<f16>,
+    master: Vec<f32>,
+    m: Vec<bf16>,
+    v: Vec<bf16>,
+    x: Vec<bf16>,
+}
+
+fn run_half(level: SimdLevel, cfg: &AdamConfig, t: u64, h: &mut Half, g: &[f16]) {
+    let scalars = [StepScalars::new(cfg, t).unwrap()];
+    let tensor = MixedTensorMut {
+        param: StoredMut::F16(&mut h.param),
+        master: Some(&mut h.master),
+        grad: Stored::F16(g),
+        exp_avg: StoredMut::Bf16(&mut h.m),
+        exp_avg_sq: StoredMut::Bf16(&mut h.v),
+        max_exp_avg_sq: Some(StoredMut::Bf16(&mut h.x)),
+        velocity: None,
+        group: 0,
+    };
+    step_mixed_with(level, vec![tensor], &scalars).unwrap();
+}
+
+#[test]
+fn sixteen_bit_storage_rounds_an_f32_step() {
+    // Emulate by hand: widen, take the f32 step, round the moments to
+    // bfloat16 and the master to float16 (round to nearest even) each step.
+    let cfg = AdamConfig {
+        lr: 1e-2,
+        amsgrad: true,
+        ..Default::default()
+    };
+    let n = 1000;
+    let mut rng = Rng(11);
+    let init: Vec<f32> = rng.vec(n, 1.0);
+    let mut h = Half {
+        param: init.iter().map(|&x| f16::from_f32(x)).collect(),
+        master: init.clone(),
+        m: vec![bf16::ZERO; n],
+        v: vec![bf16::ZERO; n],
+        x: vec![bf16::ZERO; n],
+    };
+    let mut emul = vec![Owned::<f32> {
+        p: init,
+        m: vec![0.0; n],
+        v: vec![0.0; n],
+        x: vec![0.0; n],
+        u: vec![0.0; n],
+    }];
+    for t in 1..=20 {
+        let g: Vec<f16> = rng
+            .vec::<f32>(n, 1.0)
+            .iter()
+            .map(|&x| f16::from_f32(x))
+            .collect();
+        run_half(SimdLevel::detect(), &cfg, t, &mut h, &g);
+        let g32: Vec<f32> = g.iter().map(|x| x.to_f32()).collect();
+        run(SimdLevel::Scalar, &cfg, t, &mut emul, &[g32]).unwrap();
+        let o = &mut emul[0];
+        for buf in [&mut o.m, &mut o.v, &mut o.x] {
+            buf.iter_mut()
+                .for_each(|x| *x = bf16::from_f32(*x).to_f32());
+        }
+    }
+    let o = &emul[0];
+    assert_eq!(h.master, o.p);
+    assert!(h
+        .param
+        .iter()
+        .zip(&o.p)
+        .all(|(a, b)| *a == f16::from_f32(*b)));
+    assert!(h.m.iter().zip(&o.m).all(|(a, b)| a.to_f32() == *b));
+    assert!(h.v.iter().zip(&o.v).all(|(a, b)| a.to_f32() == *b));
+}
+
+#[test]
+fn sixteen_bit_storage_is_the_same_at_every_level_and_thread_count() {
+    let cfg = AdamConfig {
+        lr: 1e-2,
+        amsgrad: true,
+        max_gradient_norm: 5.0,
+        ..Default::default()
+    };
+    let n = CHUNK * 3 + 77;
+    let mut rng = Rng(12);
+    let init: Vec<f32> = rng.vec(n, 1.0);
+    let grads: Vec<Vec<f16>> = (0..3)
+        .map(|_| {
+            rng.vec::<f32>(n, 1.0)
+                .iter()
+                .map(|&x| f16::from_f32(x))
+                .collect()
+        })
+        .collect();
+    let fresh = || Half {
+        param: init.iter().map(|&x| f16::from_f32(x)).collect(),
+        master: init.clone(),
+        m: vec![bf16::ZERO; n],
+        v: vec![bf16::ZERO; n],
+        x: vec![bf16::ZERO; n],
+    };
+    let mut results = Vec::new();
+    for level in SimdLevel::supported() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut h = fresh();
+            pool.install(|| {
+                for (t, g) in (1..).zip(&grads) {
+                    run_half(level, &cfg, t, &mut h, g);
+                }
+            });
+            let bits: Vec<u32> = h
+                .master
+                .iter()
+                .map(|x| x.to_bits())
+                .chain(
+                    h.m.iter()
+                        .chain(&h.v)
+                        .chain(&h.x)
+                        .map(|x| x.to_bits() as u32),
+                )
+                .chain(h.param.iter().map(|x| x.to_bits() as u32))
+                .collect();
+            results.push(bits);
+        }
+    }
+    assert!(results.iter().all(|r| r == &results[0]));
 }

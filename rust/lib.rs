@@ -16,11 +16,13 @@
 mod config;
 mod element;
 mod error;
+mod finite;
 mod kernel;
 mod multi;
 mod optimizer;
 mod scalars;
 mod simd;
+mod storage;
 
 #[cfg(test)]
 mod kernel_tests;
@@ -31,10 +33,15 @@ mod python;
 pub use config::{AdamConfig, Algorithm, BiasCorrection};
 pub use element::Float;
 pub use error::{ConfigError, StepError};
-pub use multi::{grad_norm, step_tensors, step_tensors_with, TensorMut, CHUNK, SERIAL_MAX};
+pub use finite::all_finite;
+pub use multi::{
+    grad_norm, step_mixed, step_mixed_with, step_tensors, step_tensors_with, MixedTensorMut,
+    TensorMut, CHUNK, SERIAL_MAX,
+};
 pub use optimizer::{Adam, AdamState};
-pub use scalars::StepScalars;
+pub use scalars::{Carry, Rule, StepScalars};
 pub use simd::SimdLevel;
+pub use storage::{Stored, StoredMut};
 
 /// The WGSL source of the GPU kernel (`shaders/adam.wgsl`), for running the
 /// same Adam step through WebGPU (`wgpu`). Its entry point is `adam_step`.

@@ -7,6 +7,9 @@
 //! so the result is the same bit for bit on any number of threads. The one
 //! reduction (the gradient norm for clipping) sums in a fixed order too.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use rayon::prelude::*;
 
 use crate::element::Float;
@@ -14,6 +17,7 @@ use crate::error::StepError;
 use crate::kernel::Slices;
 use crate::scalars::{Coeffs, StepScalars};
 use crate::simd::{kernel_for, SimdLevel};
+use crate::storage::{run_staged, Stored, StoredMut};
 
 /// Elements per unit of parallel work: 32Ki elements keep the four f32
 /// streams of one unit (512 KiB) inside a core's L2 cache.
@@ -25,8 +29,8 @@ pub const SERIAL_MAX: usize = 1 << 16;
 /// cache line of f32 times 16), so pieces start aligned when the tensor does.
 const CUT_ALIGN: usize = 256;
 
-/// The buffers of one tensor for one step. `group` indexes the per-group
-/// [`StepScalars`] passed to [`step_tensors`].
+/// The buffers of one tensor for one step, all stored as the compute type.
+/// `group` indexes the per-group [`StepScalars`] passed to [`step_tensors`].
 pub struct TensorMut<'a, T> {
     pub param: &'a mut [T],
     pub grad: &'a [T],
@@ -40,55 +44,81 @@ pub struct TensorMut<'a, T> {
     pub group: usize,
 }
 
-/// One piece of one tensor: what a kernel call gets. `tensor` indexes the
-/// per-tensor coefficients.
-struct Piece<'a, T> {
-    slices: Slices<'a, T>,
-    tensor: usize,
+/// A tensor whose param, gradient or state may be stored in 16 bits
+/// (bfloat16 or float16) while the arithmetic runs in `T`. With a `master`
+/// copy the kernel updates the master and writes it, rounded, into `param`.
+pub struct MixedTensorMut<'a, T> {
+    pub param: StoredMut<'a, T>,
+    pub master: Option<&'a mut [T]>,
+    pub grad: Stored<'a, T>,
+    pub exp_avg: StoredMut<'a, T>,
+    pub exp_avg_sq: StoredMut<'a, T>,
+    pub max_exp_avg_sq: Option<StoredMut<'a, T>>,
+    pub velocity: Option<StoredMut<'a, T>>,
+    pub group: usize,
 }
 
-/// Split an optional buffer (empty when its variant is off) like the others.
-fn split_opt<T>(s: &mut [T], mid: usize) -> (&mut [T], &mut [T]) {
-    s.split_at_mut(mid.min(s.len()))
+impl<'a, T> From<TensorMut<'a, T>> for MixedTensorMut<'a, T> {
+    fn from(t: TensorMut<'a, T>) -> Self {
+        MixedTensorMut {
+            param: StoredMut::Native(t.param),
+            master: None,
+            grad: Stored::Native(t.grad),
+            exp_avg: StoredMut::Native(t.exp_avg),
+            exp_avg_sq: StoredMut::Native(t.exp_avg_sq),
+            max_exp_avg_sq: t.max_exp_avg_sq.map(StoredMut::Native),
+            velocity: t.velocity.map(StoredMut::Native),
+            group: t.group,
+        }
+    }
+}
+
+/// One piece of one tensor: what a kernel call gets. `tensor` indexes the
+/// per-tensor coefficients. Buffers that are off are empty.
+pub(crate) struct Piece<'a, T> {
+    pub param: StoredMut<'a, T>,
+    pub master: &'a mut [T],
+    pub grad: Stored<'a, T>,
+    pub exp_avg: StoredMut<'a, T>,
+    pub exp_avg_sq: StoredMut<'a, T>,
+    pub max_exp_avg_sq: StoredMut<'a, T>,
+    pub velocity: StoredMut<'a, T>,
+    pub tensor: usize,
 }
 
 impl<T> Piece<'_, T> {
-    fn len(&self) -> usize {
-        self.slices.param.len()
+    pub(crate) fn len(&self) -> usize {
+        self.param.len()
     }
 
     fn split_at(self, mid: usize) -> (Self, Self) {
-        let s = self.slices;
-        let (p0, p1) = s.param.split_at_mut(mid);
-        let (g0, g1) = s.grad.split_at(mid);
-        let (m0, m1) = s.exp_avg.split_at_mut(mid);
-        let (v0, v1) = s.exp_avg_sq.split_at_mut(mid);
-        let (x0, x1) = split_opt(s.max_exp_avg_sq, mid);
-        let (u0, u1) = split_opt(s.velocity, mid);
+        let (p0, p1) = self.param.split_at(mid);
+        let (w0, w1) = self.master.split_at_mut(mid.min(self.master.len()));
+        let (g0, g1) = self.grad.split_at(mid);
+        let (m0, m1) = self.exp_avg.split_at(mid);
+        let (v0, v1) = self.exp_avg_sq.split_at(mid);
+        let (x0, x1) = self.max_exp_avg_sq.split_at(mid);
+        let (u0, u1) = self.velocity.split_at(mid);
         let tensor = self.tensor;
-        let head = Slices {
-            param: p0,
-            grad: g0,
-            exp_avg: m0,
-            exp_avg_sq: v0,
-            max_exp_avg_sq: x0,
-            velocity: u0,
-        };
-        let tail = Slices {
-            param: p1,
-            grad: g1,
-            exp_avg: m1,
-            exp_avg_sq: v1,
-            max_exp_avg_sq: x1,
-            velocity: u1,
-        };
         (
             Piece {
-                slices: head,
+                param: p0,
+                master: w0,
+                grad: g0,
+                exp_avg: m0,
+                exp_avg_sq: v0,
+                max_exp_avg_sq: x0,
+                velocity: u0,
                 tensor,
             },
             Piece {
-                slices: tail,
+                param: p1,
+                master: w1,
+                grad: g1,
+                exp_avg: m1,
+                exp_avg_sq: v1,
+                max_exp_avg_sq: x1,
+                velocity: u1,
                 tensor,
             },
         )
@@ -96,7 +126,7 @@ impl<T> Piece<'_, T> {
 }
 
 /// Check that every buffer fits its param and its group, before anything is written.
-fn check<T>(tensors: &[TensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), StepError> {
+fn check<T>(tensors: &[MixedTensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), StepError> {
     for (index, t) in tensors.iter().enumerate() {
         let expected = t.param.len();
         let scalars = groups.get(t.group).ok_or(StepError::GroupOutOfRange {
@@ -104,7 +134,7 @@ fn check<T>(tensors: &[TensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), 
             group: t.group,
             groups: groups.len(),
         })?;
-        let optional = |buffer: &Option<&mut [T]>, needed: bool, name| match buffer {
+        let optional = |buffer: &Option<StoredMut<'_, T>>, needed: bool, name| match buffer {
             Some(b) => Some((name, b.len())),
             None if needed => Some((name, usize::MAX)),
             None => None,
@@ -113,6 +143,7 @@ fn check<T>(tensors: &[TensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), 
             Some(("grad", t.grad.len())),
             Some(("exp_avg", t.exp_avg.len())),
             Some(("exp_avg_sq", t.exp_avg_sq.len())),
+            t.master.as_ref().map(|m| ("master", m.len())),
             optional(&t.max_exp_avg_sq, scalars.amsgrad, "max_exp_avg_sq"),
             optional(&t.velocity, scalars.velocity, "velocity"),
         ];
@@ -135,38 +166,80 @@ fn check<T>(tensors: &[TensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), 
 
 /// Sum of squares in f64 in a fixed order: eight interleaved partial sums
 /// combined pairwise, so the value is the same at every SIMD level.
-fn sum_squares<T: Float>(x: &[T]) -> f64 {
+fn sum_squares<X: Copy>(x: &[X], to_f64: impl Fn(X) -> f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = x.chunks_exact(8);
     let rest = chunks.remainder();
     for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            let v = v.to_f64();
+        for (a, &v) in acc.iter_mut().zip(c) {
+            let v = to_f64(v);
             *a += v * v;
         }
     }
-    for (a, v) in acc.iter_mut().zip(rest) {
-        let v = v.to_f64();
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        let v = to_f64(v);
         *a += v * v;
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
+fn stored_sum_squares<T: Float>(grad: Stored<'_, T>) -> f64 {
+    match grad {
+        Stored::Native(s) => sum_squares(s, T::to_f64),
+        Stored::Bf16(s) => sum_squares(s, |x| x.to_f64()),
+        Stored::F16(s) => sum_squares(s, |x| x.to_f64()),
+    }
+}
+
 /// The L2 norm of a gradient: blocks of [`CHUNK`] summed (in parallel when
 /// large), then the block sums added in order, so no thread count changes it.
 pub fn grad_norm<T: Float>(grad: &[T]) -> f64 {
-    let total = if grad.len() <= SERIAL_MAX {
-        grad.chunks(CHUNK).map(sum_squares).sum::<f64>()
+    stored_grad_norm(Stored::Native(grad))
+}
+
+fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
+    let n = grad.len();
+    let blocks = n.div_ceil(CHUNK);
+    let block = |i: usize| {
+        let (_, rest) = grad.split_at(i * CHUNK);
+        let (b, _) = rest.split_at(CHUNK.min(n - i * CHUNK));
+        stored_sum_squares(b)
+    };
+    let total = if n <= SERIAL_MAX {
+        (0..blocks).map(block).sum::<f64>()
     } else {
-        let blocks: Vec<f64> = grad.par_chunks(CHUNK).map(sum_squares).collect();
-        blocks.into_iter().sum::<f64>()
+        let sums: Vec<f64> = (0..blocks).into_par_iter().map(block).collect();
+        sums.into_iter().sum::<f64>()
     };
     total.sqrt()
 }
 
 fn run_piece<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, T>) {
     let c = &coeffs[piece.tensor];
-    kernel_for(level, c)(c, piece.slices);
+    let kernel = kernel_for(level, c);
+    match piece {
+        Piece {
+            param: StoredMut::Native(param),
+            master: [],
+            grad: Stored::Native(grad),
+            exp_avg: StoredMut::Native(exp_avg),
+            exp_avg_sq: StoredMut::Native(exp_avg_sq),
+            max_exp_avg_sq: StoredMut::Native(max_exp_avg_sq),
+            velocity: StoredMut::Native(velocity),
+            ..
+        } => kernel(
+            c,
+            Slices {
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq,
+                velocity,
+            },
+        ),
+        piece => run_staged(kernel, c, piece),
+    }
 }
 
 /// Cut the tensors, laid end to end, into units of about [`CHUNK`] elements.
@@ -215,6 +288,23 @@ pub fn step_tensors_with<T: Float>(
     tensors: Vec<TensorMut<'_, T>>,
     groups: &[StepScalars],
 ) -> Result<(), StepError> {
+    step_mixed_with(level, tensors.into_iter().map(Into::into).collect(), groups)
+}
+
+/// One step over tensors that may be stored in 16 bits, at the detected SIMD level.
+pub fn step_mixed<T: Float>(
+    tensors: Vec<MixedTensorMut<'_, T>>,
+    groups: &[StepScalars],
+) -> Result<(), StepError> {
+    step_mixed_with(SimdLevel::detect(), tensors, groups)
+}
+
+/// [`step_mixed`] at a chosen SIMD level (an error if this CPU lacks it).
+pub fn step_mixed_with<T: Float>(
+    level: SimdLevel,
+    tensors: Vec<MixedTensorMut<'_, T>>,
+    groups: &[StepScalars],
+) -> Result<(), StepError> {
     if !level.is_supported() {
         return Err(StepError::UnsupportedSimd(level.name()));
     }
@@ -224,7 +314,7 @@ pub fn step_tensors_with<T: Float>(
         .map(|t| {
             let s = &groups[t.group];
             let scale = if s.clips_norm() {
-                s.norm_scale(grad_norm(t.grad))
+                s.norm_scale(stored_grad_norm(t.grad))
             } else {
                 1.0
             };
@@ -233,23 +323,50 @@ pub fn step_tensors_with<T: Float>(
         .collect();
     let total: usize = tensors.iter().map(|t| t.param.len()).sum();
     let pieces = tensors.into_iter().enumerate().map(|(tensor, t)| Piece {
-        slices: Slices {
-            param: t.param,
-            grad: t.grad,
-            exp_avg: t.exp_avg,
-            exp_avg_sq: t.exp_avg_sq,
-            max_exp_avg_sq: t.max_exp_avg_sq.unwrap_or_default(),
-            velocity: t.velocity.unwrap_or_default(),
-        },
+        param: t.param,
+        master: t.master.unwrap_or_default(),
+        grad: t.grad,
+        exp_avg: t.exp_avg,
+        exp_avg_sq: t.exp_avg_sq,
+        max_exp_avg_sq: t.max_exp_avg_sq.unwrap_or_default(),
+        velocity: t.velocity.unwrap_or_default(),
         tensor,
     });
-    if total <= SERIAL_MAX || rayon::current_num_threads() == 1 {
+    let threads = rayon::current_num_threads();
+    if total <= SERIAL_MAX || threads == 1 {
         pieces.for_each(|piece| run_piece(level, &coeffs, piece));
     } else {
-        plan(pieces).into_par_iter().for_each(|unit| {
-            unit.into_iter()
-                .for_each(|piece| run_piece(level, &coeffs, piece))
+        run_shared(plan(pieces), threads, |piece| {
+            run_piece(level, &coeffs, piece)
         });
     }
     Ok(())
+}
+
+/// Run the units on the calling thread and `threads - 1` rayon helpers, each
+/// taking the next unit from a shared counter until none is left.
+///
+/// The caller starts at once, while its helpers are still waking, and the
+/// counter balances the load whenever they arrive (a late helper simply takes
+/// fewer units). Compared with handing the whole step to the pool, this saves
+/// one thread wake-up per step and keeps the caller's core busy. Which thread
+/// runs a unit never changes its result.
+fn run_shared<P: Send>(units: Vec<Vec<P>>, threads: usize, run: impl Fn(P) + Sync) {
+    let helpers = threads.min(units.len()).saturating_sub(1);
+    // One uncontended lock per unit: each is taken exactly once, by whoever
+    // draws its index from the counter.
+    let units: Vec<Mutex<Vec<P>>> = units.into_iter().map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
+    let drain = || {
+        while let Some(unit) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let pieces = std::mem::take(&mut *unit.lock().unwrap_or_else(PoisonError::into_inner));
+            pieces.into_iter().for_each(&run);
+        }
+    };
+    rayon::in_place_scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(|_| drain());
+        }
+        drain();
+    });
 }

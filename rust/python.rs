@@ -12,7 +12,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyAnyMethods;
 
 use crate::{
-    step_tensors, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel, StepScalars, TensorMut,
+    all_finite, step_tensors, AdamConfig, Algorithm, BiasCorrection, Carry, Float, SimdLevel,
+    StepScalars, TensorMut,
 };
 
 /// The options of one group as Python passes them: a `radam._options.EngineOptions`
@@ -35,6 +36,8 @@ struct GroupOptions {
     max_gradient_norm: f64,
     bias_correction: String,
     algorithm: String,
+    momentum_decay: f64,
+    grad_scale: f64,
 }
 
 fn config_of(o: GroupOptions) -> PyResult<AdamConfig> {
@@ -46,6 +49,8 @@ fn config_of(o: GroupOptions) -> PyResult<AdamConfig> {
     let algorithm = match o.algorithm.as_str() {
         "adam" => Algorithm::Adam,
         "adamax" => Algorithm::Adamax,
+        "nadam" => Algorithm::NAdam,
+        "radam" => Algorithm::RAdam,
         other => return Err(PyValueError::new_err(format!("unknown algorithm {other:?}"))),
     };
     Ok(AdamConfig {
@@ -65,6 +70,8 @@ fn config_of(o: GroupOptions) -> PyResult<AdamConfig> {
         max_gradient_norm: o.max_gradient_norm,
         bias_correction,
         algorithm,
+        momentum_decay: o.momentum_decay,
+        grad_scale: o.grad_scale,
     })
 }
 
@@ -392,15 +399,21 @@ impl CpuEngine {
         Ok(CpuEngine { slots })
     }
 
-    /// One Adam step (number `step`, counting from 1) with per-group options.
-    /// Every check runs before any element is written; on error nothing changed.
+    /// One step (number `step`, counting from 1) with per-group options and
+    /// what each group carries from the previous step (NAdam's `mu_product`).
+    /// Returns the carries for the next step, or None when `skip_nonfinite`
+    /// found a NaN or Inf in a gradient (then nothing was written). Every check
+    /// runs before any element is written; on error nothing changed.
+    #[pyo3(signature = (grads, step, groups, carries, skip_nonfinite=false))]
     fn step(
         &self,
         py: Python<'_>,
         grads: Vec<Bound<'_, PyAny>>,
         step: u64,
         groups: Vec<GroupOptions>,
-    ) -> PyResult<()> {
+        carries: Vec<f64>,
+        skip_nonfinite: bool,
+    ) -> PyResult<Option<Vec<f64>>> {
         if grads.len() != self.slots.len() {
             return Err(PyValueError::new_err(format!(
                 "expected {} grads (one per param), got {}",
@@ -408,11 +421,16 @@ impl CpuEngine {
                 grads.len()
             )));
         }
+        if carries.len() != groups.len() {
+            return Err(PyValueError::new_err("carries must have one entry per group"));
+        }
         let mut scalars = Vec::with_capacity(groups.len());
-        for (i, options) in groups.into_iter().enumerate() {
-            let s = StepScalars::new(&config_of(options)?, step)
+        let mut next_carries = Vec::with_capacity(groups.len());
+        for (i, (options, mu_product)) in groups.into_iter().zip(carries).enumerate() {
+            let (s, carry) = StepScalars::next(&config_of(options)?, step, Carry { mu_product })
                 .map_err(|e| PyValueError::new_err(format!("param_groups[{i}]: {e}")))?;
             scalars.push(s);
+            next_carries.push(carry.mu_product);
         }
         for slot in &self.slots {
             let fits = scalars.get(slot.group).is_some_and(|s| {
@@ -428,8 +446,19 @@ impl CpuEngine {
         let mut b32 = borrow_all::<f32>(py, &self.slots, &grads, DType::F32)?;
         let mut b64 = borrow_all::<f64>(py, &self.slots, &grads, DType::F64)?;
         let (t32, t64) = (views(&mut b32)?, views(&mut b64)?);
-        py.detach(|| step_tensors(t32, &scalars).and_then(|()| step_tensors(t64, &scalars)))
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        py.detach(|| {
+            if skip_nonfinite {
+                let g32: Vec<&[f32]> = t32.iter().map(|t| t.grad).collect();
+                let g64: Vec<&[f64]> = t64.iter().map(|t| t.grad).collect();
+                if !(all_finite(&g32) && all_finite(&g64)) {
+                    return Ok(None);
+                }
+            }
+            step_tensors(t32, &scalars)?;
+            step_tensors(t64, &scalars)?;
+            Ok(Some(next_carries))
+        })
+        .map_err(|e: crate::StepError| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// The number of tensors.

@@ -35,15 +35,64 @@ pub struct StepScalars {
     pub max_gradient_elem: f64,
     /// Per-tensor L2-norm limit (0 = off; ignored when element clipping is on).
     pub max_gradient_norm: f64,
+    /// The loss scale the gradients carry (divided out in the kernel).
+    pub grad_scale: f64,
+    /// NAdam's multiple of `g / denom`, `lr * (1 - mu_t) / (1 - mu_product)` (0 otherwise).
+    pub nadam_grad: f64,
     pub maximize: bool,
     pub amsgrad: bool,
     pub velocity: bool,
-    pub adamax: bool,
+    pub rule: Rule,
+}
+
+/// The update rule of one step, chosen on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// `m / (sqrt(v) * a + eps)`: Adam, its efficient form, rectified RAdam.
+    Adam,
+    /// `m / u`, AdaMax.
+    Adamax,
+    /// Adam's direction plus NAdam's gradient term.
+    NAdam,
+    /// `m` alone: RAdam while its rectification is undefined.
+    Unadapted,
+}
+
+/// What a variant carries on the host from step to step: NAdam's running
+/// product of its momentum coefficients (`mu_product`, 1 before the first step).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Carry {
+    pub mu_product: f64,
+}
+
+impl Default for Carry {
+    fn default() -> Self {
+        Carry { mu_product: 1.0 }
+    }
+}
+
+/// NAdam's momentum coefficient of step `t`.
+fn nadam_mu(config: &AdamConfig, t: f64) -> f64 {
+    config.beta1 * (1.0 - 0.5 * 0.96f64.powf(t * config.momentum_decay))
 }
 
 impl StepScalars {
-    /// The scalars of step `step` (the first update is step 1), after validating `config`.
+    /// The scalars of step `step` (the first update is step 1), after validating
+    /// `config`. For NAdam this recomputes the carried product from step 1,
+    /// which costs O(step): a training loop should use [`StepScalars::next`].
     pub fn new(config: &AdamConfig, step: u64) -> Result<Self, StepError> {
+        let mut carry = Carry::default();
+        if config.algorithm == Algorithm::NAdam {
+            for i in 1..step {
+                carry.mu_product *= nadam_mu(config, i as f64);
+            }
+        }
+        Self::next(config, step, carry).map(|(scalars, _)| scalars)
+    }
+
+    /// The scalars of step `step` given what the previous step carried, and
+    /// what this one carries to the next.
+    pub fn next(config: &AdamConfig, step: u64, carry: Carry) -> Result<(Self, Carry), StepError> {
         config.validate()?;
         if step == 0 {
             return Err(StepError::StepZero);
@@ -53,19 +102,59 @@ impl StepScalars {
         let bias_correction1 = 1.0 - config.beta1.powf(t);
         let bias_correction2 = 1.0 - config.beta2.powf(t);
         let beta1_t = config.beta1 * config.beta1_decay.powf(t - 1.0);
-        let (step_size, inv_bias_correction2_sqrt) = match config.bias_correction {
-            BiasCorrection::Downhill040 => (
-                config.lr / (1.0 - beta1_t),
-                1.0 / (1.0 - config.beta2).sqrt(),
-            ),
-            BiasCorrection::Adam if config.efficient_form => {
-                (config.lr * bias_correction2.sqrt() / bias_correction1, 1.0)
+        let lr = config.lr;
+        let mut carry = carry;
+        let mut nadam_grad = 0.0;
+        let (step_size, inv_bias_correction2_sqrt, rule) = match config.algorithm {
+            Algorithm::Adam => match config.bias_correction {
+                BiasCorrection::Downhill040 => (
+                    lr / (1.0 - beta1_t),
+                    1.0 / (1.0 - config.beta2).sqrt(),
+                    Rule::Adam,
+                ),
+                BiasCorrection::Adam if config.efficient_form => (
+                    lr * bias_correction2.sqrt() / bias_correction1,
+                    1.0,
+                    Rule::Adam,
+                ),
+                BiasCorrection::Adam => (
+                    lr / bias_correction1,
+                    1.0 / bias_correction2.sqrt(),
+                    Rule::Adam,
+                ),
+            },
+            Algorithm::Adamax => (lr / bias_correction1, 1.0, Rule::Adamax),
+            Algorithm::NAdam => {
+                let mu = nadam_mu(config, t);
+                let mu_next = nadam_mu(config, t + 1.0);
+                carry.mu_product *= mu;
+                nadam_grad = lr * (1.0 - mu) / (1.0 - carry.mu_product);
+                (
+                    lr * mu_next / (1.0 - carry.mu_product * mu_next),
+                    1.0 / bias_correction2.sqrt(),
+                    Rule::NAdam,
+                )
             }
-            BiasCorrection::Adam => (config.lr / bias_correction1, 1.0 / bias_correction2.sqrt()),
+            Algorithm::RAdam => {
+                let rho_inf = 2.0 / (1.0 - config.beta2) - 1.0;
+                let rho_t = rho_inf - 2.0 * t * config.beta2.powf(t) / bias_correction2;
+                if rho_t > 5.0 {
+                    let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                        / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                        .sqrt();
+                    (
+                        lr * rect * bias_correction2.sqrt() / bias_correction1,
+                        1.0,
+                        Rule::Adam,
+                    )
+                } else {
+                    (lr / bias_correction1, 1.0, Rule::Unadapted)
+                }
+            }
         };
         let decoupled = config.decoupled_weight_decay;
         let mu = config.momentum;
-        Ok(StepScalars {
+        let scalars = StepScalars {
             step_size,
             inv_bias_correction2_sqrt,
             one_minus_beta1: 1.0 - beta1_t,
@@ -82,11 +171,14 @@ impl StepScalars {
             momentum_step: if config.nesterov { 1.0 + mu } else { 1.0 },
             max_gradient_elem: config.max_gradient_elem,
             max_gradient_norm: config.max_gradient_norm,
+            grad_scale: config.grad_scale,
+            nadam_grad,
             maximize: config.maximize,
             amsgrad: config.amsgrad,
             velocity: config.uses_velocity(),
-            adamax: config.algorithm == Algorithm::Adamax,
-        })
+            rule,
+        };
+        Ok((scalars, carry))
     }
 
     /// Whether each tensor's gradient norm must be measured before the step.
@@ -94,8 +186,10 @@ impl StepScalars {
         self.max_gradient_norm > 0.0 && self.max_gradient_elem == 0.0
     }
 
-    /// The factor that clipping by norm applies to a gradient of L2 norm `norm`.
-    pub(crate) fn norm_scale(&self, norm: f64) -> f64 {
+    /// The factor that clipping by norm applies to a gradient whose raw
+    /// (still loss-scaled) L2 norm is `raw_norm`.
+    pub(crate) fn norm_scale(&self, raw_norm: f64) -> f64 {
+        let norm = raw_norm / self.grad_scale;
         if self.clips_norm() && norm > self.max_gradient_norm {
             self.max_gradient_norm / norm
         } else {
@@ -103,22 +197,32 @@ impl StepScalars {
         }
     }
 
-    /// Round to the element type once, for the kernel. `grad_scale` multiplies
-    /// the (clipped) gradient: the per-tensor norm-clipping factor.
-    pub(crate) fn coeffs<T: Float>(&self, grad_scale: f64) -> Coeffs<T> {
+    /// Round to the element type once, for the kernel. `norm_scale` is the
+    /// tensor's norm-clipping factor. The loss scale is folded in: raw
+    /// gradients are clamped at `max_gradient_elem * grad_scale`, then
+    /// multiplied by `sign * norm_scale / grad_scale`.
+    pub(crate) fn coeffs<T: Float>(&self, norm_scale: f64) -> Coeffs<T> {
         let sign = if self.maximize { -1.0 } else { 1.0 };
-        let mut variant = 0;
+        let mut variant = match self.rule {
+            Rule::Adam => 0,
+            Rule::Adamax => flags::ADAMAX,
+            Rule::NAdam => flags::NADAM,
+            Rule::Unadapted => flags::UNADAPTED,
+        };
         for (on, flag) in [
             (self.l2 != 0.0, flags::L2),
             (self.amsgrad, flags::AMSGRAD),
             (self.velocity, flags::MOMENTUM),
-            (self.max_gradient_elem > 0.0, flags::CLIP),
-            (self.adamax, flags::ADAMAX),
         ] {
             if on {
                 variant |= flag;
             }
         }
+        let clip = if self.max_gradient_elem > 0.0 {
+            self.max_gradient_elem * self.grad_scale
+        } else {
+            f64::INFINITY
+        };
         Coeffs {
             step_size: T::from_f64(self.step_size),
             inv_bias_correction2_sqrt: T::from_f64(self.inv_bias_correction2_sqrt),
@@ -128,8 +232,9 @@ impl StepScalars {
             eps: T::from_f64(self.eps),
             l2: T::from_f64(self.l2),
             decay: T::from_f64(self.decay),
-            grad_mul: T::from_f64(sign * grad_scale),
-            clip: T::from_f64(self.max_gradient_elem),
+            grad_mul: T::from_f64(sign * norm_scale / self.grad_scale),
+            clip: T::from_f64(clip),
+            nadam_grad: T::from_f64(self.nadam_grad),
             momentum_keep: T::from_f64(self.momentum_keep),
             momentum_step: T::from_f64(self.momentum_step),
             variant,
@@ -150,7 +255,9 @@ pub(crate) struct Coeffs<T> {
     pub decay: T,
     /// -1 to maximize (an exact multiplication) times the norm-clipping factor.
     pub grad_mul: T,
+    /// Raw gradients are clamped to +-clip (infinite when clipping is off).
     pub clip: T,
+    pub nadam_grad: T,
     pub momentum_keep: T,
     pub momentum_step: T,
     /// The kernel variant: a set of [`flags`].

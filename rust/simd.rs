@@ -122,12 +122,16 @@ fn pick_level<T: Float, const F: u32>(level: SimdLevel) -> KernelFn<T> {
     }
 }
 
-/// Instantiate `pick_level` for every variant in `0..=flags::ALL`.
+/// Instantiate `pick_level` for the listed variants.
 macro_rules! pick_variant {
-    ($level:expr, $variant:expr, $($f:literal)+) => {
-        match $variant & flags::ALL {
-            $($f => pick_level::<T, $f>($level),)+
-            _ => unreachable!("variants are masked to flags::ALL"),
+    ($level:expr, $variant:expr, $($f:expr),+) => {
+        match $variant {
+            $(v if v == $f => pick_level::<T, { $f }>($level),)+
+            // Unreachable: `StepScalars::coeffs` only builds the variants listed.
+            _ => {
+                debug_assert!(false, "variant {} is not compiled", $variant);
+                pick_level::<T, 0>($level)
+            }
         }
     };
 }
@@ -139,8 +143,30 @@ pub(crate) fn kernel_for<T: Float>(level: SimdLevel, coeffs: &Coeffs<T>) -> Kern
     } else {
         SimdLevel::Scalar
     };
+    use flags::{ADAMAX, AMSGRAD as A, L2, MOMENTUM as M, NADAM, UNADAPTED};
+    // Every valid variant: AMSGrad goes with the Adam rule only.
     pick_variant!(
-        level, coeffs.variant,
-        0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+        level,
+        coeffs.variant,
+        0,
+        L2,
+        M,
+        L2 | M,
+        A,
+        A | L2,
+        A | M,
+        A | L2 | M,
+        ADAMAX,
+        ADAMAX | L2,
+        ADAMAX | M,
+        ADAMAX | L2 | M,
+        NADAM,
+        NADAM | L2,
+        NADAM | M,
+        NADAM | L2 | M,
+        UNADAPTED,
+        UNADAPTED | L2,
+        UNADAPTED | M,
+        UNADAPTED | L2 | M
     )
 }

@@ -8,12 +8,14 @@
 
 from ._core import __version__, num_threads, simd_level
 from ._options import beta_to_halflife, halflife_to_beta
-from .optimizer import Adam, Adamax, AdamW
+from .optimizer import Adam, Adamax, AdamW, NAdam, RAdam
 
 __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "NAdam",
+    "RAdam",
     "__version__",
     "beta_to_halflife",
     "halflife_to_beta",

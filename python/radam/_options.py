@@ -23,7 +23,10 @@ OPTION_NAMES = (
     "max_gradient_elem",
     "max_gradient_norm",
     "bias_correction",
+    "grad_scale",
 )
+# Options that only some update rules have.
+RULE_OPTIONS = {"nadam": ("momentum_decay",)}
 BIAS_CORRECTIONS = ("adam", "downhill-0.4.0")
 # Group keys that are not options: the arrays, their names, and (set by the
 # class, not by users) the update rule.
@@ -48,7 +51,9 @@ class EngineOptions(NamedTuple):
     max_gradient_elem: float
     max_gradient_norm: float
     bias_correction: str
-    algorithm: str  # "adam" or "adamax"
+    algorithm: str  # "adam", "adamax", "nadam" or "radam"
+    momentum_decay: float  # NAdam's psi
+    grad_scale: float  # the loss scale gradients carry
 
     @property
     def uses_velocity(self) -> bool:
@@ -76,7 +81,9 @@ def engine_options(group: dict[str, Any], where: str) -> EngineOptions:
     ranges) for one out of range.
     """
     prefix = f"{where}: " if where else ""
-    unknown = sorted(set(group) - set(OPTION_NAMES) - set(NOT_OPTIONS))
+    algorithm = group.get("algorithm", "adam")
+    allowed = set(OPTION_NAMES) | set(NOT_OPTIONS) | set(RULE_OPTIONS.get(algorithm, ()))
+    unknown = sorted(set(group) - allowed)
     if unknown:
         raise TypeError(f"{prefix}unknown option(s) {unknown}; known: {list(OPTION_NAMES)}")
     betas = group["betas"]
@@ -105,7 +112,9 @@ def engine_options(group: dict[str, Any], where: str) -> EngineOptions:
         max_gradient_elem=_real(group["max_gradient_elem"], f"{prefix}max_gradient_elem"),
         max_gradient_norm=_real(group["max_gradient_norm"], f"{prefix}max_gradient_norm"),
         bias_correction=bias_correction,
-        algorithm=group.get("algorithm", "adam"),
+        algorithm=algorithm,
+        momentum_decay=_real(group.get("momentum_decay", 4e-3), f"{prefix}momentum_decay"),
+        grad_scale=_real(group["grad_scale"], f"{prefix}grad_scale"),
     )
     try:
         _core.validate_options(options)

@@ -62,6 +62,8 @@ class Adam:
         max_gradient_elem: float = 0.0,
         max_gradient_norm: float = 0.0,
         bias_correction: str = "adam",
+        grad_scale: float = 1.0,
+        skip_nonfinite: bool = False,
     ) -> None:
         self.defaults = {
             "lr": lr,
@@ -78,8 +80,14 @@ class Adam:
             "max_gradient_elem": max_gradient_elem,
             "max_gradient_norm": max_gradient_norm,
             "bias_correction": bias_correction,
+            "grad_scale": grad_scale,
         }
+        self.defaults.update(self._extra_defaults)
         self._check_defaults()
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite must be True or False, got {skip_nonfinite!r}")
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0  # steps skipped for a NaN or Inf gradient
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         self._layout, overrides = layout_of(params)
@@ -105,10 +113,14 @@ class Adam:
         self._step = 0
         self._engine: Any = None
         self._state_names: list[tuple[str, ...]] = []  # per group, fixed once state exists
+        # What each group carries from step to step on the host (NAdam's mu_product).
+        self._carries = [1.0] * len(self.param_groups)
         self._lock = threading.Lock()
 
-    # The update rule of this class: "adam" or "adamax".
+    # The update rule of this class ("adam", "adamax", "nadam" or "radam"), and
+    # the options only it has, with their defaults.
     _algorithm = "adam"
+    _extra_defaults: dict[str, Any] = {}
 
     def _check_defaults(self) -> None:
         self.defaults["algorithm"] = self._algorithm
@@ -184,8 +196,21 @@ class Adam:
                 state = self._fresh_state(names)
                 engine = self._build(state)
             t = self._step + 1
-            engine.step(flat, t, options)
-            self._engine, self.state, self._state_names, self._step = engine, state, names, t
+            if self.device == "gpu":  # the GPU engine has no carries or guard yet
+                engine.step(flat, t, options)
+                carries = self._carries
+            else:
+                carries = engine.step(flat, t, options, self._carries, self.skip_nonfinite)
+            if carries is None:  # a NaN or Inf gradient: the whole step was skipped
+                self.skipped_steps += 1
+                return
+            self._engine, self.state, self._state_names, self._step = (
+                engine,
+                state,
+                names,
+                t,
+            )
+            self._carries = carries
 
     def sync(self) -> None:
         """Copy params and state from the device into the host arrays (no-op on the CPU).
@@ -215,6 +240,8 @@ class Adam:
             for i, t in enumerate(self._layout.tensors):
                 if t.key in self.state:
                     entry = {"step": self._step}
+                    if self.param_groups[t.group].get("algorithm") == "nadam":
+                        entry["mu_product"] = self._carries[t.group]
                     entry.update({k: v.copy() for k, v in self.state[t.key].items()})
                     state[i] = entry
             groups, start = [], 0
@@ -262,12 +289,35 @@ class Adam:
             new_groups.append((group, engine_options(group, where)))
         names = [state_names(o) for _, o in new_groups]
         step, state = self._check_saved_state(state_dict["state"], names)
+        carries = self._saved_carries(state_dict["state"], [o for _, o in new_groups])
         with self._lock:
             self._sync_host()  # a GPU engine's params reach the host before the new one uploads
             engine = self._build(state) if state else None
             for ours, (group, _) in zip(self.param_groups, new_groups):
                 ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
-            self._engine, self.state, self._state_names, self._step = engine, state, names, step
+            self._engine, self.state, self._state_names, self._step = (
+                engine,
+                state,
+                names,
+                step,
+            )
+            self._carries = carries
+
+    def _saved_carries(self, saved: Mapping, options: list[EngineOptions]) -> list[float]:
+        """NAdam's mu_product per group, from the state entries of its params."""
+        carries = [1.0] * len(options)
+        for i, t in enumerate(self._layout.tensors):
+            if options[t.group].algorithm != "nadam" or not saved:
+                continue
+            value = saved[i].get("mu_product")
+            if isinstance(value, np.ndarray) and value.shape == ():
+                value = value.item()
+            if isinstance(value, bool) or not isinstance(value, (float, int, np.floating)):
+                raise ValueError(
+                    f"state_dict['state'][{i}]['mu_product'] must be a number, got {value!r}"
+                )
+            carries[t.group] = float(value)
+        return carries
 
     def _check_saved_state(self, saved: Any, names: list[tuple[str, ...]]) -> tuple[int, dict]:
         if not isinstance(saved, Mapping):
@@ -390,6 +440,79 @@ class Adamax(Adam):
         lr: float = 2e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 0.0,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        device: str = "cpu",
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            device=device,
+            **options,
+        )
+
+
+class NAdam(Adam):
+    """NAdam (Dozat, 2016), as ``torch.optim.NAdam``: Nesterov momentum in Adam,
+    with the first moment's coefficient mu_t = beta1 * (1 - 0.5 * 0.96^(t *
+    momentum_decay)). ``decoupled_weight_decay=True`` is NAdamW. The running
+    product of the mu_t is kept on the host and saved as ``mu_product``.
+    """
+
+    _algorithm = "nadam"
+    _extra_defaults = {"momentum_decay": 4e-3}
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        device: str = "cpu",
+        **options: Any,
+    ) -> None:
+        self._extra_defaults = {"momentum_decay": momentum_decay}
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            device=device,
+            **options,
+        )
+
+
+class RAdam(Adam):
+    """Rectified Adam (Liu et al., 2019), as ``torch.optim.RAdam``. (The package's
+    name means "Rust Adam"; this class is the rectified variant.) While the
+    variance rectification term is undefined (rho_t <= 5, the first steps) the
+    step is the un-adapted ``lr * m / (1 - beta1^t)``; after that, Adam's step
+    scaled by the rectification, with eps added to the uncorrected sqrt(v) as
+    torch does. ``decoupled_weight_decay=True`` gives its AdamW form.
+    """
+
+    _algorithm = "radam"
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
         maximize: bool = False,
