@@ -467,6 +467,58 @@ impl CpuEngine {
     }
 }
 
+/// A bandwidth probe for the benchmarks: `p += g; m += g; v += g` over four
+/// float32 arrays of one length, on rayon's threads in [`crate::CHUNK`] pieces.
+/// It moves the bytes of an Adam step (4 reads, 3 writes per element) with
+/// trivial arithmetic, so its speed is the machine's read-modify-write bandwidth.
+#[pyfunction]
+fn _rmw_probe(
+    py: Python<'_>,
+    p: Bound<'_, PyArrayDyn<f32>>,
+    g: Bound<'_, PyArrayDyn<f32>>,
+    m: Bound<'_, PyArrayDyn<f32>>,
+    v: Bound<'_, PyArrayDyn<f32>>,
+) -> PyResult<()> {
+    use rayon::prelude::*;
+    let err = |_| PyValueError::new_err("probe arrays must be distinct, writable and contiguous");
+    let (mut p, g) = (
+        p.try_readwrite().map_err(err)?,
+        g.try_readonly().map_err(err)?,
+    );
+    let (mut m, mut v) = (
+        m.try_readwrite().map_err(err)?,
+        v.try_readwrite().map_err(err)?,
+    );
+    let contiguous = |_| PyValueError::new_err("probe arrays must be C-contiguous");
+    let (p, g) = (
+        p.as_slice_mut().map_err(contiguous)?,
+        g.as_slice().map_err(contiguous)?,
+    );
+    let (m, v) = (
+        m.as_slice_mut().map_err(contiguous)?,
+        v.as_slice_mut().map_err(contiguous)?,
+    );
+    if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
+        return Err(PyValueError::new_err("probe arrays must have one length"));
+    }
+    let chunk = crate::CHUNK;
+    py.detach(|| {
+        p.par_chunks_mut(chunk)
+            .zip(g.par_chunks(chunk))
+            .zip(m.par_chunks_mut(chunk))
+            .zip(v.par_chunks_mut(chunk))
+            .for_each(|(((p, g), m), v)| {
+                for i in 0..p.len() {
+                    let (g, m, v) = (g[i], &mut m[i], &mut v[i]);
+                    p[i] += g;
+                    *m += g;
+                    *v += g;
+                }
+            })
+    });
+    Ok(())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -475,6 +527,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_options, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(_rmw_probe, m)?)?;
     m.add_class::<CpuEngine>()?;
     Ok(())
 }

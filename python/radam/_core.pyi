@@ -20,6 +20,9 @@ def num_threads() -> int:
 
 GroupOptions = tuple[float, float, float, float, float, bool, bool, bool]
 
+def _rmw_probe(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
+    """Benchmark probe: p += g; m += g; v += g (float32, multi-threaded)."""
+
 class CpuEngine:
     """Steps a fixed list of float32/float64 arrays in place."""
 

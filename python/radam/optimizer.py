@@ -116,6 +116,7 @@ class Adam:
         # What each group carries from step to step on the host (NAdam's mu_product).
         self._carries = [1.0] * len(self.param_groups)
         self._lock = threading.Lock()
+        self._options_cache: tuple[Any, list[Any], list[EngineOptions]] | None = None
 
     # The update rule of this class ("adam", "adamax", "nadam" or "radam"), and
     # the options only it has, with their defaults.
@@ -133,6 +134,16 @@ class Adam:
         return self._step
 
     def _options(self) -> list[EngineOptions]:
+        # Validating costs microseconds per group, the whole budget of a small
+        # step: reuse the last result while no group's options changed.
+        snapshot = [_option_values(g) for g in self.param_groups]
+        cached = self._options_cache
+        if cached is not None and cached[0] is self._state_names and None not in snapshot:
+            try:
+                if cached[1] == snapshot:
+                    return cached[2]
+            except Exception:  # an odd value (e.g. an array): validate it below
+                pass
         options = [engine_options(g, f"param_groups[{i}]") for i, g in enumerate(self.param_groups)]
         if self._engine is not None:
             for i, (opts, names) in enumerate(zip(options, self._state_names)):
@@ -141,6 +152,7 @@ class Adam:
                         f"param_groups[{i}]: amsgrad, and whether momentum is on, "
                         "cannot change once state exists"
                     )
+        self._options_cache = (self._state_names, snapshot, options)
         return options
 
     def _build(self, state: dict[Any, dict[str, np.ndarray]]) -> Any:
@@ -399,6 +411,19 @@ class AdamW(Adam):
             maximize=maximize,
             device=device,
         )
+
+
+def _option_values(group: dict[str, Any]) -> list[tuple[str, Any]] | None:
+    """A group's options as plain values (lists copied to tuples), to detect
+    changes; None when one is callable (a schedule: it changes every step)."""
+    values = []
+    for k, v in group.items():
+        if k == "params" or k == "param_names":
+            continue
+        if callable(v):
+            return None
+        values.append((k, tuple(v) if type(v) is list else v))
+    return values
 
 
 def _resolve_device(device: str, tensors: list[Any], options: list[EngineOptions]) -> str:
