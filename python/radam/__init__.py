@@ -7,6 +7,7 @@
 """
 
 from ._core import __version__, num_threads, simd_level
+from ._minimize import minimize
 from ._options import beta_to_halflife, halflife_to_beta
 from .optimizer import Adam, Adamax, AdamW, NAdam, RAdam
 
@@ -19,6 +20,7 @@ __all__ = [
     "__version__",
     "beta_to_halflife",
     "halflife_to_beta",
+    "minimize",
     "num_threads",
     "simd_level",
 ]

@@ -1,4 +1,7 @@
-"""``python -m radam``: what radam sees on this machine, and one step timed."""
+"""``python -m radam``: what radam sees on this machine, and one step timed.
+
+``python -m radam demo`` trains models on real data instead (see radam.demo).
+"""
 
 from __future__ import annotations
 
@@ -26,10 +29,19 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radam", description=__doc__)
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["demo"]:
+        from radam.demo import main as demo_main
+
+        return demo_main(args_in[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m radam",
+        description=__doc__,
+        epilog="python -m radam demo [--quick] [--plot PATH]: Adam vs SGD on real data",
+    )
     parser.add_argument("--params", type=float, default=1e7, help="parameters (default 1e7)")
     parser.add_argument("--repeats", type=int, default=15, help="timed steps (default 15)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     n = int(args.params)
 
     print(f"radam {radam.__version__}")
