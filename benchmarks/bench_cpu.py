@@ -158,7 +158,7 @@ def calibrate(fn: Callable[[], None], target_s: float) -> int:
 
 
 def measure(
-    runners, repeats: int, warmup: int, tiny: bool, warm: bool, settle: float
+    runners, repeats: int, warmup: int, tiny: bool, warm: bool, settle: float, budget: float
 ) -> dict[str, list[float]]:
     """Per-step seconds of each runner, ``repeats`` samples each, interleaved.
 
@@ -168,7 +168,8 @@ def measure(
     parallel region and would steal a core on this 2-core machine) while
     keeping the CPUs busy (idle gaps make this VM's next milliseconds slow),
     and it leaves a case that fits in the caches cache-resident, as it is in
-    a loop of steps.
+    a loop of steps. After ``budget`` seconds (and at least 5 repeats) the
+    case stops early, so a loaded machine cannot stall the run.
     """
     names = list(runners)
     for name in names:
@@ -179,8 +180,11 @@ def measure(
     clock = time.perf_counter
     gc.collect()
     gc.disable()
+    deadline = clock() + budget
     try:
         for r in range(repeats):
+            if r >= 5 and clock() > deadline:
+                break
             k = r % len(names)
             for name in names[k:] + names[:k]:  # rotate the order every repeat
                 fn, b = runners[name], batch[name]
@@ -274,14 +278,14 @@ def machine() -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]], have_torch: bool) -> str:
     cols = [RADAM, NUMPY] + ([FUSED, FOREACH] if have_torch else [])
-    head = ["case", "params", "unit"] + [f"{c} median (IQR)" for c in cols]
+    head = ["case", "params", "repeats", "unit"] + [f"{c} median (IQR)" for c in cols]
     head += ["radam GB/s", "NumPy / radam"]
     if have_torch:
         head += ["radam / fused (IQR)", "fused GB/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in results:
         s, unit = res["summary"], "us" if res["n_params"] < 100_000 else "ms"
-        row = [res["name"], f"{res['n_params']:,}", unit]
+        row = [res["name"], f"{res['n_params']:,}", str(s[RADAM]["samples"]), unit]
         for c in cols:
             row.append(f"{fmt_time(s[c]['median_s'], unit)} ({fmt_time(s[c]['iqr_s'], unit)})")
         row.append(f"{s[RADAM]['gbps']:.1f}")
@@ -359,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         help="untimed steps of the same implementation for this long before each sample "
         "(default 15; 0 = none, except one warm step for the 1e6 case)",
     )
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=90.0,
+        help="stop a case's repeats after this many seconds (at least 5 repeats; default 90)",
+    )
     ap.add_argument("--cases", default=None, help="comma-separated case indices, e.g. 0,2")
     ap.add_argument(
         "--json", default=None, help="also write JSON results, e.g. benchmarks/results/x.json"
@@ -402,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny=case.get("tiny", False),
             warm=case.get("warm", False),
             settle=args.settle_ms / 1e3,
+            budget=args.budget_s,
         )
         del runners
         gc.collect()
