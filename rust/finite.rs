@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::element::Float;
 use crate::multi::{CHUNK, SERIAL_MAX};
+use crate::storage::Stored;
 
 /// Count of non-finite elements: an integer sum, which vectorizes (unlike a
 /// short-circuiting `all`).
@@ -14,16 +15,33 @@ fn count_nonfinite<T: Float>(x: &[T]) -> usize {
     x.iter().map(|v| !v.is_finite() as usize).sum()
 }
 
+fn count_stored<T: Float>(x: Stored<'_, T>) -> usize {
+    match x {
+        Stored::Native(s) => count_nonfinite(s),
+        Stored::Bf16(s) => s.iter().map(|v| !v.is_finite() as usize).sum(),
+        Stored::F16(s) => s.iter().map(|v| !v.is_finite() as usize).sum(),
+    }
+}
+
 /// Whether every element of every slice is finite.
 pub fn all_finite<T: Float>(slices: &[&[T]]) -> bool {
-    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let stored: Vec<Stored<'_, T>> = slices.iter().map(|s| Stored::Native(s)).collect();
+    all_finite_stored(&stored)
+}
+
+/// [`all_finite`] over buffers that may be stored in 16 bits.
+pub fn all_finite_stored<T: Float>(grads: &[Stored<'_, T>]) -> bool {
+    let total: usize = grads.iter().map(|s| s.len()).sum();
     if total <= SERIAL_MAX {
-        slices.iter().all(|s| count_nonfinite(s) == 0)
-    } else {
-        slices
-            .par_iter()
-            .all(|s| s.par_chunks(CHUNK).all(|c| count_nonfinite(c) == 0))
+        return grads.iter().all(|&s| count_stored(s) == 0);
     }
+    grads.par_iter().all(|&s| {
+        (0..s.len().div_ceil(CHUNK)).into_par_iter().all(|i| {
+            let (_, rest) = s.split_at(i * CHUNK);
+            let (block, _) = rest.split_at(CHUNK.min(rest.len()));
+            count_stored(block) == 0
+        })
+    })
 }
 
 #[cfg(test)]

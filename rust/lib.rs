@@ -33,7 +33,7 @@ mod python;
 pub use config::{AdamConfig, Algorithm, BiasCorrection};
 pub use element::Float;
 pub use error::{ConfigError, StepError};
-pub use finite::all_finite;
+pub use finite::{all_finite, all_finite_stored};
 pub use multi::{
     grad_norm, step_mixed, step_mixed_with, step_tensors, step_tensors_with, MixedTensorMut,
     TensorMut, CHUNK, SERIAL_MAX,

@@ -3,18 +3,15 @@
 //! and read-only arrays are Python errors, never panics), every check runs
 //! before any element is written, and the GIL is released while the kernel runs.
 
-use numpy::{
-    BorrowError, Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
-    PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
-};
+mod arrays;
+
+use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyAnyMethods;
 
-use crate::{
-    all_finite, step_tensors, AdamConfig, Algorithm, BiasCorrection, Carry, Float, SimdLevel,
-    StepScalars, TensorMut,
-};
+use crate::finite::all_finite_stored;
+use crate::{step_mixed, AdamConfig, Algorithm, BiasCorrection, Carry, SimdLevel, StepScalars};
+use arrays::{as_array, borrow_grad, borrow_rw, Borrowed, DType, Rw};
 
 /// The options of one group as Python passes them: a `radam._options.EngineOptions`
 /// named tuple, read by attribute.
@@ -44,14 +41,22 @@ fn config_of(o: GroupOptions) -> PyResult<AdamConfig> {
     let bias_correction = match o.bias_correction.as_str() {
         "adam" => BiasCorrection::Adam,
         "downhill-0.4.0" => BiasCorrection::Downhill040,
-        other => return Err(PyValueError::new_err(format!("unknown bias_correction {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown bias_correction {other:?}"
+            )))
+        }
     };
     let algorithm = match o.algorithm.as_str() {
         "adam" => Algorithm::Adam,
         "adamax" => Algorithm::Adamax,
         "nadam" => Algorithm::NAdam,
         "radam" => Algorithm::RAdam,
-        other => return Err(PyValueError::new_err(format!("unknown algorithm {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown algorithm {other:?}"
+            )))
+        }
     };
     Ok(AdamConfig {
         lr: o.lr,
@@ -95,64 +100,65 @@ fn num_threads() -> usize {
     crate::num_threads()
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum DType {
-    F32,
-    F64,
-}
-
-impl DType {
-    fn of(array: &Bound<'_, PyUntypedArray>) -> Option<DType> {
-        let py = array.py();
-        let dtype = array.dtype();
-        if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
-            Some(DType::F32)
-        } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
-            Some(DType::F64)
-        } else {
-            None
-        }
-    }
-}
-
 /// One tensor the engine steps: its param and state arrays, checked at construction.
 struct Slot {
     label: String,
-    dtype: DType,
     group: usize,
+    param_dtype: DType,
+    state_dtype: DType,
     param: Py<PyUntypedArray>,
+    /// The float32 master copy of a 16-bit param, when kept.
+    master: Option<Py<PyUntypedArray>>,
     exp_avg: Py<PyUntypedArray>,
     exp_avg_sq: Py<PyUntypedArray>,
     max_exp_avg_sq: Option<Py<PyUntypedArray>>,
     velocity: Option<Py<PyUntypedArray>>,
 }
 
-fn as_array<'py>(
-    obj: &Bound<'py, PyAny>,
-    what: impl Fn() -> String,
-) -> PyResult<Bound<'py, PyUntypedArray>> {
-    obj.cast::<PyUntypedArray>().cloned().map_err(|_| {
-        let type_name = obj
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        PyTypeError::new_err(format!(
-            "{} must be a numpy.ndarray, got {type_name}",
-            what()
-        ))
-    })
+impl Slot {
+    /// Borrow everything this tensor writes (params and state come first, so a
+    /// grad that aliases any of them fails its own borrow afterwards).
+    fn borrow_state<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Rw<'py>, Option<Rw<'py>>, [Option<Rw<'py>>; 4])> {
+        let label = &self.label;
+        let state = |array: &Option<Py<PyUntypedArray>>, name: &str| match array {
+            Some(a) => borrow_rw(a.bind(py), self.state_dtype, &|| {
+                format!("state{label}['{name}']")
+            })
+            .map(Some),
+            None => Ok(None),
+        };
+        let param = borrow_rw(self.param.bind(py), self.param_dtype, &|| {
+            format!("params{label}")
+        })?;
+        let master = match &self.master {
+            Some(a) => Some(borrow_rw(a.bind(py), DType::F32, &|| {
+                format!("state{label}['master_param']")
+            })?),
+            None => None,
+        };
+        let states = [
+            state(&Some(self.exp_avg.clone_ref(py)), "exp_avg")?,
+            state(&Some(self.exp_avg_sq.clone_ref(py)), "exp_avg_sq")?,
+            state(&self.max_exp_avg_sq, "max_exp_avg_sq")?,
+            state(&self.velocity, "velocity")?,
+        ];
+        Ok((param, master, states))
+    }
 }
 
-/// A state array must match its param exactly and be writable in place.
+/// A state array must have its param's shape, an allowed dtype, and be contiguous.
 fn check_state(
     param: &Bound<'_, PyUntypedArray>,
     state: &Bound<'_, PyUntypedArray>,
+    dtype: DType,
     what: &str,
 ) -> PyResult<()> {
-    if !state.dtype().is_equiv_to(&param.dtype()) || state.shape() != param.shape() {
+    if DType::of(state)? != Some(dtype) || state.shape() != param.shape() {
         return Err(PyValueError::new_err(format!(
-            "{what} must have the dtype and shape of its param"
+            "{what} must have its param's shape and the state dtype {dtype:?}"
         )));
     }
     if !state.is_c_contiguous() {
@@ -163,164 +169,8 @@ fn check_state(
     Ok(())
 }
 
-/// The gradient as the kernel reads it: the array's own memory, or a
-/// C-ordered copy when the array is not C-contiguous.
-enum Grad<'py, T: Element> {
-    View(PyReadonlyArrayDyn<'py, T>),
-    Copied(Vec<T>),
-}
-
-impl<T: Element> Grad<'_, T> {
-    fn as_slice(&self) -> &[T] {
-        match self {
-            // Contiguity was checked when the view was chosen.
-            Grad::View(view) => view.as_slice().unwrap_or(&[]),
-            Grad::Copied(copy) => copy,
-        }
-    }
-}
-
-/// The borrows of one tensor, held while the kernel runs.
-struct Borrowed<'py, T: Element> {
-    param: PyReadwriteArrayDyn<'py, T>,
-    exp_avg: PyReadwriteArrayDyn<'py, T>,
-    exp_avg_sq: PyReadwriteArrayDyn<'py, T>,
-    max_exp_avg_sq: Option<PyReadwriteArrayDyn<'py, T>>,
-    velocity: Option<PyReadwriteArrayDyn<'py, T>>,
-    grad: Grad<'py, T>,
-    group: usize,
-}
-
-/// `what` names the array in messages; it is only formatted on error.
-fn borrow_rw<'py, T: Element>(
-    array: &Bound<'py, PyUntypedArray>,
-    what: impl Fn() -> String,
-) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
-    let typed = array.cast::<PyArrayDyn<T>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{} changed dtype after the optimizer was built",
-            what()
-        ))
-    })?;
-    let borrowed = typed.try_readwrite().map_err(|e| match e {
-        BorrowError::NotWriteable => PyValueError::new_err(format!(
-            "{} is read-only; the optimizer updates it in place",
-            what()
-        )),
-        _ => PyValueError::new_err(format!(
-            "{} is already in use: it shares memory with another param or state array, \
-             or another thread is stepping it",
-            what()
-        )),
-    })?;
-    if !borrowed.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!(
-            "{} is no longer C-contiguous",
-            what()
-        )));
-    }
-    Ok(borrowed)
-}
-
-/// Take every borrow of the tensors of one dtype (in slot order), checking each grad.
-fn borrow_all<'py, T: Element + Float>(
-    py: Python<'py>,
-    slots: &[Slot],
-    grads: &[Bound<'py, PyAny>],
-    dtype: DType,
-) -> PyResult<Vec<Borrowed<'py, T>>> {
-    let mut out = Vec::new();
-    // Params and state first, so a grad that aliases any of them fails its borrow below.
-    for (index, slot) in slots.iter().enumerate().filter(|(_, s)| s.dtype == dtype) {
-        let label = &slot.label;
-        let optional = |array: &Option<Py<PyUntypedArray>>, name: &str| match array {
-            Some(a) => borrow_rw(a.bind(py), || format!("state{label}['{name}']")).map(Some),
-            None => Ok(None),
-        };
-        let max_exp_avg_sq = optional(&slot.max_exp_avg_sq, "max_exp_avg_sq")?;
-        let velocity = optional(&slot.velocity, "velocity")?;
-        out.push((
-            borrow_rw(slot.param.bind(py), || format!("params{label}"))?,
-            borrow_rw(slot.exp_avg.bind(py), || format!("state{label}['exp_avg']"))?,
-            borrow_rw(slot.exp_avg_sq.bind(py), || {
-                format!("state{label}['exp_avg_sq']")
-            })?,
-            max_exp_avg_sq,
-            velocity,
-            index,
-        ));
-    }
-    let mut borrowed = Vec::with_capacity(out.len());
-    for (param, exp_avg, exp_avg_sq, max_exp_avg_sq, velocity, index) in out {
-        let slot = &slots[index];
-        let what = || format!("grads{}", slot.label);
-        let grad = as_array(&grads[index], what)?;
-        let typed = grad.cast::<PyArrayDyn<T>>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "{} has dtype {} but its param has dtype {}; radam never casts, pass a {} array",
-                what(),
-                grad.dtype(),
-                T::NAME,
-                T::NAME
-            ))
-        })?;
-        if typed.shape() != param.shape() {
-            return Err(PyValueError::new_err(format!(
-                "{} has shape {:?} but its param has shape {:?}",
-                what(),
-                typed.shape(),
-                param.shape()
-            )));
-        }
-        let view = typed.try_readonly().map_err(|_| {
-            PyValueError::new_err(format!(
-                "{} shares memory with a param or optimizer state; pass a separate gradient array",
-                what()
-            ))
-        })?;
-        let grad = if view.is_c_contiguous() {
-            Grad::View(view)
-        } else {
-            Grad::Copied(view.as_array().iter().copied().collect())
-        };
-        borrowed.push(Borrowed {
-            param,
-            exp_avg,
-            exp_avg_sq,
-            max_exp_avg_sq,
-            velocity,
-            grad,
-            group: slot.group,
-        });
-    }
-    Ok(borrowed)
-}
-
-fn views<'a, T: Element>(borrowed: &'a mut [Borrowed<'_, T>]) -> PyResult<Vec<TensorMut<'a, T>>> {
-    let contiguous = |_| PyValueError::new_err("an array is not contiguous");
-    borrowed
-        .iter_mut()
-        .map(|b| {
-            Ok(TensorMut {
-                param: b.param.as_slice_mut().map_err(contiguous)?,
-                grad: b.grad.as_slice(),
-                exp_avg: b.exp_avg.as_slice_mut().map_err(contiguous)?,
-                exp_avg_sq: b.exp_avg_sq.as_slice_mut().map_err(contiguous)?,
-                max_exp_avg_sq: match &mut b.max_exp_avg_sq {
-                    Some(x) => Some(x.as_slice_mut().map_err(contiguous)?),
-                    None => None,
-                },
-                velocity: match &mut b.velocity {
-                    Some(x) => Some(x.as_slice_mut().map_err(contiguous)?),
-                    None => None,
-                },
-                group: b.group,
-            })
-        })
-        .collect()
-}
-
-/// Steps a fixed list of float32/float64 tensors in place with the Rust kernel.
+/// Steps a fixed list of tensors in place with the Rust kernel: params of
+/// float32, float64, float16 or bfloat16, state of float32/float64 or 16 bits.
 /// Built once by `radam.Adam`; `step` is the one native call of each step.
 #[pyclass(module = "radam._core", frozen)]
 struct CpuEngine {
@@ -331,9 +181,11 @@ struct CpuEngine {
 impl CpuEngine {
     /// `labels[i]` is how messages name tensor i (e.g. "[0]" or "['w']");
     /// `groups[i]` is the index of its parameter group. `exp_avg_sqs` holds
-    /// AdaMax's infinity norm for AdaMax groups.
+    /// AdaMax's infinity norm for AdaMax groups. `masters[i]` is the float32
+    /// master copy of a 16-bit param, or None.
     #[new]
-    #[pyo3(signature = (labels, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, velocities, groups))]
+    #[pyo3(signature = (labels, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, velocities, groups, masters=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         labels: Vec<String>,
         params: Vec<Bound<'_, PyAny>>,
@@ -342,8 +194,10 @@ impl CpuEngine {
         max_exp_avg_sqs: Vec<Option<Bound<'_, PyAny>>>,
         velocities: Vec<Option<Bound<'_, PyAny>>>,
         groups: Vec<usize>,
+        masters: Option<Vec<Option<Bound<'_, PyAny>>>>,
     ) -> PyResult<Self> {
         let n = params.len();
+        let masters = masters.unwrap_or_else(|| vec![None; n]);
         if [
             labels.len(),
             exp_avgs.len(),
@@ -351,6 +205,7 @@ impl CpuEngine {
             max_exp_avg_sqs.len(),
             velocities.len(),
             groups.len(),
+            masters.len(),
         ]
         .iter()
         .any(|&len| len != n)
@@ -362,9 +217,10 @@ impl CpuEngine {
         let mut slots = Vec::with_capacity(n);
         for (i, label) in labels.into_iter().enumerate() {
             let param = as_array(&params[i], || format!("params{label}"))?;
-            let dtype = DType::of(&param).ok_or_else(|| {
+            let param_dtype = DType::of(&param)?.ok_or_else(|| {
                 PyTypeError::new_err(format!(
-                    "params{label} has dtype {}; radam.Adam updates float32 and float64 arrays",
+                    "params{label} has dtype {}; radam updates float32, float64, float16 \
+                     and bfloat16 arrays",
                     param.dtype()
                 ))
             })?;
@@ -373,25 +229,44 @@ impl CpuEngine {
                     "params{label} must be C-contiguous"
                 )));
             }
-            let state = |obj: &Bound<'_, PyAny>, name: &str| -> PyResult<Py<PyUntypedArray>> {
-                let what = format!("state{label}['{name}']");
-                let array = as_array(obj, || what.clone())?;
-                check_state(&param, &array, &what)?;
-                Ok(array.unbind())
+            let exp_avg = as_array(&exp_avgs[i], || format!("state{label}['exp_avg']"))?;
+            let state_dtype = DType::of(&exp_avg)?.unwrap_or(DType::F32);
+            let allowed = if param_dtype.computes_in_f64() {
+                state_dtype == DType::F64
+            } else {
+                state_dtype != DType::F64
             };
+            if !allowed {
+                return Err(PyTypeError::new_err(format!(
+                    "state{label} has dtype {state_dtype:?}, which does not go with a \
+                     {param_dtype:?} param"
+                )));
+            }
+            let state =
+                |obj: &Bound<'_, PyAny>, name: &str, dtype| -> PyResult<Py<PyUntypedArray>> {
+                    let what = format!("state{label}['{name}']");
+                    let array = as_array(obj, || what.clone())?;
+                    check_state(&param, &array, dtype, &what)?;
+                    Ok(array.unbind())
+                };
+            let optional = |obj: &Option<Bound<'_, PyAny>>, name: &str, dtype| {
+                obj.as_ref().map(|o| state(o, name, dtype)).transpose()
+            };
+            let master = optional(&masters[i], "master_param", DType::F32)?;
+            if master.is_some() && !matches!(param_dtype, DType::F16 | DType::Bf16) {
+                return Err(PyValueError::new_err(format!(
+                    "params{label}: a master copy is for float16 and bfloat16 params"
+                )));
+            }
             slots.push(Slot {
-                dtype,
                 group: groups[i],
-                exp_avg: state(&exp_avgs[i], "exp_avg")?,
-                exp_avg_sq: state(&exp_avg_sqs[i], "exp_avg_sq")?,
-                max_exp_avg_sq: match &max_exp_avg_sqs[i] {
-                    Some(obj) => Some(state(obj, "max_exp_avg_sq")?),
-                    None => None,
-                },
-                velocity: match &velocities[i] {
-                    Some(obj) => Some(state(obj, "velocity")?),
-                    None => None,
-                },
+                param_dtype,
+                state_dtype,
+                master,
+                exp_avg: state(&exp_avgs[i], "exp_avg", state_dtype)?,
+                exp_avg_sq: state(&exp_avg_sqs[i], "exp_avg_sq", state_dtype)?,
+                max_exp_avg_sq: optional(&max_exp_avg_sqs[i], "max_exp_avg_sq", state_dtype)?,
+                velocity: optional(&velocities[i], "velocity", state_dtype)?,
                 param: param.unbind(),
                 label,
             });
@@ -422,7 +297,9 @@ impl CpuEngine {
             )));
         }
         if carries.len() != groups.len() {
-            return Err(PyValueError::new_err("carries must have one entry per group"));
+            return Err(PyValueError::new_err(
+                "carries must have one entry per group",
+            ));
         }
         let mut scalars = Vec::with_capacity(groups.len());
         let mut next_carries = Vec::with_capacity(groups.len());
@@ -434,7 +311,8 @@ impl CpuEngine {
         }
         for slot in &self.slots {
             let fits = scalars.get(slot.group).is_some_and(|s| {
-                (!s.amsgrad || slot.max_exp_avg_sq.is_some()) && (!s.velocity || slot.velocity.is_some())
+                (!s.amsgrad || slot.max_exp_avg_sq.is_some())
+                    && (!s.velocity || slot.velocity.is_some())
             });
             if !fits {
                 return Err(PyValueError::new_err(format!(
@@ -443,19 +321,52 @@ impl CpuEngine {
                 )));
             }
         }
-        let mut b32 = borrow_all::<f32>(py, &self.slots, &grads, DType::F32)?;
-        let mut b64 = borrow_all::<f64>(py, &self.slots, &grads, DType::F64)?;
-        let (t32, t64) = (views(&mut b32)?, views(&mut b64)?);
+        // Every write borrow first, then the grads: a grad that aliases a
+        // param or state array fails its borrow.
+        let mut writes = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            writes.push(slot.borrow_state(py)?);
+        }
+        let mut borrowed = Vec::with_capacity(self.slots.len());
+        for ((slot, grad), (param, master, states)) in self.slots.iter().zip(&grads).zip(writes) {
+            let shape = slot.param.bind(py).shape().to_vec();
+            let what = || format!("grads{}", slot.label);
+            let grad = borrow_grad(grad, slot.param_dtype, &shape, &what)?;
+            let [exp_avg, exp_avg_sq, max_exp_avg_sq, velocity] = states;
+            borrowed.push(Borrowed {
+                param,
+                master,
+                grad,
+                exp_avg: exp_avg.ok_or_else(|| PyRuntimeError::new_err("missing exp_avg"))?,
+                exp_avg_sq: exp_avg_sq
+                    .ok_or_else(|| PyRuntimeError::new_err("missing exp_avg_sq"))?,
+                max_exp_avg_sq,
+                velocity,
+                group: slot.group,
+            });
+        }
+        let (mut b64, mut b32): (Vec<_>, Vec<_>) = borrowed
+            .into_iter()
+            .zip(&self.slots)
+            .partition(|(_, slot)| slot.param_dtype.computes_in_f64());
+        let t32 = b32
+            .iter_mut()
+            .map(|(b, _)| b.tensor::<f32>())
+            .collect::<PyResult<Vec<_>>>()?;
+        let t64 = b64
+            .iter_mut()
+            .map(|(b, _)| b.tensor::<f64>())
+            .collect::<PyResult<Vec<_>>>()?;
         py.detach(|| {
             if skip_nonfinite {
-                let g32: Vec<&[f32]> = t32.iter().map(|t| t.grad).collect();
-                let g64: Vec<&[f64]> = t64.iter().map(|t| t.grad).collect();
-                if !(all_finite(&g32) && all_finite(&g64)) {
+                let g32: Vec<_> = t32.iter().map(|t| t.grad).collect();
+                let g64: Vec<_> = t64.iter().map(|t| t.grad).collect();
+                if !(all_finite_stored(&g32) && all_finite_stored(&g64)) {
                     return Ok(None);
                 }
             }
-            step_tensors(t32, &scalars)?;
-            step_tensors(t64, &scalars)?;
+            step_mixed(t32, &scalars)?;
+            step_mixed(t64, &scalars)?;
             Ok(Some(next_carries))
         })
         .map_err(|e: crate::StepError| PyRuntimeError::new_err(e.to_string()))

@@ -9,8 +9,8 @@ __version__: str
 ADAM_WGSL: str
 """The WGSL source of the GPU kernel (shaders/adam.wgsl), embedded at build time."""
 
-def validate_config(lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
-    """Raise ValueError naming the first option out of range."""
+def validate_options(options: Any) -> None:
+    """Raise ValueError naming the first option of an EngineOptions out of range."""
 
 def simd_level() -> str:
     """The instruction set the kernels use here: "avx512", "avx2+fma", "neon" or "scalar"."""
@@ -18,13 +18,12 @@ def simd_level() -> str:
 def num_threads() -> int:
     """Threads a step may use (set RAYON_NUM_THREADS before import to change it)."""
 
-GroupOptions = tuple[float, float, float, float, float, bool, bool, bool]
-
 def _rmw_probe(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
     """Benchmark probe: p += g; m += g; v += g (float32, multi-threaded)."""
 
 class CpuEngine:
-    """Steps a fixed list of float32/float64 arrays in place."""
+    """Steps a fixed list of tensors in place: params of float32, float64,
+    float16 or bfloat16; state in the compute type or 16 bits."""
 
     def __init__(
         self,
@@ -33,7 +32,18 @@ class CpuEngine:
         exp_avgs: Sequence[np.ndarray],
         exp_avg_sqs: Sequence[np.ndarray],
         max_exp_avg_sqs: Sequence[np.ndarray | None],
+        velocities: Sequence[np.ndarray | None],
         groups: Sequence[int],
+        masters: Sequence[np.ndarray | None] | None = None,
     ) -> None: ...
-    def step(self, grads: Sequence[Any], step: int, groups: Sequence[GroupOptions]) -> None: ...
+    def step(
+        self,
+        grads: Sequence[Any],
+        step: int,
+        groups: Sequence[Any],
+        carries: Sequence[float],
+        skip_nonfinite: bool = False,
+    ) -> list[float] | None:
+        """One step; ``groups`` are ``radam._options.EngineOptions``. Returns the
+        next carries (NAdam's mu_product per group), or None if skipped."""
     def __len__(self) -> int: ...

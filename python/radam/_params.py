@@ -13,9 +13,14 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+# 16-bit params are computed in float32 (optionally with a float32 master copy).
+HALF_DTYPES = (np.dtype(np.float16), BFLOAT16)
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), *HALF_DTYPES)
+STATE_DTYPES = (np.dtype(np.float32), *HALF_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,14 @@ def _members(params: Any, where: str) -> tuple[list[Any], list[Hashable] | None]
 
 
 def check_param(array: Any, label: str) -> None:
-    """A param must be a writable, C-contiguous float32/float64 ndarray."""
+    """A param must be a writable, C-contiguous ndarray of a supported float dtype."""
     what = f"params{label}"
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(array).__name__}")
     if array.dtype not in SUPPORTED_DTYPES:
         raise TypeError(
-            f"{what} has dtype {array.dtype}; radam.Adam updates float32 and float64 arrays "
-            "(convert with .astype(np.float32))"
+            f"{what} has dtype {array.dtype}; radam updates float32, float64, float16 and "
+            "bfloat16 arrays (convert with .astype(np.float32))"
         )
     if not array.flags.c_contiguous:
         raise ValueError(
@@ -179,3 +184,31 @@ def flatten_grads(layout: Layout, grads: Any) -> list[Any]:
     if len(grads) != n:
         raise ValueError(f"expected {n} grads (one per param), got {len(grads)}")
     return list(grads)
+
+
+def resolve_state_dtype(state_dtype: Any) -> np.dtype | None:
+    """``state_dtype`` as a NumPy dtype: None (the default: float32, or float64
+    for float64 params), or float32, bfloat16 or float16 (names or dtypes)."""
+    if state_dtype is None:
+        return None
+    try:
+        dtype = np.dtype(state_dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in STATE_DTYPES:
+        raise ValueError(
+            f"state_dtype must be None, 'float32', 'bfloat16' or 'float16', got {state_dtype!r}"
+        )
+    return dtype
+
+
+def check_state_dtype(state_dtype: np.dtype | None, tensors: list[Tensor]) -> None:
+    """16-bit or float32 state is for params computed in float32, not float64 ones."""
+    if state_dtype is None:
+        return
+    for t in tensors:
+        if t.array.dtype == np.float64:
+            raise ValueError(
+                f"state_dtype={state_dtype.name} does not go with params{t.label}, which is "
+                "float64 (its state is float64)"
+            )

@@ -10,7 +10,14 @@ import numpy as np
 
 from . import _core
 from ._options import EngineOptions, engine_options, state_names
-from ._params import flatten_grads, layout_of
+from ._params import (
+    HALF_DTYPES,
+    Tensor,
+    check_state_dtype,
+    flatten_grads,
+    layout_of,
+    resolve_state_dtype,
+)
 
 DEVICES = ("cpu", "gpu", "auto")
 
@@ -64,6 +71,8 @@ class Adam:
         bias_correction: str = "adam",
         grad_scale: float = 1.0,
         skip_nonfinite: bool = False,
+        state_dtype: Any = None,
+        master_weights: bool = False,
     ) -> None:
         self.defaults = {
             "lr": lr,
@@ -88,9 +97,14 @@ class Adam:
             raise TypeError(f"skip_nonfinite must be True or False, got {skip_nonfinite!r}")
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0  # steps skipped for a NaN or Inf gradient
+        if not isinstance(master_weights, bool):
+            raise TypeError(f"master_weights must be True or False, got {master_weights!r}")
+        self.master_weights = master_weights
+        self.state_dtype = resolve_state_dtype(state_dtype)
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         self._layout, overrides = layout_of(params)
+        check_state_dtype(self.state_dtype, self._layout.tensors)
         self.param_groups: list[dict[str, Any]] = []
         for gi, override in enumerate(overrides):
             group = {**self.defaults, **override, "algorithm": self._algorithm}
@@ -183,13 +197,28 @@ class Adam:
             [e.get("max_exp_avg_sq") for e in entries],
             [e.get("velocity") for e in entries],
             [t.group for t in tensors],
+            [e.get("master_param") for e in entries],
         )
 
+    def _tensor_state(self, names: list[tuple[str, ...]], t: Tensor) -> dict[str, np.dtype]:
+        """The state arrays of tensor ``t`` and their dtypes: the moments in the
+        state dtype, and for a 16-bit param with ``master_weights`` its float32 copy."""
+        dtype = self.state_dtype or (
+            np.dtype(np.float64) if t.array.dtype == np.float64 else np.dtype(np.float32)
+        )
+        arrays = {name: dtype for name in names[t.group]}
+        if self.master_weights and t.array.dtype in HALF_DTYPES:
+            arrays["master_param"] = np.dtype(np.float32)
+        return arrays
+
     def _fresh_state(self, names: list[tuple[str, ...]]) -> dict[Any, dict[str, np.ndarray]]:
-        return {
-            t.key: {name: np.zeros_like(t.array) for name in names[t.group]}
-            for t in self._layout.tensors
-        }
+        state = {}
+        for t in self._layout.tensors:
+            entry = {n: np.zeros(t.array.shape, d) for n, d in self._tensor_state(names, t).items()}
+            if "master_param" in entry:
+                entry["master_param"][...] = t.array
+            state[t.key] = entry
+        return state
 
     def step(self, grads: Any) -> None:
         """One Adam step: every param moves in place. ``grads`` mirrors ``params``.
@@ -345,8 +374,8 @@ class Adam:
         steps, state = set(), {}
         for i, t in enumerate(tensors):
             entry, where = saved[i], f"state_dict['state'][{i}]"
-            wanted = names[t.group]
-            missing = [n for n in (*wanted, "step") if n not in entry]
+            dtypes = self._tensor_state(names, t)
+            missing = [n for n in (*dtypes, "step") if n not in entry]
             if missing:
                 raise ValueError(f"{where} lacks {missing}")
             step = entry["step"]
@@ -361,16 +390,16 @@ class Adam:
                 raise ValueError(f"{where}['step'] must be a whole number >= 1, got {step!r}")
             steps.add(int(step))
             copies = {}
-            for n in wanted:
+            for n in dtypes:
                 value = entry[n]
                 if not isinstance(value, np.ndarray):
                     raise TypeError(
                         f"{where}[{n!r}] must be a numpy.ndarray, got {type(value).__name__}"
                     )
-                if value.shape != t.array.shape or value.dtype != t.array.dtype:
+                if value.shape != t.array.shape or value.dtype != dtypes[n]:
                     raise ValueError(
                         f"{where}[{n!r}] has shape {value.shape} and dtype {value.dtype}; "
-                        f"params{t.label} has shape {t.array.shape} and dtype {t.array.dtype}"
+                        f"this optimizer's has shape {t.array.shape} and dtype {dtypes[n]}"
                     )
                 copies[n] = np.array(value, order="C", copy=True)
             state[t.key] = copies

@@ -1,0 +1,273 @@
+//! Taking NumPy arrays for one step: dtypes, checked borrows, and the views
+//! the kernel gets. Every borrow goes through rust-numpy's borrow checker, so
+//! aliasing and read-only arrays are Python errors, never panics.
+
+use half::{bf16, f16};
+use numpy::{
+    BorrowError, Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
+    PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyAnyMethods;
+
+use crate::{Float, MixedTensorMut, Stored, StoredMut};
+
+/// The dtypes the engine takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DType {
+    F32,
+    F64,
+    F16,
+    Bf16,
+}
+
+impl DType {
+    /// The dtype of an array, by its NumPy name (bfloat16 comes from `ml_dtypes`).
+    pub(super) fn of(array: &Bound<'_, PyUntypedArray>) -> PyResult<Option<DType>> {
+        let name: String = array.dtype().getattr("name")?.extract()?;
+        Ok(match name.as_str() {
+            "float32" => Some(DType::F32),
+            "float64" => Some(DType::F64),
+            "float16" => Some(DType::F16),
+            "bfloat16" => Some(DType::Bf16),
+            _ => None,
+        })
+    }
+
+    /// Whether arithmetic for this param dtype runs in f64 (else f32).
+    pub(super) fn computes_in_f64(self) -> bool {
+        self == DType::F64
+    }
+}
+
+/// Raise TypeError unless `obj` is an ndarray; `what` is only formatted on error.
+pub(super) fn as_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: impl Fn() -> String,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    obj.cast::<PyUntypedArray>().cloned().map_err(|_| {
+        let type_name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        PyTypeError::new_err(format!(
+            "{} must be a numpy.ndarray, got {type_name}",
+            what()
+        ))
+    })
+}
+
+/// A read-write borrow of an array of one of the engine's dtypes.
+pub(super) enum Rw<'py> {
+    F32(PyReadwriteArrayDyn<'py, f32>),
+    F64(PyReadwriteArrayDyn<'py, f64>),
+    F16(PyReadwriteArrayDyn<'py, f16>),
+    Bf16(PyReadwriteArrayDyn<'py, bf16>),
+}
+
+/// A read-only borrow (a gradient).
+pub(super) enum Ro<'py> {
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
+    F16(PyReadonlyArrayDyn<'py, f16>),
+    Bf16(PyReadonlyArrayDyn<'py, bf16>),
+}
+
+fn typed_rw<'py, T: Element>(
+    array: &Bound<'py, PyUntypedArray>,
+    what: &dyn Fn() -> String,
+) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+    let typed = array.cast::<PyArrayDyn<T>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{} changed dtype after the optimizer was built",
+            what()
+        ))
+    })?;
+    let borrowed = typed.try_readwrite().map_err(|e| match e {
+        BorrowError::NotWriteable => PyValueError::new_err(format!(
+            "{} is read-only; the optimizer updates it in place",
+            what()
+        )),
+        _ => PyValueError::new_err(format!(
+            "{} is already in use: it shares memory with another param or state array, \
+             or another thread is stepping it",
+            what()
+        )),
+    })?;
+    if !borrowed.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{} is no longer C-contiguous",
+            what()
+        )));
+    }
+    Ok(borrowed)
+}
+
+/// Borrow `array` (of dtype `dtype`) for writing.
+pub(super) fn borrow_rw<'py>(
+    array: &Bound<'py, PyUntypedArray>,
+    dtype: DType,
+    what: &dyn Fn() -> String,
+) -> PyResult<Rw<'py>> {
+    Ok(match dtype {
+        DType::F32 => Rw::F32(typed_rw(array, what)?),
+        DType::F64 => Rw::F64(typed_rw(array, what)?),
+        DType::F16 => Rw::F16(typed_rw(array, what)?),
+        DType::Bf16 => Rw::Bf16(typed_rw(array, what)?),
+    })
+}
+
+fn typed_ro<'py, T: Element>(
+    grad: &Bound<'py, PyUntypedArray>,
+    shape: &[usize],
+    what: &dyn Fn() -> String,
+    param_dtype: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    let typed = grad.cast::<PyArrayDyn<T>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{} has dtype {} but its param has dtype {param_dtype}; radam never casts, \
+             pass a {param_dtype} array",
+            what(),
+            grad.dtype(),
+        ))
+    })?;
+    if typed.shape() != shape {
+        return Err(PyValueError::new_err(format!(
+            "{} has shape {:?} but its param has shape {shape:?}",
+            what(),
+            typed.shape(),
+        )));
+    }
+    let view = typed.try_readonly().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{} shares memory with a param or optimizer state; pass a separate gradient array",
+            what()
+        ))
+    })?;
+    if view.is_c_contiguous() {
+        return Ok(view);
+    }
+    // Not contiguous (a transposed or strided view): read a C-ordered copy.
+    let copy = typed.call_method0("copy")?.cast_into::<PyArrayDyn<T>>()?;
+    copy.try_readonly()
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Borrow a gradient for reading, checking that it is an ndarray of the
+/// param's dtype and shape that shares no memory with anything being written.
+pub(super) fn borrow_grad<'py>(
+    grad: &Bound<'py, PyAny>,
+    param_dtype: DType,
+    shape: &[usize],
+    what: &dyn Fn() -> String,
+) -> PyResult<Ro<'py>> {
+    let grad = as_array(grad, what)?;
+    Ok(match param_dtype {
+        DType::F32 => Ro::F32(typed_ro(&grad, shape, what, "float32")?),
+        DType::F64 => Ro::F64(typed_ro(&grad, shape, what, "float64")?),
+        DType::F16 => Ro::F16(typed_ro(&grad, shape, what, "float16")?),
+        DType::Bf16 => Ro::Bf16(typed_ro(&grad, shape, what, "bfloat16")?),
+    })
+}
+
+fn not_contiguous<E>(_: E) -> PyErr {
+    PyValueError::new_err("an array stopped being contiguous")
+}
+
+/// The compute types, and how a borrow of the same type is viewed natively.
+pub(super) trait Compute: Float + Element {
+    fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]>;
+    fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]>;
+}
+
+impl Compute for f32 {
+    fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]> {
+        match rw {
+            Rw::F32(a) => a.as_slice_mut().ok(),
+            _ => None,
+        }
+    }
+    fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]> {
+        match ro {
+            Ro::F32(a) => a.as_slice().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Compute for f64 {
+    fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]> {
+        match rw {
+            Rw::F64(a) => a.as_slice_mut().ok(),
+            _ => None,
+        }
+    }
+    fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]> {
+        match ro {
+            Ro::F64(a) => a.as_slice().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// View a write borrow as the kernel's stored buffer for compute type `T`.
+pub(super) fn stored_mut<'a, T: Compute>(rw: &'a mut Rw<'_>) -> PyResult<StoredMut<'a, T>> {
+    Ok(match rw {
+        Rw::F16(a) => StoredMut::F16(a.as_slice_mut().map_err(not_contiguous)?),
+        Rw::Bf16(a) => StoredMut::Bf16(a.as_slice_mut().map_err(not_contiguous)?),
+        other => StoredMut::Native(T::native_mut(other).ok_or_else(|| {
+            PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
+        })?),
+    })
+}
+
+pub(super) fn stored<'a, T: Compute>(ro: &'a Ro<'_>) -> PyResult<Stored<'a, T>> {
+    Ok(match ro {
+        Ro::F16(a) => Stored::F16(a.as_slice().map_err(not_contiguous)?),
+        Ro::Bf16(a) => Stored::Bf16(a.as_slice().map_err(not_contiguous)?),
+        other => Stored::Native(T::native(other).ok_or_else(|| {
+            PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
+        })?),
+    })
+}
+
+fn optional_mut<'a, T: Compute>(rw: &'a mut Option<Rw<'_>>) -> PyResult<Option<StoredMut<'a, T>>> {
+    rw.as_mut().map(stored_mut).transpose()
+}
+
+/// The borrows of one tensor, held while the kernel runs.
+pub(super) struct Borrowed<'py> {
+    pub param: Rw<'py>,
+    pub master: Option<Rw<'py>>,
+    pub grad: Ro<'py>,
+    pub exp_avg: Rw<'py>,
+    pub exp_avg_sq: Rw<'py>,
+    pub max_exp_avg_sq: Option<Rw<'py>>,
+    pub velocity: Option<Rw<'py>>,
+    pub group: usize,
+}
+
+impl Borrowed<'_> {
+    /// The kernel's view of this tensor, in compute type `T`.
+    pub(super) fn tensor<T: Compute>(&mut self) -> PyResult<MixedTensorMut<'_, T>> {
+        let master = match &mut self.master {
+            Some(rw) => Some(
+                T::native_mut(rw)
+                    .ok_or_else(|| PyTypeError::new_err("a master copy must be float32"))?,
+            ),
+            None => None,
+        };
+        Ok(MixedTensorMut {
+            param: stored_mut(&mut self.param)?,
+            master,
+            grad: stored(&self.grad)?,
+            exp_avg: stored_mut(&mut self.exp_avg)?,
+            exp_avg_sq: stored_mut(&mut self.exp_avg_sq)?,
+            max_exp_avg_sq: optional_mut(&mut self.max_exp_avg_sq)?,
+            velocity: optional_mut(&mut self.velocity)?,
+            group: self.group,
+        })
+    }
+}
