@@ -6,15 +6,18 @@
 >>> opt.step([2 * w])          # w changes in place
 """
 
+from . import schedules
 from ._core import __version__, num_threads, simd_level
 from ._minimize import minimize
 from ._options import beta_to_halflife, halflife_to_beta
+from .checkpoint import CheckpointError
 from .optimizer import Adam, Adamax, AdamW, NAdam, RAdam
 
 __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "CheckpointError",
     "NAdam",
     "RAdam",
     "__version__",
@@ -22,5 +25,6 @@ __all__ = [
     "halflife_to_beta",
     "minimize",
     "num_threads",
+    "schedules",
     "simd_level",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, NamedTuple
 
@@ -73,12 +74,39 @@ def _flag(value: Any, what: str) -> bool:
     return bool(value)
 
 
-def engine_options(group: dict[str, Any], where: str) -> EngineOptions:
+def _lr(lr: Any, where: str, count: int) -> float:
+    """A group's lr for the update after ``count`` updates: the float itself, or
+    the schedule's value, checked here so that errors name ``[...]['lr']``."""
+    if not callable(lr):
+        return _real(lr, f"{where}: lr" if where else "lr")
+    what = f"{where}['lr']" if where else "lr"
+    try:
+        value = lr(count)
+    except Exception as err:
+        raise ValueError(
+            f"{what}: the schedule {lr!r} failed at step count {count}: {type(err).__name__}: {err}"
+        ) from err
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{what}: the schedule {lr!r} returned {value!r} at step count {count}; "
+            "a schedule must return a real number"
+        )
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"{what}: the schedule {lr!r} returned {value!r} at step count {count}; "
+            "lr must be a finite number >= 0"
+        )
+    return float(value)
+
+
+def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineOptions:
     """Validate one group's options; return them as the record backends take.
 
     ``where`` prefixes messages, e.g. "param_groups[1]". Raises TypeError for a
     value of the wrong kind and ValueError (from the Rust core, which owns the
-    ranges) for one out of range.
+    ranges) for one out of range. A callable ``lr`` (a schedule, see
+    ``radam.schedules``) is called with ``count``, the number of updates
+    already taken, and its value checked like a float lr.
     """
     prefix = f"{where}: " if where else ""
     algorithm = group.get("algorithm", "adam")
@@ -95,7 +123,7 @@ def engine_options(group: dict[str, Any], where: str) -> EngineOptions:
             f"{prefix}bias_correction must be one of {BIAS_CORRECTIONS}, got {bias_correction!r}"
         )
     options = EngineOptions(
-        lr=_real(group["lr"], f"{prefix}lr"),
+        lr=_lr(group["lr"], where, count),
         beta1=_real(betas[0], f"{prefix}betas[0]"),
         beta2=_real(betas[1], f"{prefix}betas[1]"),
         eps=_real(group["eps"], f"{prefix}eps"),

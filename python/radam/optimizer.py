@@ -28,7 +28,9 @@ class Adam:
     Same results as ``torch.optim.Adam`` for the same options. ``params`` is a
     list of arrays, a dict name -> array, or a list of group dicts with
     per-group options; ``step(grads)`` takes grads with the same structure.
-    With ``decoupled_weight_decay=True`` the decay is AdamW's.
+    With ``decoupled_weight_decay=True`` the decay is AdamW's. ``lr`` (and any
+    group's "lr") may be a schedule, a callable of the step count: see
+    ``radam.schedules``, :attr:`current_lr`, :meth:`save` and :meth:`load`.
 
     State (``opt.state[key]``: ``exp_avg``, ``exp_avg_sq`` and with AMSGrad
     ``max_exp_avg_sq``) is created at the first step as NumPy arrays beside the
@@ -147,6 +149,64 @@ class Adam:
         """The number of steps taken (the ``t`` of the bias corrections)."""
         return self._step
 
+    # -- schedules, checkpoints, torch import (radam.schedules, radam.checkpoint) --
+
+    @property
+    def current_lr(self) -> list[float]:
+        """Each group's lr for the next step: the float, or the group's schedule
+        called with ``step_count`` (see ``radam.schedules`` for the convention)."""
+        with self._lock:
+            return [o.lr for o in self._options()]
+
+    def save(self, path: Any, *, include_params: bool = True) -> None:
+        """Write a checkpoint to ``path`` atomically: options (a built-in
+        schedule as its description), step, every state array and, unless
+        ``include_params=False``, the params. A crash or kill at any moment
+        leaves the previous checkpoint or the new one at ``path``, never a
+        broken file. Format: see ``radam.checkpoint``.
+        """
+        from . import checkpoint
+
+        checkpoint.save(self, path, include_params=include_params)
+
+    def load(self, path: Any, *, restore_params: bool = True) -> None:
+        """Restore a :meth:`save` checkpoint into this optimizer, built over params
+        of the same structure, shapes and dtypes: options, step (hence each
+        schedule's position), state, and the params (copied into this
+        optimizer's arrays) when the file has them and ``restore_params``.
+        A resumed run continues bit for bit.
+
+        The checkpoint's options win, as with :meth:`load_state_dict`. A group
+        whose lr was a built-in schedule gets it back (this optimizer's schedule
+        object is kept when equal). A custom callable lr cannot be stored: the
+        group's lr here must then be a callable, which is kept as it is (it is
+        not compared). A file that is missing (FileNotFoundError), not a
+        checkpoint, truncated, corrupted, of a newer format version, or that
+        does not fit these params raises :class:`radam.checkpoint.CheckpointError`
+        (a ValueError) and nothing changes.
+        """
+        from . import checkpoint
+
+        checkpoint.load(self, path, restore_params=restore_params)
+
+    def load_torch_state_dict(
+        self, state_dict: Mapping[str, Any], *, decoupled_weight_decay: bool | None = None
+    ) -> None:
+        """Load a ``torch.optim.Adam`` / ``AdamW`` ``state_dict()`` (users moving
+        over; torch itself is not needed). This optimizer must be built over the
+        same params in the same order and groups, as NumPy arrays. Tensors become
+        NumPy copies, ``step`` tensors ints; lr, betas, eps, weight_decay, amsgrad
+        and maximize map one to one; foreach, fused, capturable, differentiable
+        and initial_lr are ignored (they do not change the math); other keys are
+        rejected. For torch < 2.6, whose AdamW state_dict does not say that its
+        decay is decoupled, pass ``decoupled_weight_decay=True`` for AdamW.
+        Options torch lacks keep this optimizer's values. Checked fully before
+        anything changes.
+        """
+        from ._torch_import import load_torch_state_dict
+
+        load_torch_state_dict(self, state_dict, decoupled_weight_decay)
+
     def _options(self) -> list[EngineOptions]:
         # Validating costs microseconds per group, the whole budget of a small
         # step: reuse the last result while no group's options changed.
@@ -158,7 +218,10 @@ class Adam:
                     return cached[2]
             except Exception:  # an odd value (e.g. an array): validate it below
                 pass
-        options = [engine_options(g, f"param_groups[{i}]") for i, g in enumerate(self.param_groups)]
+        options = [
+            engine_options(g, f"param_groups[{i}]", self._step)
+            for i, g in enumerate(self.param_groups)
+        ]
         if self._engine is not None:
             for i, (opts, names) in enumerate(zip(options, self._state_names)):
                 if state_names(opts) != names:

@@ -1,0 +1,673 @@
+"""Checkpoints: round trip, bit-for-bit resume, atomic saves under SIGKILL, and
+every kind of bad checkpoint raising with nothing changed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import radam
+from helpers import assert_unchanged, raises_named, snapshot
+from radam import checkpoint
+from radam.checkpoint import CheckpointError
+from radam.schedules import ExponentialDecay, StepDecay, WarmupCosineDecay
+
+
+def make_params(seed=0, dtype2=np.float64):
+    rng = np.random.default_rng(seed)
+    return [
+        rng.standard_normal((3, 4)).astype(np.float32),
+        rng.standard_normal(1001).astype(dtype2),
+        rng.standard_normal(()),
+    ]
+
+
+def make_grads(params, count, seed=1):
+    rng = np.random.default_rng(seed)
+    return [
+        [np.asarray(rng.standard_normal(p.shape), dtype=p.dtype) for p in params]
+        for _ in range(count)
+    ]
+
+
+def grouped(params, amsgrad=True, lr0=0.01):
+    return [
+        {"params": params[:2], "lr": lr0, "amsgrad": amsgrad},
+        {
+            "params": params[2:],
+            "lr": StepDecay(0.05, 3, 0.5),
+            "betas": (0.5, 0.9),
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+        },
+    ]
+
+
+def assert_same_optimizer(a, b):
+    """Same params, state (bit for bit), step and options."""
+    assert a.step_count == b.step_count
+    pa = [p for g in a.param_groups for p in g["params"]]
+    pb = [p for g in b.param_groups for p in g["params"]]
+    for x, y in zip(pa, pb):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+    assert a.state.keys() == b.state.keys()
+    for key in a.state:
+        assert a.state[key].keys() == b.state[key].keys()
+        for name in a.state[key]:
+            assert a.state[key][name].dtype == b.state[key][name].dtype
+            np.testing.assert_array_equal(a.state[key][name], b.state[key][name])
+    for ga, gb in zip(a.param_groups, b.param_groups):
+        assert {k: v for k, v in ga.items() if k != "params"} == {
+            k: v for k, v in gb.items() if k != "params"
+        }
+
+
+# ------------------------------------------------------------------ round trip and resume
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("save_at", [0, 1, 7])
+def test_resume_is_bit_for_bit(tmp_path, amsgrad, save_at):
+    p0 = make_params()
+    grads = make_grads(p0, 15)
+    path = tmp_path / "opt.ckpt"
+
+    straight = [p.copy() for p in p0]
+    opt = radam.Adam(grouped(straight, amsgrad))
+    for g in grads:
+        opt.step(g)
+
+    first = [p.copy() for p in p0]
+    opt1 = radam.Adam(grouped(first, amsgrad))
+    for g in grads[:save_at]:
+        opt1.step(g)
+    opt1.save(path)
+    for g in grads[save_at:]:  # the first run goes on after saving; the file does not
+        opt1.step(g)
+
+    fresh = [np.zeros_like(p) for p in p0]  # the params come from the checkpoint
+    opt2 = radam.Adam(grouped(fresh, not amsgrad, lr0=0.5), lr=0.3)
+    opt2.load(path)
+    assert opt2.step_count == save_at
+    assert opt2.param_groups[0]["amsgrad"] is amsgrad and opt2.param_groups[0]["lr"] == 0.01
+    assert opt2.param_groups[1]["lr"] == StepDecay(0.05, 3, 0.5)
+    for g in grads[save_at:]:
+        opt2.step(g)
+    assert_same_optimizer(opt2, opt)
+    assert_same_optimizer(opt1, opt)
+
+
+def test_round_trip_dict_params_momentum_and_file_is_deterministic(tmp_path):
+    rng = np.random.default_rng(3)
+    params = {"w": rng.standard_normal((4, 5)), "b": rng.standard_normal(5).astype(np.float32)}
+    opt = radam.Adam(
+        params,
+        lr=WarmupCosineDecay(0.1, decay_steps=20, warmup_steps=3),
+        momentum=0.5,
+        nesterov=True,
+        max_gradient_norm=2.0,
+    )
+    for _ in range(5):
+        opt.step({k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in params.items()})
+    opt.save(tmp_path / "a")
+    other = {k: np.zeros_like(v) for k, v in params.items()}
+    opt2 = radam.Adam(other)
+    opt2.load(tmp_path / "a")
+    assert_same_optimizer(opt2, opt)
+    assert "velocity" in opt2.state["w"]
+    opt2.save(tmp_path / "b")
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+
+
+def test_adamax_round_trip(tmp_path):
+    params = make_params(4)
+    opt = radam.Adamax(params)
+    for g in make_grads(params, 3):
+        opt.step(g)
+    opt.save(tmp_path / "m")
+    opt2 = radam.Adamax([np.zeros_like(p) for p in params])
+    opt2.load(str(tmp_path / "m"))
+    assert_same_optimizer(opt2, opt)
+
+
+def test_save_before_any_step(tmp_path):
+    params = make_params(5)
+    opt = radam.Adam(params, lr=0.2)
+    opt.save(tmp_path / "c")
+    grads = make_grads(params, 2)
+    opt2 = radam.Adam([np.zeros_like(p) for p in params])
+    opt2.step(grads[0])
+    opt2.load(tmp_path / "c")  # back to no state at all
+    assert opt2.step_count == 0 and opt2.state == {}
+    assert opt2.param_groups[0]["lr"] == 0.2
+    opt2.step(grads[1])
+    opt.step(grads[1])
+    assert_same_optimizer(opt2, opt)
+
+
+def test_without_params(tmp_path):
+    params = make_params(6)
+    opt = radam.Adam(params)
+    for g in make_grads(params, 3):
+        opt.step(g)
+    opt.save(tmp_path / "s", include_params=False)
+    meta, arrays = checkpoint.read(tmp_path / "s")
+    assert all(t["param"] is None for t in meta["tensors"])
+    mine = [np.full_like(p, 7.0) for p in params]
+    opt2 = radam.Adam(mine)
+    opt2.load(tmp_path / "s")
+    assert all((p == 7.0).all() for p in mine)  # params untouched
+    for key in opt.state:
+        for name in opt.state[key]:
+            np.testing.assert_array_equal(opt2.state[key][name], opt.state[key][name])
+    # a file with params, loaded with restore_params=False, leaves them alone too
+    opt.save(tmp_path / "p")
+    opt2.load(tmp_path / "p", restore_params=False)
+    assert all((p == 7.0).all() for p in mine)
+
+
+def test_custom_callable_lr(tmp_path):
+    def schedule(count):
+        return 0.01 * 0.9**count
+
+    params = make_params(7)
+    opt = radam.Adam(params, lr=schedule)
+    grads = make_grads(params, 6)
+    for g in grads[:3]:
+        opt.step(g)
+    opt.save(tmp_path / "c")
+    meta, _ = checkpoint.read(tmp_path / "c")
+    assert "schedule" in meta["param_groups"][0]["options"]["lr"]["callable"]
+
+    fresh = [np.zeros_like(p) for p in params]
+    opt2 = radam.Adam(fresh, lr=schedule)
+    opt2.load(tmp_path / "c")
+    assert opt2.param_groups[0]["lr"] is schedule
+    for g in grads[3:]:
+        opt.step(g)
+        opt2.step(g)
+    assert_same_optimizer(opt2, opt)
+
+    # without a callable to keep, the checkpoint cannot be loaded
+    opt3 = radam.Adam([np.zeros_like(p) for p in params], lr=0.1)
+    before = snapshot(opt3)
+    with raises_named(CheckpointError, "param_groups[0]['lr']", "custom callable"):
+        opt3.load(tmp_path / "c")
+    assert_unchanged(opt3, before)
+
+
+def test_live_equal_schedule_object_is_kept(tmp_path):
+    sched = ExponentialDecay(0.1, 0.5)
+    opt = radam.Adam([np.ones(3)], lr=sched)
+    opt.step([np.ones(3)])
+    opt.save(tmp_path / "e")
+    mine = ExponentialDecay(0.1, 0.5)
+    opt2 = radam.Adam([np.ones(3)], lr=mine)
+    opt2.load(tmp_path / "e")
+    assert opt2.param_groups[0]["lr"] is mine
+    assert opt2.current_lr == [0.05]
+
+
+def test_bfloat16_arrays_round_trip_in_the_format(tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    rng = np.random.default_rng(8)
+    params = [rng.standard_normal((6, 7)).astype(np.float32)]
+    opt = radam.Adam(params)
+    opt.step([np.ones((6, 7), np.float32)])
+    sd = opt.state_dict()
+    raw = (rng.integers(0, 2**16, (6, 7), dtype=np.uint32)).astype(np.uint16)
+    raw[0, :3] = [0x7FC0, 0xFF80, 0x0001]  # a NaN, -inf, a subnormal: bits kept as they are
+    sd["state"][0]["exp_avg"] = raw.view(bf16)
+    sd["state"][0]["exp_avg_sq"] = rng.standard_normal((6, 7)).astype(np.float16)
+    meta, members = checkpoint._encode(opt, sd, None)
+    checkpoint._atomic_write(str(tmp_path / "b"), json.dumps(meta).encode(), members)
+    meta2, arrays = checkpoint.read(tmp_path / "b")
+    record = meta2["tensors"][0]["state"]["exp_avg"]
+    assert record["dtype"] == "bfloat16" and record["stored_as"] == "uint16"
+    back = arrays[record["member"]]
+    assert back.dtype == bf16 and back.shape == (6, 7)
+    np.testing.assert_array_equal(back.view(np.uint16), raw)
+    half = arrays[meta2["tensors"][0]["state"]["exp_avg_sq"]["member"]]
+    np.testing.assert_array_equal(half, sd["state"][0]["exp_avg_sq"])
+
+
+def test_reduced_precision_state_round_trip(tmp_path):
+    """Runs once the optimizer has ``state_dtype`` (issue 5's reduced-precision state)."""
+    pytest.importorskip("ml_dtypes")
+    params = make_params(9, dtype2=np.float32)[:2]
+    try:
+        opt = radam.Adam(params, state_dtype="bfloat16")
+    except TypeError as err:
+        pytest.skip(f"state_dtype is not available yet: {err}")
+    grads = make_grads(params, 6)
+    for g in grads[:3]:
+        opt.step(g)
+    opt.save(tmp_path / "r")
+    opt2 = radam.Adam([np.zeros_like(p) for p in params], state_dtype="bfloat16")
+    opt2.load(tmp_path / "r")
+    for g in grads[3:]:
+        opt.step(g)
+        opt2.step(g)
+    assert_same_optimizer(opt2, opt)
+
+
+def test_overwrite_keeps_mode_and_leaves_no_temp_files(tmp_path):
+    params = make_params(10)
+    opt = radam.Adam(params)
+    path = tmp_path / "m.ckpt"
+    opt.save(path)
+    os.chmod(path, 0o640)
+    opt.step(make_grads(params, 1)[0])
+    opt.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["m.ckpt"]
+    assert checkpoint.read(path)[0]["step"] == 1
+
+
+def test_failed_save_leaves_previous_file(tmp_path, monkeypatch):
+    params = make_params(11)
+    opt = radam.Adam(params)
+    path = tmp_path / "f.ckpt"
+    opt.save(path)
+    before = path.read_bytes()
+    opt.step(make_grads(params, 1)[0])
+
+    def broken_replace(src, dst):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        opt.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["f.ckpt"]
+
+
+@pytest.mark.parametrize(
+    "call, exc, name",
+    [
+        (lambda opt, d: opt.save(d), IsADirectoryError, "directory"),
+        (lambda opt, d: opt.save(d / "no" / "x"), FileNotFoundError, "folder"),
+        (lambda opt, d: opt.save(3), TypeError, "path"),
+        (lambda opt, d: opt.save(d / "x", include_params=1), TypeError, "include_params"),
+        (lambda opt, d: opt.load(d / "x", restore_params="no"), TypeError, "restore_params"),
+    ],
+)
+def test_bad_save_arguments(tmp_path, call, exc, name):
+    opt = radam.Adam([np.ones(3)])
+    with raises_named(exc, name):
+        call(opt, tmp_path)
+
+
+# ------------------------------------------------------------------ bad checkpoints
+
+
+def _rewrite(src, dst, meta_fn=None, member_fn=None):
+    """Copy a checkpoint archive, changing meta.json or a member on the way
+    (the zip's CRCs are recomputed, so only radam's own checks can object)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "meta.json" and meta_fn is not None:
+                meta = json.loads(data)
+                meta_fn(meta)
+                data = json.dumps(meta).encode()
+            elif member_fn is not None:
+                data = member_fn(info.filename, data)
+            zout.writestr(info.filename, data)
+
+
+def _flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def good(tmp_path):
+    """A checkpoint of the reference optimizer (grouped, amsgrad) after 4 steps."""
+    params = make_params(12)
+    opt = radam.Adam(grouped(params))
+    for g in make_grads(params, 4):
+        opt.step(g)
+    path = tmp_path / "good.ckpt"
+    opt.save(path)
+    return path
+
+
+def _victim(seed=13, dtype2=np.float64, amsgrad=True, params_fn=None):
+    """The optimizer that a bad load must leave alone: stepped twice."""
+    params = make_params(seed, dtype2)
+    if params_fn is not None:
+        params = params_fn(params)
+    opt = radam.Adam(grouped(params, amsgrad))
+    for g in make_grads(params, 2, seed=seed):
+        opt.step(g)
+    return opt
+
+
+def _expect_rejected(opt, path, exc, *names):
+    before = snapshot(opt)
+    with raises_named(exc, *names):
+        opt.load(path)
+    assert_unchanged(opt, before)
+    grads = [np.ones_like(p) for g in opt.param_groups for p in g["params"]]
+    opt.step(grads)  # the optimizer keeps working
+    assert opt.step_count == before["step"] + 1
+
+
+def test_missing_file(tmp_path):
+    _expect_rejected(_victim(), tmp_path / "nope.ckpt", FileNotFoundError, "nope.ckpt")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello, I am a text file\n", b"PK\x03\x04" + b"\x00" * 40, json.dumps({}).encode()],
+    ids=["empty", "text", "zip-magic-only", "json"],
+)
+def test_not_a_checkpoint(tmp_path, content):
+    path = tmp_path / "x.ckpt"
+    path.write_bytes(content)
+    _expect_rejected(_victim(), path, CheckpointError, "x.ckpt", "not a readable radam checkpoint")
+
+
+def test_npz_or_zip_without_meta(tmp_path):
+    path = tmp_path / "arrays.npz"
+    np.savez(path, a=np.ones(3))
+    _expect_rejected(_victim(), path, CheckpointError, "no meta.json")
+
+
+def test_directory(tmp_path):
+    _expect_rejected(_victim(), tmp_path, CheckpointError, "directory")
+
+
+def test_other_format_name(good, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    _rewrite(good, bad, meta_fn=lambda m: m.update(format="something-else"))
+    _expect_rejected(_victim(), bad, CheckpointError, "format")
+
+
+def test_newer_format_version(good, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    _rewrite(good, bad, meta_fn=lambda m: m.update(format_version=checkpoint.FORMAT_VERSION + 1))
+    _expect_rejected(_victim(), bad, CheckpointError, "format version 2", "Upgrade radam")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 0.999])
+def test_truncated(good, tmp_path, fraction):
+    data = good.read_bytes()
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(data[: int(len(data) * fraction)])
+    _expect_rejected(_victim(), bad, CheckpointError, "not a readable radam checkpoint")
+
+
+def test_corrupted_bytes_everywhere(good, tmp_path):
+    """A flipped byte anywhere in the file is caught (zip structures, CRC-32s,
+    SHA-256s, the npy headers) or, in the few bytes nothing reads (e.g. the
+    zip's timestamps), harmless: the load then gives the good checkpoint."""
+    data = good.read_bytes()
+    reference = _victim()
+    reference.load(good)
+    offsets = sorted(set(np.random.default_rng(14).integers(0, len(data), 60).tolist()))
+    offsets += [0, 30, len(data) - 1, len(data) - 22]  # magic, a name, the end record
+    caught = 0
+    for offset in offsets:
+        bad = tmp_path / "bad.ckpt"
+        bad.write_bytes(data)
+        _flip_byte(bad, offset)
+        opt = _victim()
+        before = snapshot(opt)
+        try:
+            opt.load(bad)
+        except CheckpointError:
+            assert_unchanged(opt, before)
+            caught += 1
+        else:
+            assert_same_optimizer(opt, reference)
+    assert caught >= len(offsets) * 0.9
+
+
+def test_payload_checksum_catches_what_the_zip_does_not(good, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+
+    def tamper(name, data):
+        if name == "state/1/exp_avg.npy":
+            data = bytearray(data)
+            data[-8] ^= 0x01  # the last element, zip CRC recomputed by _rewrite
+            data = bytes(data)
+        return data
+
+    _rewrite(good, bad, member_fn=tamper)
+    _expect_rejected(_victim(), bad, CheckpointError, "state/1/exp_avg.npy", "SHA-256")
+
+
+def test_malformed_metadata(good, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    _rewrite(good, bad, meta_fn=lambda m: m.pop("tensors"))
+    _expect_rejected(_victim(), bad, CheckpointError, "checkpoint")
+    _rewrite(good, bad, meta_fn=lambda m: m["tensors"][0]["state"]["exp_avg"].update(dtype="int5"))
+    _expect_rejected(_victim(), bad, CheckpointError, "int5")
+
+
+def test_other_shapes(good):
+    def reshape(params):
+        params[0] = np.zeros((4, 3), np.float32)
+        return params
+
+    _expect_rejected(_victim(params_fn=reshape), good, CheckpointError, "shape (3, 4)", "(4, 3)")
+
+
+def test_other_dtypes(good):
+    _expect_rejected(_victim(dtype2=np.float32), good, CheckpointError, "float64", "float32")
+
+
+def test_other_group_count(good):
+    params = make_params(15)
+    opt = radam.Adam(params, amsgrad=True)
+    opt.step([np.ones_like(p) for p in params])
+    _expect_rejected(opt, good, CheckpointError, "2 param groups", "has 1")
+
+
+def test_other_group_sizes(good):
+    params = make_params(16)
+    opt = radam.Adam([{"params": params[:1]}, {"params": params[1:]}])
+    opt.step([np.ones_like(p) for p in params])
+    _expect_rejected(opt, good, CheckpointError, "param_groups[0]", "has 2 params")
+
+
+def test_other_param_count(good):
+    params = make_params(17) + [np.ones(2)]
+    opt = radam.Adam([{"params": params[:2]}, {"params": params[2:]}])
+    opt.step([np.ones_like(p) for p in params])
+    _expect_rejected(opt, good, CheckpointError, "3 params", "has 4")
+
+
+def test_other_keys(tmp_path):
+    rng = np.random.default_rng(18)
+    saved = radam.Adam({"w": rng.standard_normal(3), "b": rng.standard_normal(3)})
+    saved.step({"w": np.ones(3), "b": np.ones(3)})
+    saved.save(tmp_path / "k")
+    opt = radam.Adam({"w": rng.standard_normal(3), "c": rng.standard_normal(3)})
+    opt.step({"w": np.ones(3), "c": np.ones(3)})
+    before = snapshot(opt)
+    with raises_named(CheckpointError, "param_names", "'b'", "'c'"):
+        opt.load(tmp_path / "k")
+    assert_unchanged(opt, before)
+
+
+def test_missing_state_member(good, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    _rewrite(good, bad, meta_fn=lambda m: m["tensors"][1]["state"].pop("max_exp_avg_sq"))
+    _expect_rejected(_victim(), bad, CheckpointError, "max_exp_avg_sq")
+
+
+def test_other_update_rule(tmp_path):
+    params = make_params(19)
+    opt = radam.Adamax(params)
+    opt.step([np.ones_like(p) for p in params])
+    opt.save(tmp_path / "x")
+    victim = radam.Adam([p.copy() for p in params])
+    victim.step([np.ones_like(p) for p in params])
+    _expect_rejected(victim, tmp_path / "x", CheckpointError, "adamax")
+
+
+def test_bad_option_in_file(good, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    _rewrite(good, bad, meta_fn=lambda m: m["param_groups"][0]["options"].update(eps=-1.0))
+    _expect_rejected(_victim(), bad, CheckpointError, "eps")
+    _rewrite(
+        good,
+        bad,
+        meta_fn=lambda m: m["param_groups"][1]["options"].update(
+            lr={"schedule": {"name": "Nope", "args": {}}}
+        ),
+    )
+    _expect_rejected(_victim(), bad, CheckpointError, "param_groups[1]['lr']", "Nope")
+
+
+# ------------------------------------------------------------------ killed saves
+
+_COMMON = textwrap.dedent(
+    """
+    import numpy as np
+    import radam
+    from radam.schedules import StepDecay
+
+    def make(n):
+        params = [np.linspace(-1.0, 1.0, n, dtype=np.float32), np.linspace(0.0, 1.0, 257)]
+        opt = radam.Adam(
+            [
+                {"params": [params[0]], "amsgrad": True},
+                {"params": [params[1]], "lr": StepDecay(0.01, 3, 0.5), "weight_decay": 0.1},
+            ],
+            lr=1e-3,
+        )
+        return params, opt
+
+    def grads(params, count):
+        return [p * p.dtype.type(0.5) - p.dtype.type(count % 5 - 2) for p in params]
+    """
+)
+
+# A fork server: imports once, then forks a child per request that resumes from
+# the checkpoint and saves in a loop until the test kills it with SIGKILL. The
+# child reports each finished save and how long it took, so that the test can
+# aim its kills at saves whatever the machine's speed.
+_SERVER = _COMMON + textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+
+    n, path = int(sys.argv[1]), sys.argv[2]
+    for line in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                params, opt = make(n)
+                opt.load(path)
+                while True:
+                    opt.step(grads(params, opt.step_count))
+                    start = time.perf_counter()
+                    opt.save(path)
+                    print("saved", time.perf_counter() - start, flush=True)
+            finally:
+                os._exit(3)
+        print("pid", pid, flush=True)
+        _, status = os.waitpid(pid, 0)
+        print("status", status, flush=True)
+    """
+)
+
+
+def _read_tagged(stream, tag):
+    """The next line of ``stream`` that starts with ``tag``, split."""
+    while True:
+        line = stream.readline()
+        assert line, f"the fork server ended while the test waited for {tag!r}"
+        words = line.split()
+        if words[0] == tag:
+            return words
+        assert words[0] != "status", f"the saving child died on its own (status {words[1]})"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill test forks (POSIX only)")
+def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
+    n = 1 << 18  # a 3 MB checkpoint: a save takes some milliseconds (mostly fsync)
+    ns: dict = {}
+    exec(_COMMON, ns)
+    path = tmp_path / "run.ckpt"
+    ref_params, ref = ns["make"](n)
+    ref.save(path)  # step 0: the file always holds some checkpoint
+    server = tmp_path / "server.py"
+    server.write_text(_SERVER)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(server), str(n), str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    rng = np.random.default_rng(20)
+    steps_seen, left_temp, child = [], 0, [0]
+
+    def kill_all():  # a watchdog, so that a hung child fails the test instead of hanging it
+        for victim in (child[0], proc.pid):
+            if victim:
+                with contextlib.suppress(OSError):
+                    os.kill(victim, signal.SIGKILL)
+
+    watchdog = threading.Timer(240.0, kill_all)
+    watchdog.start()
+    try:
+        for _ in range(100):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            pid = child[0] = int(_read_tagged(proc.stdout, "pid")[1])  # alive until reaped
+            # Let the child finish 0 to 2 saves, then kill it at a random moment
+            # of the next step and save (or of its startup, for 0).
+            duration = 0.02
+            for _ in range(rng.integers(0, 3)):
+                duration = float(_read_tagged(proc.stdout, "saved")[1])
+            time.sleep(rng.uniform(0.0, 1.2 * duration))
+            os.kill(pid, signal.SIGKILL)
+            status = int(_read_tagged(proc.stdout, "status")[1])
+            child[0] = 0
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+                f"the saving child ended on its own (status {status}), not by the kill"
+            )
+            temps = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+            left_temp += len(temps)
+            for f in temps:
+                os.unlink(tmp_path / f)
+
+            params, opt = ns["make"](n)
+            opt.load(path)  # must be a whole checkpoint
+            s = opt.step_count
+            assert not steps_seen or s >= steps_seen[-1]
+            steps_seen.append(s)
+            while ref.step_count < s:  # the reference run, never interrupted
+                ref.step(ns["grads"](ref_params, ref.step_count))
+            assert_same_optimizer(opt, ref)
+    finally:
+        watchdog.cancel()
+        if child[0]:  # the test failed while a child ran: stop it, so the server can end
+            kill_all()
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert steps_seen[-1] >= 50  # the run made progress across the kills
+    assert left_temp > 0  # some kills did land in the middle of a save
