@@ -1,0 +1,123 @@
+"""radam.NAdam and radam.RAdam against references written from their papers
+and PyTorch's documentation (float64, 1e-12 relative, 200 steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import radam
+from variant_reference import RefNAdam, RefRAdam, radam_rho
+
+
+def assert_close_f64(got, want):
+    # 1e-12 relative, with a floor of 1e-12 times the tensor's largest value
+    # for entries that pass near zero.
+    scale = max(float(np.max(np.abs(want))), 1e-300)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * scale)
+
+
+def run_pair(make_ours, ref, shapes, steps=200, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s) for s in shapes]
+    ours = [p.copy() for p in params]
+    opt = make_ours(ours)
+    for _ in range(steps):
+        grads = [rng.standard_normal(s) for s in shapes]
+        opt.step(grads)
+        ref.step(grads)
+    return ours, opt
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"lr": 1e-2, "betas": (0.8, 0.99)},
+        {"weight_decay": 0.1},
+        {"weight_decay": 0.1, "decoupled_weight_decay": True},
+        {"momentum_decay": 0.1, "eps": 1e-3},
+    ],
+)
+def test_nadam_matches_its_reference(options):
+    shapes = [(37,), (4, 5)]
+    rng = np.random.default_rng(0)
+    ref = RefNAdam([rng.standard_normal(s) for s in shapes], **options)
+    ours, opt = run_pair(lambda ps: radam.NAdam(ps, **options), ref, shapes)
+    for a, b in zip(ours, ref.p):
+        assert_close_f64(a, b)
+    assert opt.state_dict()["state"][0]["mu_product"] == pytest.approx(ref.mu_product, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"lr": 1e-2, "betas": (0.9, 0.99)},
+        {"weight_decay": 0.1},
+        {"weight_decay": 0.1, "decoupled_weight_decay": True},
+        {"betas": (0.5, 0.9)},
+    ],
+)
+def test_radam_matches_its_reference_across_the_switch(options):
+    shapes = [(37,), (3, 3)]
+    rng = np.random.default_rng(0)
+    ref = RefRAdam([rng.standard_normal(s) for s in shapes], **options)
+    ours, _ = run_pair(lambda ps: radam.RAdam(ps, **options), ref, shapes)
+    for a, b in zip(ours, ref.p):
+        assert_close_f64(a, b)
+    # The run crossed the switch from un-adapted to rectified steps.
+    assert not ref.adaptive_steps[0] and ref.adaptive_steps[-1]
+
+
+def test_radam_switch_step_is_where_rho_exceeds_5():
+    # beta2 = 0.999: rho_t <= 5 for t <= 5, and > 5 from t = 6 (Liu et al.).
+    assert [radam_rho(0.999, t) > 5 for t in range(1, 8)] == [False] * 5 + [True] * 2
+    # One step on each side of the switch, checked against the two formulas.
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal(10)
+    ref = RefRAdam([p0.copy()])
+    ours = p0.copy()
+    opt = radam.RAdam([ours])
+    for _ in range(1, 8):
+        g = rng.standard_normal(10)
+        opt.step([g])
+        ref.step([g])
+        assert_close_f64(ours, ref.p[0])
+
+
+def test_nadam_resumes_bit_for_bit_from_a_state_dict():
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal(50) for _ in range(20)]
+    a = rng.standard_normal(50)
+    b = a.copy()
+    opt_a = radam.NAdam([a])
+    for g in grads[:10]:
+        opt_a.step([g])
+    opt_b = radam.NAdam([b])
+    b[...] = a
+    opt_b.load_state_dict(opt_a.state_dict())
+    for g in grads[10:]:
+        opt_a.step([g])
+        opt_b.step([g])
+    assert np.array_equal(a, b)
+
+
+def test_variants_reject_options_they_do_not_have():
+    w = np.ones(3)
+    with pytest.raises(ValueError, match="amsgrad"):
+        radam.RAdam([w], amsgrad=True)
+    with pytest.raises(ValueError, match="efficient_form"):
+        radam.NAdam([w], efficient_form=True)
+    with pytest.raises(TypeError, match="momentum_decay"):
+        radam.Adam([{"params": [w], "momentum_decay": 0.1}])
+    with pytest.raises(ValueError, match="momentum_decay"):
+        radam.NAdam([w], momentum_decay=-1.0)
+
+
+def test_variants_converge_on_a_quadratic():
+    for cls, lr in ((radam.NAdam, 0.05), (radam.RAdam, 0.05)):
+        x = np.array([3.0, -2.0, 1.0])
+        opt = cls([x], lr=lr)
+        for _ in range(3000):
+            opt.step([2 * x])
+        assert np.max(np.abs(x)) < 1e-3, cls.__name__
