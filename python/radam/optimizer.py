@@ -308,12 +308,7 @@ class Adam:
             if carries is None:  # a NaN or Inf gradient: the whole step was skipped
                 self.skipped_steps += 1
                 return
-            self._engine, self.state, self._state_names, self._step = (
-                engine,
-                state,
-                names,
-                t,
-            )
+            self._engine, self.state, self._state_names, self._step = engine, state, names, t
             self._carries = carries
 
     def sync(self) -> None:
@@ -399,12 +394,7 @@ class Adam:
             engine = self._build(state) if state else None
             for ours, (group, _) in zip(self.param_groups, new_groups):
                 ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
-            self._engine, self.state, self._state_names, self._step = (
-                engine,
-                state,
-                names,
-                step,
-            )
+            self._engine, self.state, self._state_names, self._step = engine, state, names, step
             self._carries = carries
 
     def _saved_carries(self, saved: Mapping, options: list[EngineOptions]) -> list[float]:
