@@ -5,12 +5,17 @@
 
 mod arrays;
 
-use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{
+    PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::finite::all_finite_stored;
-use crate::{step_mixed, AdamConfig, Algorithm, BiasCorrection, Carry, SimdLevel, StepScalars};
+use crate::{
+    step_mixed, AdamConfig, Algorithm, BiasCorrection, Carry, Rule, SimdLevel, StepScalars,
+};
 use arrays::{as_array, borrow_grad, borrow_rw, Borrowed, DType, Rw};
 
 /// The options of one group as Python passes them: a `radam._options.EngineOptions`
@@ -86,6 +91,62 @@ fn validate_options(options: GroupOptions) -> PyResult<()> {
     config_of(options)?
         .validate()
         .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// The scalars of step `step` of one group (an `EngineOptions`) given its
+/// carried `mu_product`, as `rust/scalars.rs` computes them in f64: a dict of
+/// the `StepScalars` fields (`rule` as "adam", "adamax", "nadam" or
+/// "unadapted"), and the `mu_product` to carry to the next step. The GPU
+/// backend rounds them to f32 for its uniform, as the CPU kernel does.
+#[pyfunction]
+fn step_scalars<'py>(
+    py: Python<'py>,
+    options: GroupOptions,
+    step: u64,
+    mu_product: f64,
+) -> PyResult<(Bound<'py, PyDict>, f64)> {
+    let (s, carry) = StepScalars::next(&config_of(options)?, step, Carry { mu_product })
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let rule = match s.rule {
+        Rule::Adam => "adam",
+        Rule::Adamax => "adamax",
+        Rule::NAdam => "nadam",
+        Rule::Unadapted => "unadapted",
+    };
+    let d = PyDict::new(py);
+    for (name, value) in [
+        ("step_size", s.step_size),
+        ("inv_bias_correction2_sqrt", s.inv_bias_correction2_sqrt),
+        ("one_minus_beta1", s.one_minus_beta1),
+        ("beta2", s.beta2),
+        ("one_minus_beta2", s.one_minus_beta2),
+        ("eps", s.eps),
+        ("l2", s.l2),
+        ("decay", s.decay),
+        ("momentum_keep", s.momentum_keep),
+        ("momentum_step", s.momentum_step),
+        ("max_gradient_elem", s.max_gradient_elem),
+        ("max_gradient_norm", s.max_gradient_norm),
+        ("grad_scale", s.grad_scale),
+        ("nadam_grad", s.nadam_grad),
+    ] {
+        d.set_item(name, value)?;
+    }
+    d.set_item("maximize", s.maximize)?;
+    d.set_item("amsgrad", s.amsgrad)?;
+    d.set_item("velocity", s.velocity)?;
+    d.set_item("rule", rule)?;
+    Ok((d, carry.mu_product))
+}
+
+/// The L2 norm of a float32 gradient, summed in f64 in the CPU step's fixed
+/// order (what norm clipping measures), for the GPU backend's host grads.
+#[pyfunction]
+fn grad_norm(py: Python<'_>, grad: PyReadonlyArrayDyn<'_, f32>) -> PyResult<f64> {
+    let grad = grad
+        .as_slice()
+        .map_err(|_| PyValueError::new_err("grad_norm needs a C-contiguous array"))?;
+    Ok(py.detach(|| crate::grad_norm(grad)))
 }
 
 /// The SIMD instruction set the kernels run with on this CPU.
@@ -436,6 +497,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The GPU kernel's source, embedded so it ships inside the wheel.
     m.add("ADAM_WGSL", crate::ADAM_WGSL)?;
     m.add_function(wrap_pyfunction!(validate_options, m)?)?;
+    m.add_function(wrap_pyfunction!(step_scalars, m)?)?;
+    m.add_function(wrap_pyfunction!(grad_norm, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_rmw_probe, m)?)?;

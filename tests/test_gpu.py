@@ -11,7 +11,8 @@ round; ``test_fma_probe`` reports it). Each step can then differ by an ulp in m,
 v and the param, and over 100 steps these differences add up to a few ulps:
 params and state are compared within 1e-6 relative, elementwise, with an
 absolute floor of 1e-6 times the tensor's largest magnitude (for elements that
-pass near zero). Both GPU runs of one kernel agree bit for bit.
+pass near zero; for momentum's velocity, a sum of signed steps that cancel, 1e-6
+times lr when that is larger). Both GPU runs of one kernel agree bit for bit.
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ def combo_id(c: dict) -> str:
     )
 
 
-def assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+def assert_close(got: np.ndarray, want: np.ndarray, what: str, floor: float = 0.0) -> None:
     scale = float(np.abs(want).max()) if want.size else 0.0
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=what)
+    atol = RTOL * max(scale, floor)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=atol, err_msg=what)
 
 
 def grads_for(params: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -91,7 +93,7 @@ def grads_for(params: list[np.ndarray], rng: np.random.Generator) -> list[np.nda
     return [(scale * rng.standard_normal(p.shape)).astype(np.float32) for p in params]
 
 
-def run_pair(shapes, steps=STEPS, seed=0, groups=None, **options):
+def run_pair(shapes, steps=STEPS, seed=0, groups=None, cls=radam.Adam, **options):
     """The same run on the CPU and the GPU; returns both optimizers and param lists."""
     rng = np.random.default_rng(seed)
     cpu_params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -99,7 +101,7 @@ def run_pair(shapes, steps=STEPS, seed=0, groups=None, **options):
 
     def make(params, device):
         given = params if groups is None else groups(params)
-        return radam.Adam(given, lr=1e-2, device=device, **options)
+        return cls(given, lr=1e-2, device=device, **options)
 
     cpu_opt, gpu_opt = make(cpu_params, "cpu"), make(gpu_params, "gpu")
     for _ in range(steps):
@@ -117,9 +119,16 @@ def assert_same_run(cpu_opt, gpu_opt, cpu_params, gpu_params):
     assert cpu_sd["state"].keys() == gpu_sd["state"].keys()
     for i, entry in cpu_sd["state"].items():
         assert gpu_sd["state"][i]["step"] == entry["step"]
-        for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        assert gpu_sd["state"][i].keys() == entry.keys()
+        if "mu_product" in entry:  # NAdam's carry: f64 on the host on both paths
+            assert gpu_sd["state"][i]["mu_product"] == entry["mu_product"]
+        for name in ("exp_avg", "exp_avg_sq", "exp_inf", "max_exp_avg_sq", "velocity"):
             if name in entry:
-                assert_close(gpu_sd["state"][i][name], entry[name], f"state[{i}][{name!r}]")
+                # The velocity sums signed steps (of about lr each): where they cancel,
+                # its rounding is relative to lr, not to itself.
+                group = next(g for g in cpu_sd["param_groups"] if i in g["params"])
+                floor = group["lr"] if name == "velocity" else 0.0
+                assert_close(gpu_sd["state"][i][name], entry[name], f"state[{i}][{name!r}]", floor)
 
 
 # -- GPU vs CPU ----------------------------------------------------------------------------
@@ -140,6 +149,174 @@ def test_matches_cpu_sizes(size):
 def test_matches_cpu_every_option(options):
     shapes = [(1,), (255,), (16, 16), (257,), (3, 5, 7), (1000,)]
     assert_same_run(*run_pair(shapes, **options))
+
+
+# The options and update rules beyond plain Adam: (class, options). Each must change the
+# trajectory (checked against plain Adam), so a GPU path that ignored it would fail.
+VARIANTS = {
+    "efficient_form": (radam.Adam, {"efficient_form": True, "eps": 1e-3}),
+    "beta1_decay": (radam.Adam, {"beta1_decay": 0.98}),
+    "downhill-0.4.0": (radam.Adam, {"bias_correction": "downhill-0.4.0", "beta1_decay": 0.99}),
+    "grad_scale": (radam.Adam, {"grad_scale": 64.0, "weight_decay": 0.1}),
+    "maximize-efficient": (radam.Adam, {"maximize": True, "efficient_form": True}),
+    "adamax": (radam.Adamax, {}),
+    "adamax-l2-eps": (radam.Adamax, {"weight_decay": 0.1, "eps": 1e-3}),
+    "nadam": (radam.NAdam, {}),
+    "nadam-decoupled": (radam.NAdam, {"weight_decay": 0.1, "decoupled_weight_decay": True}),
+    "radam": (radam.RAdam, {}),
+    "radam-l2": (radam.RAdam, {"weight_decay": 0.1, "betas": (0.8, 0.99)}),
+    "momentum": (radam.Adam, {"momentum": 0.9}),
+    "nesterov-amsgrad": (radam.Adam, {"momentum": 0.5, "nesterov": True, "amsgrad": True}),
+    "nadam-momentum": (radam.NAdam, {"momentum": 0.5}),
+    "max_gradient_elem": (radam.Adam, {"max_gradient_elem": 0.5}),
+    "max_gradient_elem-scaled": (radam.Adam, {"max_gradient_elem": 0.5, "grad_scale": 8.0}),
+    "max_gradient_norm": (radam.Adam, {"max_gradient_norm": 3.0}),
+    "max_gradient_norm-scaled": (radam.Adam, {"max_gradient_norm": 3.0, "grad_scale": 8.0}),
+    "both-clippings": (radam.Adam, {"max_gradient_elem": 0.5, "max_gradient_norm": 1e-3}),
+}
+
+
+@needs_gpu
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_matches_cpu_every_variant(variant):
+    cls, options = VARIANTS[variant]
+    shapes = [(1,), (255,), (16, 16), (257,), (3, 5, 7), (1000,)]
+    run = run_pair(shapes, cls=cls, **options)
+    assert_same_run(*run)
+    # The same run with plain Adam on the CPU (run_pair's random draws, same seed).
+    rng = np.random.default_rng(0)
+    plain = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    opt = radam.Adam(plain, lr=1e-2)
+    for _ in range(STEPS):
+        opt.step(grads_for(plain, rng))
+    # Far outside the tolerance, so the comparison above tells them apart.
+    moved = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(run[3], plain))
+    assert moved > 100 * RTOL, f"{variant} gave plain Adam's trajectory"
+
+
+@needs_gpu
+def test_radam_crosses_its_switch_on_the_gpu():
+    """RAdam's un-adapted steps (rho_t <= 5), then rectified ones, within the 100 steps."""
+    opt = radam.RAdam([np.ones(3, np.float32)])
+    rules = [_core.step_scalars(opt._options()[0], t, 1.0)[0]["rule"] for t in (1, 5, 6, 100)]
+    assert rules == ["unadapted", "unadapted", "adam", "adam"]
+    assert_same_run(*run_pair([(300,), (7,)], cls=radam.RAdam, betas=(0.9, 0.999)))
+
+
+@needs_gpu
+@pytest.mark.parametrize("first,second", [("gpu", "cpu"), ("cpu", "gpu")])
+def test_nadam_carry_moves_between_devices(first, second):
+    """NAdam's mu_product, carried on the host, goes through state_dict both ways."""
+    rng = np.random.default_rng(11)
+    shapes = [(40,), (3, 4)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [grads_for(start, rng) for _ in range(40)]
+    straight = [p.copy() for p in start]
+    ref = radam.NAdam(straight, lr=1e-2, momentum_decay=0.01)
+    p1 = [p.copy() for p in start]
+    opt1 = radam.NAdam(p1, lr=1e-2, momentum_decay=0.01, device=first)
+    for g in grads[:20]:
+        ref.step(g)
+        opt1.step(g)
+    saved = opt1.state_dict()
+    assert saved["state"][0]["mu_product"] == ref.state_dict()["state"][0]["mu_product"] < 0.1
+    p2 = [p.copy() for p in p1]
+    opt2 = radam.NAdam(p2, lr=1e-2, device=second)  # momentum_decay from the state dict
+    opt2.load_state_dict(saved)
+    for g in grads[20:]:
+        ref.step(g)
+        opt2.step(g)
+    for x, y in zip(p2, straight):
+        assert_close(x, y, "params after resuming")
+    assert opt2.state_dict()["state"][0]["mu_product"] == ref.state_dict()["state"][0]["mu_product"]
+
+
+@needs_gpu
+def test_norm_clipping_per_tensor_across_chunks(monkeypatch):
+    """Norm clipping's factor is per tensor: with chunks of 1 KiB, tensors straddle
+    chunks and share them, in two groups, one clipping and one not."""
+    monkeypatch.setattr(gpu, "_MAX_BINDING_BYTES", 1024)
+
+    def groups(params):
+        return [
+            {"params": params[:3], "max_gradient_norm": 2.0},
+            {"params": params[3:], "max_gradient_norm": 0.0},
+        ]
+
+    shapes = [(1,), (31,), (50, 50), (64,), (65,), (1000,)]
+    cpu_opt, gpu_opt, cp, gp = run_pair(shapes, steps=30, groups=groups, momentum=0.5)
+    engine = gpu_opt._engine
+    assert len(engine._groups[0].per_tensor) > len(engine._groups[0].whole) > 1
+    assert_same_run(cpu_opt, gpu_opt, cp, gp)
+
+
+@needs_gpu
+def test_skip_nonfinite_with_numpy_grads():
+    rng = np.random.default_rng(12)
+    shapes = [(100,), (4, 4)]
+    cpu_p = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    gpu_p = [p.copy() for p in cpu_p]
+    cpu_opt = radam.Adam(cpu_p, lr=1e-2, skip_nonfinite=True, momentum=0.9)
+    gpu_opt = radam.Adam(gpu_p, lr=1e-2, skip_nonfinite=True, momentum=0.9, device="gpu")
+    bad_steps = {3, 17, 18, 60}
+    for t in range(STEPS):
+        grads = grads_for(cpu_p, rng)
+        if t in bad_steps:
+            i = int(rng.integers(len(grads)))
+            grads[i].flat[int(rng.integers(grads[i].size))] = [np.nan, np.inf, -np.inf][t % 3]
+        before = [p.copy() for p in gpu_p]
+        cpu_opt.step(grads)
+        gpu_opt.step(grads)
+        if t in bad_steps:
+            for b, p in zip(before, gpu_p):
+                np.testing.assert_array_equal(b, p)
+    assert gpu_opt.skipped_steps == cpu_opt.skipped_steps == len(bad_steps)
+    assert gpu_opt.step_count == cpu_opt.step_count == STEPS - len(bad_steps)
+    assert_same_run(cpu_opt, gpu_opt, cpu_p, gpu_p)
+
+
+@needs_gpu
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"skip_nonfinite": True}, r"grads\[1\] is a device array, but skip_nonfinite"),
+        ({"max_gradient_norm": 1.0}, r"grads\[1\] is a device array, but param_groups\[0\]"),
+    ],
+)
+def test_host_side_checks_refuse_device_grads(options, match):
+    params = [np.ones(3, np.float32), np.ones((2, 3), np.float32)]
+    opt = radam.Adam(params, lr=0.1, device="gpu", **options)
+    opt.step([np.ones(3, np.float32), np.ones((2, 3), np.float32)])
+    before = _snapshot(opt, params)
+    with pytest.raises(ValueError, match=match):
+        opt.step([np.ones(3, np.float32), _device_array((2, 3))])
+    after = _snapshot(opt, params)
+    for x, y in zip(before[0], after[0]):
+        np.testing.assert_array_equal(x, y)
+    for k in before[1]:
+        for n in before[1][k]:
+            np.testing.assert_array_equal(before[1][k][n], after[1][k][n])
+    assert before[2] == after[2] == 1
+
+
+@needs_gpu
+@pytest.mark.parametrize(
+    "dtype,kwargs,match",
+    [
+        ("float32", {"state_dtype": "bfloat16"}, "state_dtype=bfloat16 runs on the CPU only"),
+        ("float32", {"state_dtype": "float16"}, "state_dtype=float16 runs on the CPU only"),
+        ("float16", {}, r"params\[0\] has dtype float16; 16-bit params"),
+        ("bfloat16", {"master_weights": True}, r"params\[0\] has dtype bfloat16; 16-bit"),
+    ],
+)
+def test_16_bit_storage_is_a_clear_error(dtype, kwargs, match):
+    import ml_dtypes
+
+    p = np.ones(3, ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    with pytest.raises(TypeError, match=match):
+        radam.Adam([p], device="gpu", **kwargs)
+    # "auto" falls back to the CPU for them.
+    assert radam.Adam([p], device="auto", **kwargs).device == "cpu"
 
 
 @needs_gpu

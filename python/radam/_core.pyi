@@ -12,6 +12,13 @@ ADAM_WGSL: str
 def validate_options(options: Any) -> None:
     """Raise ValueError naming the first option of an EngineOptions out of range."""
 
+def step_scalars(options: Any, step: int, mu_product: float) -> tuple[dict[str, Any], float]:
+    """The f64 scalars of step ``step`` of a group (an EngineOptions) given its carried
+    mu_product, as rust/scalars.rs computes them, and the mu_product to carry on."""
+
+def grad_norm(grad: np.ndarray) -> float:
+    """The L2 norm of a C-contiguous float32 array, summed in f64 as the CPU step does."""
+
 def simd_level() -> str:
     """The instruction set the kernels use here: "avx512", "avx2+fma", "neon" or "scalar"."""
 

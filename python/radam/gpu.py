@@ -15,16 +15,34 @@ How the optimizer lays out its buffers (``GpuEngine``):
 * every parameter group's tensors are packed one after another into one flat
   ``params`` buffer and one flat ``grads`` buffer (groups start at offsets
   aligned to ``min_storage_buffer_offset_alignment``), and the optimizer state
-  into one ``state`` buffer, interleaved per element: ``m, v`` or, with AMSGrad,
-  ``m, v, max_v``. A dispatch binds three storage buffers whatever the options,
-  so AMSGrad also runs where ``max_storage_buffers_per_shader_stage`` < 5;
+  into one ``state`` buffer, interleaved per element: ``m, v`` (AdaMax: ``m, u``),
+  then AMSGrad's ``max_v`` and momentum's ``velocity`` when used. A dispatch binds
+  three storage buffers whatever the options, so every variant also runs where
+  ``max_storage_buffers_per_shader_stage`` < 5;
 * a group is stepped in chunks that each fit ``max_storage_buffer_binding_size``
   (128 MiB on lavapipe), bound at aligned offsets: one dispatch per chunk, not
   one per tensor. A dispatch is 2-D when a chunk needs more than 65535
   workgroups;
-* the per-step scalars (bias corrections, decay factors) are computed on the
-  host in float64, rounded once to float32 and written, with each chunk's
-  length, to one small uniform buffer.
+* the per-step scalars (bias corrections, decay factors, NAdam's and RAdam's
+  terms, momentum and clipping factors) are computed on the host in float64 by
+  the Rust core's own ``StepScalars`` (``radam._core.step_scalars``, so CPU and
+  GPU share one set of formulas), rounded once to float32 and written, with each
+  dispatch's element range, to a uniform buffer bound with a dynamic offset. The
+  update rule (Adam, AdaMax, NAdam, RAdam's un-adapted step), AMSGrad, momentum,
+  L2 and element clipping are override constants of the pipeline, chosen per
+  step (RAdam switches rule at its step 6 with the default betas);
+* ``max_gradient_norm`` (per tensor, as on the CPU): the norm is measured on the
+  host, in float64 in the CPU step's summation order (``radam._core.grad_norm``),
+  from the float32 grads as packed for upload; the group is then dispatched once
+  per tensor per chunk, each with its own factor. It needs NumPy grads: device
+  grads in a group that clips by norm are refused with a ValueError;
+* ``skip_nonfinite``: the packed NumPy grads are checked on the host
+  (``np.isfinite``) before anything is sent; a step with device grads and
+  ``skip_nonfinite=True`` is refused with a ValueError;
+* 16-bit storage (``state_dtype`` bfloat16/float16, float16/bfloat16 params,
+  ``master_weights``) runs on the CPU only: ``device="gpu"`` refuses it with a
+  TypeError (WGSL's f16 needs the optional ``shader-f16`` feature and bf16 would
+  be packed in u32), and ``device="auto"`` picks the CPU for it.
 
 When the host arrays are current: the NumPy params and state arrays the
 optimizer was given (``opt.state[...]``) are the GPU buffers' host copies.
@@ -55,8 +73,11 @@ from . import _core
 
 WORKGROUP_SIZE = 256
 _FLOAT32 = np.dtype(np.float32)
-# The uniform `Step` struct of adam.wgsl: 9 f32 scalars, the chunk length, 2 pads.
-_STEP_WORDS = 12
+# The uniform `Step` struct of adam.wgsl: 13 f32 scalars, the element range lo..hi, a pad.
+_STEP_WORDS = 16
+_LO, _HI = 13, 14
+# adam.wgsl's RULE override per rust/scalars.rs Rule.
+_RULES = {"adam": 0, "adamax": 1, "nadam": 2, "unadapted": 3}
 INSTALL_HINT = 'pip install "radam[gpu]"'
 ADAPTER_HINT = (
     "no WebGPU adapter was found: install a GPU driver with Vulkan, Metal or D3D12 "
@@ -154,7 +175,7 @@ class _Context:
             self.layout = self.device.create_bind_group_layout(
                 label="radam adam_step",
                 entries=[
-                    _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform),
+                    _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform, dynamic=True),
                     _layout_entry(wgpu, 1, storage),
                     _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
                     _layout_entry(wgpu, 3, storage),
@@ -165,25 +186,26 @@ class _Context:
             )
         except wgpu.GPUError as err:
             raise GpuError(f"could not set up the GPU device {self.name}: {err}") from err
-        self._pipelines: dict[tuple[bool, bool], Any] = {}
+        self._pipelines: dict[tuple[Any, ...], Any] = {}
         self.fence: Any = None  # a 4-byte buffer whose readback waits for the queue
 
-    def pipeline(self, amsgrad: bool, l2: bool) -> Any:
-        """The compute pipeline of one variant, compiled on first use."""
-        key = (amsgrad, l2)
+    def pipeline(self, *, amsgrad: bool, momentum: bool, l2: bool, clip: bool, rule: str) -> Any:
+        """The compute pipeline of one variant (adam.wgsl's override constants),
+        compiled on first use."""
+        key = (amsgrad, momentum, l2, clip, rule)
         if key not in self._pipelines:
+            constants = {
+                "AMSGRAD": amsgrad,
+                "MOMENTUM": momentum,
+                "L2": l2,
+                "CLIP": clip,
+                "RULE": _RULES[rule],
+                "WORKGROUP_SIZE": WORKGROUP_SIZE,
+            }
             self._pipelines[key] = self.device.create_compute_pipeline(
-                label=f"radam adam_step amsgrad={amsgrad} l2={l2}",
+                label="radam adam_step " + " ".join(f"{k}={v}" for k, v in constants.items()),
                 layout=self.pipeline_layout,
-                compute={
-                    "module": self.module,
-                    "entry_point": "adam_step",
-                    "constants": {
-                        "AMSGRAD": amsgrad,
-                        "L2": l2,
-                        "WORKGROUP_SIZE": WORKGROUP_SIZE,
-                    },
-                },
+                compute={"module": self.module, "entry_point": "adam_step", "constants": constants},
             )
         return self._pipelines[key]
 
@@ -194,8 +216,12 @@ class _Context:
         return x, -(-groups // x)
 
 
-def _layout_entry(wgpu: Any, binding: int, kind: Any) -> dict[str, Any]:
-    return {"binding": binding, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": kind}}
+def _layout_entry(wgpu: Any, binding: int, kind: Any, dynamic: bool = False) -> dict[str, Any]:
+    return {
+        "binding": binding,
+        "visibility": wgpu.ShaderStage.COMPUTE,
+        "buffer": {"type": kind, "has_dynamic_offset": dynamic},
+    }
 
 
 _context: _Context | None = None
@@ -246,11 +272,26 @@ def wait() -> None:
 def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
     """The GPU kernel is float32: reject anything else before any work is done."""
     for array, label in zip(arrays, labels):
-        if array.dtype != _FLOAT32:
+        if array.dtype == _FLOAT32:
+            continue
+        if array.dtype.itemsize == 2 and array.dtype.kind in "fV":  # float16, bfloat16
             raise TypeError(
-                f"params{label} has dtype {array.dtype}; device='gpu' updates float32 arrays "
-                "only (WGSL has no float64): convert with .astype(np.float32) or use device='cpu'"
+                f"params{label} has dtype {array.dtype}; 16-bit params (with or without "
+                "master_weights) run on the CPU only so far: use device='cpu'"
             )
+        raise TypeError(
+            f"params{label} has dtype {array.dtype}; device='gpu' updates float32 arrays "
+            "only (WGSL has no float64): convert with .astype(np.float32) or use device='cpu'"
+        )
+
+
+def check_state_dtype(state_dtype: Any) -> None:
+    """Moments in 16 bits run on the CPU only: a clear error before any work is done."""
+    if state_dtype is not None and np.dtype(state_dtype) != _FLOAT32:
+        raise TypeError(
+            f"state_dtype={np.dtype(state_dtype).name} runs on the CPU only so far "
+            "(device='gpu' keeps float32 moments): use device='cpu' or state_dtype=None"
+        )
 
 
 # -- device arrays -------------------------------------------------------------------------
@@ -329,11 +370,30 @@ def asarray(array: Any) -> DeviceArray:
 # -- the optimizer's backend ---------------------------------------------------------------
 
 
-# The options the kernel implements. Every other EngineOptions field must keep the value
-# plain ``radam.Adam`` gives it (its keyword default): the seed systems' extras and the
-# other update rules run on the CPU.
+# The options the kernel implements: every EngineOptions field today. A field added
+# later must keep the value plain ``radam.Adam`` gives it (its keyword default) until
+# the kernel implements it.
 _KERNEL_OPTIONS = frozenset(
-    ("lr", "beta1", "beta2", "eps", "weight_decay", "decoupled_weight_decay", "amsgrad", "maximize")
+    (
+        "lr",
+        "beta1",
+        "beta2",
+        "eps",
+        "weight_decay",
+        "decoupled_weight_decay",
+        "amsgrad",
+        "maximize",
+        "efficient_form",
+        "beta1_decay",
+        "momentum",
+        "nesterov",
+        "max_gradient_elem",
+        "max_gradient_norm",
+        "bias_correction",
+        "algorithm",
+        "momentum_decay",
+        "grad_scale",
+    )
 )
 
 
@@ -372,8 +432,8 @@ def check_options(options: Any, where: str) -> None:
     bad = unsupported_option(options)
     if bad is not None:
         raise ValueError(
-            f"{where}: {bad} is not supported with device='gpu' (the GPU kernel implements "
-            "Adam/AdamW with AMSGrad and maximize); use device='cpu'"
+            f"{where}: {bad} is not supported with device='gpu' (the GPU kernel does not "
+            "implement it yet); use device='cpu'"
         )
 
 
@@ -387,16 +447,23 @@ def _align(n: int, to: int) -> int:
 
 
 class _Group:
-    """Where one parameter group lives in the flat buffers, and its chunks."""
+    """Where one parameter group lives in the flat buffers, its chunks and dispatches."""
 
-    def __init__(self, amsgrad: bool) -> None:
+    def __init__(self, amsgrad: bool, velocity: bool) -> None:
         self.amsgrad = amsgrad
-        self.stride = 3 if amsgrad else 2  # state words per element: m, v[, max_v]
+        self.velocity = velocity
+        # State words per element: m, v[, max_v][, velocity].
+        self.stride = 2 + int(amsgrad) + int(velocity)
         self.start = 0  # first element in params/grads
         self.state_start = 0  # first word in state
         self.size = 0
+        self.tensors: list[int] = []  # engine tensor indices, in order
         self.chunks: list[tuple[int, int]] = []  # (first element in the group, length)
-        self.dispatches: list[int] = []  # indices into the engine's dispatch list
+        self.bind_groups: list[int] = []  # per chunk, index into the engine's bind groups
+        # Dispatches as (uniform slot, bind group, lo, hi, tensor or -1): one per chunk,
+        # and (when norm clipping, whose factor is per tensor) one per tensor per chunk.
+        self.whole: list[tuple[int, int, int, int, int]] = []
+        self.per_tensor: list[tuple[int, int, int, int, int]] = []
 
 
 class GpuEngine:
@@ -413,9 +480,27 @@ class GpuEngine:
         exp_avgs: Sequence[np.ndarray],
         exp_avg_sqs: Sequence[np.ndarray],
         max_exp_avg_sqs: Sequence[np.ndarray | None],
+        velocities: Sequence[np.ndarray | None],
         groups: Sequence[int],
+        masters: Sequence[np.ndarray | None] | None = None,
     ) -> None:
         check_params(params, labels)
+        n = len(params)
+        masters = [None] * n if masters is None else list(masters)
+        lists = (labels, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, velocities, groups, masters)
+        if any(len(x) != n for x in lists):
+            raise ValueError("labels, params, states and groups must have one entry per tensor")
+        for label, master in zip(labels, masters):
+            if master is not None:
+                raise TypeError(
+                    f"state{label}['master_param']: master weights (16-bit params) run on "
+                    "the CPU only so far: use device='cpu'"
+                )
+        for label, arrays in zip(labels, zip(exp_avgs, exp_avg_sqs, max_exp_avg_sqs, velocities)):
+            for a in arrays:
+                if a is not None and a.dtype != _FLOAT32:
+                    check_state_dtype(a.dtype)
+                    raise TypeError(f"state{label} has dtype {a.dtype}; device='gpu' needs float32")
         ctx = _get_context()
         self._ctx = ctx
         wgpu = ctx.wgpu
@@ -424,6 +509,7 @@ class GpuEngine:
         self._exp_avgs = list(exp_avgs)
         self._exp_avg_sqs = list(exp_avg_sqs)
         self._maxes = list(max_exp_avg_sqs)
+        self._velocities = list(velocities)
         self._tensor_group = list(groups)
         self._broken: str | None = None
         limits = ctx.limits
@@ -434,9 +520,12 @@ class GpuEngine:
             binding = min(binding, _MAX_BINDING_BYTES)
 
         n_groups = max(groups) + 1 if groups else 0
+
+        def uses(arrays: list[Any], gi: int) -> bool:
+            return any(a is not None for a, g in zip(arrays, groups) if g == gi)
+
         self._groups = [
-            _Group(any(m is not None for m, g in zip(self._maxes, groups) if g == gi))
-            for gi in range(n_groups)
+            _Group(uses(self._maxes, gi), uses(self._velocities, gi)) for gi in range(n_groups)
         ]
         # Each tensor's first element in the flat params/grads buffers.
         self._offsets = [0] * len(self._params)
@@ -447,6 +536,7 @@ class GpuEngine:
                 if g == gi:
                     self._offsets[i] = elements + group.size
                     group.size += self._params[i].size
+                    group.tensors.append(i)
             elements = _align(elements + group.size, align)
             words = _align(words + group.size * group.stride, align)
             chunk = (binding // (4 * group.stride)) // align * align
@@ -472,12 +562,28 @@ class GpuEngine:
         self._ustride = _align(
             _STEP_WORDS * 4, max(limits["min-uniform-buffer-offset-alignment"], 16)
         )
-        dispatches = [(gi, c) for gi, g in enumerate(self._groups) for c in g.chunks]
-        self._uniforms = np.zeros((max(len(dispatches), 1), self._ustride // 4), _FLOAT32)
-        lengths = self._uniforms.view(np.uint32)
-        for d, (gi, (_, length)) in enumerate(dispatches):
-            self._groups[gi].dispatches.append(d)
-            lengths[d, 9] = length
+        # Uniform slots: first one per chunk (every step uploads those), then one per
+        # tensor per chunk (uploaded only by steps that clip by norm).
+        slots, bind_group = 0, 0
+        for group in self._groups:
+            for _, length in group.chunks:
+                group.bind_groups.append(bind_group)
+                group.whole.append((slots, bind_group, 0, length, -1))
+                slots, bind_group = slots + 1, bind_group + 1
+        self._whole_slots = slots
+        for group in self._groups:
+            for (start, length), bg in zip(group.chunks, group.bind_groups):
+                for i in group.tensors:
+                    first = self._offsets[i] - group.start - start
+                    lo, hi = max(first, 0), min(first + self._params[i].size, length)
+                    if lo < hi:
+                        group.per_tensor.append((slots, bg, lo, hi, i))
+                        slots += 1
+        self._uniforms = np.zeros((max(slots, 1), self._ustride // 4), _FLOAT32)
+        ranges = self._uniforms.view(np.uint32)
+        for group in self._groups:
+            for slot, _, lo, hi, _ in group.whole + group.per_tensor:
+                ranges[slot, _LO], ranges[slot, _HI] = lo, hi
 
         usage = wgpu.BufferUsage
         dev = ctx.device
@@ -502,25 +608,22 @@ class GpuEngine:
             )
             self._readback: Any = None  # created at the first step that reads params back
             self._bind_groups = [
-                self._bind_group(gi, d, start, length)
+                self._bind_group(gi, start, length)
                 for gi, g in enumerate(self._groups)
-                for d, (start, length) in zip(g.dispatches, g.chunks)
+                for start, length in g.chunks
             ]
             self._upload()
         except wgpu.GPUError as err:
             raise self._error("building the GPU optimizer", err) from err
 
-    def _bind_group(self, gi: int, d: int, start: int, length: int) -> Any:
+    def _bind_group(self, gi: int, start: int, length: int) -> Any:
         group = self._groups[gi]
         first = group.start + start
         entries = [
             {
+                # One slot of the uniforms, chosen per dispatch by the dynamic offset.
                 "binding": 0,
-                "resource": {
-                    "buffer": self._uniform_buf,
-                    "offset": d * self._ustride,
-                    "size": _STEP_WORDS * 4,
-                },
+                "resource": {"buffer": self._uniform_buf, "offset": 0, "size": _STEP_WORDS * 4},
             },
             {
                 "binding": 1,
@@ -551,6 +654,8 @@ class GpuEngine:
             hosts = [self._exp_avgs[i], self._exp_avg_sqs[i]]
             if group.amsgrad:
                 hosts.append(self._maxes[i])
+            if group.velocity:
+                hosts.append(self._velocities[i])
             out.append([(h, rows[:, k].reshape(p.shape)) for k, h in enumerate(hosts)])
         return out
 
@@ -604,7 +709,13 @@ class GpuEngine:
                     raise ValueError(
                         f"{what} has shape {grad.shape} but its param has shape {param.shape}"
                     )
-                hosts = [param, self._exp_avgs[i], self._exp_avg_sqs[i], self._maxes[i]]
+                hosts = [
+                    param,
+                    self._exp_avgs[i],
+                    self._exp_avg_sqs[i],
+                    self._maxes[i],
+                    self._velocities[i],
+                ]
                 if any(h is not None and np.may_share_memory(grad, h) for h in hosts):
                     raise ValueError(
                         f"{what} shares memory with a param or optimizer state; "
@@ -644,60 +755,125 @@ class GpuEngine:
         if buffer.map_state != "unmapped":
             raise ValueError(f"{what} is mapped; unmap it before the step")
 
-    def _write_scalars(self, t: int, options: Sequence[Any]) -> list[bool]:
-        """The step's scalars per group, in f64 then rounded once to f32 (as rust/scalars.rs)."""
-        l2_flags = []
-        for group, o in zip(self._groups, options):
-            lr, beta1, beta2, eps, wd = o.lr, o.beta1, o.beta2, o.eps, o.weight_decay
-            decoupled, maximize = o.decoupled_weight_decay, o.maximize
-            tf = float(t)
-            bias_correction1 = 1.0 - beta1**tf
-            bias_correction2 = 1.0 - beta2**tf
-            l2 = 0.0 if decoupled else wd
-            values = (
-                lr / bias_correction1,
-                1.0 / bias_correction2**0.5,
-                1.0 - beta1,
-                beta2,
-                1.0 - beta2,
-                eps,
-                l2,
-                1.0 - lr * wd if decoupled else 1.0,
-                -1.0 if maximize else 1.0,
-            )
-            for d in group.dispatches:
-                self._uniforms[d, :9] = values
-            l2_flags.append(l2 != 0.0)
-        return l2_flags
+    def _scalars(
+        self, t: int, options: Sequence[Any], carries: Sequence[float]
+    ) -> tuple[list[dict[str, Any]], list[float]]:
+        """Each group's scalars of step ``t`` in f64, from the Rust core (rust/scalars.rs,
+        the CPU path's own formulas), and the carries for the next step."""
+        scalars, next_carries = [], []
+        for gi, (o, carry) in enumerate(zip(options, carries)):
+            try:
+                values, carry = _core.step_scalars(o, t, float(carry))
+            except ValueError as err:
+                raise ValueError(f"param_groups[{gi}]: {err}") from None
+            scalars.append(values)
+            next_carries.append(carry)
+        return scalars, next_carries
 
-    def step(self, grads: Sequence[Any], step: int, options: Sequence[Any]) -> None:
-        """One Adam step (number ``step``, from 1) with per-group options (``EngineOptions``).
+    @staticmethod
+    def _clips_norm(s: dict[str, Any]) -> bool:
+        """Norm clipping is on (element clipping wins), as StepScalars::clips_norm."""
+        return s["max_gradient_norm"] > 0.0 and s["max_gradient_elem"] == 0.0
 
+    def _write_uniforms(self, scalars: list[dict[str, Any]]) -> int:
+        """Round each group's scalars once to f32 into its uniform slots, as
+        StepScalars::coeffs does; returns how many slots the step uses."""
+        used = self._whole_slots
+        for group, s in zip(self._groups, scalars):
+            sign = -1.0 if s["maximize"] else 1.0
+            clip = s["max_gradient_elem"] * s["grad_scale"] if s["max_gradient_elem"] > 0 else 0.0
+            row = np.array(
+                [
+                    s["step_size"],
+                    s["inv_bias_correction2_sqrt"],
+                    s["one_minus_beta1"],
+                    s["beta2"],
+                    s["one_minus_beta2"],
+                    s["eps"],
+                    s["l2"],
+                    s["decay"],
+                    sign / s["grad_scale"],
+                    clip,
+                    s["nadam_grad"],
+                    s["momentum_keep"],
+                    s["momentum_step"],
+                ],
+                np.float64,
+            ).astype(_FLOAT32)
+            for slot, *_ in group.whole:
+                self._uniforms[slot, : len(row)] = row
+            if not self._clips_norm(s):
+                continue
+            # The factor of each tensor's gradient, whose raw (loss-scaled) L2 norm
+            # is measured on the host in f64 from the packed float32 grads.
+            used = len(self._uniforms)
+            factors = {}
+            for i in group.tensors:
+                norm = _core.grad_norm(self._grad_views[i]) / s["grad_scale"]
+                scale = s["max_gradient_norm"] / norm if norm > s["max_gradient_norm"] else 1.0
+                factors[i] = np.float32(sign * scale / s["grad_scale"])
+            for slot, _, _, _, i in group.per_tensor:
+                self._uniforms[slot, : len(row)] = row
+                self._uniforms[slot, 8] = factors[i]
+        return used
+
+    def step(
+        self,
+        grads: Sequence[Any],
+        step: int,
+        options: Sequence[Any],
+        carries: Sequence[float],
+        skip_nonfinite: bool = False,
+    ) -> list[float] | None:
+        """One step (number ``step``, from 1) with per-group options (``EngineOptions``)
+        and what each group carries from the previous step (NAdam's ``mu_product``).
+
+        Returns the carries for the next step, or None when ``skip_nonfinite`` found
+        a NaN or Inf in a gradient (then nothing was written), as ``CpuEngine.step``.
         Every grad is checked before anything is written; on an error nothing changed.
         """
         if self._broken:
             raise GpuError(self._broken)
         if len(options) != len(self._groups):
             raise ValueError(f"expected options for {len(self._groups)} groups, got {len(options)}")
+        if len(carries) != len(self._groups):
+            raise ValueError("carries must have one entry per group")
         for gi, (group, o) in enumerate(zip(self._groups, options)):
             check_options(o, f"param_groups[{gi}]")
-            if bool(o.amsgrad) != group.amsgrad:
+            if bool(o.amsgrad) != group.amsgrad or bool(o.uses_velocity) != group.velocity:
                 raise ValueError(
-                    f"param_groups[{gi}]: its options do not match the optimizer's state (amsgrad)"
+                    f"param_groups[{gi}]: its options do not match the optimizer's state "
+                    "(amsgrad, momentum)"
                 )
         kinds = self._check_grads(grads)
-        l2_flags = self._write_scalars(step, options)
-        host_grads = any(k is None for k in kinds)
+        scalars, next_carries = self._scalars(step, options, carries)
+        on_device = [i for i, k in enumerate(kinds) if k is not None]
+        if on_device and skip_nonfinite:
+            raise ValueError(
+                f"grads{self._labels[on_device[0]]} is a device array, but skip_nonfinite=True "
+                "checks gradients on the host: pass NumPy grads, or skip_nonfinite=False"
+            )
+        for i in on_device:
+            gi = self._tensor_group[i]
+            if self._clips_norm(scalars[gi]):
+                raise ValueError(
+                    f"grads{self._labels[i]} is a device array, but param_groups[{gi}] clips "
+                    "by max_gradient_norm, whose norm is measured on the host: pass NumPy grads"
+                )
+        host_grads = len(on_device) < len(kinds)
         for view, grad, kind in zip(self._grad_views, grads, kinds):
             if kind is None:
                 np.copyto(view, grad)
+        if skip_nonfinite and not np.isfinite(self._staging).all():
+            return None  # nothing was sent to the GPU
+        used = self._write_uniforms(scalars)
         ctx, wgpu = self._ctx, self._ctx.wgpu
         dev, queue = ctx.device, ctx.device.queue
         submitted = False
         try:
             if host_grads:
                 queue.write_buffer(self._grad_buf, 0, self._staging)
-            queue.write_buffer(self._uniform_buf, 0, self._uniforms)
+            queue.write_buffer(self._uniform_buf, 0, self._uniforms[:used])
             encoder = dev.create_command_encoder(label="radam step")
             for offset, (kind, p) in zip(self._offsets, zip(kinds, self._params)):
                 if kind is not None and p.nbytes:
@@ -705,12 +881,20 @@ class GpuEngine:
                         kind[0], kind[1], self._grad_buf, 4 * offset, p.nbytes
                     )
             compute = encoder.begin_compute_pass(label="radam adam_step")
-            bind_groups = iter(self._bind_groups)
-            for group, l2 in zip(self._groups, l2_flags):
-                compute.set_pipeline(ctx.pipeline(group.amsgrad, l2))
-                for (_, length), bind_group in zip(group.chunks, bind_groups):
-                    compute.set_bind_group(0, bind_group)
-                    x, y = ctx.grid(length)
+            for group, s in zip(self._groups, scalars):
+                compute.set_pipeline(
+                    ctx.pipeline(
+                        amsgrad=group.amsgrad,
+                        momentum=group.velocity,
+                        l2=s["l2"] != 0.0,
+                        clip=s["max_gradient_elem"] > 0.0,
+                        rule=s["rule"],
+                    )
+                )
+                dispatches = group.per_tensor if self._clips_norm(s) else group.whole
+                for slot, bind_group, lo, hi, _ in dispatches:
+                    compute.set_bind_group(0, self._bind_groups[bind_group], [slot * self._ustride])
+                    x, y = ctx.grid(hi - lo)
                     compute.dispatch_workgroups(x, y, 1)
             compute.end()
             if host_grads:
@@ -741,6 +925,7 @@ class GpuEngine:
                 self._broken = f"{error}; this optimizer cannot continue on the GPU"
                 _forget_context(ctx)
             raise error from err
+        return next_carries
 
     def sync(self) -> None:
         """Copy params and state from the GPU into the host arrays."""

@@ -47,7 +47,9 @@ class Adam:
     (the released downhill's constant rescale, a legacy choice).
 
     ``device="gpu"`` runs the WGSL kernel through wgpu-py (``pip install
-    "radam[gpu]"``; float32 params only) with params and state resident on the
+    "radam[gpu]"``; float32 params and state only, every other option above;
+    ``skip_nonfinite`` and ``max_gradient_norm`` need NumPy grads there,
+    being checked and measured on the host) with params and state resident on the
     GPU; ``device="auto"`` picks it only when a non-CPU adapter exists. The host
     arrays are then copies: see :meth:`sync` for when they are current.
     """
@@ -124,6 +126,7 @@ class Adam:
             device,
             self._layout.tensors,
             [engine_options(g, f"params[{i}]") for i, g in enumerate(self.param_groups)],
+            self.state_dtype,
         )
         self.state: dict[Any, dict[str, np.ndarray]] = {}
         self._step = 0
@@ -238,21 +241,10 @@ class Adam:
         # AdaMax keeps its infinity norm where Adam keeps v.
         second = [e["exp_inf"] if "exp_inf" in e else e["exp_avg_sq"] for e in entries]
         if self.device == "gpu":
-            from .gpu import GpuEngine
-
-            if any("velocity" in e or "exp_inf" in e for e in entries):
-                raise ValueError(
-                    "momentum, nesterov and AdaMax run on the CPU only so far; use device='cpu'"
-                )
-            return GpuEngine(
-                [t.label for t in tensors],
-                [t.array for t in tensors],
-                [e["exp_avg"] for e in entries],
-                second,
-                [e.get("max_exp_avg_sq") for e in entries],
-                [t.group for t in tensors],
-            )
-        return _core.CpuEngine(
+            from .gpu import GpuEngine as engine_class
+        else:
+            engine_class = _core.CpuEngine
+        return engine_class(
             [t.label for t in tensors],
             [t.array for t in tensors],
             [e["exp_avg"] for e in entries],
@@ -300,11 +292,7 @@ class Adam:
                 state = self._fresh_state(names)
                 engine = self._build(state)
             t = self._step + 1
-            if self.device == "gpu":  # the GPU engine has no carries or guard yet
-                engine.step(flat, t, options)
-                carries = self._carries
-            else:
-                carries = engine.step(flat, t, options, self._carries, self.skip_nonfinite)
+            carries = engine.step(flat, t, options, self._carries, self.skip_nonfinite)
             if carries is None:  # a NaN or Inf gradient: the whole step was skipped
                 self.skipped_steps += 1
                 return
@@ -508,11 +496,13 @@ def _option_values(group: dict[str, Any]) -> list[tuple[str, Any]] | None:
     return values
 
 
-def _resolve_device(device: str, tensors: list[Any], options: list[EngineOptions]) -> str:
+def _resolve_device(
+    device: str, tensors: list[Any], options: list[EngineOptions], state_dtype: Any = None
+) -> str:
     """The backend: for "gpu", check the params (float32) and options and set up
     the device now, so a missing wgpu or adapter is a clear error at construction;
-    "auto" is "gpu" only with a non-CPU adapter, float32 params and options the
-    GPU kernel implements."""
+    "auto" is "gpu" only with a non-CPU adapter, float32 params and state, and
+    options the GPU kernel implements."""
     if device == "cpu":
         return "cpu"
     from . import gpu
@@ -520,12 +510,14 @@ def _resolve_device(device: str, tensors: list[Any], options: list[EngineOptions
     if device == "auto":
         if (
             all(t.array.dtype == np.float32 for t in tensors)
+            and (state_dtype is None or state_dtype == np.float32)
             and all(gpu.unsupported_option(o) is None for o in options)
             and gpu.available(allow_cpu_adapter=False)
         ):
             return "gpu"
         return "cpu"
     gpu.check_params([t.array for t in tensors], [t.label for t in tensors])
+    gpu.check_state_dtype(state_dtype)
     for i, o in enumerate(options):
         gpu.check_options(o, f"params[{i}]")
     gpu.device()
