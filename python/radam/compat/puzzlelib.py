@@ -27,7 +27,13 @@ outside the uncorrected root, the corrections folded into the step size)::
     v += (1 - beta2) * (g*g - v)
     param += lr_t * m / (sqrt(v) + epsilon)
 
-Differences from PuzzleLib: no ``nodeinfo`` (multi-GPU) and no float16 params;
+**nodeinfo** (PuzzleLib's multi-GPU setup) is an mpi4py communicator here
+(``MPI.COMM_WORLD`` for every rank of ``mpiexec``; ``pip install "radam[mpi]"``):
+``setupOn`` broadcasts the params from rank 0, ``update`` averages the grads
+across ranks before the step (``radam.distributed.AveragedAdam``). Every rank
+calls ``setupOn`` and ``update``; ``save``/``load`` stay per rank.
+
+Differences from PuzzleLib: nodeinfo is a communicator; no float16 params;
 moments have the dtype of their param; ``save``/``load`` write an ``.npz``
 file, not PuzzleLib's HDF5.
 """
@@ -71,9 +77,15 @@ class Adam:
         nodeinfo: Any = None,
     ) -> None:
         if nodeinfo is not None:
-            raise NotImplementedError(
-                "nodeinfo (PuzzleLib's multi-GPU setup) is not supported by radam.compat.puzzlelib"
-            )
+            from ..distributed import _mpi
+
+            if not isinstance(nodeinfo, _mpi().Intracomm):
+                raise TypeError(
+                    "nodeinfo must be an mpi4py communicator (e.g. MPI.COMM_WORLD), got "
+                    f"{type(nodeinfo).__name__}"
+                )
+        self.nodeinfo = nodeinfo  # an mpi4py communicator, or None
+        self._averaged: Any = None  # radam.distributed.AveragedAdam with nodeinfo
         self.alpha = _real("alpha", alpha)
         self.beta1 = _real("beta1", beta1)
         self.beta2 = _real("beta2", beta2)
@@ -121,15 +133,13 @@ class Adam:
         names = list(params)
         if useGlobalState:
             flat_params, flat_grads, where, views = _globalize(params, grads, names)
-            opt = _RadamAdam(flat_params, efficient_form=True, maximize=True, **self._options())
+            opt = self._make(flat_params)
             params.update({n: views[n][0] for n in names})
             grads.update({n: views[n][1] for n in names})
             self._grad_buffers = flat_grads
             self._grad_views = {n: views[n][1] for n in names}
         else:
-            opt = _RadamAdam(
-                [params[n] for n in names], efficient_form=True, maximize=True, **self._options()
-            )
+            opt = self._make([params[n] for n in names])
             where = {n: (i, 0, params[n].size) for i, n in enumerate(names)}
             self._grad_buffers = []
             self._grad_views = {}
@@ -137,6 +147,18 @@ class Adam:
         self._param_views = dict(params)
         self.useGlobalState = bool(useGlobalState)
         self.t, self.learnRate = 0, 0.0
+
+    def _make(self, params: list[np.ndarray]) -> _RadamAdam:
+        """The radam.Adam over ``params``; with nodeinfo, inside an AveragedAdam
+        (which broadcasts ``params`` from rank 0 now)."""
+        options = {"efficient_form": True, "maximize": True, **self._options()}
+        if self.nodeinfo is None:
+            self._averaged = None
+            return _RadamAdam(params, **options)
+        from ..distributed import AveragedAdam
+
+        self._averaged = AveragedAdam(params, self.nodeinfo, **options)
+        return self._averaged.optimizer
 
     def _require_setup(self) -> None:
         if self._opt is None:
@@ -186,7 +208,10 @@ class Adam:
         self._check_hyperparams()
         grads = self._grads()
         self._opt.param_groups[0].update(self._options())
-        self._opt.step(grads)
+        if self._averaged is not None:
+            self._averaged.step(grads)  # grads averaged across nodeinfo's ranks first
+        else:
+            self._opt.step(grads)
         self.t = self._opt.step_count
         self.learnRate = _learn_rate(self.alpha, self.beta1, self.beta2, self.t)
 

@@ -1,0 +1,66 @@
+"""failures.py CASE: mismatched params across ranks, a bad grad on one rank, a failure
+inside a step (which must abort the job)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from mpi4py import MPI
+from radam.distributed import ShardedAdam
+
+comm = MPI.COMM_WORLD
+rank, k = comm.Get_rank(), comm.Get_size()
+case = sys.argv[1]
+last = rank == k - 1
+
+
+def expect(error: type, words: list[str], fn) -> None:
+    try:
+        fn()
+    except error as err:
+        message = str(err)
+        assert all(w in message for w in words), (words, message)
+        print(f"rank {rank}: {case} raised {error.__name__}: {message}", flush=True)
+        return
+    raise AssertionError(f"rank {rank}: {case} did not raise")
+
+
+if case == "shape":
+    params = [np.zeros(3, np.float32), np.zeros((4, 5) if last else (4, 4), np.float32)]
+    expect(ValueError, ["params[1]", "shape", f"rank {k - 1}"], lambda: ShardedAdam(params))
+elif case == "count":
+    params = [np.zeros(3, np.float32)] * 1 + ([np.zeros(2, np.float32)] if last else [])
+    expect(ValueError, ["params", f"rank {k - 1} has 2 params"], lambda: ShardedAdam(params))
+elif case == "dtype":
+    params = [np.zeros(3, np.float64 if last else np.float32)]
+    expect(ValueError, ["params[0]", "float64"], lambda: ShardedAdam(params))
+elif case == "option":  # a bad option on one rank only: every rank raises
+    if last:
+        expect(ValueError, ["lr"], lambda: ShardedAdam([np.zeros(3, np.float32)], lr=-1.0))
+    else:
+        expect(RuntimeError, [f"rank {k - 1}"], lambda: ShardedAdam([np.zeros(3, np.float32)]))
+elif case == "grad":  # a bad grad on one rank: it raises ValueError, the others RuntimeError
+    p = np.ones(6, np.float32)
+    opt = ShardedAdam([p])
+    g = np.ones(5 if last else 6, np.float32)
+    expect(
+        ValueError if last else RuntimeError,
+        ["grads[0]" if last else "rank"],
+        lambda: opt.step([g]),
+    )
+    assert opt.step_count == 0 and np.all(p == 1) and not opt.state
+    opt.step([np.ones(6, np.float32)])  # and the job goes on
+    assert opt.step_count == 1
+elif case == "abort":  # an error between collectives: the job must end, not hang
+    opt = ShardedAdam([np.ones(10, np.float32)])
+    if last:
+
+        def broken(grads):
+            raise MemoryError("injected failure inside the step")
+
+        opt.optimizer.step = broken
+    opt.step([np.ones(10, np.float32)])
+    print(f"rank {rank}: step returned", flush=True)
+    comm.Barrier()
+print(f"rank {rank}: done", flush=True)
