@@ -287,12 +287,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--seed", type=int, default=0, help="data split and init seed (0)")
+    parser.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="under mpiexec: the MLP with radam.distributed.ShardedAdam (radam[mpi])",
+    )
     args = parser.parse_args(argv)
     if args.quick and "--epochs" not in (argv if argv is not None else sys.argv[1:]):
         args.epochs = 12
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be >= 1")
 
+    if args.data_parallel:
+        from radam.demo_mpi import main as data_parallel
+
+        return data_parallel(args.epochs, args.batch_size, args.seed)
     missing = _missing_extras()
     if missing:
         print(

@@ -151,6 +151,13 @@ def _views(buckets: list[_Bucket], offsets: list[int], layout: Layout, which: st
     return views
 
 
+def _as_grads(layout: Layout, grads: list[np.ndarray]) -> Any:
+    """Flat grads in the structure ``radam.Adam.step`` takes for this layout."""
+    if layout.kind == "dict":
+        return {t.name: g for t, g in zip(layout.tensors, grads)}
+    return grads
+
+
 def _structure(params: Any, pieces: list[np.ndarray], layout: Layout) -> Any:
     """``params``' structure (list, dict or group dicts) with ``pieces`` in place of the arrays."""
     if layout.kind == "list":
@@ -416,7 +423,7 @@ class AveragedAdam(_DataParallel):
                     np.multiply(bucket.grads, inv, out=bucket.grads)
                 for source, half in self._casts:
                     np.copyto(half, source, casting="unsafe")
-                self.optimizer.step(self._grad_views)
+                self.optimizer.step(_as_grads(self._layout, self._grad_views))
 
     def save(self, path: Any, *, include_params: bool = True) -> None:
         """Rank 0 writes the checkpoint (the state is the same on every rank)."""
@@ -642,7 +649,7 @@ class ShardedAdam(_DataParallel):
         for source, half in self._casts:
             np.copyto(half, source, casting="unsafe")
         try:
-            self.optimizer.step(self._grad_views)
+            self.optimizer.step(_as_grads(self._layout, self._grad_views))
         finally:
             for gi, value in saved_norms.items():
                 self.optimizer.param_groups[gi]["max_gradient_norm"] = value

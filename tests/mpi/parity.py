@@ -63,6 +63,17 @@ for cls in (ShardedAdam, AveragedAdam):
             assert mine <= -(-n // k) * per_elem, (mine, n, k)
             assert mine >= (n // k) * per_elem, (mine, n, k)
 
+# dict params
+names = [f"w{i}" for i in range(len(SHAPES))]
+for cls in (ShardedAdam, AveragedAdam):
+    params = dict(zip(names, init_params()))
+    ref_params = dict(zip(names, init_params()))
+    opt, ref = cls(params, lr=1e-2), radam.Adam(ref_params, lr=1e-2)
+    for step in range(20):
+        opt.step(dict(zip(names, rank_grads(step, rank))))
+        ref.step(dict(zip(names, averaged(step, k))))
+    assert_close(list(params.values()), list(ref_params.values()), f"{cls.__name__} dict")
+
 # mixed dtypes (float32 and float64 tensors) in named groups, and skip_nonfinite
 params = {"a": init_params()[0], "b": init_params(np.float64)[1]}
 ref_params = {"a": params["a"].copy(), "b": params["b"].copy()}
