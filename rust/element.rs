@@ -4,6 +4,9 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 
+use crate::scalars::Coeffs;
+use crate::simd::{KernelFn, SimdLevel};
+
 /// An IEEE float the Adam kernels are compiled for (`f32`, `f64`).
 ///
 /// Every operation used by the kernels is a single correctly rounded IEEE operation
@@ -39,10 +42,21 @@ pub trait Float:
     /// Round into 16 bits, to nearest even.
     fn narrow_bf16(src: &[Self], dst: &mut [bf16]);
     fn narrow_f16(src: &[Self], dst: &mut [f16]);
+    /// The kernel that reads and writes bfloat16 state in its loop, where the
+    /// compute type has one (f32); others stage 16-bit state through blocks.
+    #[doc(hidden)]
+    fn bf16_state_kernel(_level: SimdLevel, _c: &Coeffs<Self>) -> Option<KernelFn<Self, bf16>> {
+        None
+    }
+    /// The same for float16 state.
+    #[doc(hidden)]
+    fn f16_state_kernel(_level: SimdLevel, _c: &Coeffs<Self>) -> Option<KernelFn<Self, f16>> {
+        None
+    }
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $to:ident, $from:ident) => {
+    ($t:ty, $name:literal, $to:ident, $from:ident { $($extra:item)* }) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const NAME: &'static str = $name;
@@ -82,9 +96,22 @@ macro_rules! impl_float {
             fn narrow_f16(src: &[Self], dst: &mut [f16]) {
                 dst.$from(src)
             }
+            $($extra)*
         }
     };
 }
 
-impl_float!(f32, "float32", convert_to_f32_slice, convert_from_f32_slice);
-impl_float!(f64, "float64", convert_to_f64_slice, convert_from_f64_slice);
+impl_float!(f32, "float32", convert_to_f32_slice, convert_from_f32_slice {
+    fn bf16_state_kernel(level: SimdLevel, c: &Coeffs<f32>) -> Option<KernelFn<f32, bf16>> {
+        Some(crate::simd::kernel_for(level, c))
+    }
+    fn f16_state_kernel(level: SimdLevel, c: &Coeffs<f32>) -> Option<KernelFn<f32, f16>> {
+        Some(crate::simd::kernel_for(level, c))
+    }
+});
+impl_float!(
+    f64,
+    "float64",
+    convert_to_f64_slice,
+    convert_from_f64_slice {}
+);

@@ -5,12 +5,13 @@
 //! per SIMD level (see `simd.rs`); it uses only correctly rounded IEEE
 //! operations, so every level gives the same bits.
 
+use crate::convert::Store;
 use crate::element::Float;
 use crate::scalars::Coeffs;
 
 /// The kernel variants: bits of the const parameter `F` of [`update`], fixed
 /// once per call so the loop carries no per-element branch on options.
-pub(crate) mod flags {
+pub mod flags {
     /// L2 weight decay added to the gradient.
     pub const L2: u32 = 1;
     /// AMSGrad: the running max of v in the denominator.
@@ -26,15 +27,16 @@ pub(crate) mod flags {
 }
 
 /// The buffers of one piece, all of one length (`max_exp_avg_sq` and
-/// `velocity` are empty when their variant is off).
-pub(crate) struct Slices<'a, T> {
+/// `velocity` are empty when their variant is off). The state is stored as
+/// `S`: the compute type itself, or a 16-bit type converted in the loop.
+pub struct Slices<'a, T, S = T> {
     pub param: &'a mut [T],
     pub grad: &'a [T],
-    pub exp_avg: &'a mut [T],
+    pub exp_avg: &'a mut [S],
     /// v for Adam, u (the infinity norm) for AdaMax.
-    pub exp_avg_sq: &'a mut [T],
-    pub max_exp_avg_sq: &'a mut [T],
-    pub velocity: &'a mut [T],
+    pub exp_avg_sq: &'a mut [S],
+    pub max_exp_avg_sq: &'a mut [S],
+    pub velocity: &'a mut [S],
 }
 
 #[inline(always)]
@@ -48,7 +50,7 @@ fn max<T: Float>(a: T, b: T) -> T {
 
 /// One step over `s.param.len()` elements with variant `F` (a set of [`flags`]).
 #[inline(always)]
-pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
+pub(crate) fn update<T: Float, S: Store<T>, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T, S>) {
     let on = |flag: u32| F & flag != 0;
     let rule = F & flags::RULE;
     let n = s.param.len();
@@ -70,13 +72,14 @@ pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
         }
         p = p * c.decay;
         // m.lerp(g, 1 - beta1), as torch computes it.
-        let m = c.one_minus_beta1.mul_add(g - exp_avg[i], exp_avg[i]);
-        exp_avg[i] = m;
+        let m_old = exp_avg[i].load();
+        let m = c.one_minus_beta1.mul_add(g - m_old, m_old);
+        exp_avg[i] = S::store(m);
         // NAdam's gradient term, part of the step (0 for the other rules).
         let mut extra = T::ZERO;
         let direction = if rule == flags::ADAMAX {
-            let u = max(c.beta2 * exp_avg_sq[i], g.abs() + c.eps);
-            exp_avg_sq[i] = u;
+            let u = max(c.beta2 * exp_avg_sq[i].load(), g.abs() + c.eps);
+            exp_avg_sq[i] = S::store(u);
             // u == 0 only where every gradient so far was 0, so m is 0 too.
             if u > T::ZERO {
                 m / u
@@ -84,14 +87,16 @@ pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
                 T::ZERO
             }
         } else {
-            let v = c.beta2.mul_add(exp_avg_sq[i], c.one_minus_beta2 * g * g);
-            exp_avg_sq[i] = v;
+            let v = c
+                .beta2
+                .mul_add(exp_avg_sq[i].load(), c.one_minus_beta2 * g * g);
+            exp_avg_sq[i] = S::store(v);
             if rule == flags::UNADAPTED {
                 m
             } else {
                 let v_used = if on(flags::AMSGRAD) {
-                    let v_max = max(v, max_exp_avg_sq[i]);
-                    max_exp_avg_sq[i] = v_max;
+                    let v_max = max(v, max_exp_avg_sq[i].load());
+                    max_exp_avg_sq[i] = S::store(v_max);
                     v_max
                 } else {
                     v
@@ -107,8 +112,8 @@ pub(crate) fn update<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
             let delta = c.step_size.mul_add(direction, extra);
             let vel = c
                 .momentum_keep
-                .mul_add(velocity[i], -(c.momentum_step * delta));
-            velocity[i] = vel;
+                .mul_add(velocity[i].load(), -(c.momentum_step * delta));
+            velocity[i] = S::store(vel);
             param[i] = p + vel;
         } else {
             if rule == flags::NADAM {

@@ -14,6 +14,7 @@
 //! Python in its dependency tree.
 
 mod config;
+mod convert;
 mod element;
 mod error;
 mod finite;
@@ -31,6 +32,7 @@ mod kernel_tests;
 mod python;
 
 pub use config::{AdamConfig, Algorithm, BiasCorrection};
+pub use convert::Store;
 pub use element::Float;
 pub use error::{ConfigError, StepError};
 pub use finite::{all_finite, all_finite_stored};

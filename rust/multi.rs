@@ -17,7 +17,7 @@ use crate::error::StepError;
 use crate::kernel::Slices;
 use crate::scalars::{Coeffs, StepScalars};
 use crate::simd::{kernel_for, SimdLevel};
-use crate::storage::{run_staged, Stored, StoredMut};
+use crate::storage::{run_staged, Kind, Stored, StoredMut};
 
 /// Elements per unit of parallel work: 32Ki elements keep the four f32
 /// streams of one unit (512 KiB) inside a core's L2 cache.
@@ -86,9 +86,54 @@ pub(crate) struct Piece<'a, T> {
     pub tensor: usize,
 }
 
-impl<T> Piece<'_, T> {
+impl<'a, T> Piece<'a, T> {
     pub(crate) fn len(&self) -> usize {
         self.param.len()
+    }
+
+    /// How the fused kernel can run this piece: param and grad native, no
+    /// master copy, and every state buffer that is on stored alike.
+    fn fused_kind(&self) -> Option<Kind> {
+        let plain = matches!(
+            (&self.param, &self.grad),
+            (StoredMut::Native(_), Stored::Native(_))
+        );
+        if !plain || !self.master.is_empty() {
+            return None;
+        }
+        let kinds = [
+            &self.exp_avg,
+            &self.exp_avg_sq,
+            &self.max_exp_avg_sq,
+            &self.velocity,
+        ]
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .map(StoredMut::kind);
+        let mut kind = Kind::Native;
+        for (i, k) in kinds.enumerate() {
+            if i > 0 && k != kind {
+                return None;
+            }
+            kind = k;
+        }
+        Some(kind)
+    }
+
+    /// The kernel's view, with the state taken by `state` (which sees only
+    /// buffers of the kind [`Piece::fused_kind`] found, or empty ones).
+    fn into_slices<S>(self, state: fn(StoredMut<'a, T>) -> &'a mut [S]) -> Slices<'a, T, S> {
+        Slices {
+            param: self.param.into_native(),
+            grad: match self.grad {
+                Stored::Native(g) => g,
+                _ => &[],
+            },
+            exp_avg: state(self.exp_avg),
+            exp_avg_sq: state(self.exp_avg_sq),
+            max_exp_avg_sq: state(self.max_exp_avg_sq),
+            velocity: state(self.velocity),
+        }
     }
 
     fn split_at(self, mid: usize) -> (Self, Self) {
@@ -216,29 +261,22 @@ fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
 
 fn run_piece<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, T>) {
     let c = &coeffs[piece.tensor];
-    let kernel = kernel_for(level, c);
-    match piece {
-        Piece {
-            param: StoredMut::Native(param),
-            master: [],
-            grad: Stored::Native(grad),
-            exp_avg: StoredMut::Native(exp_avg),
-            exp_avg_sq: StoredMut::Native(exp_avg_sq),
-            max_exp_avg_sq: StoredMut::Native(max_exp_avg_sq),
-            velocity: StoredMut::Native(velocity),
-            ..
-        } => kernel(
-            c,
-            Slices {
-                param,
-                grad,
-                exp_avg,
-                exp_avg_sq,
-                max_exp_avg_sq,
-                velocity,
-            },
-        ),
-        piece => run_staged(kernel, c, piece),
+    // Native params and grads with state all of one kind run the fused
+    // kernel, converting 16-bit state in its loop; anything else (16-bit
+    // params, a master copy) is staged through f32 blocks.
+    match piece.fused_kind() {
+        Some(Kind::Native) => {
+            kernel_for::<T, T>(level, c)(c, piece.into_slices(StoredMut::into_native))
+        }
+        Some(Kind::Bf16) => match T::bf16_state_kernel(level, c) {
+            Some(kernel) => kernel(c, piece.into_slices(StoredMut::into_bf16)),
+            None => run_staged(kernel_for(level, c), c, piece),
+        },
+        Some(Kind::F16) => match T::f16_state_kernel(level, c) {
+            Some(kernel) => kernel(c, piece.into_slices(StoredMut::into_f16)),
+            None => run_staged(kernel_for(level, c), c, piece),
+        },
+        None => run_staged(kernel_for(level, c), c, piece),
     }
 }
 

@@ -244,7 +244,7 @@ impl StepScalars {
 
 /// [`StepScalars`] rounded to the element type: what the kernel reads.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Coeffs<T> {
+pub struct Coeffs<T> {
     pub step_size: T,
     pub inv_bias_correction2_sqrt: T,
     pub one_minus_beta1: T,

@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+use crate::convert::Store;
 use crate::element::Float;
 use crate::kernel::{flags, update, Slices};
 use crate::scalars::Coeffs;
@@ -88,8 +89,8 @@ macro_rules! level_kernel {
         /// # Safety
         /// The CPU must support the named target features.
         #[target_feature($(enable = $feature),+)]
-        unsafe fn $name<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
-            update::<T, F>(c, s)
+        unsafe fn $name<T: Float, S: Store<T>, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T, S>) {
+            update::<T, S, F>(c, s)
         }
     };
 }
@@ -101,24 +102,24 @@ level_kernel!(update_avx2, "avx2", "fma");
 #[cfg(target_arch = "aarch64")]
 level_kernel!(update_neon, "neon");
 
-fn update_scalar<T: Float, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T>) {
-    update::<T, F>(c, s)
+fn update_scalar<T: Float, S: Store<T>, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T, S>) {
+    update::<T, S, F>(c, s)
 }
 
 /// A kernel for one element type, variant and SIMD level, chosen once per piece.
-pub(crate) type KernelFn<T> = fn(&Coeffs<T>, Slices<'_, T>);
+pub type KernelFn<T, S = T> = fn(&Coeffs<T>, Slices<'_, T, S>);
 
-fn pick_level<T: Float, const F: u32>(level: SimdLevel) -> KernelFn<T> {
+fn pick_level<T: Float, S: Store<T>, const F: u32>(level: SimdLevel) -> KernelFn<T, S> {
     match level {
         // SAFETY (all arms): a `KernelFn` is only picked for a level that
         // `is_supported()` said the CPU runs (checked by `kernel_for`).
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => |c, s| unsafe { update_avx512::<T, F>(c, s) },
+        SimdLevel::Avx512 => |c, s| unsafe { update_avx512::<T, S, F>(c, s) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => |c, s| unsafe { update_avx2::<T, F>(c, s) },
+        SimdLevel::Avx2 => |c, s| unsafe { update_avx2::<T, S, F>(c, s) },
         #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => |c, s| unsafe { update_neon::<T, F>(c, s) },
-        _ => update_scalar::<T, F>,
+        SimdLevel::Neon => |c, s| unsafe { update_neon::<T, S, F>(c, s) },
+        _ => update_scalar::<T, S, F>,
     }
 }
 
@@ -126,18 +127,21 @@ fn pick_level<T: Float, const F: u32>(level: SimdLevel) -> KernelFn<T> {
 macro_rules! pick_variant {
     ($level:expr, $variant:expr, $($f:expr),+) => {
         match $variant {
-            $(v if v == $f => pick_level::<T, { $f }>($level),)+
+            $(v if v == $f => pick_level::<T, S, { $f }>($level),)+
             // Unreachable: `StepScalars::coeffs` only builds the variants listed.
             _ => {
                 debug_assert!(false, "variant {} is not compiled", $variant);
-                pick_level::<T, 0>($level)
+                pick_level::<T, S, 0>($level)
             }
         }
     };
 }
 
 /// The kernel for `coeffs`' variant at `level`, or the scalar one if the CPU lacks `level`.
-pub(crate) fn kernel_for<T: Float>(level: SimdLevel, coeffs: &Coeffs<T>) -> KernelFn<T> {
+pub(crate) fn kernel_for<T: Float, S: Store<T>>(
+    level: SimdLevel,
+    coeffs: &Coeffs<T>,
+) -> KernelFn<T, S> {
     let level = if level.is_supported() {
         level
     } else {

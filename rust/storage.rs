@@ -34,7 +34,45 @@ pub enum Stored<'a, T> {
     F16(&'a [f16]),
 }
 
+/// How a buffer is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Native,
+    Bf16,
+    F16,
+}
+
 impl<'a, T> StoredMut<'a, T> {
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            StoredMut::Native(_) => Kind::Native,
+            StoredMut::Bf16(_) => Kind::Bf16,
+            StoredMut::F16(_) => Kind::F16,
+        }
+    }
+
+    /// The buffer if it is stored natively; empty otherwise (callers check the kind).
+    pub(crate) fn into_native(self) -> &'a mut [T] {
+        match self {
+            StoredMut::Native(s) => s,
+            _ => &mut [],
+        }
+    }
+
+    pub(crate) fn into_bf16(self) -> &'a mut [bf16] {
+        match self {
+            StoredMut::Bf16(s) => s,
+            _ => &mut [],
+        }
+    }
+
+    pub(crate) fn into_f16(self) -> &'a mut [f16] {
+        match self {
+            StoredMut::F16(s) => s,
+            _ => &mut [],
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             StoredMut::Native(s) => s.len(),
