@@ -14,6 +14,7 @@ use crate::simd::SimdLevel;
 use crate::storage::Stored;
 
 #[inline(always)]
+#[allow(clippy::eq_op)] // `v - v` is the test: 0 when finite, NaN otherwise
 fn finite_body<T: Float>(x: &[T]) -> bool {
     let mut acc = [T::ZERO; 16];
     let chunks = x.chunks_exact(16);
