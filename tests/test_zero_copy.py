@@ -80,3 +80,16 @@ def test_tracemalloc_does_see_numpy_allocations():
     finally:
         tracemalloc.stop()
     assert peak >= a.nbytes
+
+
+def test_state_entries_cannot_be_replaced_only_updated_in_place():
+    # The kernel keeps updating the arrays it was built with, so a replaced
+    # array would silently fall out of the optimizer: replacing is refused.
+    w = np.ones(4)
+    opt = radam.Adam([w], lr=0.1)
+    opt.step([np.ones(4)])
+    with pytest.raises(TypeError):
+        opt.state[0]["exp_avg"] = np.zeros(4)
+    np.copyto(opt.state[0]["exp_avg"], 0.0)  # in place is the way, and it is seen
+    opt.step([np.zeros(4)])
+    assert np.all(opt.state[0]["exp_avg"] == 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,9 @@ class Adam:
     group's "lr") may be a schedule, a callable of the step count: see
     ``radam.schedules``, :attr:`current_lr`, :meth:`save` and :meth:`load`.
 
-    State (``opt.state[key]``: ``exp_avg``, ``exp_avg_sq`` and with AMSGrad
+    State (``opt.state[key]``, a read-only mapping of arrays that the kernel
+    updates in place, so change them in place too, e.g. with ``np.copyto``:
+    ``exp_avg``, ``exp_avg_sq`` and with AMSGrad
     ``max_exp_avg_sq``) is created at the first step as NumPy arrays beside the
     params. ``key`` is the name for dict params, the flat index otherwise.
     ``step`` is thread-safe: concurrent calls run one after the other.
@@ -272,7 +275,7 @@ class Adam:
             entry = {n: np.zeros(t.array.shape, d) for n, d in self._tensor_state(names, t).items()}
             if "master_param" in entry:
                 entry["master_param"][...] = t.array
-            state[t.key] = entry
+            state[t.key] = MappingProxyType(entry)
         return state
 
     def step(self, grads: Any) -> None:
@@ -443,7 +446,7 @@ class Adam:
                         f"this optimizer's has shape {t.array.shape} and dtype {dtypes[n]}"
                     )
                 copies[n] = np.array(value, order="C", copy=True)
-            state[t.key] = copies
+            state[t.key] = MappingProxyType(copies)
         if len(steps) != 1:
             raise ValueError(f"state_dict['state'] entries disagree on 'step': {sorted(steps)}")
         return steps.pop(), state
