@@ -11,7 +11,8 @@ from ._core import __version__, num_threads, simd_level
 from ._minimize import minimize
 from ._options import beta_to_halflife, halflife_to_beta
 from .checkpoint import CheckpointError
-from .optimizer import Adam, Adamax, AdamW, NAdam, RAdam
+from .optimizer import Adam
+from .variants import Adamax, AdamW, NAdam, RAdam
 
 __all__ = [
     "Adam",

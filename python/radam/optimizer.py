@@ -1,4 +1,4 @@
-"""``radam.Adam`` and ``radam.AdamW``: the optimizer users hold."""
+"""``radam.Adam``: the optimizer users hold (its variants are in ``radam.variants``)."""
 
 from __future__ import annotations
 
@@ -139,6 +139,9 @@ class Adam:
         self._carries = [1.0] * len(self.param_groups)
         self._lock = threading.Lock()
         self._options_cache: tuple[Any, list[Any], list[EngineOptions]] | None = None
+        # The fast check: each group's keys and values as tuples, kept only while
+        # every option value is immutable (so equal tuples mean equal options).
+        self._options_fast: tuple[Any, list[Any], list[EngineOptions]] | None = None
 
     # The update rule of this class ("adam", "adamax", "nadam" or "radam"), and
     # the options only it has, with their defaults.
@@ -216,6 +219,11 @@ class Adam:
     def _options(self) -> list[EngineOptions]:
         # Validating costs microseconds per group, the whole budget of a small
         # step: reuse the last result while no group's options changed.
+        fast = self._options_fast
+        if fast is not None and fast[0] is self._state_names:
+            # Tuples compare items by identity first: a few hundred ns per group.
+            if [(tuple(g), tuple(g.values())) for g in self.param_groups] == fast[1]:
+                return fast[2]
         snapshot = [_option_values(g) for g in self.param_groups]
         cached = self._options_cache
         if cached is not None and cached[0] is self._state_names and None not in snapshot:
@@ -236,6 +244,12 @@ class Adam:
                         "cannot change once state exists"
                     )
         self._options_cache = (self._state_names, snapshot, options)
+        groups = self.param_groups
+        if all(_immutable_options(g) for g in groups):
+            keyed = [(tuple(g), tuple(g.values())) for g in groups]
+            self._options_fast = (self._state_names, keyed, options)
+        else:
+            self._options_fast = None
         return options
 
     def _build(self, state: dict[Any, dict[str, np.ndarray]]) -> Any:
@@ -459,31 +473,21 @@ class Adam:
         return "\n".join(lines)
 
 
-class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``."""
+_SCALARS = (float, int, bool, str, type(None))
 
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        maximize: bool = False,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=True,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            device=device,
-        )
+
+def _immutable_options(group: dict[str, Any]) -> bool:
+    """Whether every option of a group (params aside) is an immutable scalar or
+    a tuple of them, so that an equal value can only mean an equal option."""
+    for k, v in group.items():
+        if k == "params" or k == "param_names":
+            continue
+        if type(v) is tuple:
+            if not all(type(x) in _SCALARS for x in v):
+                return False
+        elif type(v) not in _SCALARS:
+            return False
+    return True
 
 
 def _option_values(group: dict[str, Any]) -> list[tuple[str, Any]] | None:
@@ -504,8 +508,8 @@ def _resolve_device(
 ) -> str:
     """The backend: for "gpu", check the params (float32) and options and set up
     the device now, so a missing wgpu or adapter is a clear error at construction;
-    "auto" is "gpu" only with a non-CPU adapter, float32 params and state, and
-    options the GPU kernel implements."""
+    "auto" is "gpu" only with a non-CPU adapter, float32 params (their state in
+    float32, bfloat16 or float16), and options the GPU kernel implements."""
     if device == "cpu":
         return "cpu"
     from . import gpu
@@ -513,7 +517,6 @@ def _resolve_device(
     if device == "auto":
         if (
             all(t.array.dtype == np.float32 for t in tensors)
-            and (state_dtype is None or state_dtype == np.float32)
             and all(gpu.unsupported_option(o) is None for o in options)
             and gpu.available(allow_cpu_adapter=False)
         ):
@@ -525,110 +528,3 @@ def _resolve_device(
         gpu.check_options(o, f"params[{i}]")
     gpu.device()
     return "gpu"
-
-
-class Adamax(Adam):
-    """AdaMax, the paper's Algorithm 2: u = max(beta2 * u, |g| + eps) replaces sqrt(v),
-    and theta -= lr / (1 - beta1^t) * m / u. ``eps`` defaults to 0, the paper's
-    form (torch uses 1e-8); where u is 0 every gradient so far was 0 and the
-    update is 0. State: ``exp_avg`` and ``exp_inf``. The other options are Adam's.
-    """
-
-    _algorithm = "adamax"
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 0.0,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        maximize: bool = False,
-        device: str = "cpu",
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            device=device,
-            **options,
-        )
-
-
-class NAdam(Adam):
-    """NAdam (Dozat, 2016), as ``torch.optim.NAdam``: Nesterov momentum in Adam,
-    with the first moment's coefficient mu_t = beta1 * (1 - 0.5 * 0.96^(t *
-    momentum_decay)). ``decoupled_weight_decay=True`` is NAdamW. The running
-    product of the mu_t is kept on the host and saved as ``mu_product``.
-    """
-
-    _algorithm = "nadam"
-    _extra_defaults = {"momentum_decay": 4e-3}
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum_decay: float = 4e-3,
-        decoupled_weight_decay: bool = False,
-        maximize: bool = False,
-        device: str = "cpu",
-        **options: Any,
-    ) -> None:
-        self._extra_defaults = {"momentum_decay": momentum_decay}
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            device=device,
-            **options,
-        )
-
-
-class RAdam(Adam):
-    """Rectified Adam (Liu et al., 2019), as ``torch.optim.RAdam``. (The package's
-    name means "Rust Adam"; this class is the rectified variant.) While the
-    variance rectification term is undefined (rho_t <= 5, the first steps) the
-    step is the un-adapted ``lr * m / (1 - beta1^t)``; after that, Adam's step
-    scaled by the rectification, with eps added to the uncorrected sqrt(v) as
-    torch does. ``decoupled_weight_decay=True`` gives its AdamW form.
-    """
-
-    _algorithm = "radam"
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        maximize: bool = False,
-        device: str = "cpu",
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            device=device,
-            **options,
-        )
