@@ -21,6 +21,13 @@
 //                       the momentum velocity, each only when used. Three
 //                       storage buffers per stage whatever the options, so
 //                       every variant runs on adapters that allow fewer than five.
+//                       With STATE f32, one word per value (an f32's bits). With
+//                       16-bit state (bf16 or f16), two values per u32 word, the
+//                       first in the low half (little-endian, as the host's
+//                       16-bit arrays): (m, v) fill one word, and (max_v,
+//                       velocity) a second one, its high half zero when only one
+//                       of them is used. Each element owns whole words, so no two
+//                       invocations write the same word.
 // A chunk is at most max_storage_buffer_binding_size bytes of each binding; the
 // host binds chunks at offsets aligned to min_storage_buffer_offset_alignment.
 
@@ -56,15 +63,106 @@ override L2: bool = false;
 override CLIP: bool = false;
 override RULE: u32 = 0u;
 override WORKGROUP_SIZE: u32 = 256u;
+// How the state is stored: f32, or 16-bit values two per word, converted as
+// rust/convert.rs does (widened exactly, NaN made quiet; rounded to nearest even
+// once per store, on the bits, so every adapter gives the CPU's bits).
+const STATE_F32: u32 = 0u;
+const STATE_BF16: u32 = 1u;
+const STATE_F16: u32 = 2u;
+override STATE: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> s: Step;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read_write> state: array<u32>;
 
 // The CPU kernel's max (not WGSL's max()), so NaN behaves the same.
 fn cpu_max(a: f32, b: f32) -> f32 {
     return select(b, a, a > b);
+}
+
+// -- 16-bit conversions, bit for bit those of rust/convert.rs --------------------------------
+
+// bf16 bits (low 16 of h) to f32: the high half of an f32; a NaN comes back quiet.
+fn bf16_to_f32(h: u32) -> f32 {
+    let b = (h & 0xffffu) << 16u;
+    return bitcast<f32>(select(b, b | 0x00400000u, (b & 0x7fffffffu) > 0x7f800000u));
+}
+
+// f32 to bf16 bits: adding 0x7fff plus the kept lowest bit rounds to nearest, ties
+// to even; a NaN keeps its top payload bits and becomes quiet.
+fn f32_to_bf16(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    let rounded = (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+    let quiet_nan = (b >> 16u) | 0x40u;
+    return select(rounded, quiet_nan, (b & 0x7fffffffu) > 0x7f800000u) & 0xffffu;
+}
+
+// f16 bits (low 16 of h) to f32, after F. Giesen's half_to_float: shift into place,
+// rebias, and renormalize subnormals with one exact float subtraction.
+fn f16_to_f32(h: u32) -> f32 {
+    let shifted = (h & 0x7fffu) << 13u;
+    let e = shifted & (0x7c00u << 13u);
+    let normal = shifted + ((127u - 15u) << 23u);
+    let inf_nan = (normal + ((128u - 16u) << 23u))
+        | select(0u, 0x00400000u, shifted > (0x7c00u << 13u));
+    let sub = bitcast<u32>(bitcast<f32>(normal + (1u << 23u)) - bitcast<f32>(113u << 23u));
+    let bits = select(select(normal, sub, e == 0u), inf_nan, e == (0x7c00u << 13u));
+    return bitcast<f32>(bits | ((h & 0x8000u) << 16u));
+}
+
+// f32 to f16 bits, after F. Giesen's float_to_half_fast3_rtne: round to nearest even
+// (results below 2^-14 rounded by the float adder, with 0.5 added), overflow to
+// infinity, NaN kept quiet with its top payload bits. Not pack2x16float, whose
+// rounding and overflow WGSL leaves to the implementation.
+fn f32_to_f16(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    let sign = (b >> 16u) & 0x8000u;
+    let a = b & 0x7fffffffu;
+    let denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23u;
+    let sub = bitcast<u32>(bitcast<f32>(a) + bitcast<f32>(denorm_magic)) - denorm_magic;
+    let odd = (a >> 13u) & 1u;
+    // (15 - 127) << 23 as a wrapping u32.
+    let rebias = 0xc8000000u;
+    let normal = (a + rebias + 0xfffu + odd) >> 13u;
+    let finite = select(normal, sub, a < (113u << 23u));
+    let big = select(0x7c00u, 0x7e00u | ((a >> 13u) & 0x3ffu), a > 0x7f800000u);
+    return (select(finite, big, a >= ((127u + 16u) << 23u)) | sign) & 0xffffu;
+}
+
+fn widen(h: u32) -> f32 {
+    if (STATE == STATE_BF16) {
+        return bf16_to_f32(h);
+    }
+    return f16_to_f32(h);
+}
+
+fn narrow(x: f32) -> u32 {
+    if (STATE == STATE_BF16) {
+        return f32_to_bf16(x);
+    }
+    return f32_to_f16(x);
+}
+
+// State value j of the element whose words start at k.
+fn load_state(k: u32, j: u32) -> f32 {
+    if (STATE == STATE_F32) {
+        return bitcast<f32>(state[k + j]);
+    }
+    let w = state[k + j / 2u];
+    return widen(select(w, w >> 16u, (j & 1u) == 1u));
+}
+
+// Values j and j + 1 (j even; `second` only when `both`), each rounded once.
+fn store_pair(k: u32, j: u32, first: f32, second: f32, both: bool) {
+    if (STATE == STATE_F32) {
+        state[k + j] = bitcast<u32>(first);
+        if (both) {
+            state[k + j + 1u] = bitcast<u32>(second);
+        }
+    } else {
+        state[k + j / 2u] = narrow(first) | select(0u, narrow(second) << 16u, both);
+    }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -78,10 +176,12 @@ fn adam_step(
     if (i >= s.hi) {
         return;
     }
+    // Values per element, and the words they take (16-bit: two per word, padded).
     let stride = 2u + select(0u, 1u, AMSGRAD) + select(0u, 1u, MOMENTUM);
-    let k = i * stride;
+    let k = i * select((stride + 1u) / 2u, stride, STATE == STATE_F32);
 
-    // The same operations in the same order as rust/kernel.rs.
+    // The same operations in the same order as rust/kernel.rs; each state value is
+    // widened when loaded and rounded once when stored, as S::load / S::store there.
     var p = param[i];
     var g = grad[i];
     if (CLIP) {
@@ -93,27 +193,32 @@ fn adam_step(
         g = fma(s.l2, p, g);
     }
     p = p * s.decay;
-    let m_old = state[k];
+    let m_old = load_state(k, 0u);
     // m.lerp(g, 1 - beta1), as torch computes it.
     let m = fma(s.one_minus_beta1, g - m_old, m_old);
-    state[k] = m;
     var extra = 0.0;
     var direction: f32;
+    var second: f32; // v, or AdaMax's u
+    // AMSGRAD's max, stored back unchanged by the rules that do not update it.
+    var v_max = 0.0;
+    if (AMSGRAD) {
+        v_max = load_state(k, 2u);
+    }
     if (RULE == RULE_ADAMAX) {
-        let u = cpu_max(s.beta2 * state[k + 1u], abs(g) + s.eps);
-        state[k + 1u] = u;
+        let u = cpu_max(s.beta2 * load_state(k, 1u), abs(g) + s.eps);
+        second = u;
         // u == 0 only where every gradient so far was 0, so m is 0 too.
         direction = select(0.0, m / u, u > 0.0);
     } else {
-        let v = fma(s.beta2, state[k + 1u], (s.one_minus_beta2 * g) * g);
-        state[k + 1u] = v;
+        let v = fma(s.beta2, load_state(k, 1u), (s.one_minus_beta2 * g) * g);
+        second = v;
         if (RULE == RULE_UNADAPTED) {
             direction = m;
         } else {
             var v_used = v;
             if (AMSGRAD) {
-                v_used = cpu_max(v, state[k + 2u]);
-                state[k + 2u] = v_used;
+                v_used = cpu_max(v, v_max);
+                v_max = v_used;
             }
             let denom = fma(sqrt(v_used), s.inv_bias_correction2_sqrt, s.eps);
             if (RULE == RULE_NADAM) {
@@ -122,13 +227,20 @@ fn adam_step(
             direction = m / denom;
         }
     }
+    store_pair(k, 0u, m, second, true);
     if (MOMENTUM) {
-        let kv = k + stride - 1u;
         let delta = fma(s.step_size, direction, extra);
-        let vel = fma(s.momentum_keep, state[kv], -(s.momentum_step * delta));
-        state[kv] = vel;
+        let vel = fma(s.momentum_keep, load_state(k, stride - 1u), -(s.momentum_step * delta));
+        if (AMSGRAD) {
+            store_pair(k, 2u, v_max, vel, true);
+        } else {
+            store_pair(k, 2u, vel, 0.0, false);
+        }
         param[i] = p + vel;
     } else {
+        if (AMSGRAD) {
+            store_pair(k, 2u, v_max, 0.0, false);
+        }
         if (RULE == RULE_NADAM) {
             // Applied before the first-moment term, as torch does.
             p = p - extra;
@@ -153,4 +265,28 @@ fn copy(
         return;
     }
     copy_dst[i] = copy_src[i];
+}
+
+// The 16-bit conversions alone, for the tests (tests/test_gpu.py compares them with
+// NumPy's and ml_dtypes' on every 16-bit value and every rounding boundary): per
+// input word x, f32 -> bf16 and f32 -> f16 of bitcast<f32>(x), then the f32 bits of
+// bf16 -> f32 and f16 -> f32 of x's low half.
+@group(0) @binding(0) var<storage, read> conv_in: array<u32>;
+@group(0) @binding(1) var<storage, read_write> conv_out: array<u32>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn convert16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+    if (i >= arrayLength(&conv_in)) {
+        return;
+    }
+    let x = conv_in[i];
+    conv_out[4u * i] = f32_to_bf16(bitcast<f32>(x));
+    conv_out[4u * i + 1u] = f32_to_f16(bitcast<f32>(x));
+    conv_out[4u * i + 2u] = bitcast<u32>(bf16_to_f32(x));
+    conv_out[4u * i + 3u] = bitcast<u32>(f16_to_f32(x));
 }

@@ -39,10 +39,18 @@ How the optimizer lays out its buffers (``GpuEngine``):
 * ``skip_nonfinite``: the packed NumPy grads are checked on the host
   (``np.isfinite``) before anything is sent; a step with device grads and
   ``skip_nonfinite=True`` is refused with a ValueError;
-* 16-bit storage (``state_dtype`` bfloat16/float16, float16/bfloat16 params,
-  ``master_weights``) runs on the CPU only: ``device="gpu"`` refuses it with a
-  TypeError (WGSL's f16 needs the optional ``shader-f16`` feature and bf16 would
-  be packed in u32), and ``device="auto"`` picks the CPU for it.
+* 16-bit state (``state_dtype`` bfloat16/float16, float32 params): the state
+  buffer holds the values two per u32 word (WGSL has 16-bit storage only with the
+  optional ``shader-f16`` feature), in the order above with the first of each
+  pair in the low half: ``(m, v)`` fill one word per element, ``(max_v,
+  velocity)`` a second one (half of it padding when only one is used), so every
+  invocation writes only its own words. The kernel widens each value exactly and
+  rounds each stored value once to nearest even, on the bits, as rust/convert.rs
+  does, so the stored 16-bit values are the CPU's (up to the last-ulp differences
+  of an unfused ``fma``). The host arrays are 16-bit NumPy arrays as on the CPU;
+* 16-bit params (float16/bfloat16, with or without ``master_weights``) run on the
+  CPU only: ``device="gpu"`` refuses them with a TypeError, and ``device="auto"``
+  picks the CPU for them.
 
 When the host arrays are current: the NumPy params and state arrays the
 optimizer was given (``opt.state[...]``) are the GPU buffers' host copies.
@@ -78,6 +86,8 @@ _STEP_WORDS = 16
 _LO, _HI = 13, 14
 # adam.wgsl's RULE override per rust/scalars.rs Rule.
 _RULES = {"adam": 0, "adamax": 1, "nadam": 2, "unadapted": 3}
+# adam.wgsl's STATE override: how the state values are stored.
+_STATE_KINDS = {"float32": 0, "bfloat16": 1, "float16": 2}
 INSTALL_HINT = 'pip install "radam[gpu]"'
 ADAPTER_HINT = (
     "no WebGPU adapter was found: install a GPU driver with Vulkan, Metal or D3D12 "
@@ -189,10 +199,19 @@ class _Context:
         self._pipelines: dict[tuple[Any, ...], Any] = {}
         self.fence: Any = None  # a 4-byte buffer whose readback waits for the queue
 
-    def pipeline(self, *, amsgrad: bool, momentum: bool, l2: bool, clip: bool, rule: str) -> Any:
+    def pipeline(
+        self,
+        *,
+        amsgrad: bool,
+        momentum: bool,
+        l2: bool,
+        clip: bool,
+        rule: str,
+        state: np.dtype = _FLOAT32,
+    ) -> Any:
         """The compute pipeline of one variant (adam.wgsl's override constants),
         compiled on first use."""
-        key = (amsgrad, momentum, l2, clip, rule)
+        key = (amsgrad, momentum, l2, clip, rule, state.name)
         if key not in self._pipelines:
             constants = {
                 "AMSGRAD": amsgrad,
@@ -200,6 +219,7 @@ class _Context:
                 "L2": l2,
                 "CLIP": clip,
                 "RULE": _RULES[rule],
+                "STATE": _STATE_KINDS[state.name],
                 "WORKGROUP_SIZE": WORKGROUP_SIZE,
             }
             self._pipelines[key] = self.device.create_compute_pipeline(
@@ -286,11 +306,11 @@ def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
 
 
 def check_state_dtype(state_dtype: Any) -> None:
-    """Moments in 16 bits run on the CPU only: a clear error before any work is done."""
-    if state_dtype is not None and np.dtype(state_dtype) != _FLOAT32:
+    """The kernel stores state as float32, bfloat16 or float16."""
+    if state_dtype is not None and np.dtype(state_dtype).name not in _STATE_KINDS:
         raise TypeError(
-            f"state_dtype={np.dtype(state_dtype).name} runs on the CPU only so far "
-            "(device='gpu' keeps float32 moments): use device='cpu' or state_dtype=None"
+            f"state_dtype={np.dtype(state_dtype).name}: device='gpu' stores state as "
+            "float32, bfloat16 or float16"
         )
 
 
@@ -449,11 +469,14 @@ def _align(n: int, to: int) -> int:
 class _Group:
     """Where one parameter group lives in the flat buffers, its chunks and dispatches."""
 
-    def __init__(self, amsgrad: bool, velocity: bool) -> None:
+    def __init__(self, amsgrad: bool, velocity: bool, per_word: int = 1) -> None:
         self.amsgrad = amsgrad
         self.velocity = velocity
-        # State words per element: m, v[, max_v][, velocity].
+        # State values per element: m, v[, max_v][, velocity].
         self.stride = 2 + int(amsgrad) + int(velocity)
+        # Their slots (16-bit state: padded to whole u32 words) and words per element.
+        self.slots = _align(self.stride, per_word)
+        self.words = self.slots // per_word
         self.start = 0  # first element in params/grads
         self.state_start = 0  # first word in state
         self.size = 0
@@ -496,11 +519,19 @@ class GpuEngine:
                     f"state{label}['master_param']: master weights (16-bit params) run on "
                     "the CPU only so far: use device='cpu'"
                 )
+        # One storage type for the whole state: float32, bfloat16 or float16.
+        self._state_dtype = exp_avgs[0].dtype if n else _FLOAT32
         for label, arrays in zip(labels, zip(exp_avgs, exp_avg_sqs, max_exp_avg_sqs, velocities)):
             for a in arrays:
-                if a is not None and a.dtype != _FLOAT32:
+                if a is not None and a.dtype != self._state_dtype:
                     check_state_dtype(a.dtype)
-                    raise TypeError(f"state{label} has dtype {a.dtype}; device='gpu' needs float32")
+                    raise TypeError(
+                        f"state{label} has dtype {a.dtype}, but the optimizer's state is "
+                        f"{self._state_dtype}; device='gpu' stores all state in one dtype"
+                    )
+        check_state_dtype(self._state_dtype)
+        # State values per u32 word of the state buffer.
+        self._per_word = 4 // self._state_dtype.itemsize
         ctx = _get_context()
         self._ctx = ctx
         wgpu = ctx.wgpu
@@ -525,7 +556,8 @@ class GpuEngine:
             return any(a is not None for a, g in zip(arrays, groups) if g == gi)
 
         self._groups = [
-            _Group(uses(self._maxes, gi), uses(self._velocities, gi)) for gi in range(n_groups)
+            _Group(uses(self._maxes, gi), uses(self._velocities, gi), self._per_word)
+            for gi in range(n_groups)
         ]
         # Each tensor's first element in the flat params/grads buffers.
         self._offsets = [0] * len(self._params)
@@ -538,8 +570,8 @@ class GpuEngine:
                     group.size += self._params[i].size
                     group.tensors.append(i)
             elements = _align(elements + group.size, align)
-            words = _align(words + group.size * group.stride, align)
-            chunk = (binding // (4 * group.stride)) // align * align
+            words = _align(words + group.size * group.words, align)
+            chunk = (binding // (4 * max(group.words, 1))) // align * align
             if chunk <= 0:
                 raise GpuError(f"the adapter's storage binding limit ({binding} B) is too small")
             group.chunks = [(s, min(chunk, group.size - s)) for s in range(0, group.size, chunk)]
@@ -637,20 +669,22 @@ class GpuEngine:
                 "binding": 3,
                 "resource": {
                     "buffer": self._state_buf,
-                    "offset": 4 * (group.state_start + start * group.stride),
-                    "size": 4 * length * group.stride,
+                    "offset": 4 * (group.state_start + start * group.words),
+                    "size": 4 * length * group.words,
                 },
             },
         ]
         return self._ctx.device.create_bind_group(layout=self._ctx.layout, entries=entries)
 
-    def _state_views(self, words: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """For each tensor: (host array, its strided view in a flat state image) per role."""
+    def _state_views(self, image: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """For each tensor: (host array, its strided view in a flat state image) per role.
+        ``image`` is the state buffer's bytes as state values (float32 or 16-bit)."""
         out = []
         for i, p in enumerate(self._params):
             group = self._groups[self._tensor_group[i]]
-            first = group.state_start + (self._offsets[i] - group.start) * group.stride
-            rows = words[first : first + p.size * group.stride].reshape(p.size, group.stride)
+            first = group.state_start * self._per_word
+            first += (self._offsets[i] - group.start) * group.slots
+            rows = image[first : first + p.size * group.slots].reshape(p.size, group.slots)
             hosts = [self._exp_avgs[i], self._exp_avg_sqs[i]]
             if group.amsgrad:
                 hosts.append(self._maxes[i])
@@ -665,11 +699,11 @@ class GpuEngine:
         for view, p in zip(self._grad_views, self._params):
             np.copyto(view, p)
         queue.write_buffer(self._param_buf, 0, self._staging)
-        words = np.zeros(self._n_state_words, _FLOAT32)
-        for roles in self._state_views(words):
+        image = np.zeros(self._n_state_words * self._per_word, self._state_dtype)
+        for roles in self._state_views(image):
             for host, view in roles:
                 np.copyto(view, host)
-        queue.write_buffer(self._state_buf, 0, words)
+        queue.write_buffer(self._state_buf, 0, image.view(np.uint32))
         self._staging[:] = 0
 
     def _error(self, doing: str, err: BaseException) -> GpuError:
@@ -889,6 +923,7 @@ class GpuEngine:
                         l2=s["l2"] != 0.0,
                         clip=s["max_gradient_elem"] > 0.0,
                         rule=s["rule"],
+                        state=self._state_dtype,
                     )
                 )
                 dispatches = group.per_tensor if self._clips_norm(s) else group.whole
@@ -934,12 +969,12 @@ class GpuEngine:
         queue = self._ctx.device.queue
         try:
             flat = np.frombuffer(queue.read_buffer(self._param_buf), _FLOAT32)
-            words = np.frombuffer(queue.read_buffer(self._state_buf), _FLOAT32)
+            image = np.frombuffer(queue.read_buffer(self._state_buf), self._state_dtype)
         except (self._ctx.wgpu.GPUError, RuntimeError) as err:
             raise self._error("reading params and state back", err) from err
         for o, p in zip(self._offsets, self._params):
             np.copyto(p, flat[o : o + p.size].reshape(p.shape))
-        for roles in self._state_views(words):
+        for roles in self._state_views(image):
             for host, view in roles:
                 np.copyto(host, view)
 
