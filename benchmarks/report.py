@@ -92,6 +92,10 @@ def deepspeed_adam() -> tuple[Any, str | None]:
     """DeepSpeedCPUAdam when it imports and its C++ op builds, else (None, why)."""
     if torch is None:
         return None, "torch absent"
+    # Its C++ op is JIT-built (or loaded) through ninja, which pip puts beside
+    # the interpreter: a venv's bin directory is often not on PATH.
+    bindir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     try:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 

@@ -11,6 +11,7 @@ use numpy::{
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::sync::{Mutex, PoisonError};
 
 use crate::finite::all_finite_stored;
 use crate::{
@@ -236,6 +237,29 @@ fn check_state(
 #[pyclass(module = "radam._core", frozen)]
 struct CpuEngine {
     slots: Vec<Slot>,
+    /// The groups' options as last extracted: the `EngineOptions` objects
+    /// (held, so their addresses cannot be reused) and their configs. The
+    /// optimizer passes the same immutable named tuples every step while no
+    /// option changes, so reading 18 attributes per group is skipped then.
+    configs: Mutex<(Vec<Py<PyAny>>, Vec<AdamConfig>)>,
+}
+
+impl CpuEngine {
+    /// The config of every group, re-extracted only when a group's options
+    /// object is not the one seen last step.
+    fn configs(&self, groups: &[Bound<'_, PyAny>]) -> PyResult<Vec<AdamConfig>> {
+        let mut cache = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        let same =
+            cache.0.len() == groups.len() && cache.0.iter().zip(groups).all(|(a, b)| a.is(b));
+        if !same {
+            let configs = groups
+                .iter()
+                .map(|g| config_of(g.extract::<GroupOptions>()?))
+                .collect::<PyResult<Vec<_>>>()?;
+            *cache = (groups.iter().map(|g| g.clone().unbind()).collect(), configs);
+        }
+        Ok(cache.1.clone())
+    }
 }
 
 #[pymethods]
@@ -332,7 +356,10 @@ impl CpuEngine {
                 label,
             });
         }
-        Ok(CpuEngine { slots })
+        Ok(CpuEngine {
+            slots,
+            configs: Mutex::new((Vec::new(), Vec::new())),
+        })
     }
 
     /// One step (number `step`, counting from 1) with per-group options and
@@ -346,7 +373,7 @@ impl CpuEngine {
         py: Python<'_>,
         grads: Vec<Bound<'_, PyAny>>,
         step: u64,
-        groups: Vec<GroupOptions>,
+        groups: Vec<Bound<'_, PyAny>>,
         carries: Vec<f64>,
         skip_nonfinite: bool,
     ) -> PyResult<Option<Vec<f64>>> {
@@ -364,8 +391,8 @@ impl CpuEngine {
         }
         let mut scalars = Vec::with_capacity(groups.len());
         let mut next_carries = Vec::with_capacity(groups.len());
-        for (i, (options, mu_product)) in groups.into_iter().zip(carries).enumerate() {
-            let (s, carry) = StepScalars::next(&config_of(options)?, step, Carry { mu_product })
+        for (i, (config, mu_product)) in self.configs(&groups)?.iter().zip(carries).enumerate() {
+            let (s, carry) = StepScalars::next(config, step, Carry { mu_product })
                 .map_err(|e| PyValueError::new_err(format!("param_groups[{i}]: {e}")))?;
             scalars.push(s);
             next_carries.push(carry.mu_product);
@@ -390,9 +417,9 @@ impl CpuEngine {
         }
         let mut borrowed = Vec::with_capacity(self.slots.len());
         for ((slot, grad), (param, master, states)) in self.slots.iter().zip(&grads).zip(writes) {
-            let shape = slot.param.bind(py).shape().to_vec();
             let what = || format!("grads{}", slot.label);
-            let grad = borrow_grad(grad, slot.param_dtype, &shape, &what)?;
+            let shape = slot.param.bind(py).shape();
+            let grad = borrow_grad(grad, slot.param_dtype, shape, &what)?;
             let [exp_avg, exp_avg_sq, max_exp_avg_sq, velocity] = states;
             borrowed.push(Borrowed {
                 param,
@@ -491,6 +518,38 @@ fn _rmw_probe(
     Ok(())
 }
 
+/// A copy bandwidth probe for the benchmarks: `dst[:] = src` over two float32
+/// arrays of one length, on rayon's threads in [`crate::CHUNK`] pieces (one
+/// read and one write per element).
+#[pyfunction]
+fn _copy_probe(
+    py: Python<'_>,
+    dst: Bound<'_, PyArrayDyn<f32>>,
+    src: Bound<'_, PyArrayDyn<f32>>,
+) -> PyResult<()> {
+    use rayon::prelude::*;
+    let err = |_| PyValueError::new_err("probe arrays must be distinct, writable and contiguous");
+    let (mut dst, src) = (
+        dst.try_readwrite().map_err(err)?,
+        src.try_readonly().map_err(err)?,
+    );
+    let contiguous = |_| PyValueError::new_err("probe arrays must be C-contiguous");
+    let (dst, src) = (
+        dst.as_slice_mut().map_err(contiguous)?,
+        src.as_slice().map_err(contiguous)?,
+    );
+    if dst.len() != src.len() {
+        return Err(PyValueError::new_err("probe arrays must have one length"));
+    }
+    let chunk = crate::CHUNK;
+    py.detach(|| {
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s))
+    });
+    Ok(())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -502,6 +561,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_rmw_probe, m)?)?;
+    m.add_function(wrap_pyfunction!(_copy_probe, m)?)?;
     m.add_class::<CpuEngine>()?;
     Ok(())
 }

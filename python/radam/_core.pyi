@@ -28,6 +28,9 @@ def num_threads() -> int:
 def _rmw_probe(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
     """Benchmark probe: p += g; m += g; v += g (float32, multi-threaded)."""
 
+def _copy_probe(dst: np.ndarray, src: np.ndarray) -> None:
+    """Benchmark probe: dst[:] = src (float32, multi-threaded)."""
+
 class CpuEngine:
     """Steps a fixed list of tensors in place: params of float32, float64,
     float16 or bfloat16; state in the compute type or 16 bits."""
