@@ -153,15 +153,18 @@ fn load_state(k: u32, j: u32) -> f32 {
     return widen(select(w, w >> 16u, (j & 1u) == 1u));
 }
 
-// Values j and j + 1 (j even; `second` only when `both`), each rounded once.
-fn store_pair(k: u32, j: u32, first: f32, second: f32, both: bool) {
+// f32 state: value j, stored as soon as it is known (16-bit state: nothing).
+fn store_f32(k: u32, j: u32, x: f32) {
     if (STATE == STATE_F32) {
-        state[k + j] = bitcast<u32>(first);
-        if (both) {
-            state[k + j + 1u] = bitcast<u32>(second);
-        }
-    } else {
-        state[k + j / 2u] = narrow(first) | select(0u, narrow(second) << 16u, both);
+        state[k + j] = bitcast<u32>(x);
+    }
+}
+
+// 16-bit state: word w, the values `low` and (when `both`) `high`, each rounded once
+// (f32 state: nothing).
+fn store_word(k: u32, w: u32, low: f32, high: f32, both: bool) {
+    if (STATE != STATE_F32) {
+        state[k + w] = narrow(low) | select(0u, narrow(high) << 16u, both);
     }
 }
 
@@ -196,29 +199,33 @@ fn adam_step(
     let m_old = load_state(k, 0u);
     // m.lerp(g, 1 - beta1), as torch computes it.
     let m = fma(s.one_minus_beta1, g - m_old, m_old);
-    var extra = 0.0;
-    var direction: f32;
-    var second: f32; // v, or AdaMax's u
-    // AMSGRAD's max, stored back unchanged by the rules that do not update it.
+    store_f32(k, 0u, m);
+    // AMSGrad's max: 16-bit state stores it with the velocity, so it is stored back
+    // unchanged where the rule does not update it.
     var v_max = 0.0;
-    if (AMSGRAD) {
+    if (AMSGRAD && STATE != STATE_F32) {
         v_max = load_state(k, 2u);
     }
+    var extra = 0.0;
+    var direction: f32;
     if (RULE == RULE_ADAMAX) {
         let u = cpu_max(s.beta2 * load_state(k, 1u), abs(g) + s.eps);
-        second = u;
+        store_f32(k, 1u, u);
+        store_word(k, 0u, m, u, true);
         // u == 0 only where every gradient so far was 0, so m is 0 too.
         direction = select(0.0, m / u, u > 0.0);
     } else {
         let v = fma(s.beta2, load_state(k, 1u), (s.one_minus_beta2 * g) * g);
-        second = v;
+        store_f32(k, 1u, v);
+        store_word(k, 0u, m, v, true);
         if (RULE == RULE_UNADAPTED) {
             direction = m;
         } else {
             var v_used = v;
             if (AMSGRAD) {
-                v_used = cpu_max(v, v_max);
+                v_used = cpu_max(v, load_state(k, 2u));
                 v_max = v_used;
+                store_f32(k, 2u, v_max);
             }
             let denom = fma(sqrt(v_used), s.inv_bias_correction2_sqrt, s.eps);
             if (RULE == RULE_NADAM) {
@@ -227,19 +234,20 @@ fn adam_step(
             direction = m / denom;
         }
     }
-    store_pair(k, 0u, m, second, true);
     if (MOMENTUM) {
+        let kv = stride - 1u;
         let delta = fma(s.step_size, direction, extra);
-        let vel = fma(s.momentum_keep, load_state(k, stride - 1u), -(s.momentum_step * delta));
+        let vel = fma(s.momentum_keep, load_state(k, kv), -(s.momentum_step * delta));
+        store_f32(k, kv, vel);
         if (AMSGRAD) {
-            store_pair(k, 2u, v_max, vel, true);
+            store_word(k, 1u, v_max, vel, true);
         } else {
-            store_pair(k, 2u, vel, 0.0, false);
+            store_word(k, 1u, vel, 0.0, false);
         }
         param[i] = p + vel;
     } else {
         if (AMSGRAD) {
-            store_pair(k, 2u, v_max, 0.0, false);
+            store_word(k, 1u, v_max, 0.0, false);
         }
         if (RULE == RULE_NADAM) {
             // Applied before the first-moment term, as torch does.
@@ -247,24 +255,6 @@ fn adam_step(
         }
         param[i] = fma(-s.step_size, direction, p);
     }
-}
-
-// A copy kernel with the same access pattern shape, for the benchmark's
-// bandwidth reference: reads and writes one f32 per element.
-@group(0) @binding(0) var<storage, read> copy_src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> copy_dst: array<f32>;
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn copy(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
-    if (i >= arrayLength(&copy_dst)) {
-        return;
-    }
-    copy_dst[i] = copy_src[i];
 }
 
 // The 16-bit conversions alone, for the tests (tests/test_gpu.py compares them with
