@@ -70,6 +70,10 @@ const STATE_F32: u32 = 0u;
 const STATE_BF16: u32 = 1u;
 const STATE_F16: u32 = 2u;
 override STATE: u32 = 0u;
+// 16-bit params (without master weights): the param buffer is f32 and holds their
+// values exactly; each stored param is rounded to PARAM's format (STATE_* codes;
+// STATE_F32: not rounded), as the CPU's staging stores a 16-bit param.
+override PARAM: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> s: Step;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
@@ -142,6 +146,17 @@ fn narrow(x: f32) -> u32 {
         return f32_to_bf16(x);
     }
     return f32_to_f16(x);
+}
+
+// A param as stored: rounded once to PARAM's 16-bit format, or as is.
+fn round_param(x: f32) -> f32 {
+    if (PARAM == STATE_BF16) {
+        return bf16_to_f32(f32_to_bf16(x));
+    }
+    if (PARAM == STATE_F16) {
+        return f16_to_f32(f32_to_f16(x));
+    }
+    return x;
 }
 
 // State value j of the element whose words start at k.
@@ -244,7 +259,7 @@ fn adam_step(
         } else {
             store_word(k, 1u, vel, 0.0, false);
         }
-        param[i] = p + vel;
+        param[i] = round_param(p + vel);
     } else {
         if (AMSGRAD) {
             store_word(k, 1u, v_max, 0.0, false);
@@ -253,7 +268,7 @@ fn adam_step(
             // Applied before the first-moment term, as torch does.
             p = p - extra;
         }
-        param[i] = fma(-s.step_size, direction, p);
+        param[i] = round_param(fma(-s.step_size, direction, p));
     }
 }
 

@@ -48,9 +48,15 @@ How the optimizer lays out its buffers (``GpuEngine``):
   rounds each stored value once to nearest even, on the bits, as rust/convert.rs
   does, so the stored 16-bit values are the CPU's (up to the last-ulp differences
   of an unfused ``fma``). The host arrays are 16-bit NumPy arrays as on the CPU;
-* 16-bit params (float16/bfloat16, with or without ``master_weights``) run on the
-  CPU only: ``device="gpu"`` refuses them with a TypeError, and ``device="auto"``
-  picks the CPU for them.
+* 16-bit params (float16/bfloat16, all params of one optimizer of one dtype) are
+  computed as on the CPU: widened, stepped in float32, and rounded once to nearest
+  even when stored. The params and grads buffers stay float32 (4 bytes per value on
+  the device, holding the 16-bit values exactly; NumPy grads are widened on the host
+  when packed): without ``master_weights`` the kernel rounds each param it stores
+  (adam.wgsl's ``PARAM``); with ``master_weights`` the params buffer holds the
+  float32 master copies, and the host rounds them into the 16-bit params when it
+  reads them back. Their grads must be NumPy arrays of the params' dtype (device
+  arrays are float32). ``device="auto"`` picks the CPU for them.
 
 When the host arrays are current: the NumPy params and state arrays the
 optimizer was given (``opt.state[...]``) are the GPU buffers' host copies.
@@ -208,10 +214,11 @@ class _Context:
         clip: bool,
         rule: str,
         state: np.dtype = _FLOAT32,
+        param: np.dtype = _FLOAT32,
     ) -> Any:
         """The compute pipeline of one variant (adam.wgsl's override constants),
-        compiled on first use."""
-        key = (amsgrad, momentum, l2, clip, rule, state.name)
+        compiled on first use. ``param``: the format each stored param is rounded to."""
+        key = (amsgrad, momentum, l2, clip, rule, state.name, param.name)
         if key not in self._pipelines:
             constants = {
                 "AMSGRAD": amsgrad,
@@ -220,6 +227,7 @@ class _Context:
                 "CLIP": clip,
                 "RULE": _RULES[rule],
                 "STATE": _STATE_KINDS[state.name],
+                "PARAM": _STATE_KINDS[param.name],
                 "WORKGROUP_SIZE": WORKGROUP_SIZE,
             }
             self._pipelines[key] = self.device.create_compute_pipeline(
@@ -290,15 +298,17 @@ def wait() -> None:
 
 
 def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
-    """The GPU kernel is float32: reject anything else before any work is done."""
+    """The GPU kernel computes in float32 and steps float32, bfloat16 or float16 params,
+    all of one dtype: reject anything else before any work is done."""
     for array, label in zip(arrays, labels):
-        if array.dtype == _FLOAT32:
+        if array.dtype.name in _STATE_KINDS:
+            if array.dtype != arrays[0].dtype:
+                raise TypeError(
+                    f"params{label} has dtype {array.dtype} but params{labels[0]} has "
+                    f"{arrays[0].dtype}; device='gpu' steps params of one dtype per "
+                    "optimizer: use one optimizer per dtype, or device='cpu'"
+                )
             continue
-        if array.dtype.itemsize == 2 and array.dtype.kind in "fV":  # float16, bfloat16
-            raise TypeError(
-                f"params{label} has dtype {array.dtype}; 16-bit params (with or without "
-                "master_weights) run on the CPU only so far: use device='cpu'"
-            )
         raise TypeError(
             f"params{label} has dtype {array.dtype}; device='gpu' updates float32 arrays "
             "only (WGSL has no float64): convert with .astype(np.float32) or use device='cpu'"
@@ -490,7 +500,8 @@ class _Group:
 
 
 class GpuEngine:
-    """Steps a fixed list of float32 tensors on the GPU (the ``device="gpu"`` backend).
+    """Steps a fixed list of tensors (float32, or bfloat16/float16 computed in float32)
+    on the GPU (the ``device="gpu"`` backend).
 
     Same constructor and ``step`` as ``radam._core.CpuEngine``, plus ``sync()``.
     Building uploads the params and state; the host arrays stay the user's.
@@ -513,12 +524,19 @@ class GpuEngine:
         lists = (labels, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, velocities, groups, masters)
         if any(len(x) != n for x in lists):
             raise ValueError("labels, params, states and groups must have one entry per tensor")
-        for label, master in zip(labels, masters):
-            if master is not None:
+        self._param_dtype = params[0].dtype if n else _FLOAT32
+        self._masters = masters
+        for label, p, master in zip(labels, params, masters):
+            if (master is None) != (masters[0] is None) or (
+                master is not None and (master.dtype != _FLOAT32 or master.shape != p.shape)
+            ):
                 raise TypeError(
-                    f"state{label}['master_param']: master weights (16-bit params) run on "
-                    "the CPU only so far: use device='cpu'"
+                    f"state{label}['master_param']: device='gpu' needs a float32 master copy "
+                    "of the param's shape for every param, or none"
                 )
+        # The format the kernel rounds each stored param to: none with master copies
+        # (the params buffer holds them) or float32 params.
+        self._param_round = self._param_dtype if masters and masters[0] is None else _FLOAT32
         # One storage type for the whole state: float32, bfloat16 or float16.
         self._state_dtype = exp_avgs[0].dtype if n else _FLOAT32
         for label, arrays in zip(labels, zip(exp_avgs, exp_avg_sqs, max_exp_avg_sqs, velocities)):
@@ -694,10 +712,11 @@ class GpuEngine:
         return out
 
     def _upload(self) -> None:
-        """Params and state from the host arrays into the GPU buffers."""
+        """Params (or their master copies) and state from the host arrays into the
+        GPU buffers."""
         queue = self._ctx.device.queue
-        for view, p in zip(self._grad_views, self._params):
-            np.copyto(view, p)
+        for view, p, master in zip(self._grad_views, self._params, self._masters):
+            np.copyto(view, p if master is None else master)
         queue.write_buffer(self._param_buf, 0, self._staging)
         image = np.zeros(self._n_state_words * self._per_word, self._state_dtype)
         for roles in self._state_views(image):
@@ -745,6 +764,7 @@ class GpuEngine:
                     )
                 hosts = [
                     param,
+                    self._masters[i],
                     self._exp_avgs[i],
                     self._exp_avg_sqs[i],
                     self._maxes[i],
@@ -756,6 +776,11 @@ class GpuEngine:
                         "pass a separate gradient array"
                     )
                 kinds.append(None)
+            elif param.dtype != _FLOAT32 and isinstance(grad, (DeviceArray, wgpu.GPUBuffer)):
+                raise TypeError(
+                    f"{what} is a float32 device array but its param has dtype {param.dtype}; "
+                    f"radam never casts: pass a NumPy {param.dtype} grad"
+                )
             elif isinstance(grad, DeviceArray):
                 if grad.shape != param.shape:
                     raise ValueError(
@@ -924,6 +949,7 @@ class GpuEngine:
                         clip=s["max_gradient_elem"] > 0.0,
                         rule=s["rule"],
                         state=self._state_dtype,
+                        param=self._param_round,
                     )
                 )
                 dispatches = group.per_tensor if self._clips_norm(s) else group.whole
@@ -948,9 +974,9 @@ class GpuEngine:
             if host_grads:
                 self._readback.map_sync(wgpu.MapMode.READ)
                 try:
-                    flat = np.frombuffer(self._readback.read_mapped(copy=False), _FLOAT32)
-                    for o, p in zip(self._offsets, self._params):
-                        np.copyto(p, flat[o : o + p.size].reshape(p.shape))
+                    self._params_from(
+                        np.frombuffer(self._readback.read_mapped(copy=False), _FLOAT32)
+                    )
                 finally:
                     self._readback.unmap()
         except (wgpu.GPUError, RuntimeError) as err:
@@ -972,11 +998,20 @@ class GpuEngine:
             image = np.frombuffer(queue.read_buffer(self._state_buf), self._state_dtype)
         except (self._ctx.wgpu.GPUError, RuntimeError) as err:
             raise self._error("reading params and state back", err) from err
-        for o, p in zip(self._offsets, self._params):
-            np.copyto(p, flat[o : o + p.size].reshape(p.shape))
+        self._params_from(flat)
         for roles in self._state_views(image):
             for host, view in roles:
                 np.copyto(host, view)
+
+    def _params_from(self, flat: np.ndarray) -> None:
+        """The host params (and master copies) from the params buffer's contents:
+        16-bit params receive their values (exact) or their master copies rounded
+        to nearest even, as the CPU's staging does."""
+        for o, p, master in zip(self._offsets, self._params, self._masters):
+            values = flat[o : o + p.size].reshape(p.shape)
+            if master is not None:
+                np.copyto(master, values)
+            np.copyto(p, values, casting="unsafe")
 
     def __len__(self) -> int:
         return len(self._params)
