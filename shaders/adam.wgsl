@@ -272,6 +272,24 @@ fn adam_step(
     }
 }
 
+// A copy kernel with the same access pattern shape, for the benchmark's
+// bandwidth reference: reads and writes one f32 per element.
+@group(0) @binding(0) var<storage, read> copy_src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> copy_dst: array<f32>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn copy(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+    if (i >= arrayLength(&copy_dst)) {
+        return;
+    }
+    copy_dst[i] = copy_src[i];
+}
+
 // The 16-bit conversions alone, for the tests (tests/test_gpu.py compares them with
 // NumPy's and ml_dtypes' on every 16-bit value and every rounding boundary): per
 // input word x, f32 -> bf16 and f32 -> f16 of bitcast<f32>(x), then the f32 bits of

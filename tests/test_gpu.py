@@ -1093,6 +1093,8 @@ def test_lost_device_is_a_clear_error_and_host_arrays_stay():
 def test_the_shader_ships_inside_the_extension():
     source = _core.ADAM_WGSL
     assert "fn adam_step" in source and "override AMSGRAD" in source
+    # The benchmark's copy kernel and the tests' conversions ship with it.
+    assert "fn copy(" in source and "fn convert16(" in source
     in_tree = os.path.join(os.path.dirname(__file__), "..", "shaders", "adam.wgsl")
     if os.path.exists(in_tree):
         with open(in_tree, encoding="utf-8") as f:
