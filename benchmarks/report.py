@@ -181,6 +181,25 @@ def available(names: list[str]) -> list[str]:
     return out
 
 
+def cpu_busy(seconds: float = 1.0) -> float:
+    """The fraction of all CPUs busy over ``seconds`` (from /proc/stat), while
+    this process sleeps: other work on the machine, which skews every timing
+    (torch's OpenMP barriers then quantize to scheduler ticks of milliseconds)."""
+
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)  # idle + iowait, total
+
+    try:
+        i0, t0 = sample()
+        time.sleep(seconds)
+        i1, t1 = sample()
+        return 1.0 - (i1 - i0) / max(1, t1 - t0)
+    except OSError:
+        return float("nan")
+
+
 def mem_available() -> int:
     try:
         with open("/proc/meminfo") as f:
@@ -550,6 +569,18 @@ def write_report(doc: dict[str, Any], out: Path, files: list[str]) -> None:
         )
     load = (m.get("loadavg_start", 0), doc["load_end"])
     L.append(f"- load average: {load[0]:.2f} at start, {load[1]:.2f} at end")
+    busy = (m.get("cpu_busy_before", float("nan")), doc.get("cpu_busy_after", float("nan")))
+    L.append(
+        f"- CPUs busy with other work while the report slept for 1 s: {busy[0]:.0%} before "
+        f"the run, {busy[1]:.0%} after"
+    )
+    if max(busy) > 0.15:
+        L += [
+            "",
+            "> **Warning: the machine was busy with other work.** Every figure is skewed, "
+            "torch's and DeepSpeed's OpenMP barriers most (their steps quantize to "
+            "scheduler ticks of milliseconds). Rerun on an idle machine.",
+        ]
     L.append(
         f"- {doc['repeats']} repeats (fewer for large sizes once a case's time budget is "
         f"spent), {doc['settle_ms']:g} ms of settle steps before each sample; tensors of "
@@ -649,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         DS_CLASS, DS_ERROR = deepspeed_adam()
     info = bc.machine()
+    info["cpu_busy_before"] = cpu_busy()
     doc: dict[str, Any] = {
         "when": _dt.datetime.now().isoformat(timespec="seconds"),
         "argv": ["python", "benchmarks/report.py"] + (argv if argv is not None else sys.argv[1:]),
@@ -704,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"done: GPU ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
 
+    doc["cpu_busy_after"] = cpu_busy()
     try:
         doc["load_end"] = os.getloadavg()[0]
     except OSError:

@@ -381,30 +381,45 @@ pub fn step_mixed_with<T: Float>(
     Ok(())
 }
 
-/// Run the units on the calling thread and `threads - 1` rayon helpers, each
-/// taking the next unit from a shared counter until none is left.
+/// Run the units on the calling thread and `threads - 1` rayon helpers.
 ///
-/// The caller starts at once, while its helpers are still waking, and the
-/// counter balances the load whenever they arrive (a late helper simply takes
-/// fewer units). Compared with handing the whole step to the pool, this saves
-/// one thread wake-up per step and keeps the caller's core busy. Which thread
-/// runs a unit never changes its result.
+/// Each thread owns a contiguous run of units (the caller the first), so in
+/// a loop of steps every thread keeps updating the same part of the tensors
+/// and a cache-resident step finds its data in that core's caches. A thread
+/// that finishes its own run takes the units left in the others' runs, so a
+/// late helper simply takes fewer units. The caller starts at once, while its
+/// helpers are still waking. Which thread runs a unit never changes its result.
 fn run_shared<P: Send>(units: Vec<Vec<P>>, threads: usize, run: impl Fn(P) + Sync) {
     let helpers = threads.min(units.len()).saturating_sub(1);
+    let parts = helpers + 1;
+    let n = units.len();
     // One uncontended lock per unit: each is taken exactly once, by whoever
-    // draws its index from the counter.
+    // draws its index from its run's counter.
     let units: Vec<Mutex<Vec<P>>> = units.into_iter().map(Mutex::new).collect();
-    let next = AtomicUsize::new(0);
-    let drain = || {
-        while let Some(unit) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let pieces = std::mem::take(&mut *unit.lock().unwrap_or_else(PoisonError::into_inner));
+    let bounds = |part: usize| (part * n / parts, (part + 1) * n / parts);
+    let next: Vec<AtomicUsize> = (0..parts).map(|p| AtomicUsize::new(bounds(p).0)).collect();
+    let drain_part = |part: usize| {
+        let end = bounds(part).1;
+        loop {
+            let i = next[part].fetch_add(1, Ordering::Relaxed);
+            if i >= end {
+                break;
+            }
+            let pieces =
+                std::mem::take(&mut *units[i].lock().unwrap_or_else(PoisonError::into_inner));
             pieces.into_iter().for_each(&run);
         }
     };
-    rayon::in_place_scope(|scope| {
-        for _ in 0..helpers {
-            scope.spawn(|_| drain());
+    let drain = |own: usize| {
+        for k in 0..parts {
+            drain_part((own + k) % parts);
         }
-        drain();
+    };
+    rayon::in_place_scope(|scope| {
+        for h in 1..parts {
+            let drain = &drain;
+            scope.spawn(move |_| drain(h));
+        }
+        drain(0);
     });
 }
