@@ -27,6 +27,8 @@ mod storage;
 
 #[cfg(test)]
 mod kernel_tests;
+#[cfg(test)]
+mod storage_tests;
 
 #[cfg(feature = "python")]
 mod python;
