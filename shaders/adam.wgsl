@@ -5,7 +5,7 @@
 //
 // The single source of the GPU kernel. It is embedded in the Rust extension
 // (`radam._core.ADAM_WGSL`, `radam::ADAM_WGSL`) and compiled once per device
-// by python/radam/gpu.py.
+// by python/radam/gpu/_device.py.
 //
 // Layout of one dispatch (one chunk of one parameter group, or with norm
 // clipping one tensor's part of a chunk):

@@ -235,7 +235,7 @@ def test_nadam_carry_moves_between_devices(first, second):
 def test_norm_clipping_per_tensor_across_chunks(monkeypatch):
     """Norm clipping's factor is per tensor: with chunks of 1 KiB, tensors straddle
     chunks and share them, in two groups, one clipping and one not."""
-    monkeypatch.setattr(gpu, "_MAX_BINDING_BYTES", 1024)
+    monkeypatch.setattr(gpu._engine, "_MAX_BINDING_BYTES", 1024)
 
     def groups(params):
         return [
@@ -367,7 +367,7 @@ def test_chunks_and_2d_dispatch_on_small_arrays(amsgrad, monkeypatch):
     aligned offsets) and at most 3 workgroups per dimension."""
     ctx = gpu._get_context()
     monkeypatch.setitem(ctx.limits, "max-compute-workgroups-per-dimension", 3)
-    monkeypatch.setattr(gpu, "_MAX_BINDING_BYTES", 1024)
+    monkeypatch.setattr(gpu._engine, "_MAX_BINDING_BYTES", 1024)
     assert ctx.grid(2500) == (3, 4)
 
     def groups(params):
@@ -620,7 +620,7 @@ def test_16_bit_state_matches_cpu(variant, dtype):
 def test_16_bit_state_in_chunks_and_groups(dtype, monkeypatch):
     """Two groups with one state word (m, v) and two ((max_v, velocity)) per element,
     stepped in 1 KiB chunks that tensors straddle."""
-    monkeypatch.setattr(gpu, "_MAX_BINDING_BYTES", 1024)
+    monkeypatch.setattr(gpu._engine, "_MAX_BINDING_BYTES", 1024)
 
     def groups(params):
         return [
@@ -1045,7 +1045,7 @@ def test_bad_construction(params, kwargs, error, match):
 
 def test_without_wgpu_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "wgpu", None)  # import wgpu now fails
-    monkeypatch.setattr(gpu, "_context", None)
+    monkeypatch.setattr(gpu._device, "_context", None)
     p = np.ones(3, np.float32)
     with pytest.raises(gpu.GpuError, match=r'pip install "radam\[gpu\]"'):
         radam.Adam([p], device="gpu")
