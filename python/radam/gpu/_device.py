@@ -3,6 +3,8 @@ and its pipelines, and the checks of what the kernel can step."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +33,10 @@ class GpuError(RuntimeError):
 
 
 def _wgpu() -> Any:
+    # Without XDG_RUNTIME_DIR the Vulkan loader prints an error line per probe on
+    # headless machines; give it a private directory if the process has none.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="radam-xdg-")
     try:
         import wgpu
     except ImportError as err:
