@@ -180,35 +180,35 @@ struct Slot {
 impl Slot {
     /// Borrow everything this tensor writes (params and state come first, so a
     /// grad that aliases any of them fails its own borrow afterwards).
-    fn borrow_state<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<(Rw<'py>, Option<Rw<'py>>, [Option<Rw<'py>>; 4])> {
+    fn borrow_state<'py>(&self, py: Python<'py>) -> PyResult<Writes<'py>> {
         let label = &self.label;
-        let state = |array: &Option<Py<PyUntypedArray>>, name: &str| match array {
-            Some(a) => borrow_rw(a.bind(py), self.state_dtype, &|| {
-                format!("state{label}['{name}']")
-            })
-            .map(Some),
-            None => Ok(None),
+        let rw = |array: &Py<PyUntypedArray>, dtype, name: &str| {
+            borrow_rw(array.bind(py), dtype, &|| format!("state{label}['{name}']"))
         };
-        let param = borrow_rw(self.param.bind(py), self.param_dtype, &|| {
-            format!("params{label}")
-        })?;
-        let master = match &self.master {
-            Some(a) => Some(borrow_rw(a.bind(py), DType::F32, &|| {
-                format!("state{label}['master_param']")
-            })?),
-            None => None,
+        let optional = |array: &Option<Py<PyUntypedArray>>, dtype, name: &str| {
+            array.as_ref().map(|a| rw(a, dtype, name)).transpose()
         };
-        let states = [
-            state(&Some(self.exp_avg.clone_ref(py)), "exp_avg")?,
-            state(&Some(self.exp_avg_sq.clone_ref(py)), "exp_avg_sq")?,
-            state(&self.max_exp_avg_sq, "max_exp_avg_sq")?,
-            state(&self.velocity, "velocity")?,
-        ];
-        Ok((param, master, states))
+        Ok(Writes {
+            param: borrow_rw(self.param.bind(py), self.param_dtype, &|| {
+                format!("params{label}")
+            })?,
+            master: optional(&self.master, DType::F32, "master_param")?,
+            exp_avg: rw(&self.exp_avg, self.state_dtype, "exp_avg")?,
+            exp_avg_sq: rw(&self.exp_avg_sq, self.state_dtype, "exp_avg_sq")?,
+            max_exp_avg_sq: optional(&self.max_exp_avg_sq, self.state_dtype, "max_exp_avg_sq")?,
+            velocity: optional(&self.velocity, self.state_dtype, "velocity")?,
+        })
     }
+}
+
+/// The write borrows of one tensor, taken before its grad's read borrow.
+struct Writes<'py> {
+    param: Rw<'py>,
+    master: Option<Rw<'py>>,
+    exp_avg: Rw<'py>,
+    exp_avg_sq: Rw<'py>,
+    max_exp_avg_sq: Option<Rw<'py>>,
+    velocity: Option<Rw<'py>>,
 }
 
 /// A state array must have its param's shape, an allowed dtype, and be contiguous.
@@ -416,20 +416,18 @@ impl CpuEngine {
             writes.push(slot.borrow_state(py)?);
         }
         let mut borrowed = Vec::with_capacity(self.slots.len());
-        for ((slot, grad), (param, master, states)) in self.slots.iter().zip(&grads).zip(writes) {
+        for ((slot, grad), w) in self.slots.iter().zip(&grads).zip(writes) {
             let what = || format!("grads{}", slot.label);
             let shape = slot.param.bind(py).shape();
             let grad = borrow_grad(grad, slot.param_dtype, shape, &what)?;
-            let [exp_avg, exp_avg_sq, max_exp_avg_sq, velocity] = states;
             borrowed.push(Borrowed {
-                param,
-                master,
+                param: w.param,
+                master: w.master,
                 grad,
-                exp_avg: exp_avg.ok_or_else(|| PyRuntimeError::new_err("missing exp_avg"))?,
-                exp_avg_sq: exp_avg_sq
-                    .ok_or_else(|| PyRuntimeError::new_err("missing exp_avg_sq"))?,
-                max_exp_avg_sq,
-                velocity,
+                exp_avg: w.exp_avg,
+                exp_avg_sq: w.exp_avg_sq,
+                max_exp_avg_sq: w.max_exp_avg_sq,
+                velocity: w.velocity,
                 group: slot.group,
             });
         }
