@@ -164,8 +164,9 @@ def measure(
 
     Before each sample the runner takes untimed steps for ``settle`` seconds
     (at least one when ``warm``). That lets the previous implementation's
-    worker threads go idle first (libgomp's spin for milliseconds after a
-    parallel region and would steal a core on this 2-core machine) while
+    worker threads go idle first (libgomp's spin after a parallel region: 8-10
+    ms of CPU measured after a torch step, so up to about 20 ms of wall time
+    while it shares a core; it would steal a core on this 2-core machine) while
     keeping the CPUs busy (idle gaps make this VM's next milliseconds slow),
     and it leaves a case that fits in the caches cache-resident, as it is in
     a loop of steps. After ``budget`` seconds (and at least 5 repeats) the
@@ -361,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--settle-ms",
         type=float,
-        default=15.0,
+        default=40.0,
         help="untimed steps of the same implementation for this long before each sample "
-        "(default 15; 0 = none, except one warm step for the 1e6 case)",
+        "(default 40; 0 = none, except one warm step for the 1e6 case)",
     )
     ap.add_argument(
         "--budget-s",

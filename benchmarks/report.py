@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/report", help="output directory")
     ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     ap.add_argument("--repeats", type=int, default=None, help="default 21 (quick 7)")
-    ap.add_argument("--settle-ms", type=float, default=15.0)
+    ap.add_argument("--settle-ms", type=float, default=40.0)
     ap.add_argument("--max-params", type=float, default=1e8)
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--no-deepspeed", action="store_true")

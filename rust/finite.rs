@@ -6,12 +6,13 @@
 //! sixteen lanes, compiled per SIMD level like the kernel.
 
 use half::{bf16, f16};
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::element::Float;
 use crate::multi::SERIAL_MAX;
 use crate::simd::SimdLevel;
 use crate::storage::Stored;
+use crate::team;
 
 /// Elements per parallel task of the check: long runs, so the four streams
 /// of each task run at full speed (a read-only pass has no cache to respect).
@@ -85,19 +86,29 @@ pub fn all_finite<T: Float>(slices: &[&[T]]) -> bool {
 }
 
 /// [`all_finite`] over buffers that may be stored in 16 bits; large ones are
-/// checked in blocks on rayon's threads.
+/// checked in blocks on the step's threads.
 pub fn all_finite_stored<T: Float>(grads: &[Stored<'_, T>]) -> bool {
     let total: usize = grads.iter().map(|s| s.len()).sum();
     if total <= SERIAL_MAX {
         return grads.iter().all(|&s| stored_finite(s));
     }
-    grads.par_iter().all(|&s| {
-        (0..s.len().div_ceil(CHECK_BLOCK)).into_par_iter().all(|i| {
-            let (_, rest) = s.split_at(i * CHECK_BLOCK);
-            let (block, _) = rest.split_at(CHECK_BLOCK.min(rest.len()));
-            stored_finite(block)
+    // Blocks of every buffer, in order; a found NaN/Inf stops the rest.
+    let blocks: Vec<Stored<'_, T>> = grads
+        .iter()
+        .flat_map(|&s| {
+            (0..s.len().div_ceil(CHECK_BLOCK)).map(move |i| {
+                let (_, rest) = s.split_at(i * CHECK_BLOCK);
+                rest.split_at(CHECK_BLOCK.min(rest.len())).0
+            })
         })
-    })
+        .collect();
+    let bad = AtomicBool::new(false);
+    team::for_each_shared(blocks.len(), |i| {
+        if !bad.load(Ordering::Relaxed) && !stored_finite(blocks[i]) {
+            bad.store(true, Ordering::Relaxed);
+        }
+    });
+    !bad.into_inner()
 }
 
 #[cfg(test)]

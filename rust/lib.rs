@@ -24,6 +24,7 @@ mod optimizer;
 mod scalars;
 mod simd;
 mod storage;
+mod team;
 
 #[cfg(test)]
 mod kernel_tests;
@@ -51,7 +52,8 @@ pub use storage::{Stored, StoredMut};
 /// same Adam step through WebGPU (`wgpu`). Its entry point is `adam_step`.
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 
-/// The number of threads a multi-tensor step may use (rayon's current pool).
-pub fn num_threads() -> usize {
-    rayon::current_num_threads()
-}
+/// The number of threads a multi-tensor step may use from the calling
+/// thread: the current rayon pool's on one of its workers; otherwise the
+/// caller plus `n - 1` helpers, `n` being rayon's global thread count
+/// (`RAYON_NUM_THREADS` or [`rayon::ThreadPoolBuilder::build_global`]).
+pub use team::num_threads;

@@ -2,15 +2,12 @@
 //!
 //! The tensors are laid end to end in one flat index space and cut into
 //! pieces of at most [`CHUNK`] elements (a piece may span several small
-//! tensors); rayon runs the pieces in parallel. The cut depends only on the
+//! tensors); the caller and its helpers (`team.rs`) run them in parallel. The cut depends only on the
 //! tensor sizes, never on the thread count, and the kernel is element-wise,
 //! so the result is the same bit for bit on any number of threads. The one
 //! reduction (the gradient norm for clipping) sums in a fixed order too.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
-
-use rayon::prelude::*;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::element::Float;
 use crate::error::StepError;
@@ -18,6 +15,7 @@ use crate::kernel::Slices;
 use crate::scalars::{Coeffs, StepScalars};
 use crate::simd::{kernel_for, SimdLevel};
 use crate::storage::{run_staged, Kind, Stored, StoredMut};
+use crate::team;
 
 /// Elements per unit of parallel work: 32Ki elements keep the four f32
 /// streams of one unit (512 KiB) inside a core's L2 cache.
@@ -253,8 +251,13 @@ fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
     let total = if n <= SERIAL_MAX {
         (0..blocks).map(block).sum::<f64>()
     } else {
-        let sums: Vec<f64> = (0..blocks).into_par_iter().map(block).collect();
-        sums.into_iter().sum::<f64>()
+        let sums: Vec<OnceLock<f64>> = (0..blocks).map(|_| OnceLock::new()).collect();
+        team::for_each_shared(blocks, |i| {
+            let _ = sums[i].set(block(i));
+        });
+        sums.into_iter()
+            .filter_map(OnceLock::into_inner)
+            .sum::<f64>()
     };
     total.sqrt()
 }
@@ -311,8 +314,8 @@ fn plan<'a, T>(pieces: impl Iterator<Item = Piece<'a, T>>) -> Vec<Vec<Piece<'a, 
     units
 }
 
-/// One step over many tensors at the detected SIMD level, on rayon's
-/// current thread pool. `groups[i]` holds the scalars of group `i`.
+/// One step over many tensors at the detected SIMD level, on the calling
+/// thread and its helpers (the current rayon pool when called on one). `groups[i]` holds the scalars of group `i`.
 pub fn step_tensors<T: Float>(
     tensors: Vec<TensorMut<'_, T>>,
     groups: &[StepScalars],
@@ -370,56 +373,22 @@ pub fn step_mixed_with<T: Float>(
         velocity: t.velocity.unwrap_or_default(),
         tensor,
     });
-    let threads = rayon::current_num_threads();
-    if total <= SERIAL_MAX || threads == 1 {
+    if total <= SERIAL_MAX || team::num_threads() == 1 {
         pieces.for_each(|piece| run_piece(level, &coeffs, piece));
     } else {
-        run_shared(plan(pieces), threads, |piece| {
-            run_piece(level, &coeffs, piece)
-        });
+        run_shared(plan(pieces), |piece| run_piece(level, &coeffs, piece));
     }
     Ok(())
 }
 
-/// Run the units on the calling thread and `threads - 1` rayon helpers.
-///
-/// Each thread owns a contiguous run of units (the caller the first), so in
-/// a loop of steps every thread keeps updating the same part of the tensors
-/// and a cache-resident step finds its data in that core's caches. A thread
-/// that finishes its own run takes the units left in the others' runs, so a
-/// late helper simply takes fewer units. The caller starts at once, while its
-/// helpers are still waking. Which thread runs a unit never changes its result.
-fn run_shared<P: Send>(units: Vec<Vec<P>>, threads: usize, run: impl Fn(P) + Sync) {
-    let helpers = threads.min(units.len()).saturating_sub(1);
-    let parts = helpers + 1;
-    let n = units.len();
+/// Run the units over the step's threads (see [`team::for_each_shared`]);
+/// which thread runs a unit never changes its result.
+fn run_shared<P: Send>(units: Vec<Vec<P>>, run: impl Fn(P) + Sync) {
     // One uncontended lock per unit: each is taken exactly once, by whoever
-    // draws its index from its run's counter.
+    // draws its index.
     let units: Vec<Mutex<Vec<P>>> = units.into_iter().map(Mutex::new).collect();
-    let bounds = |part: usize| (part * n / parts, (part + 1) * n / parts);
-    let next: Vec<AtomicUsize> = (0..parts).map(|p| AtomicUsize::new(bounds(p).0)).collect();
-    let drain_part = |part: usize| {
-        let end = bounds(part).1;
-        loop {
-            let i = next[part].fetch_add(1, Ordering::Relaxed);
-            if i >= end {
-                break;
-            }
-            let pieces =
-                std::mem::take(&mut *units[i].lock().unwrap_or_else(PoisonError::into_inner));
-            pieces.into_iter().for_each(&run);
-        }
-    };
-    let drain = |own: usize| {
-        for k in 0..parts {
-            drain_part((own + k) % parts);
-        }
-    };
-    rayon::in_place_scope(|scope| {
-        for h in 1..parts {
-            let drain = &drain;
-            scope.spawn(move |_| drain(h));
-        }
-        drain(0);
+    team::for_each_shared(units.len(), |i| {
+        let pieces = std::mem::take(&mut *units[i].lock().unwrap_or_else(PoisonError::into_inner));
+        pieces.into_iter().for_each(&run);
     });
 }

@@ -156,7 +156,7 @@ fn simd_level() -> &'static str {
     SimdLevel::detect().name()
 }
 
-/// The number of threads a step may use (rayon's pool; set `RAYON_NUM_THREADS` to change it).
+/// The number of threads a step may use: the caller and its helpers (set `RAYON_NUM_THREADS` to change it).
 #[pyfunction]
 fn num_threads() -> usize {
     crate::num_threads()
@@ -465,7 +465,7 @@ impl CpuEngine {
 }
 
 /// A bandwidth probe for the benchmarks: `p += g; m += g; v += g` over four
-/// float32 arrays of one length, on rayon's threads in [`crate::CHUNK`] pieces.
+/// float32 arrays of one length, in [`crate::CHUNK`] pieces spread over a step's threads.
 /// It moves the bytes of an Adam step (4 reads, 3 writes per element) with
 /// trivial arithmetic, so its speed is the machine's read-modify-write bandwidth.
 #[pyfunction]
@@ -476,7 +476,6 @@ fn _rmw_probe(
     m: Bound<'_, PyArrayDyn<f32>>,
     v: Bound<'_, PyArrayDyn<f32>>,
 ) -> PyResult<()> {
-    use rayon::prelude::*;
     let err = |_| PyValueError::new_err("probe arrays must be distinct, writable and contiguous");
     let (mut p, g) = (
         p.try_readwrite().map_err(err)?,
@@ -499,25 +498,34 @@ fn _rmw_probe(
         return Err(PyValueError::new_err("probe arrays must have one length"));
     }
     let chunk = crate::CHUNK;
+    // Chunks spread over the threads exactly as a step's units are.
+    let chunks: Vec<Mutex<_>> = p
+        .chunks_mut(chunk)
+        .zip(g.chunks(chunk))
+        .zip(m.chunks_mut(chunk))
+        .zip(v.chunks_mut(chunk))
+        .map(Mutex::new)
+        .collect();
     py.detach(|| {
-        p.par_chunks_mut(chunk)
-            .zip(g.par_chunks(chunk))
-            .zip(m.par_chunks_mut(chunk))
-            .zip(v.par_chunks_mut(chunk))
-            .for_each(|(((p, g), m), v)| {
-                for i in 0..p.len() {
-                    let (g, m, v) = (g[i], &mut m[i], &mut v[i]);
-                    p[i] += g;
-                    *m += g;
-                    *v += g;
-                }
-            })
+        crate::team::for_each_shared(chunks.len(), |i| {
+            let mut guard = chunks[i].lock().unwrap_or_else(PoisonError::into_inner);
+            let (((p, g), m), v) = &mut *guard;
+            // Re-sliced to one length so the loop has no bounds checks.
+            let n = p.len();
+            let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+            for i in 0..n {
+                let (g, m, v) = (g[i], &mut m[i], &mut v[i]);
+                p[i] += g;
+                *m += g;
+                *v += g;
+            }
+        })
     });
     Ok(())
 }
 
 /// A copy bandwidth probe for the benchmarks: `dst[:] = src` over two float32
-/// arrays of one length, on rayon's threads in [`crate::CHUNK`] pieces (one
+/// arrays of one length, in [`crate::CHUNK`] pieces spread over a step's threads (one
 /// read and one write per element).
 #[pyfunction]
 fn _copy_probe(
@@ -525,7 +533,6 @@ fn _copy_probe(
     dst: Bound<'_, PyArrayDyn<f32>>,
     src: Bound<'_, PyArrayDyn<f32>>,
 ) -> PyResult<()> {
-    use rayon::prelude::*;
     let err = |_| PyValueError::new_err("probe arrays must be distinct, writable and contiguous");
     let (mut dst, src) = (
         dst.try_readwrite().map_err(err)?,
@@ -540,10 +547,17 @@ fn _copy_probe(
         return Err(PyValueError::new_err("probe arrays must have one length"));
     }
     let chunk = crate::CHUNK;
+    let chunks: Vec<Mutex<_>> = dst
+        .chunks_mut(chunk)
+        .zip(src.chunks(chunk))
+        .map(Mutex::new)
+        .collect();
     py.detach(|| {
-        dst.par_chunks_mut(chunk)
-            .zip(src.par_chunks(chunk))
-            .for_each(|(d, s)| d.copy_from_slice(s))
+        crate::team::for_each_shared(chunks.len(), |i| {
+            let mut guard = chunks[i].lock().unwrap_or_else(PoisonError::into_inner);
+            let (d, s) = &mut *guard;
+            d.copy_from_slice(s);
+        })
     });
     Ok(())
 }

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -97,3 +101,93 @@ def test_state_dict_while_stepping_is_consistent():
         if sd["state"]:
             k = sd["state"][0]["step"]
             np.testing.assert_array_equal(sd["state"][0]["exp_avg"], expected[k])
+
+
+def _big_problem(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(300_001).astype(np.float32)
+    g = rng.standard_normal(300_001).astype(np.float32)
+    return p, g
+
+
+def test_different_optimizers_step_at_once():
+    # Two Python threads stepping two optimizers share the step's helper
+    # threads; each result equals its optimizer stepped alone.
+    problems = [_big_problem(s) for s in (2, 3)]
+    shared = [p.copy() for p, _ in problems]
+    opts = [radam.Adam([p], lr=1e-2) for p in shared]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def worker(opt, g):
+        try:
+            barrier.wait()
+            for _ in range(30):
+                opt.step([g])
+        except BaseException as e:  # noqa: B036
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(o, g)) for o, (_, g) in zip(opts, problems)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for p_shared, (p0, g) in zip(shared, problems):
+        alone = p0.copy()
+        opt = radam.Adam([alone], lr=1e-2)
+        for _ in range(30):
+            opt.step([g])
+        np.testing.assert_array_equal(p_shared, alone)
+
+
+def _step_in_child(conn):
+    p, g = _big_problem(4)
+    opt = radam.Adam([p], lr=1e-2)
+    for _ in range(3):
+        opt.step([g])
+    conn.send(p)
+    conn.close()
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+def test_forked_child_steps_after_parent_did():
+    # The parent's helper threads do not exist in a forked child: a step there
+    # must start its own instead of waiting for them forever.
+    p, g = _big_problem(4)
+    opt = radam.Adam([p], lr=1e-2)
+    for _ in range(3):
+        opt.step([g])  # the parent's helpers are running now
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_step_in_child, args=(send,))
+    child.start()
+    got = recv.poll(60) and recv.recv()
+    child.join(10)
+    if child.is_alive():
+        child.kill()
+    assert got is not False, "the forked child's step did not finish within 60 s"
+    np.testing.assert_array_equal(got, p)
+    assert child.exitcode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("threads", [1, 3])
+def test_thread_count_is_caller_plus_helpers(threads):
+    # RAYON_NUM_THREADS = n: a step runs on the caller and n - 1 helper
+    # threads (no spare idle worker competing for the cores).
+    code = (
+        "import os, numpy as np, radam\n"
+        "p = np.ones(300_001, np.float32)\n"
+        "radam.Adam([p]).step([p.copy()])\n"
+        "names = [open(f'/proc/self/task/{t}/comm').read().strip()"
+        " for t in os.listdir('/proc/self/task')]\n"
+        "print(radam.num_threads(), sum(n.startswith('radam-helper') for n in names))\n"
+    )
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [str(threads), str(threads - 1)]
