@@ -3,7 +3,7 @@
 
 use crate::{
     grad_norm, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel,
-    StepError, StepScalars, TensorMut, CHUNK,
+    StepError, StepScalars, TensorMut, CHUNK, SERIAL_MAX,
 };
 
 /// A small deterministic generator (xorshift64*), so tests need no crate.
@@ -399,7 +399,13 @@ fn simd_levels_agree_bit_for_bit_f64() {
 #[test]
 fn thread_count_does_not_change_a_bit() {
     // Uneven sizes, many tensors, well above the serial threshold.
-    let sizes = [1, 100_003, 5, CHUNK * 3 + 17, 4096, 77_777, 3, 250_000];
+    same_bits_on_any_thread_count(&[1, 100_003, 5, CHUNK * 3 + 17, 4096, 77_777, 3, 250_000]);
+    // Small steps just above it, cut into units shorter than CHUNK.
+    same_bits_on_any_thread_count(&[70_001]);
+    same_bits_on_any_thread_count(&[3, SERIAL_MAX - 2, 1000]);
+}
+
+fn same_bits_on_any_thread_count(sizes: &[usize]) {
     let cfg = AdamConfig {
         amsgrad: true,
         weight_decay: 0.01,

@@ -1,11 +1,12 @@
 //! Multi-tensor steps: one call updates a whole list of tensors.
 //!
 //! The tensors are laid end to end in one flat index space and cut into
-//! pieces of at most [`CHUNK`] elements (a piece may span several small
-//! tensors); the caller and its helpers (`team.rs`) run them in parallel. The cut depends only on the
-//! tensor sizes, never on the thread count, and the kernel is element-wise,
-//! so the result is the same bit for bit on any number of threads. The one
-//! reduction (the gradient norm for clipping) sums in a fixed order too.
+//! units of at most [`CHUNK`] elements (a unit may span several small
+//! tensors; a small step is cut finer so every thread gets work); the caller
+//! and its helpers (`team.rs`) run them in parallel. The kernel is
+//! element-wise, so neither the cut nor the thread that runs a unit changes
+//! a bit of the result. The one reduction (the gradient norm for clipping)
+//! sums fixed blocks in a fixed order.
 
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -23,6 +24,9 @@ pub const CHUNK: usize = 1 << 15;
 /// Below this many elements in total the step runs on the calling thread:
 /// waking the pool costs more than it saves.
 pub const SERIAL_MAX: usize = 1 << 16;
+/// The shortest unit a small step is cut into: shorter ones cost more in
+/// coordination than they gain in balance.
+const MIN_UNIT: usize = 1 << 12;
 /// Cuts inside a tensor fall on multiples of this many elements (a 64-byte
 /// cache line of f32 times 16), so pieces start aligned when the tensor does.
 const CUT_ALIGN: usize = 256;
@@ -283,14 +287,24 @@ fn run_piece<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, 
     }
 }
 
-/// Cut the tensors, laid end to end, into units of about [`CHUNK`] elements.
-fn plan<'a, T>(pieces: impl Iterator<Item = Piece<'a, T>>) -> Vec<Vec<Piece<'a, T>>> {
+/// Elements per unit for a step of `total` elements on `threads` threads:
+/// [`CHUNK`], or less when that would leave a thread idle or the last
+/// unit long (at least four units per thread; never under [`MIN_UNIT`]).
+fn unit_len(total: usize, threads: usize) -> usize {
+    total
+        .div_ceil(threads * 4)
+        .next_multiple_of(CUT_ALIGN)
+        .clamp(MIN_UNIT, CHUNK)
+}
+
+/// Cut the tensors, laid end to end, into units of about `chunk` elements.
+fn plan<'a, T>(pieces: impl Iterator<Item = Piece<'a, T>>, chunk: usize) -> Vec<Vec<Piece<'a, T>>> {
     let mut units = Vec::new();
     let mut unit = Vec::new();
     let mut filled = 0;
     for mut rest in pieces {
         while rest.len() > 0 {
-            let room = CHUNK - filled;
+            let room = chunk - filled;
             if rest.len() <= room {
                 filled += rest.len();
                 unit.push(rest);
@@ -303,7 +317,7 @@ fn plan<'a, T>(pieces: impl Iterator<Item = Piece<'a, T>>) -> Vec<Vec<Piece<'a, 
             filled = 0;
             rest = tail;
         }
-        if filled >= CHUNK {
+        if filled >= chunk {
             units.push(std::mem::take(&mut unit));
             filled = 0;
         }
@@ -373,10 +387,12 @@ pub fn step_mixed_with<T: Float>(
         velocity: t.velocity.unwrap_or_default(),
         tensor,
     });
-    if total <= SERIAL_MAX || team::num_threads() == 1 {
+    let threads = team::num_threads();
+    if total <= SERIAL_MAX || threads == 1 {
         pieces.for_each(|piece| run_piece(level, &coeffs, piece));
     } else {
-        run_shared(plan(pieces), |piece| run_piece(level, &coeffs, piece));
+        let units = plan(pieces, unit_len(total, threads));
+        run_shared(units, |piece| run_piece(level, &coeffs, piece));
     }
     Ok(())
 }
