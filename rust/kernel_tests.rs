@@ -640,3 +640,61 @@ fn nadam_carry_matches_the_recomputed_product() {
         carry = next;
     }
 }
+
+#[test]
+fn any_start_within_a_cache_line_gives_the_reference_result() {
+    // The step runs a head up to the param's first cache-line boundary
+    // separately; params and state that start at different offsets in their
+    // lines, of lengths around the vector width, must all come out right, and
+    // nothing outside the slices may be written.
+    let cfg = AdamConfig {
+        lr: 1e-2,
+        amsgrad: true,
+        ..Default::default()
+    };
+    const GUARD: f64 = 12345.0;
+    for n in [1, 7, 8, 9, 23, 100] {
+        for offset in 0..8 {
+            let state_offset = (offset * 3 + 1) % 8;
+            let mut rng = Rng(11 + offset as u64);
+            let mut p = vec![GUARD; n + 16];
+            let init: Vec<f64> = rng.vec(n, 1.0);
+            p[offset..offset + n].copy_from_slice(&init);
+            let mut state = vec![vec![GUARD; n + 16]; 4];
+            for s in state.iter_mut() {
+                s[state_offset..state_offset + n].fill(0.0);
+            }
+            let mut p_ref = init.clone();
+            let mut reference = Reference::new(n);
+            for t in 1..=20 {
+                let g: Vec<f64> = rng.vec(n, 1.0);
+                reference.step(&cfg, &mut p_ref, &g);
+                let [m, v, x, u] = &mut state[..] else {
+                    unreachable!()
+                };
+                let r = state_offset..state_offset + n;
+                let views = vec![TensorMut {
+                    param: &mut p[offset..offset + n],
+                    grad: &g,
+                    exp_avg: &mut m[r.clone()],
+                    exp_avg_sq: &mut v[r.clone()],
+                    max_exp_avg_sq: Some(&mut x[r.clone()]),
+                    velocity: Some(&mut u[r]),
+                    group: 0,
+                }];
+                let scalars = [StepScalars::new(&cfg, t).unwrap()];
+                step_tensors_with(SimdLevel::detect(), views, &scalars).unwrap();
+            }
+            for (a, b) in p[offset..offset + n].iter().zip(&p_ref) {
+                assert!(
+                    (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                    "n {n} offset {offset}"
+                );
+            }
+            let outside =
+                |b: &[f64], o: usize| b[..o].iter().chain(&b[o + n..]).all(|&x| x == GUARD);
+            assert!(outside(&p, offset), "param written outside its slice");
+            assert!(state.iter().all(|s| outside(s, state_offset)));
+        }
+    }
+}

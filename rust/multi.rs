@@ -269,6 +269,21 @@ fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
 }
 
 fn run_piece<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, T>) {
+    // NumPy's large arrays start 16 bytes past a cache line, so every 64-byte
+    // vector access would straddle two lines. A short head run up to the
+    // param's first line boundary aligns the rest (and every buffer that
+    // shares the param's offset, as NumPy's allocations do).
+    let head = piece.param.to_line_boundary();
+    if head > 0 && head < piece.len() {
+        let (head, rest) = piece.split_at(head);
+        run_aligned(level, coeffs, head);
+        run_aligned(level, coeffs, rest);
+    } else {
+        run_aligned(level, coeffs, piece);
+    }
+}
+
+fn run_aligned<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, T>) {
     let c = &coeffs[piece.tensor];
     // Native params and grads with state all of one kind run the fused
     // kernel, converting 16-bit state in its loop; anything else (16-bit

@@ -498,12 +498,18 @@ fn _rmw_probe(
         return Err(PyValueError::new_err("probe arrays must have one length"));
     }
     let chunk = crate::CHUNK;
-    // Chunks spread over the threads exactly as a step's units are.
-    let chunks: Vec<Mutex<_>> = p
-        .chunks_mut(chunk)
-        .zip(g.chunks(chunk))
-        .zip(m.chunks_mut(chunk))
-        .zip(v.chunks_mut(chunk))
+    // Chunks spread over the threads exactly as a step's units are, after a
+    // head up to p's first cache-line boundary, as the kernel aligns them.
+    let head = ((p.as_ptr() as usize).wrapping_neg() % 64 / 4).min(p.len());
+    let ((p0, p), (g0, g)) = (p.split_at_mut(head), g.split_at(head));
+    let ((m0, m), (v0, v)) = (m.split_at_mut(head), v.split_at_mut(head));
+    let chunks: Vec<Mutex<_>> = std::iter::once((((p0, g0), m0), v0))
+        .chain(
+            p.chunks_mut(chunk)
+                .zip(g.chunks(chunk))
+                .zip(m.chunks_mut(chunk))
+                .zip(v.chunks_mut(chunk)),
+        )
         .map(Mutex::new)
         .collect();
     py.detach(|| {

@@ -85,6 +85,25 @@ impl<'a, T> StoredMut<'a, T> {
         self.len() == 0
     }
 
+    /// Elements before the first one at a 64-byte (cache line) boundary, or
+    /// 0 when none is (an address not a multiple of the element size).
+    pub(crate) fn to_line_boundary(&self) -> usize {
+        fn elements<X>(s: &[X]) -> usize {
+            let size = std::mem::size_of::<X>();
+            let bytes = (s.as_ptr() as usize).wrapping_neg() % 64;
+            if bytes % size == 0 {
+                bytes / size
+            } else {
+                0
+            }
+        }
+        match self {
+            StoredMut::Native(s) => elements(s),
+            StoredMut::Bf16(s) => elements(s),
+            StoredMut::F16(s) => elements(s),
+        }
+    }
+
     /// Split like `split_at_mut`, clamping `mid` to the length (empty buffers stay empty).
     pub(crate) fn split_at(self, mid: usize) -> (Self, Self) {
         match self {
