@@ -404,8 +404,9 @@ pub fn step_mixed_with<T: Float>(
         velocity: t.velocity.unwrap_or_default(),
         tensor,
     });
-    let threads = team::num_threads();
-    if total <= SERIAL_MAX || threads == 1 {
+    // Small steps never ask for the helpers (that costs a lock and a getpid).
+    let threads = if total <= SERIAL_MAX { 1 } else { team::num_threads() };
+    if threads == 1 {
         pieces.for_each(|piece| run_piece(level, &coeffs, piece));
     } else {
         let units = plan(pieces, unit_len(total, threads));
