@@ -405,7 +405,11 @@ pub fn step_mixed_with<T: Float>(
         tensor,
     });
     // Small steps never ask for the helpers (that costs a lock and a getpid).
-    let threads = if total <= SERIAL_MAX { 1 } else { team::num_threads() };
+    let threads = if total <= SERIAL_MAX {
+        1
+    } else {
+        team::num_threads()
+    };
     if threads == 1 {
         pieces.for_each(|piece| run_piece(level, &coeffs, piece));
     } else {
