@@ -573,6 +573,14 @@ _SERVER = _COMMON + textwrap.dedent(
     import time
 
     n, path = int(sys.argv[1]), sys.argv[2]
+
+    def say(*words):
+        # One write per line: a pipe write under PIPE_BUF is atomic, whereas
+        # print() may write its pieces separately (it does with
+        # PYTHONUNBUFFERED=1), and a SIGKILL between them would leave a
+        # partial line that the server's next line runs into.
+        os.write(1, (" ".join(map(str, words)) + "\\n").encode())
+
     for line in sys.stdin:
         pid = os.fork()
         if pid == 0:
@@ -583,12 +591,12 @@ _SERVER = _COMMON + textwrap.dedent(
                     opt.step(grads(params, opt.step_count))
                     start = time.perf_counter()
                     opt.save(path)
-                    print("saved", time.perf_counter() - start, flush=True)
+                    say("saved", time.perf_counter() - start)
             finally:
                 os._exit(3)
-        print("pid", pid, flush=True)
+        say("pid", pid)
         _, status = os.waitpid(pid, 0)
-        print("status", status, flush=True)
+        say("status", status)
     """
 )
 
