@@ -8,7 +8,7 @@
 //! a bit of the result. The one reduction (the gradient norm for clipping)
 //! sums fixed blocks in a fixed order.
 
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 
 use crate::element::Float;
 use crate::error::StepError;
@@ -413,20 +413,12 @@ pub fn step_mixed_with<T: Float>(
     if threads == 1 {
         pieces.for_each(|piece| run_piece(level, &coeffs, piece));
     } else {
+        // Which thread runs a unit never changes its result.
         let units = plan(pieces, unit_len(total, threads));
-        run_shared(units, |piece| run_piece(level, &coeffs, piece));
+        team::for_each_owned(units, |unit| {
+            unit.into_iter()
+                .for_each(|piece| run_piece(level, &coeffs, piece))
+        });
     }
     Ok(())
-}
-
-/// Run the units over the step's threads (see [`team::for_each_shared`]);
-/// which thread runs a unit never changes its result.
-fn run_shared<P: Send>(units: Vec<Vec<P>>, run: impl Fn(P) + Sync) {
-    // One uncontended lock per unit: each is taken exactly once, by whoever
-    // draws its index.
-    let units: Vec<Mutex<Vec<P>>> = units.into_iter().map(Mutex::new).collect();
-    team::for_each_shared(units.len(), |i| {
-        let pieces = std::mem::take(&mut *units[i].lock().unwrap_or_else(PoisonError::into_inner));
-        pieces.into_iter().for_each(&run);
-    });
 }

@@ -500,25 +500,22 @@ fn _rmw_probe(
     let chunk = crate::CHUNK;
     // Chunks spread over the threads exactly as a step's units are, after a
     // head up to p's first cache-line boundary, as the kernel aligns them.
-    let head = ((p.as_ptr() as usize).wrapping_neg() % 64 / 4).min(p.len());
+    let head = crate::storage::to_line_boundary(p);
     let ((p0, p), (g0, g)) = (p.split_at_mut(head), g.split_at(head));
     let ((m0, m), (v0, v)) = (m.split_at_mut(head), v.split_at_mut(head));
-    let chunks: Vec<Mutex<_>> = std::iter::once((((p0, g0), m0), v0))
+    let chunks: Vec<_> = std::iter::once((((p0, g0), m0), v0))
         .chain(
             p.chunks_mut(chunk)
                 .zip(g.chunks(chunk))
                 .zip(m.chunks_mut(chunk))
                 .zip(v.chunks_mut(chunk)),
         )
-        .map(Mutex::new)
         .collect();
     py.detach(|| {
-        crate::team::for_each_shared(chunks.len(), |i| {
-            let mut guard = chunks[i].lock().unwrap_or_else(PoisonError::into_inner);
-            let (((p, g), m), v) = &mut *guard;
+        crate::team::for_each_owned(chunks, |(((p, g), m), v)| {
             // Re-sliced to one length so the loop has no bounds checks.
             let n = p.len();
-            let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+            let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
             for i in 0..n {
                 let (g, m, v) = (g[i], &mut m[i], &mut v[i]);
                 p[i] += g;
@@ -553,18 +550,8 @@ fn _copy_probe(
         return Err(PyValueError::new_err("probe arrays must have one length"));
     }
     let chunk = crate::CHUNK;
-    let chunks: Vec<Mutex<_>> = dst
-        .chunks_mut(chunk)
-        .zip(src.chunks(chunk))
-        .map(Mutex::new)
-        .collect();
-    py.detach(|| {
-        crate::team::for_each_shared(chunks.len(), |i| {
-            let mut guard = chunks[i].lock().unwrap_or_else(PoisonError::into_inner);
-            let (d, s) = &mut *guard;
-            d.copy_from_slice(s);
-        })
-    });
+    let chunks: Vec<_> = dst.chunks_mut(chunk).zip(src.chunks(chunk)).collect();
+    py.detach(|| crate::team::for_each_owned(chunks, |(d, s)| d.copy_from_slice(s)));
     Ok(())
 }
 

@@ -42,6 +42,18 @@ pub(crate) enum Kind {
     F16,
 }
 
+/// Elements of `s` before the first one at a 64-byte (cache line) boundary,
+/// or 0 when none is (an address not a multiple of the element size).
+pub(crate) fn to_line_boundary<X>(s: &[X]) -> usize {
+    let size = std::mem::size_of::<X>();
+    let bytes = (s.as_ptr() as usize).wrapping_neg() % 64;
+    if bytes % size == 0 {
+        (bytes / size).min(s.len())
+    } else {
+        0
+    }
+}
+
 impl<'a, T> StoredMut<'a, T> {
     pub(crate) fn kind(&self) -> Kind {
         match self {
@@ -85,22 +97,12 @@ impl<'a, T> StoredMut<'a, T> {
         self.len() == 0
     }
 
-    /// Elements before the first one at a 64-byte (cache line) boundary, or
-    /// 0 when none is (an address not a multiple of the element size).
+    /// [`to_line_boundary`] of the buffer, whatever it is stored as.
     pub(crate) fn to_line_boundary(&self) -> usize {
-        fn elements<X>(s: &[X]) -> usize {
-            let size = std::mem::size_of::<X>();
-            let bytes = (s.as_ptr() as usize).wrapping_neg() % 64;
-            if bytes % size == 0 {
-                bytes / size
-            } else {
-                0
-            }
-        }
         match self {
-            StoredMut::Native(s) => elements(s),
-            StoredMut::Bf16(s) => elements(s),
-            StoredMut::F16(s) => elements(s),
+            StoredMut::Native(s) => to_line_boundary(s),
+            StoredMut::Bf16(s) => to_line_boundary(s),
+            StoredMut::F16(s) => to_line_boundary(s),
         }
     }
 

@@ -139,6 +139,23 @@ pub(crate) fn for_each_shared(n: usize, run: impl Fn(usize) + Sync) {
     });
 }
 
+/// Run `run(item)` once for every item, spread over the threads as
+/// [`for_each_shared`] spreads indices.
+pub(crate) fn for_each_owned<P: Send>(items: Vec<P>, run: impl Fn(P) + Sync) {
+    // One uncontended lock per item: each is taken exactly once, by whoever
+    // draws its index.
+    let items: Vec<Mutex<Option<P>>> = items.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    for_each_shared(items.len(), |i| {
+        let item = items[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(item) = item {
+            run(item);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +170,21 @@ mod tests {
             });
             assert!(
                 counts.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                "n = {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_item_is_run_exactly_once() {
+        for n in [0, 1, 5, 300] {
+            let seen: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+            let items: Vec<&AtomicU32> = seen.iter().collect();
+            for_each_owned(items, |c| {
+                c.fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                seen.iter().all(|c| c.load(Ordering::Relaxed) == 1),
                 "n = {n}"
             );
         }
