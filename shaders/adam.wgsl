@@ -183,14 +183,19 @@ fn store_word(k: u32, w: u32, low: f32, high: f32, both: bool) {
     }
 }
 
+// The invocation's index across a 2-D dispatch: x covers at most 65535
+// workgroups, y the rest.
+fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn adam_step(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // 2-D dispatch: x covers at most 65535 workgroups, y the rest.
-    let i = s.lo + (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+    let i = s.lo + invocation(wid, nwg, lid);
     if (i >= s.hi) {
         return;
     }
@@ -283,7 +288,7 @@ fn copy(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+    let i = invocation(wid, nwg, lid);
     if (i >= arrayLength(&copy_dst)) {
         return;
     }
@@ -303,7 +308,7 @@ fn convert16(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+    let i = invocation(wid, nwg, lid);
     if (i >= arrayLength(&conv_in)) {
         return;
     }
