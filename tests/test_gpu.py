@@ -638,6 +638,19 @@ def test_16_bit_state_in_chunks_and_groups(dtype, monkeypatch):
     assert_same_run_16(cpu_opt, gpu_opt, cp, gp, dtype, 50)
 
 
+def _move_after_20_steps(p1, grads, first, second, options):
+    """20 steps on ``first``, then the state_dict loaded into a copy of the params on
+    ``second``: (opt1, opt2, p2, the saved state_dict, the loaded one read back)."""
+    opt1 = radam.Adam(p1, device=first, **options)
+    for g in grads[:20]:
+        opt1.step(g)
+    saved = opt1.state_dict()
+    p2 = [p.copy() for p in p1]
+    opt2 = radam.Adam(p2, device=second, **options)
+    opt2.load_state_dict(saved)
+    return opt1, opt2, p2, saved, opt2.state_dict()
+
+
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("first,second", [("gpu", "cpu"), ("cpu", "gpu"), ("gpu", "gpu")])
@@ -649,14 +662,7 @@ def test_16_bit_state_dict_moves_between_devices(first, second, dtype):
     options = {"lr": 1e-2, "amsgrad": True, "momentum": 0.5, "state_dtype": dtype}
     p1 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = [grads_for(p1, rng) for _ in range(21)]
-    opt1 = radam.Adam(p1, device=first, **options)
-    for g in grads[:20]:
-        opt1.step(g)
-    saved = opt1.state_dict()
-    p2 = [p.copy() for p in p1]
-    opt2 = radam.Adam(p2, device=second, **options)
-    opt2.load_state_dict(saved)
-    moved = opt2.state_dict()
+    opt1, opt2, p2, saved, moved = _move_after_20_steps(p1, grads, first, second, options)
     for i, entry in saved["state"].items():
         assert moved["state"][i]["step"] == 20
         for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "velocity"):
@@ -760,14 +766,7 @@ def test_16_bit_params_with_master_state_dict_moves_between_devices(first, secon
     options = {"lr": 1e-2, "momentum": 0.5, "master_weights": True, "state_dtype": "bfloat16"}
     p1 = [rng.standard_normal(s).astype(half) for s in shapes]
     grads = [[(rng.standard_normal(s)).astype(half) for s in shapes] for _ in range(21)]
-    opt1 = radam.Adam(p1, device=first, **options)
-    for g in grads[:20]:
-        opt1.step(g)
-    saved = opt1.state_dict()
-    p2 = [p.copy() for p in p1]
-    opt2 = radam.Adam(p2, device=second, **options)
-    opt2.load_state_dict(saved)
-    moved = opt2.state_dict()
+    opt1, opt2, p2, saved, moved = _move_after_20_steps(p1, grads, first, second, options)
     for i, entry in saved["state"].items():
         for name in ("exp_avg", "exp_avg_sq", "velocity", "master_param"):
             want, got = entry[name], moved["state"][i][name]
