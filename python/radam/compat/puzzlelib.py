@@ -77,7 +77,7 @@ class Adam:
         nodeinfo: Any = None,
     ) -> None:
         if nodeinfo is not None:
-            from ..distributed import _mpi
+            from ..distributed._common import _mpi
 
             if not isinstance(nodeinfo, _mpi().Intracomm):
                 raise TypeError(

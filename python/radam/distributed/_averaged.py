@@ -1,0 +1,141 @@
+"""AveragedAdam: plain data parallelism, the full state on every rank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._params import Layout
+from ..optimizer import Adam
+from ._common import (
+    _as_grads,
+    _check_optimizer,
+    _DataParallel,
+    _local_groups,
+    _make_buckets,
+    _portable_groups,
+    _raw,
+    _views,
+)
+
+
+class AveragedAdam(_DataParallel):
+    """Plain data-parallel Adam (PuzzleLib's ``nodeinfo``): the params are
+    broadcast from rank 0 at construction, the gradients averaged across ranks
+    (one in-place ``Allreduce`` per dtype into buffers allocated once) before
+    every update, and every rank steps the full state.
+
+    ``optimizer`` is the variant's class (default :class:`radam.Adam`);
+    ``**options`` are its keyword options. ``opt.optimizer`` is the local
+    optimizer (its ``param_groups``, ``state``, ``state_dict`` are usable as
+    usual; they are the same on every rank).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        comm: Any = None,
+        *,
+        optimizer: type = Adam,
+        broadcast_params: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(comm)
+
+        def build(layout: Layout) -> Adam:
+            _check_optimizer(optimizer)
+            return optimizer(params, **options)
+
+        self.optimizer, layout = self._check_same(build, params, options)
+        self._layout = layout
+        self._buckets, offsets = _make_buckets(layout)
+        self._pack = _views(self._buckets, offsets, layout, "grads")
+        self._grad_views = []
+        self._casts: list[tuple[np.ndarray, np.ndarray]] = []
+        for t, view in zip(layout.tensors, self._pack):
+            if view.dtype != t.array.dtype:  # 16-bit params: averaged in float32, cast once
+                half = np.zeros(t.array.shape, t.array.dtype)
+                self._casts.append((view, half))
+                view = half
+            self._grad_views.append(view)
+        if broadcast_params:
+            self._broadcast_params(layout)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    @property
+    def step_count(self) -> int:
+        return self.optimizer.step_count
+
+    def step(self, grads: Any) -> None:
+        """Average ``grads`` across ranks, then one step of the local optimizer."""
+        with self._lock:
+            error, flat = None, None
+            try:
+                flat = self._check_grads(self._layout, grads)
+            except Exception as err:
+                error = err
+            self._agree(error, "step")
+            with self._collective("step"):
+                inv = 1.0 / self.world_size
+                for view, grad in zip(self._pack, flat):
+                    np.copyto(view, grad)
+                for bucket in self._buckets:
+                    self.comm.Allreduce(self._MPI.IN_PLACE, bucket.grads, op=self._MPI.SUM)
+                    np.multiply(bucket.grads, inv, out=bucket.grads)
+                for source, half in self._casts:
+                    np.copyto(half, source, casting="unsafe")
+                self.optimizer.step(_as_grads(self._layout, self._grad_views))
+
+    def save(self, path: Any, *, include_params: bool = True) -> None:
+        """Rank 0 writes the checkpoint (the state is the same on every rank)."""
+        self._root_result(lambda: self.optimizer.save(path, include_params=include_params), "save")
+
+    def load(self, path: Any, *, restore_params: bool = True) -> None:
+        """Rank 0 reads the checkpoint; every rank gets its state (and params)."""
+        with self._lock:
+            sd = self._root_result(
+                lambda: (
+                    self.optimizer.load(path, restore_params=restore_params),
+                    self.optimizer.state_dict(),
+                )[1],
+                "load",
+            )
+            with self._collective("load"):
+                sd = _bcast_state_dict(self, sd, self.optimizer)
+                if self.rank != 0:
+                    self.optimizer.load_state_dict(sd)
+                if restore_params:
+                    self._broadcast_params(self._layout)
+
+
+def _bcast_state_dict(dp: _DataParallel, sd: Any, local: Adam) -> dict[str, Any]:
+    """Rank 0's state_dict on every rank: the layout pickled, the arrays by Bcast."""
+    if dp.rank == 0:
+        shapes = {
+            i: {
+                k: ((v.shape, v.dtype.str) if isinstance(v, np.ndarray) else v)
+                for k, v in e.items()
+            }
+            for i, e in sd["state"].items()
+        }
+        meta = {"state": shapes, "param_groups": _portable_groups(sd["param_groups"])}
+    else:
+        meta = None
+    meta = dp.comm.bcast(meta, root=0)
+    state = {}
+    for i, entry in meta["state"].items():
+        out = {}
+        for k, v in entry.items():
+            if isinstance(v, tuple):
+                array = sd["state"][i][k] if dp.rank == 0 else np.empty(v[0], np.dtype(v[1]))
+                dp.comm.Bcast(_raw(array.reshape(-1)), root=0)
+                out[k] = array
+            else:
+                out[k] = v
+        state[i] = out
+    groups = _local_groups(meta["param_groups"], local.param_groups)
+    return {"state": state, "param_groups": groups}
