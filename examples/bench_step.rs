@@ -12,10 +12,16 @@ use std::time::Instant;
 use radam::{Adam, AdamConfig};
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|s| s.parse::<f64>().ok().map(|x| x as usize))
-        .collect();
+    let mut sizes = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match arg.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 1.0 && x.fract() == 0.0 => sizes.push(x as usize),
+            _ => {
+                eprintln!("bench_step: each argument is a parameter count (e.g. 1e6), got {arg:?}");
+                std::process::exit(2);
+            }
+        }
+    }
     let sizes = if sizes.is_empty() {
         vec![32_768, 1_000_000]
     } else {
@@ -27,8 +33,13 @@ fn main() {
         radam::num_threads()
     );
     for n in sizes {
-        let mut p: Vec<f32> = (0..n).map(|i| (i as f32 * 1e-3).sin()).collect();
-        let g: Vec<f32> = (0..n).map(|i| (i as f32 * 3e-3).cos()).collect();
+        let (mut p, mut g) = (Vec::<f32>::new(), Vec::<f32>::new());
+        if p.try_reserve_exact(n).is_err() || g.try_reserve_exact(n).is_err() {
+            eprintln!("bench_step: cannot allocate {n} params");
+            std::process::exit(2);
+        }
+        p.extend((0..n).map(|i| (i as f32 * 1e-3).sin()));
+        g.extend((0..n).map(|i| (i as f32 * 3e-3).cos()));
         let mut opt = match Adam::<f32>::new(AdamConfig::default(), &[n]) {
             Ok(opt) => opt,
             Err(e) => {
