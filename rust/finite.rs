@@ -12,7 +12,7 @@ use crate::element::Float;
 use crate::multi::SERIAL_MAX;
 use crate::simd::SimdLevel;
 use crate::storage::Stored;
-use crate::team;
+use crate::team::Team;
 
 /// Elements per parallel task of the check: long runs, so the four streams
 /// of each task run at full speed (a read-only pass has no cache to respect).
@@ -103,7 +103,7 @@ pub fn all_finite_stored<T: Float>(grads: &[Stored<'_, T>]) -> bool {
         })
         .collect();
     let bad = AtomicBool::new(false);
-    team::for_each_shared(blocks.len(), |i| {
+    Team::current().for_each_shared(blocks.len(), |i| {
         if !bad.load(Ordering::Relaxed) && !stored_finite(blocks[i]) {
             bad.store(true, Ordering::Relaxed);
         }

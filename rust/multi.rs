@@ -16,7 +16,7 @@ use crate::kernel::Slices;
 use crate::scalars::{Coeffs, StepScalars};
 use crate::simd::{kernel_for, SimdLevel};
 use crate::storage::{run_staged, Kind, Stored, StoredMut};
-use crate::team;
+use crate::team::Team;
 
 /// Elements per unit of parallel work: 32Ki elements keep the four f32
 /// streams of one unit (512 KiB) inside a core's L2 cache.
@@ -258,7 +258,7 @@ fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
         (0..blocks).map(block).sum::<f64>()
     } else {
         let sums: Vec<OnceLock<f64>> = (0..blocks).map(|_| OnceLock::new()).collect();
-        team::for_each_shared(blocks, |i| {
+        Team::current().for_each_shared(blocks, |i| {
             let _ = sums[i].set(block(i));
         });
         sums.into_iter()
@@ -405,20 +405,18 @@ pub fn step_mixed_with<T: Float>(
         tensor,
     });
     // Small steps never ask for the helpers (that costs a lock and a getpid).
-    let threads = if total <= SERIAL_MAX {
-        1
-    } else {
-        team::num_threads()
-    };
-    if threads == 1 {
-        pieces.for_each(|piece| run_piece(level, &coeffs, piece));
-    } else {
-        // Which thread runs a unit never changes its result.
-        let units = plan(pieces, unit_len(total, threads));
-        team::for_each_owned(units, |unit| {
-            unit.into_iter()
-                .for_each(|piece| run_piece(level, &coeffs, piece))
-        });
+    let team = (total > SERIAL_MAX).then(Team::current);
+    let threads = team.map_or(1, Team::threads);
+    match team {
+        Some(team) if threads > 1 => {
+            // Which thread runs a unit never changes its result.
+            let units = plan(pieces, unit_len(total, threads));
+            team.for_each_owned(units, |unit| {
+                unit.into_iter()
+                    .for_each(|piece| run_piece(level, &coeffs, piece))
+            });
+        }
+        _ => pieces.for_each(|piece| run_piece(level, &coeffs, piece)),
     }
     Ok(())
 }

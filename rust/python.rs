@@ -512,7 +512,7 @@ fn _rmw_probe(
         )
         .collect();
     py.detach(|| {
-        crate::team::for_each_owned(chunks, |(((p, g), m), v)| {
+        crate::team::Team::current().for_each_owned(chunks, |(((p, g), m), v)| {
             // Re-sliced to one length so the loop has no bounds checks.
             let n = p.len();
             let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
@@ -551,7 +551,9 @@ fn _copy_probe(
     }
     let chunk = crate::CHUNK;
     let chunks: Vec<_> = dst.chunks_mut(chunk).zip(src.chunks(chunk)).collect();
-    py.detach(|| crate::team::for_each_owned(chunks, |(d, s)| d.copy_from_slice(s)));
+    py.detach(|| {
+        crate::team::Team::current().for_each_owned(chunks, |(d, s)| d.copy_from_slice(s))
+    });
     Ok(())
 }
 

@@ -55,43 +55,112 @@ fn start_helpers() -> Option<&'static ThreadPool> {
 /// The number of threads a step may use from the calling thread: the
 /// current pool's size on a rayon worker, else the caller and its helpers.
 pub fn num_threads() -> usize {
-    if rayon::current_thread_index().is_some() {
-        rayon::current_num_threads()
-    } else {
-        1 + helper_pool().map_or(0, ThreadPool::current_num_threads)
-    }
+    Team::current().threads()
 }
 
-/// Run `work(part)` for every part in `0..parts` at once: part 0 on the
-/// calling thread, the others on helpers (at most [`num_threads`] parts run
-/// in parallel; more simply queue). Returns when every part has returned.
-pub(crate) fn run_parts(parts: usize, work: impl Fn(usize) + Sync) {
-    if parts <= 1 {
-        if parts == 1 {
-            work(0);
+/// The threads of one parallel run from the calling thread, looked up once
+/// per run (outside rayon the lookup takes a lock and a getpid).
+#[derive(Clone, Copy)]
+pub(crate) enum Team {
+    /// The caller is a worker of a rayon pool of this many threads.
+    Pool(usize),
+    /// The caller is outside rayon: it and these helpers, if there are any.
+    Helpers(Option<&'static ThreadPool>),
+}
+
+impl Team {
+    pub(crate) fn current() -> Team {
+        if rayon::current_thread_index().is_some() {
+            Team::Pool(rayon::current_num_threads())
+        } else {
+            Team::Helpers(helper_pool())
         }
-        return;
     }
-    let returned = AtomicUsize::new(0);
-    let (work, returned) = (&work, &returned);
-    if rayon::current_thread_index().is_some() {
-        // A worker waits by running other jobs: nothing to add.
-        rayon::in_place_scope(|scope| spawn_and_work(scope, parts, work, returned));
-        return;
+
+    pub(crate) fn threads(self) -> usize {
+        match self {
+            Team::Pool(threads) => threads,
+            Team::Helpers(pool) => 1 + pool.map_or(0, ThreadPool::current_num_threads),
+        }
     }
-    match helper_pool() {
-        Some(pool) => pool.in_place_scope(|scope| {
-            spawn_and_work(scope, parts, work, returned);
-            // Spin briefly for the helpers' last units, so the scope's
-            // latch is usually set before the caller would sleep on it.
-            let start = Instant::now();
-            while returned.load(Ordering::Acquire) < parts - 1 && start.elapsed() < FINISH_SPIN {
-                for _ in 0..64 {
-                    std::hint::spin_loop();
-                }
+
+    /// Run `work(part)` for every part in `0..parts` at once: part 0 on the
+    /// calling thread, the others on helpers (at most [`Team::threads`] parts
+    /// run in parallel; more simply queue). Returns when every part has returned.
+    fn run_parts(self, parts: usize, work: impl Fn(usize) + Sync) {
+        if parts <= 1 {
+            if parts == 1 {
+                work(0);
             }
-        }),
-        None => (0..parts).for_each(work),
+            return;
+        }
+        let returned = AtomicUsize::new(0);
+        let (work, returned) = (&work, &returned);
+        match self {
+            // A worker waits by running other jobs: nothing to add.
+            Team::Pool(_) => {
+                rayon::in_place_scope(|scope| spawn_and_work(scope, parts, work, returned))
+            }
+            Team::Helpers(Some(pool)) => pool.in_place_scope(|scope| {
+                spawn_and_work(scope, parts, work, returned);
+                // Spin briefly for the helpers' last units, so the scope's
+                // latch is usually set before the caller would sleep on it.
+                let start = Instant::now();
+                while returned.load(Ordering::Acquire) < parts - 1 && start.elapsed() < FINISH_SPIN
+                {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
+                }
+            }),
+            Team::Helpers(None) => (0..parts).for_each(work),
+        }
+    }
+
+    /// Run `run(i)` once for every `i` in `0..n`, spread over up to
+    /// [`Team::threads`] threads. Each thread owns a contiguous run of indices
+    /// (the caller the first), so in a loop of steps every thread keeps the
+    /// same part of the data and a cache-resident step finds it in that core's
+    /// caches. A thread that finishes its own run takes indices left in the
+    /// others' runs, so a late helper simply takes fewer. Which thread runs an
+    /// index must not change the result: callers make each index's work
+    /// independent.
+    pub(crate) fn for_each_shared(self, n: usize, run: impl Fn(usize) + Sync) {
+        let parts = self.threads().min(n);
+        let bounds = |part: usize| (part * n / parts, (part + 1) * n / parts);
+        let next: Vec<AtomicUsize> = (0..parts).map(|p| AtomicUsize::new(bounds(p).0)).collect();
+        let drain_part = |part: usize| {
+            let end = bounds(part).1;
+            loop {
+                let i = next[part].fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                run(i);
+            }
+        };
+        self.run_parts(parts, |own| {
+            for k in 0..parts {
+                drain_part((own + k) % parts);
+            }
+        });
+    }
+
+    /// Run `run(item)` once for every item, spread over the threads as
+    /// [`Team::for_each_shared`] spreads indices.
+    pub(crate) fn for_each_owned<P: Send>(self, items: Vec<P>, run: impl Fn(P) + Sync) {
+        // One uncontended lock per item: each is taken exactly once, by
+        // whoever draws its index.
+        let items: Vec<Mutex<Option<P>>> = items.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        self.for_each_shared(items.len(), |i| {
+            let item = items[i]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(item) = item {
+                run(item);
+            }
+        });
     }
 }
 
@@ -111,51 +180,6 @@ fn spawn_and_work<'s, W: Fn(usize) + Sync>(
     work(0);
 }
 
-/// Run `run(i)` once for every `i` in `0..n`, spread over up to
-/// [`num_threads`] threads. Each thread owns a contiguous run of indices
-/// (the caller the first), so in a loop of steps every thread keeps the same
-/// part of the data and a cache-resident step finds it in that core's caches.
-/// A thread that finishes its own run takes indices left in the others' runs,
-/// so a late helper simply takes fewer. Which thread runs an index must not
-/// change the result: callers make each index's work independent.
-pub(crate) fn for_each_shared(n: usize, run: impl Fn(usize) + Sync) {
-    let parts = num_threads().min(n);
-    let bounds = |part: usize| (part * n / parts, (part + 1) * n / parts);
-    let next: Vec<AtomicUsize> = (0..parts).map(|p| AtomicUsize::new(bounds(p).0)).collect();
-    let drain_part = |part: usize| {
-        let end = bounds(part).1;
-        loop {
-            let i = next[part].fetch_add(1, Ordering::Relaxed);
-            if i >= end {
-                break;
-            }
-            run(i);
-        }
-    };
-    run_parts(parts, |own| {
-        for k in 0..parts {
-            drain_part((own + k) % parts);
-        }
-    });
-}
-
-/// Run `run(item)` once for every item, spread over the threads as
-/// [`for_each_shared`] spreads indices.
-pub(crate) fn for_each_owned<P: Send>(items: Vec<P>, run: impl Fn(P) + Sync) {
-    // One uncontended lock per item: each is taken exactly once, by whoever
-    // draws its index.
-    let items: Vec<Mutex<Option<P>>> = items.into_iter().map(|p| Mutex::new(Some(p))).collect();
-    for_each_shared(items.len(), |i| {
-        let item = items[i]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(item) = item {
-            run(item);
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,7 +189,7 @@ mod tests {
     fn every_index_runs_exactly_once() {
         for n in [0, 1, 2, 3, 7, 64, 1000] {
             let counts: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
-            for_each_shared(n, |i| {
+            Team::current().for_each_shared(n, |i| {
                 counts[i].fetch_add(1, Ordering::Relaxed);
             });
             assert!(
@@ -180,7 +204,7 @@ mod tests {
         for n in [0, 1, 5, 300] {
             let seen: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
             let items: Vec<&AtomicU32> = seen.iter().collect();
-            for_each_owned(items, |c| {
+            Team::current().for_each_owned(items, |c| {
                 c.fetch_add(1, Ordering::Relaxed);
             });
             assert!(
@@ -200,7 +224,7 @@ mod tests {
             pool.install(|| {
                 assert_eq!(num_threads(), threads);
                 let counts: Vec<AtomicU32> = (0..100).map(|_| AtomicU32::new(0)).collect();
-                for_each_shared(100, |i| {
+                Team::current().for_each_shared(100, |i| {
                     counts[i].fetch_add(1, Ordering::Relaxed);
                 });
                 assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
