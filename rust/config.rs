@@ -107,11 +107,11 @@ impl AdamConfig {
         }
     }
 
-    /// AdaMax's defaults (the paper's Algorithm 2: lr 2e-3, no eps).
+    /// AdaMax's defaults, as `torch.optim.Adamax`'s (the paper's Algorithm 2 with
+    /// lr 2e-3 and eps 1e-8; `eps: 0.0` is the paper's own form).
     pub fn adamax() -> Self {
         AdamConfig {
             lr: 2e-3,
-            eps: 0.0,
             algorithm: Algorithm::Adamax,
             ..Self::default()
         }

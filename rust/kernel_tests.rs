@@ -192,6 +192,7 @@ fn all_configs() -> Vec<AdamConfig> {
         },
         AdamConfig {
             lr: 1e-2,
+            eps: 0.0, // the paper's form
             ..AdamConfig::adamax()
         },
         AdamConfig {
