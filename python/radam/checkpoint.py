@@ -12,9 +12,10 @@ Format (version 1). A zip archive (stored, not compressed) holding:
   "scalars": {name: number}}]}``. An array record is ``{"member", "shape",
   "dtype", "sha256"}`` plus ``"stored_as"`` when the member holds a raw view
   (``bfloat16`` and the other ``ml_dtypes`` types are stored as ``uint16``
-  etc., with the dtype name beside them). A group's ``lr`` is a number, or
-  ``{"schedule": {"name", "args"}}`` for a built-in schedule, or
-  ``{"callable": repr}`` for any other callable (which a file cannot hold).
+  etc., with the dtype name beside them). A group's ``lr`` (and each of its
+  ``betas``) is a number, or ``{"schedule": {"name", "args"}}`` for a built-in
+  schedule, or ``{"callable": repr}`` for any other callable (which a file
+  cannot hold).
 - one ``.npy`` member per array (``params/<i>.npy``, ``state/<i>/<name>.npy``),
   read back with ``allow_pickle=False``.
 
@@ -412,7 +413,10 @@ def _decode(
                         f"this optimizer's {ours['param_names']}"
                     )
             options = {k: _decode_option(v) for k, v in g["options"].items()}
-            options["lr"] = _decode_lr(g["options"]["lr"], ours["lr"], where, misfit)
+            options["lr"] = _decode_schedulable(
+                g["options"]["lr"], ours["lr"], f"{where}['lr']", misfit
+            )
+            options["betas"] = _decode_betas(g["options"]["betas"], ours["betas"], where, misfit)
             saved_groups.append({**options, "params": list(g["params"])})
         state: dict[int, dict[str, Any]] = {}
         params: list[np.ndarray] | None = []
@@ -451,30 +455,42 @@ def _decode_option(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"dtype"}:
             return _dtype(value["dtype"], "a checkpoint option")
-        return value  # lr, decoded by _decode_lr
+        return value  # a schedule in lr or betas, decoded by _decode_schedulable
     return value
 
 
-def _decode_lr(saved: Any, live: Any, where: str, misfit: str) -> Any:
-    """A group's lr as saved: a number stays a number; a built-in schedule is
-    rebuilt from its description (the live object is kept when equal); a
-    custom callable, which the file cannot hold, must be the live group's lr."""
+def _decode_betas(saved: Any, live: Any, where: str, misfit: str) -> Any:
+    """A group's betas as saved: a pair, each decoded as :func:`_decode_schedulable`
+    (betas[0] may be a schedule)."""
+    if not isinstance(saved, list) or len(saved) != 2:
+        raise CheckpointError(f"{misfit}: its {where}['betas'] is {saved!r}, not a pair")
+    return tuple(
+        _decode_schedulable(s, live[i], f"{where}['betas'][{i}]", misfit)
+        for i, s in enumerate(saved)
+    )
+
+
+def _decode_schedulable(saved: Any, live: Any, what: str, misfit: str) -> Any:
+    """An option that may be a schedule (lr, betas[0]) as saved: a number stays a
+    number; a built-in schedule is rebuilt from its description (the live
+    object is kept when equal); a custom callable, which the file cannot hold,
+    must be the live group's value there. ``what`` names it, e.g.
+    ``param_groups[0]['lr']``."""
     if isinstance(saved, numbers.Real) and not isinstance(saved, bool):
         if not math.isfinite(saved):
-            raise CheckpointError(f"{misfit}: its {where}['lr'] is {saved!r}")
+            raise CheckpointError(f"{misfit}: its {what} is {saved!r}")
         return saved
     if isinstance(saved, dict) and set(saved) == {"schedule"}:
         try:
             schedule = from_config(saved["schedule"])
         except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{misfit}: its {where}['lr'] schedule: {err}") from err
+            raise CheckpointError(f"{misfit}: its {what} schedule: {err}") from err
         return live if live == schedule else schedule
     if isinstance(saved, dict) and set(saved) == {"callable"}:
         if callable(live) and not isinstance(live, Schedule):
             return live
         raise CheckpointError(
-            f"{misfit}: its {where}['lr'] was a custom callable ({saved['callable']}), which a "
-            "checkpoint cannot hold; build the optimizer with that callable as this group's lr, "
-            "then load"
+            f"{misfit}: its {what} was a custom callable ({saved['callable']}), which a "
+            "checkpoint cannot hold; build the optimizer with that callable there, then load"
         )
-    raise CheckpointError(f"{misfit}: its {where}['lr'] is {saved!r}")
+    raise CheckpointError(f"{misfit}: its {what} is {saved!r}")

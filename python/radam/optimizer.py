@@ -30,8 +30,9 @@ class Adam:
     list of arrays, a dict name -> array, or a list of group dicts with
     per-group options; ``step(grads)`` takes grads with the same structure.
     With ``decoupled_weight_decay=True`` the decay is AdamW's. ``lr`` (and any
-    group's "lr") may be a schedule, a callable of the step count: see
-    ``radam.schedules``, :attr:`current_lr`, :meth:`save` and :meth:`load`.
+    group's "lr") may be a schedule, a callable of the step count, and so may
+    ``betas[0]``: see ``radam.schedules``, :attr:`current_lr`,
+    :attr:`current_betas`, :meth:`save` and :meth:`load`.
 
     State (``opt.state[key]``, a read-only mapping of arrays that the kernel
     updates in place, so change them in place too, e.g. with ``np.copyto``:
@@ -166,6 +167,13 @@ class Adam:
         called with ``step_count`` (see ``radam.schedules`` for the convention)."""
         with self._lock:
             return [o.lr for o in self._options()]
+
+    @property
+    def current_betas(self) -> list[tuple[float, float]]:
+        """Each group's (beta1, beta2) for the next step: betas[0] may be a
+        schedule (e.g. ``radam.schedules.OneCycle.momentum()``), called like lr's."""
+        with self._lock:
+            return [(o.beta1, o.beta2) for o in self._options()]
 
     def save(self, path: Any, *, include_params: bool = True) -> None:
         """Write a checkpoint to ``path`` atomically: options (a built-in
@@ -497,12 +505,13 @@ def _immutable_options(group: dict[str, Any]) -> bool:
 
 def _option_values(group: dict[str, Any]) -> list[tuple[str, Any]] | None:
     """A group's options as plain values (lists copied to tuples), to detect
-    changes; None when one is callable (a schedule: it changes every step)."""
+    changes; None when one is callable (a schedule: it changes every step),
+    or holds one (a beta1 schedule in betas)."""
     values = []
     for k, v in group.items():
         if k == "params" or k == "param_names":
             continue
-        if callable(v):
+        if callable(v) or (type(v) in (tuple, list) and any(callable(x) for x in v)):
             return None
         values.append((k, tuple(v) if type(v) is list else v))
     return values
