@@ -384,25 +384,30 @@ def _cycle_opt(params, peak=1e-2, total=60):
     return radam.Adam(params, lr=oc, betas=(oc.momentum(0.8, 0.95), 0.99)), oc
 
 
-def test_state_dict_keeps_the_beta1_schedule():
-    params, grads = _problem(60, seed=6)
+def _straight_and_stopped(seed, stop):
+    """One cycle run straight through its 60 steps, and the same run stopped
+    after ``stop``: (grads, the straight run's params, the stopped optimizer,
+    the params it started from, the schedule)."""
+    params, grads = _problem(60, seed=seed)
     straight = [p.copy() for p in params]
     opt, oc = _cycle_opt(straight)
     for g in grads:
         opt.step(g)
+    stopped, _ = _cycle_opt([p.copy() for p in params])
+    for g in grads[:stop]:
+        stopped.step(g)
+    return grads, straight, stopped, params, oc
 
-    first = [p.copy() for p in params]
-    opt1, _ = _cycle_opt(first)
-    for g in grads[:25]:
-        opt1.step(g)
+
+def test_state_dict_keeps_the_beta1_schedule():
+    grads, straight, opt1, params, oc = _straight_and_stopped(6, 25)
     sd = opt1.state_dict()
     assert sd["param_groups"][0]["betas"] == (oc.momentum(0.8, 0.95), 0.99)
-    resumed = [p.copy() for p in first]
+    resumed = [np.array(p, copy=True) for g in opt1.param_groups for p in g["params"]]
     opt2 = radam.Adam(resumed, lr=0.5, betas=(0.9, 0.999))  # the saved options win
     opt2.load_state_dict(sd)
-    assert opt2.current_lr == [oc(25)] and opt2.current_betas == [
-        (oc.momentum(0.8, 0.95)(25), 0.99)
-    ]
+    assert opt2.current_lr == [oc(25)]
+    assert opt2.current_betas == [(oc.momentum(0.8, 0.95)(25), 0.99)]
     for g in grads[25:]:
         opt2.step(g)
     for x, y in zip(resumed, straight):
@@ -410,16 +415,7 @@ def test_state_dict_keeps_the_beta1_schedule():
 
 
 def test_checkpoint_keeps_the_beta1_schedule(tmp_path):
-    params, grads = _problem(60, seed=7)
-    straight = [p.copy() for p in params]
-    opt, oc = _cycle_opt(straight)
-    for g in grads:
-        opt.step(g)
-
-    first = [p.copy() for p in params]
-    opt1, _ = _cycle_opt(first)
-    for g in grads[:33]:
-        opt1.step(g)
+    grads, straight, opt1, params, oc = _straight_and_stopped(7, 33)
     path = tmp_path / "cycle.radam"
     opt1.save(path)
     with zipfile.ZipFile(path) as zf:

@@ -15,33 +15,11 @@ from helpers import assert_unchanged, f64_tolerance, raises_named, snapshot
 
 def torch_like_sd(params, step=3, **group):
     """The state_dict torch.optim.Adam would give for ``params`` (one group)."""
-    rng = np.random.default_rng(0)
-    options = {
-        "lr": 0.01,
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0,
-        "amsgrad": False,
-        "maximize": False,
-        "foreach": None,
-        "capturable": False,
-        "differentiable": False,
-        "fused": None,
-        "decoupled_weight_decay": False,
-        "params": list(range(len(params))),
-    }
-    options.update(group)
-    state = {}
-    for i, p in enumerate(params):
-        entry = {
-            "step": np.array(float(step), dtype=np.float32),  # torch keeps a float tensor
-            "exp_avg": rng.standard_normal(p.shape).astype(p.dtype),
-            "exp_avg_sq": rng.random(p.shape).astype(p.dtype),
-        }
-        if options["amsgrad"]:
+    sd = torch_kind_sd("Adam", params, step, fused=None, **group)
+    if sd["param_groups"][0]["amsgrad"]:
+        for entry in sd["state"].values():
             entry["max_exp_avg_sq"] = entry["exp_avg_sq"] + 1
-        state[i] = entry
-    return {"state": state, "param_groups": [options]}
+    return sd
 
 
 def victim():
