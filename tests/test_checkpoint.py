@@ -13,6 +13,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -909,7 +910,7 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
         env=env,
     )
     rng = np.random.default_rng(20)
-    steps_seen, left_temp, child = [], 0, [0]
+    steps_seen, left_temp, child, dead = [], 0, [0], set()
 
     def kill_all():  # a watchdog, so that a hung child fails the test instead of hanging it
         for victim in (child[0], proc.pid):
@@ -929,6 +930,8 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
             duration = 0.02
             for _ in range(rng.integers(0, 3)):
                 duration = float(_read_tagged(proc.stdout, "saved")[1])
+                assert not [f for f in dead if (tmp_path / f).exists()], "a save left dead temps"
+                dead.clear()
             time.sleep(rng.uniform(0.0, 1.2 * duration))
             os.kill(pid, signal.SIGKILL)
             status = int(_read_tagged(proc.stdout, "status")[1])
@@ -936,10 +939,9 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
             assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
                 f"the saving child ended on its own (status {status}), not by the kill"
             )
-            temps = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
-            left_temp += len(temps)
-            for f in temps:
-                os.unlink(tmp_path / f)
+            temps = set(_temporaries(tmp_path))
+            left_temp += len(temps - dead)
+            dead |= temps  # the next finished save removes them (issue 12, item 10)
 
             params, opt = ns["make"](n)
             opt.load(path)  # must be a whole checkpoint
@@ -957,3 +959,137 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
         proc.wait(timeout=30)
     assert steps_seen[-1] >= 50  # the run made progress across the kills
     assert left_temp > 0  # some kills did land in the middle of a save
+    opt.save(path)
+    assert _temporaries(tmp_path) == []
+
+
+def _temporaries(folder):
+    return sorted(f for f in os.listdir(folder) if f.endswith(".tmp"))
+
+
+# A process that saves a checkpoint and pauses in the middle of writing it (after
+# meta.json) until it reads a line: a live save, or one to kill mid-write.
+_PAUSED_SAVER = textwrap.dedent(
+    """
+    import os
+    import sys
+    import zipfile
+
+    import numpy as np
+    import radam
+
+    path, steps = sys.argv[1], int(sys.argv[2])
+    params = [np.linspace(-1.0, 1.0, 1000)]
+    opt = radam.Adam(params)
+    for _ in range(steps):
+        opt.step([params[0] * 0.5])
+    write = zipfile.ZipFile.writestr
+
+    def paused(self, info, data, *args, **kwargs):
+        write(self, info, data, *args, **kwargs)
+        if info.filename == "meta.json":
+            os.write(1, b"paused\\n")
+            sys.stdin.readline()
+
+    zipfile.ZipFile.writestr = paused
+    opt.save(path)
+    os.write(1, b"saved\\n")
+    """
+)
+
+
+def _paused_saver(path, steps):
+    """A process paused in the middle of saving its optimizer (``steps`` steps) to ``path``."""
+    script = path.parent / "paused_saver.py"
+    script.write_text(_PAUSED_SAVER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path), str(steps)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if line != "paused\n":
+        proc.kill()
+        pytest.fail(f"the saving process did not pause mid-write: {line!r}, {proc.wait()}")
+    return proc
+
+
+def test_a_save_removes_the_temporaries_of_killed_saves(tmp_path):
+    """Issue 12, item 10: saves killed mid-write left their temporaries for good.
+    The next save to the same path removes them, and nothing else: not files
+    that only look alike, nor a link to another file."""
+    path = tmp_path / "run.ckpt"
+    savers = [_paused_saver(path, steps) for steps in (1, 2, 3)]
+    temps = _temporaries(tmp_path)
+    assert len(temps) == 3
+    for proc in savers:
+        proc.kill()
+        proc.wait()
+    assert _temporaries(tmp_path) == temps  # a kill leaves them behind
+    lookalikes = [
+        ".run.ckpt.abcdefgh.tmp",  # no radam- marker
+        ".run.ckpt.radam-abcdefgh.tmp.bak",
+        ".other.ckpt.radam-abcdefgh.tmp",  # another checkpoint's
+        "run.ckpt.radam-abcdefgh.tmp",
+    ]
+    for name in lookalikes:
+        (tmp_path / name).write_bytes(b"not a temporary")
+    (tmp_path / "target").write_bytes(b"not a temporary")
+    os.symlink(tmp_path / "target", tmp_path / ".run.ckpt.radam-symlink.tmp")
+
+    opt = radam.Adam([np.ones(3)])
+    opt.save(path)
+    expected = lookalikes + [".run.ckpt.radam-symlink.tmp", "paused_saver.py", "run.ckpt", "target"]
+    assert sorted(os.listdir(tmp_path)) == sorted(expected)
+    assert (tmp_path / "target").read_bytes() == b"not a temporary"
+    assert checkpoint.read(path)[0]["step"] == 0
+
+
+def test_a_save_never_removes_the_temporary_of_a_live_save(tmp_path):
+    """A save that is still writing (another process, paused mid-write) keeps its
+    temporary through other saves to the same path, then completes."""
+    path = tmp_path / "run.ckpt"
+    live = _paused_saver(path, 5)
+    try:
+        [temp] = _temporaries(tmp_path)
+        size = os.path.getsize(tmp_path / temp)
+        opt = radam.Adam([np.ones(3)])
+        for _ in range(3):
+            opt.save(path)
+            assert _temporaries(tmp_path) == [temp]
+            assert os.path.getsize(tmp_path / temp) == size
+        assert checkpoint.read(path)[0]["step"] == 0
+        live.stdin.write("go\n")
+        live.stdin.flush()
+        assert live.stdout.readline() == "saved\n"
+        assert live.wait(timeout=60) == 0
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.wait()
+    assert _temporaries(tmp_path) == []
+    assert checkpoint.read(path)[0]["step"] == 5  # the live save's checkpoint, whole
+
+
+def test_a_temporary_removed_before_its_save_locks_it_is_replaced(tmp_path, monkeypatch):
+    """Between creating its temporary and locking it, a save can lose it to another
+    save's cleanup (which can take the lock in that moment): it notices, and
+    writes to a new one."""
+    path = tmp_path / "run.ckpt"
+    made, real = [], tempfile.mkstemp
+
+    def racing(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        made.append(name)
+        if len(made) == 1:  # another save's cleanup runs now, before the lock
+            checkpoint._remove_dead_temporaries(str(tmp_path), "run.ckpt")
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", racing)
+    opt = radam.Adam([np.ones(3)])
+    opt.step([np.ones(3)])
+    opt.save(path)
+    assert len(made) == 2 and not os.path.exists(made[0])
+    assert sorted(os.listdir(tmp_path)) == ["run.ckpt"]
+    assert checkpoint.read(path)[0]["step"] == 1
