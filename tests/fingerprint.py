@@ -12,16 +12,17 @@ import numpy as np
 def fingerprint(opt: Any) -> Any:
     """Everything ``opt.state_dict()`` holds, and the params, as comparable data."""
     params = [p for g in opt.param_groups for p in g["params"]]
-    return _exact({"params": params, "state_dict": opt.state_dict()})
+    return exact({"params": params, "state_dict": opt.state_dict()})
 
 
-def _exact(value: Any) -> Any:
+def exact(value: Any) -> Any:
+    """``value`` (arrays, numbers, containers) as comparable data."""
     if isinstance(value, np.ndarray):
         return ("array", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, (float, np.floating)):
         return (type(value).__name__, float(value).hex())
     if isinstance(value, dict):
-        return ("dict", [(_exact(k), _exact(v)) for k, v in value.items()])
+        return ("dict", [(exact(k), exact(v)) for k, v in value.items()])
     if isinstance(value, (list, tuple)):
-        return (type(value).__name__, [_exact(v) for v in value])
+        return (type(value).__name__, [exact(v) for v in value])
     return value

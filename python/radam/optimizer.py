@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -380,6 +382,8 @@ class Adam:
         new_groups = []
         for i, (saved, ours) in enumerate(zip(saved_groups, self.param_groups)):
             where = f"state_dict['param_groups'][{i}]"
+            if not isinstance(saved, Mapping):
+                raise TypeError(f"{where} must be a dict, got {type(saved).__name__}")
             n_saved, n_ours = len(saved.get("params", ())), len(ours["params"])
             if n_saved != n_ours:
                 raise ValueError(f"{where} has {n_saved} params, this group has {n_ours}")
@@ -445,9 +449,13 @@ class Adam:
             value = saved[i].get("mu_product")
             if isinstance(value, np.ndarray) and value.shape == ():
                 value = value.item()
-            if isinstance(value, bool) or not isinstance(value, (float, int, np.floating)):
+            finite = False
+            if isinstance(value, (float, int, np.floating)) and not isinstance(value, bool):
+                with contextlib.suppress(OverflowError):  # an int past float64's range
+                    finite = math.isfinite(value)
+            if not finite:
                 raise ValueError(
-                    f"state_dict['state'][{i}]['mu_product'] must be a number, got {value!r}"
+                    f"state_dict['state'][{i}]['mu_product'] must be a finite number, got {value!r}"
                 )
             carries[t.group] = float(value)
         return carries
@@ -476,6 +484,7 @@ class Adam:
             if (
                 isinstance(step, bool)
                 or not isinstance(step, (int, np.integer, float))
+                or (isinstance(step, float) and not math.isfinite(step))
                 or step != int(step)
                 or step < 1
             ):
