@@ -587,7 +587,7 @@ def test_load_whose_engine_cannot_be_built_changes_nothing(good, monkeypatch):
 
 
 @pytest.mark.parametrize("restore_params", [True, False])
-def test_load_on_the_gpu_restores_params_on_the_device(good, restore_params):
+def test_load_on_the_gpu_restores_params_on_the_device(good, monkeypatch, restore_params):
     """On the GPU the engine holds its own copy of the params: a load uploads the
     restored ones, and a failed engine build puts the host params back."""
     from radam import gpu
@@ -606,19 +606,17 @@ def test_load_on_the_gpu_restores_params_on_the_device(good, restore_params):
     params = [np.zeros_like(p) for p in saved.param_groups[0]["params"]]
     opt = radam.Adam(params, device="gpu")
     opt.step([np.ones_like(p) for p in params])
+    host = [p.copy() for p in params]  # current after a step with NumPy grads
     before = fingerprint(opt)
-
-    real = gpu.GpuEngine
 
     def broken(*args, **kwargs):
         raise gpu.GpuError("out of GPU memory (a test)")
 
-    gpu.GpuEngine = broken
-    try:
-        with pytest.raises(gpu.GpuError, match="a test"):
-            opt.load(path, restore_params=restore_params)
-    finally:
-        gpu.GpuEngine = real
+    monkeypatch.setattr(gpu, "GpuEngine", broken)
+    with pytest.raises(gpu.GpuError, match="a test"):
+        opt.load(path, restore_params=restore_params)
+    monkeypatch.undo()
+    assert [p.tobytes() for p in params] == [h.tobytes() for h in host]  # before any sync
     assert fingerprint(opt) == before
     opt.load(path, restore_params=restore_params)
     grads = make_grads(params, 1, seed=5)[0]

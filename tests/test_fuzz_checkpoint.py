@@ -468,3 +468,42 @@ def test_fuzz_load_state_dict(bases, data):
     else:
         _assert_holds(opt, sd)
     assert exact(sd) == given_before, "load_state_dict changed its argument"
+
+
+def _set_group(i: int, key: str, value: Any) -> Callable[[dict], None]:
+    return lambda sd: sd["param_groups"][i].__setitem__(key, value)
+
+
+def _set_state(i: int, key: str, value: Any) -> Callable[[dict], None]:
+    return lambda sd: sd["state"][i].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    "kind, change, exc, names",
+    [
+        ("adamax", lambda sd: sd["param_groups"].__setitem__(0, 0.5), TypeError, ["[0]", "dict"]),
+        ("adamax", _set_state(0, "step", float("inf")), ValueError, ["['step']", "inf"]),
+        ("nadam_named", _set_state(1, "mu_product", 10**400), ValueError, ["mu_product"]),
+        ("nadam_named", _set_state(0, "mu_product", float("nan")), ValueError, ["mu_product"]),
+        ("adam_groups", _set_group(1, "lr", 10**400), ValueError, ["lr", "1329 bits"]),
+        ("radam", _set_group(0, "eps", -(10**400)), ValueError, ["eps", "range"]),
+        ("radam", _set_group(0, "betas", {0: 0.9, 1: 0.99}), TypeError, ["betas", "pair"]),
+    ],
+    ids=["group-not-dict", "step-inf", "mu-huge", "mu-nan", "lr-huge", "eps-huge", "betas-dict"],
+)
+def test_state_dicts_the_fuzz_found(bases, kind, change, exc, names):
+    """What the state_dict fuzz found on the first run: each raised a raw
+    AttributeError, OverflowError or KeyError, or (NaN mu_product) was accepted."""
+    sd = bases[kind].state_dict
+    sd = {
+        "state": {i: dict(e) for i, e in sd["state"].items()},
+        "param_groups": [dict(g) for g in sd["param_groups"]],
+    }
+    change(sd)
+    opt = _victim(kind)
+    before = fingerprint(opt)
+    with pytest.raises(exc) as raised:
+        opt.load_state_dict(sd)
+    for name in names:
+        assert name in str(raised.value)
+    assert fingerprint(opt) == before

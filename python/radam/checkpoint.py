@@ -400,8 +400,8 @@ class _Archive:
         if os.path.isdir(path):
             raise CheckpointError(f"{path!r} is a directory, not a radam checkpoint")
         self.bad = f"{path!r} is not a readable radam checkpoint"
-        with self._decoding("opening it"):
-            self._file = open(path, "rb")  # noqa: SIM115 (closed by __exit__)
+        with self._decoding("opening it", cause=""):
+            self._file = open(path, "rb")  # closed by __exit__
         try:
             with self._decoding("reading its zip directory"):
                 self._zip = zipfile.ZipFile(self._file)
@@ -418,14 +418,14 @@ class _Archive:
         self._file.close()
 
     @contextlib.contextmanager
-    def _decoding(self, doing: str) -> Any:
+    def _decoding(self, doing: str, cause: str = " (truncated or corrupted?)") -> Any:
         try:
             yield
         except CheckpointError:
             raise
         except Exception as err:  # untrusted bytes: any decoder error is the file's
             raise CheckpointError(
-                f"{self.bad} (truncated or corrupted?): {doing}: {type(err).__name__}: {err}"
+                f"{self.bad}{cause}: {doing}: {type(err).__name__}: {err}"
             ) from err
 
     def _check_members(self, file_size: int) -> dict[str, zipfile.ZipInfo]:
