@@ -245,8 +245,11 @@ def _atomic_write(path: str, meta: bytes, members: list[tuple[str, bytes]]) -> N
     name = os.path.basename(path)
     _remove_dead_temporaries(directory, name)
     fd, tmp = _locked_temporary(directory, name)
+    # The lock lasts while fd is open: until the file is in place. Windows, which
+    # cannot rename an open file, has no flock: there it is closed before.
+    hold = fcntl is not None
     try:
-        with open(fd, "wb", closefd=False) as f:
+        with open(fd, "wb", closefd=not hold) as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                 for member, data in [(META, meta), *members]:
                     info = zipfile.ZipInfo(member, date_time=_ZIP_TIME)
@@ -262,13 +265,9 @@ def _atomic_write(path: str, meta: bytes, members: list[tuple[str, bytes]]) -> N
             os.unlink(tmp)
         raise
     finally:
-        os.close(fd)  # releases the lock, once the file is in place (or removed)
+        if hold:
+            os.close(fd)  # releases the lock, once the file is in place (or removed)
     _fsync_dir(directory)
-
-
-def _temporary_pattern(name: str) -> re.Pattern[str]:
-    """The names of the temporary files of saves to ``name`` (see _locked_temporary)."""
-    return re.compile(rf"\.{re.escape(name)}{re.escape(_TEMP_INFIX)}[a-z0-9_]+\.tmp\Z")
 
 
 def _locked_temporary(directory: str, name: str) -> tuple[int, str]:
@@ -303,7 +302,8 @@ def _remove_dead_temporaries(directory: str, name: str) -> None:
     opened, locked or removed stays, and the save goes on."""
     if fcntl is None:  # Windows has no flock: leftovers stay (safe to delete by hand)
         return
-    pattern = _temporary_pattern(name)
+    # The names _locked_temporary gives (mkstemp's random part is [a-z0-9_]).
+    pattern = re.compile(rf"\.{re.escape(name)}{re.escape(_TEMP_INFIX)}[a-z0-9_]+\.tmp\Z")
     try:
         entries = [e for e in os.listdir(directory) if pattern.match(e)]
     except OSError:
