@@ -24,7 +24,7 @@ load that succeeds must hold exactly the arrays and step it was given; a
 checkpoint that loads must save and load again to the same optimizer.
 
 The suite runs a fixed number of examples, drawn the same way on every run
-(derandomized), a few seconds in all. For a deeper run, set
+(derandomized), well under a minute on two cores. For a deeper run, set
 ``RADAM_FUZZ_EXAMPLES`` to the number of examples per test; the examples are
 then random, different on each run, and hypothesis keeps any failure it finds
 in its example database (``.hypothesis/``) to replay it first next time::
