@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from . import _core
@@ -65,7 +66,11 @@ class EngineOptions(NamedTuple):
 def _real(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a real number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int past float64's range, e.g. 10**400
+        bits = int(value).bit_length()
+        raise ValueError(f"{what} is an integer of {bits} bits, past float64's range") from None
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -133,7 +138,7 @@ def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineO
     if unknown:
         raise TypeError(f"{prefix}unknown option(s) {unknown}; known: {list(OPTION_NAMES)}")
     betas = group["betas"]
-    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+    if isinstance(betas, (str, bytes, Mapping)) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise TypeError(f"{prefix}betas must be a pair (beta1, beta2), got {betas!r}")
     bias_correction = group["bias_correction"]
     if bias_correction not in BIAS_CORRECTIONS:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -377,6 +379,11 @@ class Adam:
         same structure, shapes and dtypes. Everything is checked before anything
         changes; the arrays are copied in. A resumed run continues bit for bit.
         """
+        self._apply_state_dict(self._checked_state_dict(state_dict))
+
+    def _checked_state_dict(self, state_dict: Mapping[str, Any]) -> _Loaded:
+        """What loading ``state_dict`` applies, every part checked (options,
+        state arrays copied); changes nothing."""
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
         saved_groups = list(state_dict["param_groups"])
@@ -388,6 +395,8 @@ class Adam:
         new_groups = []
         for i, (saved, ours) in enumerate(zip(saved_groups, self.param_groups)):
             where = f"state_dict['param_groups'][{i}]"
+            if not isinstance(saved, Mapping):
+                raise TypeError(f"{where} must be a dict, got {type(saved).__name__}")
             n_saved, n_ours = len(saved.get("params", ())), len(ours["params"])
             if n_saved != n_ours:
                 raise ValueError(f"{where} has {n_saved} params, this group has {n_ours}")
@@ -407,13 +416,42 @@ class Adam:
         names = [state_names(o) for _, o in new_groups]
         step, state = self._check_saved_state(state_dict["state"], names)
         carries = self._saved_carries(state_dict["state"], [o for _, o in new_groups])
+        return _Loaded([g for g, _ in new_groups], names, step, state, carries)
+
+    def _apply_state_dict(self, loaded: _Loaded, params: list[np.ndarray] | None = None) -> None:
+        """Apply a :meth:`_checked_state_dict` result and, if given, copy ``params``
+        (one array per tensor) into the param arrays, all or nothing: whatever
+        can fail (a param that is read-only or no longer of that shape and
+        dtype, building the engine) is checked or done before the first change."""
+        tensors = self._layout.tensors
         with self._lock:
+            for t, value in zip(tensors, params or ()):
+                if not t.array.flags.writeable:
+                    raise ValueError(f"params{t.label} is read-only, so it cannot be restored")
+                if t.array.shape != value.shape or t.array.dtype != value.dtype:
+                    raise ValueError(
+                        f"params{t.label} has shape {t.array.shape} and dtype {t.array.dtype}, "
+                        f"the values to restore {value.shape} and {value.dtype}"
+                    )
             self._sync_host()  # a GPU engine's params reach the host before the new one uploads
-            engine = self._build(state) if state else None
-            for ours, (group, _) in zip(self.param_groups, new_groups):
+            if params is not None and self.device != "cpu" and loaded.state:
+                # A device engine uploads the params when it is built: copy them in
+                # first, and put the old values back if the build fails.
+                previous = [t.array.copy() for t in tensors]
+                _copy_params(tensors, params)
+                try:
+                    engine = self._build(loaded.state)
+                except BaseException:
+                    _copy_params(tensors, previous)
+                    raise
+            else:
+                engine = self._build(loaded.state) if loaded.state else None
+                if params is not None:
+                    _copy_params(tensors, params)  # checked above: cannot fail
+            for ours, group in zip(self.param_groups, loaded.groups):
                 ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
-            self._engine, self.state, self._state_names, self._step = engine, state, names, step
-            self._carries = carries
+            self._engine, self.state, self._state_names = engine, loaded.state, loaded.names
+            self._step, self._carries = loaded.step, loaded.carries
 
     def _saved_carries(self, saved: Mapping, options: list[EngineOptions]) -> list[float]:
         """NAdam's mu_product per group, from the state entries of its params."""
@@ -424,9 +462,13 @@ class Adam:
             value = saved[i].get("mu_product")
             if isinstance(value, np.ndarray) and value.shape == ():
                 value = value.item()
-            if isinstance(value, bool) or not isinstance(value, (float, int, np.floating)):
+            finite = False
+            if isinstance(value, (float, int, np.floating)) and not isinstance(value, bool):
+                with contextlib.suppress(OverflowError):  # an int past float64's range
+                    finite = math.isfinite(value)
+            if not finite:
                 raise ValueError(
-                    f"state_dict['state'][{i}]['mu_product'] must be a number, got {value!r}"
+                    f"state_dict['state'][{i}]['mu_product'] must be a finite number, got {value!r}"
                 )
             carries[t.group] = float(value)
         return carries
@@ -455,6 +497,7 @@ class Adam:
             if (
                 isinstance(step, bool)
                 or not isinstance(step, (int, np.integer, float))
+                or (isinstance(step, float) and not math.isfinite(step))
                 or step != int(step)
                 or step < 1
             ):
@@ -484,6 +527,22 @@ class Adam:
             opts = ", ".join(f"{k}={g[k]!r}" for k in self.defaults)
             lines.append(f"  group {i}: {len(g['params'])} params, {opts}")
         return "\n".join(lines)
+
+
+class _Loaded(NamedTuple):
+    """A checked state_dict, ready to apply: each group's options, state names,
+    step, state arrays (copies) and carries."""
+
+    groups: list[dict[str, Any]]
+    names: list[tuple[str, ...]]
+    step: int
+    state: dict[Any, Any]
+    carries: list[float]
+
+
+def _copy_params(tensors: list[Tensor], values: list[np.ndarray]) -> None:
+    for t, value in zip(tensors, values):
+        np.copyto(t.array, value)
 
 
 _SCALARS = (float, int, bool, str, type(None))
