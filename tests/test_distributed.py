@@ -110,6 +110,17 @@ def test_an_error_in_user_code_ends_the_job_under_python_m_mpi4py(case):
         assert "injected error in user code" in result.stderr
 
 
+@needs_mpi
+def test_the_data_parallel_demo_runs_as_the_readme_launches_it():
+    pytest.importorskip("sklearn", reason="scikit-learn is in the test extra")
+    out = mpiexec(
+        2, "-m", "mpi4py", "-m", "radam", "demo", "--data-parallel", "--epochs", "2"
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("data parallel on 2 ranks"))
+    gap = float(line.rsplit(" ", 1)[1])  # the largest difference from one process
+    assert gap <= 1e-5, line
+
+
 @pytest.mark.parametrize(
     "failure",
     [
