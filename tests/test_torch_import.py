@@ -145,7 +145,7 @@ def test_only_adam_rules_take_it():
 
 TORCH_REASON = (
     "torch is not installed here (it is never a dependency of radam); this test runs "
-    "with a Python that has torch installed"
+    "in an environment with torch, e.g. /work/venvs/torch"
 )
 
 
