@@ -1,4 +1,4 @@
-"""radam.compat.downhill: downhill's Adam formulas (against SEEDS.md references)
+"""radam.compat.downhill: downhill's Adam formulas (against docs/formulas.md references)
 and its training driver (validation schedule, patience, restore-best, monitors)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""radam.Adam's seed-system options and radam.Adamax against SEEDS.md references.
+"""radam.Adam's seed-system options and radam.Adamax against docs/formulas.md references.
 
 Float64 runs of 200 steps must agree with tests/seed_reference.py to 1e-12
 relative. Gradients are fixed random draws (independent of the params), large

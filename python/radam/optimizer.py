@@ -43,7 +43,7 @@ class Adam:
     params. ``key`` is the name for dict params, the flat index otherwise.
     ``step`` is thread-safe: concurrent calls run one after the other.
 
-    Keyword-only options reproduce the seed systems (see SEEDS.md):
+    Keyword-only options reproduce the seed systems (see docs/formulas.md):
     ``efficient_form`` (the paper's step-size form, eps on the uncorrected
     root; Keras, PuzzleLib), ``beta1_decay`` (lambda: beta1_t = beta1 *
     lambda^(t-1) in the first moment), ``momentum``/``nesterov`` (downhill's
