@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zipfile
 
 import numpy as np
@@ -464,18 +463,11 @@ def test_a_schedule_in_betas_1_is_refused():
         radam.Adam([p.copy() for p in params]).load_state_dict(sd)
 
 
+@pytest.mark.usefixtures("adapter")
 def test_the_gpu_path_follows_the_cycle():
     """device="gpu" takes the scheduled lr and beta1 each step as the CPU does
     (float32; the GPU kernel differs by an unfused fma per step, so 1e-6
     relative over 100 steps, as the GPU suite's bound)."""
-    from radam import gpu
-
-    try:
-        gpu.adapter_name()
-    except gpu.GpuError as err:
-        if os.environ.get("CI", "").lower() == "true":  # as the GPU suite: CI must run it
-            pytest.fail(f"CI=true, so the GPU tests must run, but: {err}")
-        pytest.skip(f"no WebGPU adapter ({err})")
     rng = np.random.default_rng(9)
     p0 = [rng.standard_normal(s).astype(np.float32) for s in [(64,), (8, 8)]]
     grads = [[rng.standard_normal(p.shape).astype(np.float32) for p in p0] for _ in range(100)]
