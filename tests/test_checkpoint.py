@@ -586,18 +586,13 @@ def test_load_whose_engine_cannot_be_built_changes_nothing(good, monkeypatch):
     assert fingerprint(opt) == fingerprint(reference)
 
 
+@pytest.mark.usefixtures("adapter")
 @pytest.mark.parametrize("restore_params", [True, False])
 def test_load_on_the_gpu_restores_params_on_the_device(good, monkeypatch, restore_params):
     """On the GPU the engine holds its own copy of the params: a load uploads the
     restored ones, and a failed engine build puts the host params back."""
     from radam import gpu
 
-    try:
-        gpu.adapter_name()
-    except gpu.GpuError as err:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true, so the GPU tests must run, but: {err}")
-        pytest.skip(f"no WebGPU adapter ({err})")
     saved = radam.Adam([p.astype(np.float32) for p in make_params(22)], device="gpu")
     for g in make_grads(saved.param_groups[0]["params"], 3):
         saved.step(g)
