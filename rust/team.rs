@@ -9,17 +9,41 @@
 //! cores the idle worker used as much CPU time as the one working). A step
 //! called on a rayon worker uses that worker's pool, the caller included.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
-/// How long a caller outside rayon spins for its helpers to return before it
-/// sleeps on the scope's latch. Waking a sleeping thread costs tens of
+/// How long a caller outside rayon waits actively (yielding) for the helpers
+/// still inside a run before it parks. Waking a sleeping thread costs tens of
 /// microseconds on a virtual machine, far more than the last unit a helper
 /// may still be running.
-const FINISH_SPIN: Duration = Duration::from_micros(50);
+const FINISH_YIELD: Duration = Duration::from_micros(50);
+
+/// How long a helper stays awake after its part of a run that started within
+/// this long of the previous run's end (a loop of steps), waiting for the
+/// next run. Asleep, rayon's helpers cost every step of a Python loop a
+/// wake-up: measured on a 2-core VM, 7-10 us of the caller's time and the
+/// helper starting 13-17 us late. After a longer gap (a training loop's
+/// gradient computation) no helper lingers, so none takes a core from it.
+const LINGER: Duration = Duration::from_micros(100);
+
+/// The runs started from outside rayon: a lingering helper stops as soon as
+/// the next one starts.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+/// When the last run from outside rayon ended, as [`since_epoch`] counts.
+static LAST_END: AtomicU64 = AtomicU64::new(0);
+
+/// Nanoseconds since the first call in this process (never 0 after it).
+fn since_epoch() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64 + 1
+}
 
 /// The helpers of callers outside rayon; `None` when rayon's global pool has
 /// one thread or the helper threads could not be started (steps then run on
@@ -84,9 +108,13 @@ impl Team {
         }
     }
 
-    /// Run `work(part)` for every part in `0..parts` at once: part 0 on the
-    /// calling thread, the others on helpers (at most [`Team::threads`] parts
-    /// run in parallel; more simply queue). Returns when every part has returned.
+    /// Run `work(0)` on the calling thread and `work(1..parts)` on helpers,
+    /// at most [`Team::threads`] at once. Each `work(own)` must finish the
+    /// whole run by itself (as [`Team::for_each_shared`]'s draining does), so
+    /// helpers only speed it up: outside rayon a helper that starts after the
+    /// caller has finished does nothing, and the caller waits only for the
+    /// helpers inside `work` (a parked helper can take a millisecond to start
+    /// on a busy machine). Returns when no thread is inside `work`.
     fn run_parts(self, parts: usize, work: impl Fn(usize) + Sync) {
         if parts <= 1 {
             if parts == 1 {
@@ -94,26 +122,17 @@ impl Team {
             }
             return;
         }
-        let returned = AtomicUsize::new(0);
-        let (work, returned) = (&work, &returned);
         match self {
             // A worker waits by running other jobs: nothing to add.
-            Team::Pool(_) => {
-                rayon::in_place_scope(|scope| spawn_and_work(scope, parts, work, returned))
-            }
-            Team::Helpers(Some(pool)) => pool.in_place_scope(|scope| {
-                spawn_and_work(scope, parts, work, returned);
-                // Spin briefly for the helpers' last units, so the scope's
-                // latch is usually set before the caller would sleep on it.
-                let start = Instant::now();
-                while returned.load(Ordering::Acquire) < parts - 1 && start.elapsed() < FINISH_SPIN
-                {
-                    for _ in 0..64 {
-                        std::hint::spin_loop();
-                    }
+            Team::Pool(_) => rayon::in_place_scope(|scope| {
+                for part in 1..parts {
+                    let work = &work;
+                    scope.spawn(move |_| work(part));
                 }
+                work(0);
             }),
-            Team::Helpers(None) => (0..parts).for_each(work),
+            Team::Helpers(Some(pool)) => Gate::run(pool, parts, &work),
+            Team::Helpers(None) => work(0),
         }
     }
 
@@ -164,20 +183,130 @@ impl Team {
     }
 }
 
-/// Spawn parts `1..parts` on helpers, then run part 0 on this thread.
-fn spawn_and_work<'s, W: Fn(usize) + Sync>(
-    scope: &rayon::Scope<'s>,
-    parts: usize,
-    work: &'s W,
-    returned: &'s AtomicUsize,
-) {
-    for part in 1..parts {
-        scope.spawn(move |_| {
-            work(part);
-            returned.fetch_add(1, Ordering::Release);
+/// The helpers' way into one run from outside rayon. Their jobs may start
+/// after the run has returned, so they hold the gate by `Arc` and touch the
+/// run's `work` only between a successful [`Gate::enter`] and
+/// [`Gate::leave`]; the caller returns only once the gate is closed and no
+/// helper is inside.
+struct Gate {
+    /// [`CLOSED`], plus [`INSIDE`] for each helper inside `work`.
+    state: AtomicUsize,
+    /// The caller, unparked by the last helper to leave a closed gate.
+    caller: Thread,
+    /// A helper's panic, re-raised on the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+const CLOSED: usize = 1;
+const INSIDE: usize = 2;
+
+impl Gate {
+    fn run(pool: &ThreadPool, parts: usize, work: &(dyn Fn(usize) + Sync)) {
+        let gate = Arc::new(Gate {
+            state: AtomicUsize::new(0),
+            caller: std::thread::current(),
+            panic: Mutex::new(None),
         });
+        // SAFETY: a helper calls `work` only inside the gate, and `close`
+        // (run by the guard below, on unwinding too) returns only once the
+        // gate is closed and empty, so no call outlives this function.
+        let work = unsafe {
+            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(work)
+        };
+        let start = since_epoch();
+        let in_a_loop =
+            start - LAST_END.load(Ordering::Relaxed).min(start) < LINGER.as_nanos() as u64;
+        let run = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
+        for part in 1..parts {
+            let gate = Arc::clone(&gate);
+            pool.spawn(move || {
+                if gate.enter() {
+                    let result = catch_unwind(AssertUnwindSafe(|| work(part)));
+                    if let Err(payload) = result {
+                        *gate.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
+                    }
+                    gate.leave();
+                }
+                if in_a_loop {
+                    linger(run);
+                }
+            });
+        }
+        let closing = Closing(&gate);
+        work(0);
+        drop(closing);
+        LAST_END.store(since_epoch(), Ordering::Relaxed);
+        let panic = gate
+            .panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
     }
-    work(0);
+
+    fn enter(&self) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if state & CLOSED != 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state + INSIDE,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    fn leave(&self) {
+        if self.state.fetch_sub(INSIDE, Ordering::Release) == CLOSED + INSIDE {
+            self.caller.unpark();
+        }
+    }
+
+    /// Close the gate, then wait until no helper is inside: briefly by
+    /// yielding (a helper inside is usually in its last unit, and where the
+    /// machine has fewer free cores than threads it may be waiting for this
+    /// one, which a spin would keep from it), then parked.
+    fn close(&self) {
+        if self.state.fetch_or(CLOSED, Ordering::AcqRel) == 0 {
+            return;
+        }
+        let start = Instant::now();
+        while self.state.load(Ordering::Acquire) != CLOSED {
+            if start.elapsed() < FINISH_YIELD {
+                std::thread::yield_now();
+            } else {
+                std::thread::park();
+            }
+        }
+    }
+}
+
+/// Stay awake (yielding the core to any other thread that wants it) until a
+/// run after `run` starts or [`LINGER`] has passed; then rayon finds that
+/// run's job at once, with no wake-up.
+fn linger(run: u64) {
+    let start = Instant::now();
+    while RUNS.load(Ordering::Relaxed) == run && start.elapsed() < LINGER {
+        std::thread::yield_now();
+    }
+}
+
+/// Closes a gate when dropped, so that a panic on the caller also waits for
+/// the helpers inside before the run's borrows end.
+struct Closing<'g>(&'g Gate);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +359,61 @@ mod tests {
                 assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
             });
         }
+    }
+
+    /// A team of the caller and one helper of its own.
+    fn caller_and_one_helper() -> Team {
+        let pool = ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        Team::Helpers(Some(Box::leak(Box::new(pool))))
+    }
+
+    #[test]
+    fn the_caller_does_not_wait_for_a_helper_that_has_not_started() {
+        let team = caller_and_one_helper();
+        let Team::Helpers(Some(pool)) = team else {
+            unreachable!()
+        };
+        // Hold the helper busy, as a parked or descheduled helper would be.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (report, released) = std::sync::mpsc::channel();
+        pool.spawn(move || {
+            let _ = report.send(held.recv_timeout(Duration::from_secs(5)).is_ok());
+        });
+        let counts: Vec<AtomicU32> = (0..64).map(|_| AtomicU32::new(0)).collect();
+        team.for_each_shared(64, |i| {
+            counts[i].fetch_add(1, Ordering::Relaxed);
+        });
+        release.send(()).unwrap();
+        // Had the step waited for the helper, the hold would have timed out.
+        assert!(released.recv().unwrap(), "the step waited for the helper");
+        // The helper's late job must find the run closed and run nothing.
+        let (done, finished) = std::sync::mpsc::channel();
+        pool.spawn(move || done.send(()).unwrap());
+        finished.recv().unwrap();
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn a_helpers_panic_reaches_the_caller() {
+        let team = caller_and_one_helper();
+        let caller = std::thread::current().id();
+        let helper_ran = std::sync::atomic::AtomicBool::new(false);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            team.for_each_shared(2, |_| {
+                if std::thread::current().id() != caller {
+                    helper_ran.store(true, Ordering::Release);
+                    panic!("helper");
+                }
+                let start = Instant::now();
+                while !helper_ran.load(Ordering::Acquire)
+                    && start.elapsed() < Duration::from_secs(5)
+                {
+                    std::hint::spin_loop();
+                }
+            });
+        }));
+        assert!(helper_ran.load(Ordering::Acquire));
+        assert!(result.is_err(), "the helper's panic was lost");
     }
 
     #[test]
