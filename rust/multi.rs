@@ -174,8 +174,14 @@ impl<'a, T> Piece<'a, T> {
     }
 }
 
-/// Check that every buffer fits its param and its group, before anything is written.
-fn check<T>(tensors: &[MixedTensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), StepError> {
+/// Check that every buffer fits its param and its group, writing nothing: what
+/// [`step_mixed`] checks first. A caller that steps several lists (float32 and
+/// float64 tensors, say) checks them all before stepping any, so that an error
+/// in one leaves the others unwritten too.
+pub fn check_mixed<T>(
+    tensors: &[MixedTensorMut<'_, T>],
+    groups: &[StepScalars],
+) -> Result<(), StepError> {
     for (index, t) in tensors.iter().enumerate() {
         let expected = t.param.len();
         let scalars = groups.get(t.group).ok_or(StepError::GroupOutOfRange {
@@ -380,7 +386,7 @@ pub fn step_mixed_with<T: Float>(
     if !level.is_supported() {
         return Err(StepError::UnsupportedSimd(level.name()));
     }
-    check(&tensors, groups)?;
+    check_mixed(&tensors, groups)?;
     let coeffs: Vec<Coeffs<T>> = tensors
         .iter()
         .map(|t| {

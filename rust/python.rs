@@ -1,9 +1,12 @@
 //! The PyO3 bindings (`radam._core`). They only extract, check and dispatch:
-//! every array is borrowed through rust-numpy's checked borrows (so aliasing
-//! and read-only arrays are Python errors, never panics), every check runs
-//! before any element is written, and the GIL is released while the kernel runs.
+//! every array is borrowed through rust-numpy's checked borrows and every
+//! grad's bytes are compared with the bytes the step writes (so aliasing and
+//! read-only arrays are Python errors, never panics), every check of every
+//! tensor runs before any element is written, and the GIL is released while
+//! the kernel runs.
 
 mod arrays;
+mod extents;
 
 use numpy::{
     PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
@@ -15,9 +18,11 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::finite::all_finite_stored;
 use crate::{
-    step_mixed, AdamConfig, Algorithm, BiasCorrection, Carry, Rule, SimdLevel, StepScalars,
+    check_mixed, step_mixed, AdamConfig, Algorithm, BiasCorrection, Carry, Rule, SimdLevel,
+    StepError, StepScalars,
 };
-use arrays::{as_array, borrow_grad, borrow_rw, Borrowed, DType, Rw};
+use arrays::{as_array, borrow_grad, borrow_rw, py_shape, Borrowed, DType, Rw};
+use extents::WriteExtents;
 
 /// The options of one group as Python passes them: a `radam._options.EngineOptions`
 /// named tuple, read by attribute.
@@ -178,25 +183,54 @@ struct Slot {
 }
 
 impl Slot {
-    /// Borrow everything this tensor writes (params and state come first, so a
-    /// grad that aliases any of them fails its own borrow afterwards).
+    /// Borrow everything this tensor writes, each checked to still have the
+    /// param's shape (`ndarray.resize` can change a param's after the fact).
     fn borrow_state<'py>(&self, py: Python<'py>) -> PyResult<Writes<'py>> {
         let label = &self.label;
-        let rw = |array: &Py<PyUntypedArray>, dtype, name: &str| {
-            borrow_rw(array.bind(py), dtype, &|| format!("state{label}['{name}']"))
+        let param = borrow_rw(self.param.bind(py), self.param_dtype, &|| {
+            format!("params{label}")
+        })?;
+        let rw = |array: &Py<PyUntypedArray>, dtype, name: &str| -> PyResult<Rw<'py>> {
+            let what = || format!("state{label}['{name}']");
+            let state = borrow_rw(array.bind(py), dtype, &what)?;
+            if state.shape() != param.shape() {
+                return Err(PyValueError::new_err(format!(
+                    "params{label} has shape {} but {} has shape {}; a param must keep \
+                     the shape it had when the optimizer's state was made",
+                    py_shape(param.shape()),
+                    what(),
+                    py_shape(state.shape()),
+                )));
+            }
+            Ok(state)
         };
         let optional = |array: &Option<Py<PyUntypedArray>>, dtype, name: &str| {
             array.as_ref().map(|a| rw(a, dtype, name)).transpose()
         };
         Ok(Writes {
-            param: borrow_rw(self.param.bind(py), self.param_dtype, &|| {
-                format!("params{label}")
-            })?,
             master: optional(&self.master, DType::F32, "master_param")?,
             exp_avg: rw(&self.exp_avg, self.state_dtype, "exp_avg")?,
             exp_avg_sq: rw(&self.exp_avg_sq, self.state_dtype, "exp_avg_sq")?,
             max_exp_avg_sq: optional(&self.max_exp_avg_sq, self.state_dtype, "max_exp_avg_sq")?,
             velocity: optional(&self.velocity, self.state_dtype, "velocity")?,
+            param,
+        })
+    }
+
+    /// How messages name the arrays this tensor writes, in [`Writes::arrays`]' order.
+    fn write_names(&self) -> impl Iterator<Item = String> + '_ {
+        let label = &self.label;
+        let present = [
+            Some("param"),
+            self.master.as_ref().map(|_| "master_param"),
+            Some("exp_avg"),
+            Some("exp_avg_sq"),
+            self.max_exp_avg_sq.as_ref().map(|_| "max_exp_avg_sq"),
+            self.velocity.as_ref().map(|_| "velocity"),
+        ];
+        present.into_iter().flatten().map(move |role| match role {
+            "param" => format!("params{label}"),
+            state => format!("state{label}['{state}']"),
         })
     }
 }
@@ -209,6 +243,22 @@ struct Writes<'py> {
     exp_avg_sq: Rw<'py>,
     max_exp_avg_sq: Option<Rw<'py>>,
     velocity: Option<Rw<'py>>,
+}
+
+impl Writes<'_> {
+    /// Every array written, in a fixed order ([`Slot::write_names`]' order).
+    fn arrays(&self) -> impl Iterator<Item = &Rw<'_>> {
+        [
+            Some(&self.param),
+            self.master.as_ref(),
+            Some(&self.exp_avg),
+            Some(&self.exp_avg_sq),
+            self.max_exp_avg_sq.as_ref(),
+            self.velocity.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// A state array must have its param's shape, an allowed dtype, and be contiguous.
@@ -242,6 +292,8 @@ struct CpuEngine {
     /// optimizer passes the same immutable named tuples every step while no
     /// option changes, so reading 18 attributes per group is skipped then.
     configs: Mutex<(Vec<Py<PyAny>>, Vec<AdamConfig>)>,
+    /// The bytes every step writes, sorted, to check each grad against.
+    writes: Mutex<WriteExtents>,
 }
 
 impl CpuEngine {
@@ -259,6 +311,42 @@ impl CpuEngine {
             *cache = (groups.iter().map(|g| g.clone().unbind()).collect(), configs);
         }
         Ok(cache.1.clone())
+    }
+
+    /// How messages name write number `index` (in the order of [`Writes::arrays`], slot by slot).
+    fn write_name(&self, index: usize) -> String {
+        self.slots
+            .iter()
+            .flat_map(Slot::write_names)
+            .nth(index)
+            .unwrap_or_else(|| format!("written array {index}"))
+    }
+}
+
+/// A core error about tensor `i` of a list, with the tensor named as users
+/// name it (`label(i)`, e.g. "[1]" or "['b']") instead of by its position.
+fn step_error<'a>(e: StepError, label: impl Fn(usize) -> &'a str) -> PyErr {
+    match e {
+        StepError::LengthMismatch {
+            index,
+            buffer,
+            expected,
+            got,
+        } => {
+            let label = label(index);
+            let what = match buffer {
+                "grad" => format!("grads{label}"),
+                state => format!("state{label}['{state}']"),
+            };
+            PyValueError::new_err(format!(
+                "{what} has {got} elements but params{label} has {expected}"
+            ))
+        }
+        StepError::MissingBuffer { index, buffer } => PyValueError::new_err(format!(
+            "params{}: its group's options need a {buffer} buffer, which its state lacks",
+            label(index)
+        )),
+        other => PyValueError::new_err(other.to_string()),
     }
 }
 
@@ -359,6 +447,7 @@ impl CpuEngine {
         Ok(CpuEngine {
             slots,
             configs: Mutex::new((Vec::new(), Vec::new())),
+            writes: Mutex::new(WriteExtents::default()),
         })
     }
 
@@ -409,17 +498,28 @@ impl CpuEngine {
                 )));
             }
         }
-        // Every write borrow first, then the grads: a grad that aliases a
-        // param or state array fails its borrow.
+        // Every write borrow first, then the bytes they cover (sorted, and
+        // checked disjoint), then the grads, each checked against those bytes.
         let mut writes = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             writes.push(slot.borrow_state(py)?);
         }
+        let mut extents = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        extents
+            .update(writes.iter().flat_map(|w| w.arrays().map(Rw::extent)))
+            .map_err(|(first, second)| {
+                PyValueError::new_err(format!(
+                    "{} shares memory with {}; the optimizer writes both, so each must be \
+                     its own array",
+                    self.write_name(second),
+                    self.write_name(first)
+                ))
+            })?;
+        let overlaps = |extent| extents.overlapping(extent).map(|i| self.write_name(i));
         let mut borrowed = Vec::with_capacity(self.slots.len());
         for ((slot, grad), w) in self.slots.iter().zip(&grads).zip(writes) {
             let what = || format!("grads{}", slot.label);
-            let shape = slot.param.bind(py).shape();
-            let grad = borrow_grad(grad, slot.param_dtype, shape, &what)?;
+            let grad = borrow_grad(grad, slot.param_dtype, w.param.shape(), &what, &overlaps)?;
             borrowed.push(Borrowed {
                 param: w.param,
                 master: w.master,
@@ -431,6 +531,7 @@ impl CpuEngine {
                 group: slot.group,
             });
         }
+        drop(extents);
         let (mut b64, mut b32): (Vec<_>, Vec<_>) = borrowed
             .into_iter()
             .zip(&self.slots)
@@ -443,6 +544,17 @@ impl CpuEngine {
             .iter_mut()
             .map(|(b, _)| b.tensor::<f64>())
             .collect::<PyResult<Vec<_>>>()?;
+        // Both lists are checked before either is stepped: an error writes nothing.
+        // The core names tensors by their position in a list; users by label.
+        let label = |in_f64: bool, i: usize| {
+            let list = self.slots.iter();
+            let slot = list
+                .filter(|s| s.param_dtype.computes_in_f64() == in_f64)
+                .nth(i);
+            slot.map_or("[?]", |s| s.label.as_str())
+        };
+        check_mixed(&t32, &scalars).map_err(|e| step_error(e, |i| label(false, i)))?;
+        check_mixed(&t64, &scalars).map_err(|e| step_error(e, |i| label(true, i)))?;
         py.detach(|| {
             if skip_nonfinite {
                 let g32: Vec<_> = t32.iter().map(|t| t.grad).collect();
@@ -455,7 +567,7 @@ impl CpuEngine {
             step_mixed(t64, &scalars)?;
             Ok(Some(next_carries))
         })
-        .map_err(|e: crate::StepError| PyRuntimeError::new_err(e.to_string()))
+        .map_err(|e: StepError| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// The number of tensors.

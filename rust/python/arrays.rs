@@ -1,6 +1,8 @@
 //! Taking NumPy arrays for one step: dtypes, checked borrows, and the views
-//! the kernel gets. Every borrow goes through rust-numpy's borrow checker, so
-//! aliasing and read-only arrays are Python errors, never panics.
+//! the kernel gets. Every borrow goes through rust-numpy's borrow checker
+//! (which also sees another thread stepping the same arrays), and every grad's
+//! bytes are compared with the bytes the step writes (`extents.rs`), so
+//! aliasing and read-only arrays are Python errors, never panics or races.
 
 use half::{bf16, f16};
 use numpy::{
@@ -11,6 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyAnyMethods;
 
+use super::extents::{strided_extent, Extent};
 use crate::{Float, MixedTensorMut, Stored, StoredMut};
 
 /// The dtypes the engine takes.
@@ -41,6 +44,17 @@ impl DType {
     }
 }
 
+/// A shape as Python prints it: `()`, `(5,)`, `(2, 3)`.
+pub(super) fn py_shape(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => {
+            let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
 /// Raise TypeError unless `obj` is an ndarray; `what` is only formatted on error.
 pub(super) fn as_array<'py>(
     obj: &Bound<'py, PyAny>,
@@ -65,6 +79,31 @@ pub(super) enum Rw<'py> {
     F64(PyReadwriteArrayDyn<'py, f64>),
     F16(PyReadwriteArrayDyn<'py, f16>),
     Bf16(PyReadwriteArrayDyn<'py, bf16>),
+}
+
+impl Rw<'_> {
+    /// The bytes of this (C-contiguous) array.
+    pub(super) fn extent(&self) -> Extent {
+        fn of<T: Element>(a: &PyReadwriteArrayDyn<'_, T>) -> Extent {
+            let start = a.data() as usize;
+            (start, start + a.len() * std::mem::size_of::<T>())
+        }
+        match self {
+            Rw::F32(a) => of(a),
+            Rw::F64(a) => of(a),
+            Rw::F16(a) => of(a),
+            Rw::Bf16(a) => of(a),
+        }
+    }
+
+    pub(super) fn shape(&self) -> &[usize] {
+        match self {
+            Rw::F32(a) => a.shape(),
+            Rw::F64(a) => a.shape(),
+            Rw::F16(a) => a.shape(),
+            Rw::Bf16(a) => a.shape(),
+        }
+    }
 }
 
 /// A read-only borrow (a gradient).
@@ -119,11 +158,15 @@ pub(super) fn borrow_rw<'py>(
     })
 }
 
+/// What a grad's bytes overlap among the step's writes, by name.
+pub(super) type Overlaps<'a> = &'a dyn Fn(Extent) -> Option<String>;
+
 fn typed_ro<'py, T: Element>(
     grad: &Bound<'py, PyUntypedArray>,
     shape: &[usize],
     what: &dyn Fn() -> String,
     param_dtype: &str,
+    overlaps: Overlaps<'_>,
 ) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     let typed = grad.cast::<PyArrayDyn<T>>().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -135,14 +178,31 @@ fn typed_ro<'py, T: Element>(
     })?;
     if typed.shape() != shape {
         return Err(PyValueError::new_err(format!(
-            "{} has shape {:?} but its param has shape {shape:?}",
+            "{} has shape {} but its param has shape {}",
             what(),
-            typed.shape(),
+            py_shape(typed.shape()),
+            py_shape(shape),
         )));
     }
+    let extent = strided_extent(
+        typed.data() as usize,
+        typed.shape(),
+        typed.strides(),
+        std::mem::size_of::<T>(),
+    );
+    if let Some(written) = overlaps(extent) {
+        return Err(PyValueError::new_err(format!(
+            "{} shares memory with {written}, which the step writes; pass a separate \
+             gradient array",
+            what()
+        )));
+    }
+    // Its bytes overlap nothing this step writes, so a refused borrow means
+    // another thread is writing them (another optimizer stepping them).
     let view = typed.try_readonly().map_err(|_| {
         PyValueError::new_err(format!(
-            "{} shares memory with a param or optimizer state; pass a separate gradient array",
+            "{} is being written by another call (an optimizer stepping an array it \
+             shares memory with); pass a separate gradient array",
             what()
         ))
     })?;
@@ -156,19 +216,21 @@ fn typed_ro<'py, T: Element>(
 }
 
 /// Borrow a gradient for reading, checking that it is an ndarray of the
-/// param's dtype and shape that shares no memory with anything being written.
+/// param's dtype and shape whose bytes overlap nothing being written
+/// (`overlaps` names what they do overlap).
 pub(super) fn borrow_grad<'py>(
     grad: &Bound<'py, PyAny>,
     param_dtype: DType,
     shape: &[usize],
     what: &dyn Fn() -> String,
+    overlaps: Overlaps<'_>,
 ) -> PyResult<Ro<'py>> {
     let grad = as_array(grad, what)?;
     Ok(match param_dtype {
-        DType::F32 => Ro::F32(typed_ro(&grad, shape, what, "float32")?),
-        DType::F64 => Ro::F64(typed_ro(&grad, shape, what, "float64")?),
-        DType::F16 => Ro::F16(typed_ro(&grad, shape, what, "float16")?),
-        DType::Bf16 => Ro::Bf16(typed_ro(&grad, shape, what, "bfloat16")?),
+        DType::F32 => Ro::F32(typed_ro(&grad, shape, what, "float32", overlaps)?),
+        DType::F64 => Ro::F64(typed_ro(&grad, shape, what, "float64", overlaps)?),
+        DType::F16 => Ro::F16(typed_ro(&grad, shape, what, "float16", overlaps)?),
+        DType::Bf16 => Ro::Bf16(typed_ro(&grad, shape, what, "bfloat16", overlaps)?),
     })
 }
 
