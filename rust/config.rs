@@ -31,6 +31,10 @@ pub enum BiasCorrection {
     Downhill040,
 }
 
+/// The range of `grad_scale`: float32's normal numbers whose inverse is one too.
+const GRAD_SCALE_MIN: f64 = 1.0 / (1u128 << 126) as f64;
+const GRAD_SCALE_MAX: f64 = (1u128 << 126) as f64;
+
 /// The options of one parameter group, as `torch.optim.Adam` (and, for the
 /// seed systems' extras, downhill) name them.
 ///
@@ -196,8 +200,14 @@ impl AdamConfig {
                 "a finite number >= 0",
             );
         }
-        if !(self.grad_scale.is_finite() && self.grad_scale > 0.0) {
-            return bad("grad_scale", self.grad_scale, "a finite number > 0");
+        // The kernel multiplies float32 gradients by 1 / grad_scale: both must
+        // be normal float32 numbers, or the params turn to Inf or NaN.
+        if !(self.grad_scale >= GRAD_SCALE_MIN && self.grad_scale <= GRAD_SCALE_MAX) {
+            return bad(
+                "grad_scale",
+                self.grad_scale,
+                "in [2^-126, 2^126], so that it and its inverse are normal float32 numbers",
+            );
         }
         if self.algorithm != Algorithm::Adam {
             if self.amsgrad {
@@ -219,6 +229,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grad_scale_range_ends_are_valid() {
+        for grad_scale in [GRAD_SCALE_MIN, GRAD_SCALE_MAX, 65536.0, 1.0 / 1024.0] {
+            let cfg = AdamConfig {
+                grad_scale,
+                ..Default::default()
+            };
+            assert!(cfg.validate().is_ok(), "{grad_scale}");
+            let inverse = (1.0 / grad_scale) as f32;
+            assert!(inverse.is_normal() && (grad_scale as f32).is_normal());
+        }
+    }
+
+    #[test]
     fn defaults_are_valid() {
         assert!(AdamConfig::default().validate().is_ok());
         assert!(AdamConfig::adamw().validate().is_ok());
@@ -226,7 +249,7 @@ mod tests {
 
     #[test]
     fn each_bad_value_is_named() {
-        let cases: [(AdamConfig, &str); 16] = [
+        let cases: [(AdamConfig, &str); 19] = [
             (
                 AdamConfig {
                     lr: -1.0,
@@ -328,6 +351,27 @@ mod tests {
             (
                 AdamConfig {
                     grad_scale: 0.0,
+                    ..Default::default()
+                },
+                "grad_scale",
+            ),
+            (
+                AdamConfig {
+                    grad_scale: 1e-39,
+                    ..Default::default()
+                },
+                "grad_scale",
+            ),
+            (
+                AdamConfig {
+                    grad_scale: 1e39,
+                    ..Default::default()
+                },
+                "grad_scale",
+            ),
+            (
+                AdamConfig {
+                    grad_scale: f64::NAN,
                     ..Default::default()
                 },
                 "grad_scale",
