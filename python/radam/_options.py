@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping, Set
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from . import _core
+from ._errors import ReentrantCallError
 
 # Options of Adam's signature (positional order), then the keyword-only ones.
 OPTION_NAMES = (
@@ -65,7 +69,27 @@ class EngineOptions(NamedTuple):
 def _real(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a real number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int past float64's range, e.g. 10**400
+        digits = len(str(abs(int(value))))
+        raise ValueError(
+            f"{what} is too large: an integer of {digits} digits, past float64's range"
+        ) from None
+
+
+def betas_pair(betas: Any, what: str = "betas") -> tuple[Any, Any]:
+    """``betas`` as a tuple (beta1, beta2): from a sequence of two (a tuple, a
+    list, a 1-d array), not from a set (no order), a dict or a string."""
+    if (
+        isinstance(betas, (str, bytes, Mapping, Set))
+        or not hasattr(betas, "__len__")
+        or not hasattr(betas, "__getitem__")
+        or (isinstance(betas, np.ndarray) and betas.ndim != 1)
+        or len(betas) != 2
+    ):
+        raise TypeError(f"{what} must be a pair (beta1, beta2), got {betas!r}")
+    return betas[0], betas[1]
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -82,6 +106,8 @@ def _lr(lr: Any, where: str, count: int) -> float:
     what = f"{where}['lr']" if where else "lr"
     try:
         value = lr(count)
+    except ReentrantCallError:
+        raise
     except Exception as err:
         raise ValueError(
             f"{what}: the schedule {lr!r} failed at step count {count}: {type(err).__name__}: {err}"
@@ -114,9 +140,7 @@ def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineO
     unknown = sorted(set(group) - allowed)
     if unknown:
         raise TypeError(f"{prefix}unknown option(s) {unknown}; known: {list(OPTION_NAMES)}")
-    betas = group["betas"]
-    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-        raise TypeError(f"{prefix}betas must be a pair (beta1, beta2), got {betas!r}")
+    beta1, beta2 = betas_pair(group["betas"], f"{prefix}betas")
     bias_correction = group["bias_correction"]
     if bias_correction not in BIAS_CORRECTIONS:
         raise ValueError(
@@ -124,8 +148,8 @@ def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineO
         )
     options = EngineOptions(
         lr=_lr(group["lr"], where, count),
-        beta1=_real(betas[0], f"{prefix}betas[0]"),
-        beta2=_real(betas[1], f"{prefix}betas[1]"),
+        beta1=_real(beta1, f"{prefix}betas[0]"),
+        beta2=_real(beta2, f"{prefix}betas[1]"),
         eps=_real(group["eps"], f"{prefix}eps"),
         weight_decay=_real(group["weight_decay"], f"{prefix}weight_decay"),
         decoupled_weight_decay=_flag(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import os
 import threading
+import weakref
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._options import EngineOptions, engine_options, state_names
+from ._errors import ReentrantCallError
+from ._frozen import FrozenMapping, ParamList
+from ._options import EngineOptions, betas_pair, engine_options, state_names
 from ._params import (
     HALF_DTYPES,
     Tensor,
@@ -21,6 +25,56 @@ from ._params import (
 )
 
 DEVICES = ("cpu", "gpu", "auto")
+# The kernel counts steps in 64 bits: the number of the last step it can take.
+LAST_STEP = 2**64 - 1
+# Every live optimizer, for the fork handlers below.
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+# How long a fork waits for a step in flight on another thread to finish.
+FORK_WAIT_S = 60.0
+# _busy of an optimizer whose step a fork could not wait for, in the child.
+_TORN = "fork"
+_FORK_LOCK = threading.Lock()  # one fork at a time goes through the handlers
+_FORK_HELD: list[Any] = []
+
+
+def _before_fork() -> None:
+    """Let steps in flight finish, and hold every optimizer's lock across the
+    fork: a child must not start with a lock held by a thread it does not
+    have, nor with params half written by it."""
+    _FORK_LOCK.acquire()
+    for opt in list(_LIVE):
+        if opt._lock.acquire(timeout=FORK_WAIT_S):
+            _FORK_HELD.append(opt)
+        else:  # a call that does not end (a schedule waiting on this thread?)
+            opt._torn_by_fork = True
+
+
+def _after_fork(child: bool) -> None:
+    # The forking thread holds what _before_fork acquired, in the child too.
+    for opt in _FORK_HELD:
+        opt._lock.release()
+    _FORK_HELD.clear()
+    for opt in list(_LIVE):
+        if opt._torn_by_fork and child:
+            # Its lock is held by a thread the child does not have, mid-call.
+            opt._lock = threading.RLock()
+            opt._busy = _TORN
+        opt._torn_by_fork = False
+    _FORK_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=lambda: _after_fork(child=False),
+        after_in_child=lambda: _after_fork(child=True),
+    )
+
+# What opt.state and its entries say to do instead of replacing an array.
+_STATE_INSTEAD = (
+    "change the arrays in place (np.copyto(opt.state[key]['exp_avg'], new)) or load a "
+    "whole state with load_state_dict"
+)
 
 
 class Adam:
@@ -38,7 +92,9 @@ class Adam:
     ``exp_avg``, ``exp_avg_sq`` and with AMSGrad
     ``max_exp_avg_sq``) is created at the first step as NumPy arrays beside the
     params. ``key`` is the name for dict params, the flat index otherwise.
-    ``step`` is thread-safe: concurrent calls run one after the other.
+    ``step`` is thread-safe: concurrent calls run one after the other. An lr
+    schedule may read the optimizer; one that steps or loads it raises
+    ``ReentrantCallError`` (a RuntimeError).
 
     Keyword-only options reproduce the seed systems (see SEEDS.md):
     ``efficient_form`` (the paper's step-size form, eps on the uncorrected
@@ -116,32 +172,38 @@ class Adam:
         for gi, override in enumerate(overrides):
             group = {**self.defaults, **override, "algorithm": self._algorithm}
             if "betas" in override:
-                group["betas"] = (
-                    tuple(group["betas"]) if hasattr(group["betas"], "__len__") else group["betas"]
-                )
-            engine_options(group, f"params[{gi}]")
+                group["betas"] = betas_pair(group["betas"], f"params[{gi}]: betas")
             members = [t for t in self._layout.tensors if t.group == gi]
-            group["params"] = [t.array for t in members]
-            if all(t.name is not None for t in members):
+            group["params"] = ParamList(t.array for t in members)
+            if all(t.named for t in members):
                 group["param_names"] = [t.name for t in members]
             self.param_groups.append(group)
-        self.device = _resolve_device(
-            device,
-            self._layout.tensors,
-            [engine_options(g, f"params[{i}]") for i, g in enumerate(self.param_groups)],
-            self.state_dtype,
-        )
-        self.state: dict[Any, dict[str, np.ndarray]] = {}
+        options = [engine_options(g, f"params[{i}]") for i, g in enumerate(self.param_groups)]
+        self.device = _resolve_device(device, self._layout.tensors, options, self.state_dtype)
+        self._group_params = [g["params"] for g in self.param_groups]
+        self._state = FrozenMapping({}, "opt.state", _STATE_INSTEAD)
         self._step = 0
         self._engine: Any = None
         self._state_names: list[tuple[str, ...]] = []  # per group, fixed once state exists
         # What each group carries from step to step on the host (NAdam's mu_product).
         self._carries = [1.0] * len(self.param_groups)
-        self._lock = threading.Lock()
+        # Reentrant, so that a schedule may read the optimizer (current_lr,
+        # state_dict) while step holds it; _busy names the call that changes
+        # the optimizer, so that one made from inside it (a schedule calling
+        # step) is refused instead of corrupting it.
+        self._lock = threading.RLock()
+        self._busy: str | None = None
+        # While the schedules run, current_lr reads the lrs last computed
+        # (a schedule that reads current_lr would otherwise call itself).
+        self._in_schedules = False
+        self._torn_by_fork = False  # set while a fork could not wait for this one's step
+        self._last_lrs = [o.lr for o in options]
         self._options_cache: tuple[Any, list[Any], list[EngineOptions]] | None = None
-        # The fast check: each group's keys and values as tuples, kept only while
-        # every option value is immutable (so equal tuples mean equal options).
+        # The fast check: each group's keys and values as tuples and its params
+        # list's id, kept only while every option value is immutable (so equal
+        # tuples mean equal options).
         self._options_fast: tuple[Any, list[Any], list[EngineOptions]] | None = None
+        _LIVE.add(self)
 
     # The update rule of this class ("adam", "adamax", "nadam" or "radam"), and
     # the options only it has, with their defaults.
@@ -158,13 +220,48 @@ class Adam:
         """The number of steps taken (the ``t`` of the bias corrections)."""
         return self._step
 
+    @property
+    def state(self) -> Mapping[Any, Mapping[str, np.ndarray]]:
+        """key -> {name: array}: the arrays the kernel updates in place. Read-only:
+        change the arrays in place, or load a whole state with :meth:`load_state_dict`."""
+        return self._state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        raise AttributeError(
+            "opt.state cannot be replaced: the optimizer updates the arrays it holds in "
+            f"place; {_STATE_INSTEAD}"
+        )
+
+    def _refuse_reentry(self, call: str) -> None:
+        """Refuse ``call`` made from inside the call now changing this optimizer
+        (an lr schedule calling step, say), which it would corrupt. Under the lock."""
+        self._refuse_torn(call)
+        if self._busy is not None:
+            raise ReentrantCallError(
+                f"{call}() was called from inside {self._busy}() of the same optimizer "
+                "(from an lr schedule?); a schedule may read the optimizer but not change it"
+            )
+
     # -- schedules, checkpoints, torch import (radam.schedules, radam.checkpoint) --
+
+    def _refuse_torn(self, call: str) -> None:
+        if self._busy == _TORN:
+            raise RuntimeError(
+                f"{call}(): this process was forked while another thread was inside a call "
+                f"of this optimizer that did not end within {FORK_WAIT_S:.0f} s, so its params "
+                "and state may be half-written here; build a new optimizer"
+            )
 
     @property
     def current_lr(self) -> list[float]:
         """Each group's lr for the next step: the float, or the group's schedule
-        called with ``step_count`` (see ``radam.schedules`` for the convention)."""
+        called with ``step_count`` (see ``radam.schedules`` for the convention).
+        Read from inside a schedule of this optimizer, the lrs last computed
+        (those of the last step, or of construction)."""
         with self._lock:
+            if self._in_schedules:
+                return list(self._last_lrs)
             return [o.lr for o in self._options()]
 
     def save(self, path: Any, *, include_params: bool = True) -> None:
@@ -219,12 +316,18 @@ class Adam:
     def _options(self) -> list[EngineOptions]:
         # Validating costs microseconds per group, the whole budget of a small
         # step: reuse the last result while no group's options changed.
+        groups = self.param_groups
         fast = self._options_fast
         if fast is not None and fast[0] is self._state_names:
             # Tuples compare items by identity first: a few hundred ns per group.
-            if [(tuple(g), tuple(g.values())) for g in self.param_groups] == fast[1]:
-                return fast[2]
-        snapshot = [_option_values(g) for g in self.param_groups]
+            # The params list's id catches a replaced list of equal arrays.
+            try:
+                if [(tuple(g), tuple(g.values()), id(g["params"])) for g in groups] == fast[1]:
+                    return fast[2]
+            except Exception:  # an odd value (e.g. an array): validate it below
+                pass
+        self._check_groups()
+        snapshot = [_option_values(g) for g in groups]
         cached = self._options_cache
         if cached is not None and cached[0] is self._state_names and None not in snapshot:
             try:
@@ -232,10 +335,7 @@ class Adam:
                     return cached[2]
             except Exception:  # an odd value (e.g. an array): validate it below
                 pass
-        options = [
-            engine_options(g, f"param_groups[{i}]", self._step)
-            for i, g in enumerate(self.param_groups)
-        ]
+        options = self._evaluate(groups, "param_groups[{}]", self._step)
         if self._engine is not None:
             for i, (opts, names) in enumerate(zip(options, self._state_names)):
                 if state_names(opts) != names:
@@ -244,13 +344,43 @@ class Adam:
                         "cannot change once state exists"
                     )
         self._options_cache = (self._state_names, snapshot, options)
-        groups = self.param_groups
         if all(_immutable_options(g) for g in groups):
-            keyed = [(tuple(g), tuple(g.values())) for g in groups]
+            keyed = [(tuple(g), tuple(g.values()), id(g["params"])) for g in groups]
             self._options_fast = (self._state_names, keyed, options)
         else:
             self._options_fast = None
         return options
+
+    def _evaluate(self, groups: list[Any], where: str, count: int) -> list[EngineOptions]:
+        """Validate each group's options, calling its schedules at ``count``
+        (``where`` names group i once formatted with i). Under the lock."""
+        self._in_schedules = True
+        try:
+            options = [engine_options(g, where.format(i), count) for i, g in enumerate(groups)]
+        finally:
+            self._in_schedules = False
+        self._torn_by_fork = False  # set while a fork could not wait for this one's step
+        self._last_lrs = [o.lr for o in options]
+        return options
+
+    def _check_groups(self) -> None:
+        """param_groups still has the groups this optimizer was built with, each a
+        dict holding the params list it was given (the engine steps those arrays)."""
+        groups = self.param_groups
+        if not isinstance(groups, list) or len(groups) != len(self._group_params):
+            raise ValueError(
+                f"param_groups must stay a list of the {len(self._group_params)} groups this "
+                "optimizer was built with; groups cannot be added or removed (build a new "
+                "optimizer)"
+            )
+        for i, (g, params) in enumerate(zip(groups, self._group_params)):
+            if not isinstance(g, dict):
+                raise TypeError(f"param_groups[{i}] must be a dict, got {type(g).__name__}")
+            if g.get("params") is not params:
+                raise ValueError(
+                    f"param_groups[{i}]['params'] was replaced: the optimizer steps the arrays "
+                    "it was built with; build a new optimizer over new params"
+                )
 
     def _build(self, state: dict[Any, dict[str, np.ndarray]]) -> Any:
         tensors = self._layout.tensors
@@ -283,14 +413,14 @@ class Adam:
             arrays["master_param"] = np.dtype(np.float32)
         return arrays
 
-    def _fresh_state(self, names: list[tuple[str, ...]]) -> dict[Any, dict[str, np.ndarray]]:
+    def _fresh_state(self, names: list[tuple[str, ...]]) -> FrozenMapping:
         state = {}
         for t in self._layout.tensors:
             entry = {n: np.zeros(t.array.shape, d) for n, d in self._tensor_state(names, t).items()}
             if "master_param" in entry:
                 entry["master_param"][...] = t.array
-            state[t.key] = MappingProxyType(entry)
-        return state
+            state[t.key] = _frozen_entry(t.key, entry)
+        return _frozen_state(state)
 
     def step(self, grads: Any) -> None:
         """One Adam step: every param moves in place. ``grads`` mirrors ``params``.
@@ -302,19 +432,30 @@ class Adam:
             raise TypeError("grads is None: pass the gradients, with the structure of params")
         flat = flatten_grads(self._layout, grads)
         with self._lock:
-            options = self._options()
-            engine, state, names = self._engine, self.state, self._state_names
-            if engine is None:
-                names = [state_names(o) for o in options]
-                state = self._fresh_state(names)
-                engine = self._build(state)
-            t = self._step + 1
-            carries = engine.step(flat, t, options, self._carries, self.skip_nonfinite)
-            if carries is None:  # a NaN or Inf gradient: the whole step was skipped
-                self.skipped_steps += 1
-                return
-            self._engine, self.state, self._state_names, self._step = engine, state, names, t
-            self._carries = carries
+            if self._busy is not None:
+                self._refuse_reentry("step")
+            self._busy = "step"
+            try:
+                options = self._options()
+                engine, state, names = self._engine, self._state, self._state_names
+                if engine is None:
+                    names = [state_names(o) for o in options]
+                    state = self._fresh_state(names)
+                    engine = self._build(state)
+                t = self._step + 1
+                if t > LAST_STEP:
+                    raise OverflowError(
+                        f"the step count is {self._step}: the kernel counts steps in 64 bits, "
+                        f"and {LAST_STEP} is its last"
+                    )
+                carries = engine.step(flat, t, options, self._carries, self.skip_nonfinite)
+                if carries is None:  # a NaN or Inf gradient: the whole step was skipped
+                    self.skipped_steps += 1
+                    return
+                self._engine, self._state, self._state_names, self._step = engine, state, names, t
+                self._carries = carries
+            finally:
+                self._busy = None
 
     def sync(self) -> None:
         """Copy params and state from the device into the host arrays (no-op on the CPU).
@@ -339,14 +480,15 @@ class Adam:
         The arrays are copies: later steps do not change a saved dict.
         """
         with self._lock:
+            self._refuse_torn("state_dict")
             self._sync_host()
             state = {}
             for i, t in enumerate(self._layout.tensors):
-                if t.key in self.state:
+                if t.key in self._state:
                     entry = {"step": self._step}
                     if self.param_groups[t.group].get("algorithm") == "nadam":
                         entry["mu_product"] = self._carries[t.group]
-                    entry.update({k: v.copy() for k, v in self.state[t.key].items()})
+                    entry.update({k: v.copy() for k, v in self._state[t.key].items()})
                     state[i] = entry
             groups, start = [], 0
             for g in self.param_groups:
@@ -362,19 +504,38 @@ class Adam:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` saved from an optimizer over params of the
         same structure, shapes and dtypes. Everything is checked before anything
-        changes; the arrays are copied in. A resumed run continues bit for bit.
+        changes, values included (a state no run of this optimizer can reach,
+        such as a negative second moment, is refused); the arrays are copied in.
+        A resumed run continues bit for bit.
         """
+        with self._lock:
+            self._refuse_reentry("load_state_dict")
+            self._busy = "load_state_dict"
+            try:
+                self._load_state_dict(state_dict)
+            finally:
+                self._busy = None
+
+    def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
-        saved_groups = list(state_dict["param_groups"])
+        saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)):
+            raise TypeError(
+                "state_dict['param_groups'] must be a list of group dicts, got "
+                f"{type(saved_groups).__name__}"
+            )
+        self._check_groups()
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"state_dict has {len(saved_groups)} param groups, this optimizer has "
                 f"{len(self.param_groups)}"
             )
-        new_groups = []
+        groups = []
         for i, (saved, ours) in enumerate(zip(saved_groups, self.param_groups)):
             where = f"state_dict['param_groups'][{i}]"
+            if not isinstance(saved, Mapping):
+                raise TypeError(f"{where} must be a dict, got {type(saved).__name__}")
             n_saved, n_ours = len(saved.get("params", ())), len(ours["params"])
             if n_saved != n_ours:
                 raise ValueError(f"{where} has {n_saved} params, this group has {n_ours}")
@@ -389,64 +550,73 @@ class Adam:
                 raise ValueError(
                     f"{where} was saved by {options['algorithm']!r}, not {self._algorithm!r}"
                 )
-            group = {**ours, **options}
-            new_groups.append((group, engine_options(group, where)))
-        names = [state_names(o) for _, o in new_groups]
+            groups.append({**ours, **options})
+        options = self._evaluate(groups, "state_dict['param_groups'][{}]", 0)
+        names = [state_names(o) for o in options]
         step, state = self._check_saved_state(state_dict["state"], names)
-        carries = self._saved_carries(state_dict["state"], [o for _, o in new_groups])
-        with self._lock:
-            self._sync_host()  # a GPU engine's params reach the host before the new one uploads
-            engine = self._build(state) if state else None
-            for ours, (group, _) in zip(self.param_groups, new_groups):
-                ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
-            self._engine, self.state, self._state_names, self._step = engine, state, names, step
-            self._carries = carries
+        carries = self._saved_carries(state_dict["state"], options)
+        self._sync_host()  # a GPU engine's params reach the host before the new one uploads
+        engine = self._build(state) if state else None
+        for ours, group in zip(self.param_groups, groups):
+            ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
+        self._engine, self._state, self._state_names, self._step = engine, state, names, step
+        self._carries = carries
+        self._options_cache = self._options_fast = None
 
     def _saved_carries(self, saved: Mapping, options: list[EngineOptions]) -> list[float]:
-        """NAdam's mu_product per group, from the state entries of its params."""
+        """NAdam's mu_product per group, from the state entries of its params: the
+        product of the group's momentum coefficients so far, each in [0, 1) (so 0
+        after beta1 = 0 or an underflow, never 1 or more once a step was taken)."""
         carries = [1.0] * len(options)
+        seen: dict[int, tuple[float, int]] = {}
         for i, t in enumerate(self._layout.tensors):
             if options[t.group].algorithm != "nadam" or not saved:
                 continue
+            where = f"state_dict['state'][{i}]['mu_product']"
             value = saved[i].get("mu_product")
             if isinstance(value, np.ndarray) and value.shape == ():
                 value = value.item()
             if isinstance(value, bool) or not isinstance(value, (float, int, np.floating)):
+                raise ValueError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+            if not 0.0 <= value < 1.0:
                 raise ValueError(
-                    f"state_dict['state'][{i}]['mu_product'] must be a number, got {value!r}"
+                    f"{where} is {value!r}; NAdam's product of momentum coefficients is in "
+                    "[0, 1) once a step was taken"
                 )
-            carries[t.group] = float(value)
+            first = seen.setdefault(t.group, (value, i))
+            if first[0] != value:
+                raise ValueError(
+                    f"{where} is {value!r} but state_dict['state'][{first[1]}]['mu_product'] "
+                    f"of the same group is {first[0]!r}; a group's params share one product"
+                )
+            carries[t.group] = value
         return carries
 
-    def _check_saved_state(self, saved: Any, names: list[tuple[str, ...]]) -> tuple[int, dict]:
+    def _check_saved_state(
+        self, saved: Any, names: list[tuple[str, ...]]
+    ) -> tuple[int, FrozenMapping]:
         if not isinstance(saved, Mapping):
             raise ValueError("state_dict['state'] must be a dict index -> state")
         tensors = self._layout.tensors
         if not saved:
-            return 0, {}
-        if sorted(saved) != list(range(len(tensors))):
+            return 0, _frozen_state({})
+        indices = list(range(len(tensors)))
+        if set(saved) != set(indices):
             raise ValueError(
                 f"state_dict['state'] must have an entry for each of the {len(tensors)} params "
-                f"(indices 0..{len(tensors) - 1}), got {sorted(saved)}"
+                f"(indices 0..{len(tensors) - 1}), got {sorted(saved, key=repr)}"
             )
         steps, state = set(), {}
         for i, t in enumerate(tensors):
             entry, where = saved[i], f"state_dict['state'][{i}]"
+            if not isinstance(entry, Mapping):
+                raise TypeError(f"{where} must be a dict name -> value, got {type(entry).__name__}")
             dtypes = self._tensor_state(names, t)
             missing = [n for n in (*dtypes, "step") if n not in entry]
             if missing:
                 raise ValueError(f"{where} lacks {missing}")
-            step = entry["step"]
-            if isinstance(step, np.ndarray) and step.shape == ():
-                step = step.item()
-            if (
-                isinstance(step, bool)
-                or not isinstance(step, (int, np.integer, float))
-                or step != int(step)
-                or step < 1
-            ):
-                raise ValueError(f"{where}['step'] must be a whole number >= 1, got {step!r}")
-            steps.add(int(step))
+            steps.add(_saved_step(entry["step"], f"{where}['step']"))
             copies = {}
             for n in dtypes:
                 value = entry[n]
@@ -459,11 +629,12 @@ class Adam:
                         f"{where}[{n!r}] has shape {value.shape} and dtype {value.dtype}; "
                         f"this optimizer's has shape {t.array.shape} and dtype {dtypes[n]}"
                     )
+                _check_reachable(value, n, f"{where}[{n!r}]")
                 copies[n] = np.array(value, order="C", copy=True)
-            state[t.key] = MappingProxyType(copies)
+            state[t.key] = _frozen_entry(t.key, copies)
         if len(steps) != 1:
             raise ValueError(f"state_dict['state'] entries disagree on 'step': {sorted(steps)}")
-        return steps.pop(), state
+        return steps.pop(), _frozen_state(state)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} (device={self.device!r}, step={self._step})"]
@@ -471,6 +642,59 @@ class Adam:
             opts = ", ".join(f"{k}={g[k]!r}" for k in self.defaults)
             lines.append(f"  group {i}: {len(g['params'])} params, {opts}")
         return "\n".join(lines)
+
+
+# What each state array can hold after any number of steps, from the update
+# rules. A second moment (a running mean of squares), AMSGrad's running max of
+# it and AdaMax's infinity norm (a running max of |g| + eps) are >= 0, and +Inf
+# when a finite gradient's square (or |g|) passes the storage type's range:
+# that element's update is then 0, in the run that saved it and after a load.
+# The other arrays (the first moment, the velocity, a master copy) are finite
+# until the params themselves turn Inf or NaN, and NaN appears nowhere before
+# that: a state holding those would make the next steps' params NaN.
+_NON_NEGATIVE = ("exp_avg_sq", "max_exp_avg_sq", "exp_inf")
+
+
+def _check_reachable(value: np.ndarray, name: str, where: str) -> None:
+    """Refuse a state array that no healthy run produces and that would turn
+    the params into NaN: a NaN anywhere, an Inf in the first moment, velocity
+    or master copy, a negative second moment or infinity norm."""
+    if name in _NON_NEGATIVE:
+        with np.errstate(invalid="ignore"):
+            bad = ~(value >= 0)  # NaN fails the comparison too
+        rule = f"{name} is a running mean or max of non-negative values: >= 0 (+Inf allowed)"
+    else:
+        bad = ~np.isfinite(value)
+        rule = f"{name} is finite in any run whose params are"
+    if bad.any():
+        at = tuple(int(x) for x in np.argwhere(bad)[0])
+        raise ValueError(f"{where} holds {value[at]!r} at index {at}; {rule}")
+
+
+def _saved_step(step: Any, where: str) -> int:
+    """A saved step count: a whole number >= 1 whose next step fits the kernel's counter."""
+    if isinstance(step, np.ndarray) and step.shape == ():
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer, float, np.floating)):
+        raise ValueError(f"{where} must be a whole number >= 1, got {step!r}")
+    if isinstance(step, (float, np.floating)):
+        if not math.isfinite(step) or step != math.floor(step):
+            raise ValueError(f"{where} must be a whole number >= 1, got {step!r}")
+    count = int(step)
+    if not 1 <= count < LAST_STEP:
+        raise ValueError(
+            f"{where} must be a whole number from 1 to 2**64 - 2 (the next step's number "
+            f"must fit 64 bits), got {step!r}"
+        )
+    return count
+
+
+def _frozen_entry(key: Any, arrays: dict[str, np.ndarray]) -> FrozenMapping:
+    return FrozenMapping(arrays, f"opt.state[{key!r}]", _STATE_INSTEAD)
+
+
+def _frozen_state(entries: dict[Any, FrozenMapping]) -> FrozenMapping:
+    return FrozenMapping(entries, "opt.state", _STATE_INSTEAD)
 
 
 _SCALARS = (float, int, bool, str, type(None))

@@ -12,7 +12,8 @@ from .optimizer import Adam
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``.
+    The keyword-only options are Adam's (the variants below take them too)."""
 
     def __init__(
         self,
@@ -24,7 +25,13 @@ class AdamW(Adam):
         amsgrad: bool = False,
         maximize: bool = False,
         device: str = "cpu",
+        **options: Any,
     ) -> None:
+        if options.pop("decoupled_weight_decay", True) is not True:
+            raise ValueError(
+                "AdamW's weight decay is always decoupled: decoupled_weight_decay must be True "
+                "(radam.Adam with decoupled_weight_decay=False is L2 regularisation)"
+            )
         super().__init__(
             params,
             lr=lr,
@@ -35,6 +42,7 @@ class AdamW(Adam):
             amsgrad=amsgrad,
             maximize=maximize,
             device=device,
+            **options,
         )
 
 
