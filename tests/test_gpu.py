@@ -1039,6 +1039,39 @@ def test_bad_construction(params, kwargs, error, match):
         radam.Adam(params, device="gpu", **kwargs)
 
 
+@needs_gpu
+@pytest.mark.parametrize("how", ["read-only", "resized"])
+def test_an_unusable_param_is_refused_before_the_device_steps(how):
+    # Issue 12, item 2: a read-only param raised only after the device had
+    # stepped (its params could not be written back), and the optimizer was
+    # silently out of step from then on.
+    rng = np.random.default_rng(5)
+    p0 = rng.standard_normal(8).astype(np.float32)
+    grads = [rng.standard_normal(8).astype(np.float32) for _ in range(3)]
+    p = p0.copy()
+    opt = radam.Adam([p, np.ones(2, np.float32)], lr=0.1, device="gpu")
+    opt.step([grads[0], np.ones(2, np.float32)])
+    before = p.tobytes()
+    if how == "read-only":
+        p.flags.writeable = False
+        with pytest.raises(ValueError, match=r"params\[0\] is read-only"):
+            opt.step([grads[1], np.ones(2, np.float32)])
+        p.flags.writeable = True
+    else:
+        p.resize(9, refcheck=False)
+        with pytest.raises(ValueError, match=r"params\[0\] has shape \(9,\)"):
+            opt.step([np.ones(9, np.float32), np.ones(2, np.float32)])
+        p.resize(8, refcheck=False)
+    assert p.tobytes() == before and opt.step_count == 1
+    # The device did not step: the run goes on as one that never failed.
+    opt.step([grads[1], np.ones(2, np.float32)])
+    cpu = p0.copy()
+    ref = radam.Adam([cpu, np.ones(2, np.float32)], lr=0.1)
+    for g in grads[:2]:
+        ref.step([g, np.ones(2, np.float32)])
+    np.testing.assert_allclose(p, cpu, rtol=1e-6, atol=1e-7)
+
+
 # -- setup errors --------------------------------------------------------------------------
 
 

@@ -185,6 +185,7 @@ class GpuEngine:
         self._maxes = list(max_exp_avg_sqs)
         self._velocities = list(velocities)
         self._tensor_group = list(groups)
+        self._host_layout = [(a.shape, a.dtype) for _, a in self._hosts()]
         self._broken: str | None = None
         limits = ctx.limits
         align_bytes = max(limits["min-storage-buffer-offset-alignment"], 4)
@@ -428,6 +429,36 @@ class GpuEngine:
                 )
         return kinds
 
+    def _hosts(self) -> list[tuple[str, np.ndarray]]:
+        """Every host array that steps and ``sync`` write, with its name."""
+        names = ("master_param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "velocity")
+        hosts = []
+        for i, label in enumerate(self._labels):
+            hosts.append((f"params{label}", self._params[i]))
+            state = (
+                self._masters[i],
+                self._exp_avgs[i],
+                self._exp_avg_sqs[i],
+                self._maxes[i],
+                self._velocities[i],
+            )
+            hosts += [(f"state{label}[{n!r}]", a) for n, a in zip(names, state) if a is not None]
+        return hosts
+
+    def _check_hosts(self) -> None:
+        """The host arrays that steps and ``sync`` write (params, master copies,
+        state) are still writable, of their shape and dtype: checked before the
+        device steps, which could not be undone (the optimizer would be out of
+        step with its host arrays from then on)."""
+        for (what, array), (shape, dtype) in zip(self._hosts(), self._host_layout):
+            if array.shape != shape or array.dtype != dtype:
+                raise ValueError(
+                    f"{what} has shape {array.shape} and dtype {array.dtype}, but the optimizer "
+                    f"was built with shape {shape} and dtype {dtype}; it must keep both"
+                )
+            if not array.flags.writeable:
+                raise ValueError(f"{what} is read-only; the optimizer updates it in place")
+
     def _check_buffer(self, buffer: Any, what: str) -> None:
         usage = self._ctx.wgpu.BufferUsage
         if getattr(buffer, "_device", None) is not self._ctx.device:
@@ -518,6 +549,7 @@ class GpuEngine:
         """
         if self._broken:
             raise GpuError(self._broken)
+        self._check_hosts()
         if len(options) != len(self._groups):
             raise ValueError(f"expected options for {len(self._groups)} groups, got {len(options)}")
         if len(carries) != len(self._groups):
@@ -617,6 +649,7 @@ class GpuEngine:
         """Copy params and state from the GPU into the host arrays."""
         if self._broken:
             raise GpuError(self._broken)
+        self._check_hosts()
         queue = self._ctx.device.queue
         try:
             flat = np.frombuffer(queue.read_buffer(self._param_buf), _FLOAT32)
