@@ -41,7 +41,7 @@ pub use error::{ConfigError, StepError};
 pub use finite::{all_finite, all_finite_stored};
 pub use multi::{
     check_mixed, grad_norm, step_mixed, step_mixed_with, step_tensors, step_tensors_with,
-    MixedTensorMut, TensorMut, CHUNK, SERIAL_MAX,
+    CheckedTensors, MixedTensorMut, TensorMut, CHUNK, SERIAL_MAX,
 };
 pub use optimizer::{Adam, AdamState};
 pub use scalars::{Carry, Rule, StepScalars};

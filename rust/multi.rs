@@ -174,14 +174,21 @@ impl<'a, T> Piece<'a, T> {
     }
 }
 
+/// Tensors that [`check_mixed`] found to fit their params and groups, ready
+/// to step with nothing left to check.
+pub struct CheckedTensors<'a, 'g, T> {
+    tensors: Vec<MixedTensorMut<'a, T>>,
+    groups: &'g [StepScalars],
+}
+
 /// Check that every buffer fits its param and its group, writing nothing: what
-/// [`step_mixed`] checks first. A caller that steps several lists (float32 and
-/// float64 tensors, say) checks them all before stepping any, so that an error
-/// in one leaves the others unwritten too.
-pub fn check_mixed<T>(
-    tensors: &[MixedTensorMut<'_, T>],
-    groups: &[StepScalars],
-) -> Result<(), StepError> {
+/// [`step_mixed`] does before it writes. A caller that steps several lists
+/// (float32 and float64 tensors, say) checks them all before stepping any, so
+/// that an error in one leaves the others unwritten too.
+pub fn check_mixed<'a, 'g, T>(
+    tensors: Vec<MixedTensorMut<'a, T>>,
+    groups: &'g [StepScalars],
+) -> Result<CheckedTensors<'a, 'g, T>, StepError> {
     for (index, t) in tensors.iter().enumerate() {
         let expected = t.param.len();
         let scalars = groups.get(t.group).ok_or(StepError::GroupOutOfRange {
@@ -216,7 +223,19 @@ pub fn check_mixed<T>(
             }
         }
     }
-    Ok(())
+    Ok(CheckedTensors { tensors, groups })
+}
+
+impl<'a, T: Float> CheckedTensors<'a, '_, T> {
+    /// The tensors, to read (their grads, say) before they are stepped.
+    pub fn tensors(&self) -> &[MixedTensorMut<'a, T>] {
+        &self.tensors
+    }
+
+    /// Step them at the detected SIMD level.
+    pub fn step(self) {
+        run_checked(SimdLevel::detect(), self);
+    }
 }
 
 /// Sum of squares in f64 in a fixed order: eight interleaved partial sums
@@ -386,7 +405,13 @@ pub fn step_mixed_with<T: Float>(
     if !level.is_supported() {
         return Err(StepError::UnsupportedSimd(level.name()));
     }
-    check_mixed(&tensors, groups)?;
+    run_checked(level, check_mixed(tensors, groups)?);
+    Ok(())
+}
+
+/// One step over checked tensors, at a level this CPU supports.
+fn run_checked<T: Float>(level: SimdLevel, checked: CheckedTensors<'_, '_, T>) {
+    let CheckedTensors { tensors, groups } = checked;
     let coeffs: Vec<Coeffs<T>> = tensors
         .iter()
         .map(|t| {
@@ -424,5 +449,4 @@ pub fn step_mixed_with<T: Float>(
         }
         _ => pieces.for_each(|piece| run_piece(level, &coeffs, piece)),
     }
-    Ok(())
 }

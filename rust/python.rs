@@ -11,17 +11,17 @@ mod extents;
 use numpy::{
     PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::{Mutex, PoisonError};
 
 use crate::finite::all_finite_stored;
 use crate::{
-    check_mixed, step_mixed, AdamConfig, Algorithm, BiasCorrection, Carry, Rule, SimdLevel,
-    StepError, StepScalars,
+    check_mixed, AdamConfig, Algorithm, BiasCorrection, Carry, Rule, SimdLevel, StepError,
+    StepScalars,
 };
-use arrays::{as_array, borrow_grad, borrow_rw, py_shape, Borrowed, DType, Rw};
+use arrays::{as_array, borrow_grad, borrow_rw, DType, Writes};
 use extents::WriteExtents;
 
 /// The options of one group as Python passes them: a `radam._options.EngineOptions`
@@ -183,37 +183,25 @@ struct Slot {
 }
 
 impl Slot {
-    /// Borrow everything this tensor writes, each checked to still have the
-    /// param's shape (`ndarray.resize` can change a param's after the fact).
+    /// Borrow everything this tensor writes (a param resized since is caught
+    /// by the length checks before the step: its state keeps the old length).
     fn borrow_state<'py>(&self, py: Python<'py>) -> PyResult<Writes<'py>> {
         let label = &self.label;
-        let param = borrow_rw(self.param.bind(py), self.param_dtype, &|| {
-            format!("params{label}")
-        })?;
-        let rw = |array: &Py<PyUntypedArray>, dtype, name: &str| -> PyResult<Rw<'py>> {
-            let what = || format!("state{label}['{name}']");
-            let state = borrow_rw(array.bind(py), dtype, &what)?;
-            if state.shape() != param.shape() {
-                return Err(PyValueError::new_err(format!(
-                    "params{label} has shape {} but {} has shape {}; a param must keep \
-                     the shape it had when the optimizer's state was made",
-                    py_shape(param.shape()),
-                    what(),
-                    py_shape(state.shape()),
-                )));
-            }
-            Ok(state)
+        let rw = |array: &Py<PyUntypedArray>, dtype, name: &str| {
+            borrow_rw(array.bind(py), dtype, &|| format!("state{label}['{name}']"))
         };
         let optional = |array: &Option<Py<PyUntypedArray>>, dtype, name: &str| {
             array.as_ref().map(|a| rw(a, dtype, name)).transpose()
         };
         Ok(Writes {
+            param: borrow_rw(self.param.bind(py), self.param_dtype, &|| {
+                format!("params{label}")
+            })?,
             master: optional(&self.master, DType::F32, "master_param")?,
             exp_avg: rw(&self.exp_avg, self.state_dtype, "exp_avg")?,
             exp_avg_sq: rw(&self.exp_avg_sq, self.state_dtype, "exp_avg_sq")?,
             max_exp_avg_sq: optional(&self.max_exp_avg_sq, self.state_dtype, "max_exp_avg_sq")?,
             velocity: optional(&self.velocity, self.state_dtype, "velocity")?,
-            param,
         })
     }
 
@@ -232,32 +220,6 @@ impl Slot {
             "param" => format!("params{label}"),
             state => format!("state{label}['{state}']"),
         })
-    }
-}
-
-/// The write borrows of one tensor, taken before its grad's read borrow.
-struct Writes<'py> {
-    param: Rw<'py>,
-    master: Option<Rw<'py>>,
-    exp_avg: Rw<'py>,
-    exp_avg_sq: Rw<'py>,
-    max_exp_avg_sq: Option<Rw<'py>>,
-    velocity: Option<Rw<'py>>,
-}
-
-impl Writes<'_> {
-    /// Every array written, in a fixed order ([`Slot::write_names`]' order).
-    fn arrays(&self) -> impl Iterator<Item = &Rw<'_>> {
-        [
-            Some(&self.param),
-            self.master.as_ref(),
-            Some(&self.exp_avg),
-            Some(&self.exp_avg_sq),
-            self.max_exp_avg_sq.as_ref(),
-            self.velocity.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
     }
 }
 
@@ -294,6 +256,8 @@ struct CpuEngine {
     configs: Mutex<(Vec<Py<PyAny>>, Vec<AdamConfig>)>,
     /// The bytes every step writes, sorted, to check each grad against.
     writes: Mutex<WriteExtents>,
+    /// How many slots compute in float64.
+    f64_slots: usize,
 }
 
 impl CpuEngine {
@@ -336,6 +300,7 @@ fn step_error<'a>(e: StepError, label: impl Fn(usize) -> &'a str) -> PyErr {
             let label = label(index);
             let what = match buffer {
                 "grad" => format!("grads{label}"),
+                "master" => format!("state{label}['master_param']"),
                 state => format!("state{label}['{state}']"),
             };
             PyValueError::new_err(format!(
@@ -445,6 +410,10 @@ impl CpuEngine {
             });
         }
         Ok(CpuEngine {
+            f64_slots: slots
+                .iter()
+                .filter(|s| s.param_dtype.computes_in_f64())
+                .count(),
             slots,
             configs: Mutex::new((Vec::new(), Vec::new())),
             writes: Mutex::new(WriteExtents::default()),
@@ -500,50 +469,47 @@ impl CpuEngine {
         }
         // Every write borrow first, then the bytes they cover (sorted, and
         // checked disjoint), then the grads, each checked against those bytes.
+        let mut extents = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        extents.begin();
         let mut writes = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
-            writes.push(slot.borrow_state(py)?);
+            let w = slot.borrow_state(py)?;
+            w.arrays().for_each(|a| extents.push(a.extent()));
+            writes.push(w);
         }
-        let mut extents = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        extents
-            .update(writes.iter().flat_map(|w| w.arrays().map(Rw::extent)))
-            .map_err(|(first, second)| {
-                PyValueError::new_err(format!(
-                    "{} shares memory with {}; the optimizer writes both, so each must be \
-                     its own array",
-                    self.write_name(second),
-                    self.write_name(first)
-                ))
-            })?;
+        extents.settle().map_err(|(first, second)| {
+            PyValueError::new_err(format!(
+                "{} shares memory with {}; the optimizer writes both, so each must be \
+                 its own array",
+                self.write_name(second),
+                self.write_name(first)
+            ))
+        })?;
         let overlaps = |extent| extents.overlapping(extent).map(|i| self.write_name(i));
-        let mut borrowed = Vec::with_capacity(self.slots.len());
-        for ((slot, grad), w) in self.slots.iter().zip(&grads).zip(writes) {
+        let mut reads = Vec::with_capacity(self.slots.len());
+        for ((slot, grad), w) in self.slots.iter().zip(&grads).zip(&writes) {
             let what = || format!("grads{}", slot.label);
-            let grad = borrow_grad(grad, slot.param_dtype, w.param.shape(), &what, &overlaps)?;
-            borrowed.push(Borrowed {
-                param: w.param,
-                master: w.master,
+            reads.push(borrow_grad(
                 grad,
-                exp_avg: w.exp_avg,
-                exp_avg_sq: w.exp_avg_sq,
-                max_exp_avg_sq: w.max_exp_avg_sq,
-                velocity: w.velocity,
-                group: slot.group,
-            });
+                slot.param_dtype,
+                w.param.shape(),
+                &what,
+                &overlaps,
+            )?);
         }
         drop(extents);
-        let (mut b64, mut b32): (Vec<_>, Vec<_>) = borrowed
-            .into_iter()
-            .zip(&self.slots)
-            .partition(|(_, slot)| slot.param_dtype.computes_in_f64());
-        let t32 = b32
-            .iter_mut()
-            .map(|(b, _)| b.tensor::<f32>())
-            .collect::<PyResult<Vec<_>>>()?;
-        let t64 = b64
-            .iter_mut()
-            .map(|(b, _)| b.tensor::<f64>())
-            .collect::<PyResult<Vec<_>>>()?;
+        // The tensors computed in float32 and in float64, each list in slot order.
+        let (mut t32, mut t64) = (
+            Vec::with_capacity(self.slots.len() - self.f64_slots),
+            Vec::with_capacity(self.f64_slots),
+        );
+        for ((slot, w), grad) in self.slots.iter().zip(&mut writes).zip(&reads) {
+            if slot.param_dtype.computes_in_f64() {
+                t64.push(w.tensor::<f64>(grad, slot.group)?);
+            } else {
+                t32.push(w.tensor::<f32>(grad, slot.group)?);
+            }
+        }
         // Both lists are checked before either is stepped: an error writes nothing.
         // The core names tensors by their position in a list; users by label.
         let label = |in_f64: bool, i: usize| {
@@ -553,21 +519,20 @@ impl CpuEngine {
                 .nth(i);
             slot.map_or("[?]", |s| s.label.as_str())
         };
-        check_mixed(&t32, &scalars).map_err(|e| step_error(e, |i| label(false, i)))?;
-        check_mixed(&t64, &scalars).map_err(|e| step_error(e, |i| label(true, i)))?;
-        py.detach(|| {
+        let t32 = check_mixed(t32, &scalars).map_err(|e| step_error(e, |i| label(false, i)))?;
+        let t64 = check_mixed(t64, &scalars).map_err(|e| step_error(e, |i| label(true, i)))?;
+        Ok(py.detach(|| {
             if skip_nonfinite {
-                let g32: Vec<_> = t32.iter().map(|t| t.grad).collect();
-                let g64: Vec<_> = t64.iter().map(|t| t.grad).collect();
+                let g32: Vec<_> = t32.tensors().iter().map(|t| t.grad).collect();
+                let g64: Vec<_> = t64.tensors().iter().map(|t| t.grad).collect();
                 if !(all_finite_stored(&g32) && all_finite_stored(&g64)) {
-                    return Ok(None);
+                    return None;
                 }
             }
-            step_mixed(t32, &scalars)?;
-            step_mixed(t64, &scalars)?;
-            Ok(Some(next_carries))
-        })
-        .map_err(|e: StepError| PyRuntimeError::new_err(e.to_string()))
+            t32.step();
+            t64.step();
+            Some(next_carries)
+        }))
     }
 
     /// The number of tensors.

@@ -389,7 +389,7 @@ def test_a_resized_param_fails_before_any_tensor_is_written(structure):
     opt.step(grads(4))
     b.resize(5, refcheck=False)
     before = snapshot(opt)
-    with raises_named(ValueError, f"params{label}", f"state{label}['exp_avg']", "(5,)", "(4,)"):
+    with raises_named(ValueError, f"params{label} has 5", f"state{label}['exp_avg'] has 4"):
         opt.step(grads(5))
     assert_unchanged(opt, before)
     b.resize(4, refcheck=False)

@@ -99,7 +99,7 @@ def test_a_schedule_changing_the_optimizer_is_refused(call, tmp_path):
     opt.param_groups[0]["lr"] = schedule
     before = snapshot(opt)
     named = "load_state_dict" if call == "load" else call  # load goes through load_state_dict
-    with raises_named(RuntimeError, f"{named}()", "inside step()", "schedule"):
+    with raises_named(RuntimeError, f"{named}()", "schedule that step()"):
         _within_timeout(opt.step, [np.ones(4)])
     assert_unchanged(opt, before)
     # The optimizer is not left marked busy: it steps again.
@@ -121,7 +121,7 @@ def test_a_schedule_stepping_during_load_state_dict_is_refused():
 
     sd["param_groups"][0]["lr"] = schedule
     before = snapshot(opt)
-    with raises_named(RuntimeError, "step()", "load_state_dict()"):
+    with raises_named(RuntimeError, "step()", "schedule that load_state_dict()"):
         _within_timeout(opt.load_state_dict, sd)
     assert_unchanged(opt, before)
 

@@ -73,6 +73,16 @@ class ParamList(list):
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
     append = extend = insert = pop = remove = clear = sort = reverse = _refuse
 
+    # Equal only to itself: the optimizer's option cache then sees a group
+    # whose "params" was replaced, even by a list of the same values.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __copy__(self) -> list[Any]:
         return list(self)
 

@@ -140,10 +140,11 @@ def layout_of(params: Any) -> tuple[Layout, list[dict[str, Any]]]:
 
 
 def flatten_grads(layout: Layout, grads: Any) -> list[Any]:
-    """Grads in the order of ``layout.tensors``; the Rust side checks each array."""
+    """Grads in the order of ``layout.tensors``; the Rust side checks each array.
+    (``Adam.step`` passes a plain list for flat list params on as it is.)"""
     n = len(layout.tensors)
-    if type(grads) is list and len(grads) == n and layout.kind == "list":
-        return grads  # the common case, with no copying
+    if grads is None:
+        raise TypeError("grads is None: pass the gradients, with the structure of params")
     if isinstance(grads, Mapping):
         if layout.names is None:
             raise TypeError("grads is a dict, but params are not all named: pass a list")

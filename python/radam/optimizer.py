@@ -31,7 +31,7 @@ LAST_STEP = 2**64 - 1
 _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 # How long a fork waits for a step in flight on another thread to finish.
 FORK_WAIT_S = 60.0
-# _busy of an optimizer whose step a fork could not wait for, in the child.
+# _busy of an optimizer in a child forked while a call of it did not end.
 _TORN = "fork"
 _FORK_LOCK = threading.Lock()  # one fork at a time goes through the handlers
 _FORK_HELD: list[Any] = []
@@ -181,6 +181,8 @@ class Adam:
         options = [engine_options(g, f"params[{i}]") for i, g in enumerate(self.param_groups)]
         self.device = _resolve_device(device, self._layout.tensors, options, self.state_dtype)
         self._group_params = [g["params"] for g in self.param_groups]
+        # The length of a list of grads that is passed as it is (-1: none is).
+        self._flat_list = len(self._layout) if self._layout.kind == "list" else -1
         self._state = FrozenMapping({}, "opt.state", _STATE_INSTEAD)
         self._step = 0
         self._engine: Any = None
@@ -188,20 +190,18 @@ class Adam:
         # What each group carries from step to step on the host (NAdam's mu_product).
         self._carries = [1.0] * len(self.param_groups)
         # Reentrant, so that a schedule may read the optimizer (current_lr,
-        # state_dict) while step holds it; _busy names the call that changes
-        # the optimizer, so that one made from inside it (a schedule calling
-        # step) is refused instead of corrupting it.
+        # state_dict) while step holds it. _busy names the call whose schedules
+        # are running: a call that changes the optimizer from inside them (a
+        # schedule calling step) is refused instead of corrupting it, and
+        # current_lr reads the lrs last computed (it would call itself).
         self._lock = threading.RLock()
         self._busy: str | None = None
-        # While the schedules run, current_lr reads the lrs last computed
-        # (a schedule that reads current_lr would otherwise call itself).
-        self._in_schedules = False
-        self._torn_by_fork = False  # set while a fork could not wait for this one's step
+        self._torn_by_fork = False  # set while a fork could not wait for a call of it
         self._last_lrs = [o.lr for o in options]
         self._options_cache: tuple[Any, list[Any], list[EngineOptions]] | None = None
-        # The fast check: each group's keys and values as tuples and its params
-        # list's id, kept only while every option value is immutable (so equal
-        # tuples mean equal options).
+        # The fast check: each group's keys and values as tuples, kept only
+        # while every option value is immutable (so equal tuples mean equal
+        # options).
         self._options_fast: tuple[Any, list[Any], list[EngineOptions]] | None = None
         _LIVE.add(self)
 
@@ -234,13 +234,13 @@ class Adam:
         )
 
     def _refuse_reentry(self, call: str) -> None:
-        """Refuse ``call`` made from inside the call now changing this optimizer
-        (an lr schedule calling step, say), which it would corrupt. Under the lock."""
+        """Refuse ``call``, which changes the optimizer, made from inside the
+        schedules another call is running (which it would corrupt). Under the lock."""
         self._refuse_torn(call)
         if self._busy is not None:
             raise ReentrantCallError(
-                f"{call}() was called from inside {self._busy}() of the same optimizer "
-                "(from an lr schedule?); a schedule may read the optimizer but not change it"
+                f"{call}() was called from an lr schedule that {self._busy}() of the same "
+                "optimizer was running; a schedule may read the optimizer but not change it"
             )
 
     # -- schedules, checkpoints, torch import (radam.schedules, radam.checkpoint) --
@@ -260,9 +260,9 @@ class Adam:
         Read from inside a schedule of this optimizer, the lrs last computed
         (those of the last step, or of construction)."""
         with self._lock:
-            if self._in_schedules:
+            if self._busy is not None:
                 return list(self._last_lrs)
-            return [o.lr for o in self._options()]
+            return [o.lr for o in self._options("current_lr")]
 
     def save(self, path: Any, *, include_params: bool = True) -> None:
         """Write a checkpoint to ``path`` atomically: options (a built-in
@@ -313,16 +313,16 @@ class Adam:
 
         load_torch_state_dict(self, state_dict, decoupled_weight_decay)
 
-    def _options(self) -> list[EngineOptions]:
+    def _options(self, caller: str = "step") -> list[EngineOptions]:
         # Validating costs microseconds per group, the whole budget of a small
         # step: reuse the last result while no group's options changed.
         groups = self.param_groups
         fast = self._options_fast
         if fast is not None and fast[0] is self._state_names:
-            # Tuples compare items by identity first: a few hundred ns per group.
-            # The params list's id catches a replaced list of equal arrays.
+            # Tuples compare items by identity first: a few hundred ns per group
+            # (a group's ParamList compares by identity: a replaced one differs).
             try:
-                if [(tuple(g), tuple(g.values()), id(g["params"])) for g in groups] == fast[1]:
+                if [(tuple(g), tuple(g.values())) for g in groups] == fast[1]:
                     return fast[2]
             except Exception:  # an odd value (e.g. an array): validate it below
                 pass
@@ -335,7 +335,7 @@ class Adam:
                     return cached[2]
             except Exception:  # an odd value (e.g. an array): validate it below
                 pass
-        options = self._evaluate(groups, "param_groups[{}]", self._step)
+        options = self._evaluate(groups, "param_groups[{}]", self._step, caller)
         if self._engine is not None:
             for i, (opts, names) in enumerate(zip(options, self._state_names)):
                 if state_names(opts) != names:
@@ -345,21 +345,23 @@ class Adam:
                     )
         self._options_cache = (self._state_names, snapshot, options)
         if all(_immutable_options(g) for g in groups):
-            keyed = [(tuple(g), tuple(g.values()), id(g["params"])) for g in groups]
+            keyed = [(tuple(g), tuple(g.values())) for g in groups]
             self._options_fast = (self._state_names, keyed, options)
         else:
             self._options_fast = None
         return options
 
-    def _evaluate(self, groups: list[Any], where: str, count: int) -> list[EngineOptions]:
+    def _evaluate(
+        self, groups: list[Any], where: str, count: int, caller: str
+    ) -> list[EngineOptions]:
         """Validate each group's options, calling its schedules at ``count``
-        (``where`` names group i once formatted with i). Under the lock."""
-        self._in_schedules = True
+        (``where`` names group i once formatted with i) as part of ``caller``
+        (marked busy meanwhile). Under the lock."""
+        self._busy = caller
         try:
             options = [engine_options(g, where.format(i), count) for i, g in enumerate(groups)]
         finally:
-            self._in_schedules = False
-        self._torn_by_fork = False  # set while a fork could not wait for this one's step
+            self._busy = None
         self._last_lrs = [o.lr for o in options]
         return options
 
@@ -428,34 +430,35 @@ class Adam:
         On any error (a missing, misshapen, mistyped or aliasing grad, a bad
         option) a clear exception is raised and params and state are untouched.
         """
-        if grads is None:
-            raise TypeError("grads is None: pass the gradients, with the structure of params")
-        flat = flatten_grads(self._layout, grads)
+        # A list of as many arrays as a flat list of params is passed as it is.
+        if type(grads) is list and len(grads) == self._flat_list:
+            flat = grads
+        else:
+            flat = flatten_grads(self._layout, grads)
         with self._lock:
-            if self._busy is not None:
+            if self._busy is not None:  # called from a schedule, or torn by a fork
                 self._refuse_reentry("step")
-            self._busy = "step"
+            options = self._options("step")
+            engine, state, names = self._engine, self._state, self._state_names
+            if engine is None:
+                names = [state_names(o) for o in options]
+                state = self._fresh_state(names)
+                engine = self._build(state)
+            t = self._step + 1
             try:
-                options = self._options()
-                engine, state, names = self._engine, self._state, self._state_names
-                if engine is None:
-                    names = [state_names(o) for o in options]
-                    state = self._fresh_state(names)
-                    engine = self._build(state)
-                t = self._step + 1
-                if t > LAST_STEP:
-                    raise OverflowError(
-                        f"the step count is {self._step}: the kernel counts steps in 64 bits, "
-                        f"and {LAST_STEP} is its last"
-                    )
                 carries = engine.step(flat, t, options, self._carries, self.skip_nonfinite)
-                if carries is None:  # a NaN or Inf gradient: the whole step was skipped
-                    self.skipped_steps += 1
-                    return
-                self._engine, self._state, self._state_names, self._step = engine, state, names, t
-                self._carries = carries
-            finally:
-                self._busy = None
+            except OverflowError:
+                if t <= LAST_STEP:
+                    raise
+                raise OverflowError(
+                    f"the step count is {self._step}: the kernel counts steps in 64 bits, "
+                    f"and {LAST_STEP} is its last"
+                ) from None
+            if carries is None:  # a NaN or Inf gradient: the whole step was skipped
+                self.skipped_steps += 1
+                return
+            self._engine, self._state, self._state_names, self._step = engine, state, names, t
+            self._carries = carries
 
     def sync(self) -> None:
         """Copy params and state from the device into the host arrays (no-op on the CPU).
@@ -509,12 +512,9 @@ class Adam:
         A resumed run continues bit for bit.
         """
         with self._lock:
-            self._refuse_reentry("load_state_dict")
-            self._busy = "load_state_dict"
-            try:
-                self._load_state_dict(state_dict)
-            finally:
-                self._busy = None
+            if self._busy is not None:  # called from a schedule, or torn by a fork
+                self._refuse_reentry("load_state_dict")
+            self._load_state_dict(state_dict)
 
     def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
@@ -551,7 +551,7 @@ class Adam:
                     f"{where} was saved by {options['algorithm']!r}, not {self._algorithm!r}"
                 )
             groups.append({**ours, **options})
-        options = self._evaluate(groups, "state_dict['param_groups'][{}]", 0)
+        options = self._evaluate(groups, "state_dict['param_groups'][{}]", 0, "load_state_dict")
         names = [state_names(o) for o in options]
         step, state = self._check_saved_state(state_dict["state"], names)
         carries = self._saved_carries(state_dict["state"], options)

@@ -45,7 +45,7 @@ impl DType {
 }
 
 /// A shape as Python prints it: `()`, `(5,)`, `(2, 3)`.
-pub(super) fn py_shape(shape: &[usize]) -> String {
+fn py_shape(shape: &[usize]) -> String {
     match shape {
         [n] => format!("({n},)"),
         _ => {
@@ -158,15 +158,12 @@ pub(super) fn borrow_rw<'py>(
     })
 }
 
-/// What a grad's bytes overlap among the step's writes, by name.
-pub(super) type Overlaps<'a> = &'a dyn Fn(Extent) -> Option<String>;
-
 fn typed_ro<'py, T: Element>(
     grad: &Bound<'py, PyUntypedArray>,
     shape: &[usize],
     what: &dyn Fn() -> String,
     param_dtype: &str,
-    overlaps: Overlaps<'_>,
+    overlaps: &impl Fn(Extent) -> Option<String>,
 ) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     let typed = grad.cast::<PyArrayDyn<T>>().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -184,12 +181,12 @@ fn typed_ro<'py, T: Element>(
             py_shape(shape),
         )));
     }
-    let extent = strided_extent(
-        typed.data() as usize,
-        typed.shape(),
-        typed.strides(),
-        std::mem::size_of::<T>(),
-    );
+    let (data, itemsize) = (typed.data() as usize, std::mem::size_of::<T>());
+    let extent = if typed.is_c_contiguous() {
+        (data, data + typed.len() * itemsize)
+    } else {
+        strided_extent(data, typed.shape(), typed.strides(), itemsize)
+    };
     if let Some(written) = overlaps(extent) {
         return Err(PyValueError::new_err(format!(
             "{} shares memory with {written}, which the step writes; pass a separate \
@@ -223,7 +220,7 @@ pub(super) fn borrow_grad<'py>(
     param_dtype: DType,
     shape: &[usize],
     what: &dyn Fn() -> String,
-    overlaps: Overlaps<'_>,
+    overlaps: &impl Fn(Extent) -> Option<String>,
 ) -> PyResult<Ro<'py>> {
     let grad = as_array(grad, what)?;
     Ok(match param_dtype {
@@ -299,21 +296,39 @@ fn optional_mut<'a, T: Compute>(rw: &'a mut Option<Rw<'_>>) -> PyResult<Option<S
     rw.as_mut().map(stored_mut).transpose()
 }
 
-/// The borrows of one tensor, held while the kernel runs.
-pub(super) struct Borrowed<'py> {
+/// The write borrows of one tensor (taken before its grad's read borrow),
+/// held while the kernel runs.
+pub(super) struct Writes<'py> {
     pub param: Rw<'py>,
     pub master: Option<Rw<'py>>,
-    pub grad: Ro<'py>,
     pub exp_avg: Rw<'py>,
     pub exp_avg_sq: Rw<'py>,
     pub max_exp_avg_sq: Option<Rw<'py>>,
     pub velocity: Option<Rw<'py>>,
-    pub group: usize,
 }
 
-impl Borrowed<'_> {
-    /// The kernel's view of this tensor, in compute type `T`.
-    pub(super) fn tensor<T: Compute>(&mut self) -> PyResult<MixedTensorMut<'_, T>> {
+impl Writes<'_> {
+    /// Every array written, in a fixed order: param, master, exp_avg,
+    /// exp_avg_sq, max_exp_avg_sq, velocity, those present.
+    pub(super) fn arrays(&self) -> impl Iterator<Item = &Rw<'_>> {
+        [
+            Some(&self.param),
+            self.master.as_ref(),
+            Some(&self.exp_avg),
+            Some(&self.exp_avg_sq),
+            self.max_exp_avg_sq.as_ref(),
+            self.velocity.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The kernel's view of this tensor with its `grad`, in compute type `T`.
+    pub(super) fn tensor<'a, T: Compute>(
+        &'a mut self,
+        grad: &'a Ro<'_>,
+        group: usize,
+    ) -> PyResult<MixedTensorMut<'a, T>> {
         let master = match &mut self.master {
             Some(rw) => Some(
                 T::native_mut(rw)
@@ -324,12 +339,12 @@ impl Borrowed<'_> {
         Ok(MixedTensorMut {
             param: stored_mut(&mut self.param)?,
             master,
-            grad: stored(&self.grad)?,
+            grad: stored(grad)?,
             exp_avg: stored_mut(&mut self.exp_avg)?,
             exp_avg_sq: stored_mut(&mut self.exp_avg_sq)?,
             max_exp_avg_sq: optional_mut(&mut self.max_exp_avg_sq)?,
             velocity: optional_mut(&mut self.velocity)?,
-            group: self.group,
+            group,
         })
     }
 }

@@ -42,42 +42,33 @@ pub(super) fn strided_extent(
 /// is redone only then; each read buffer is then one binary search.
 #[derive(Default)]
 pub(super) struct WriteExtents {
-    /// As last seen, in the engine's order: a change is one comparison away.
+    /// This step's, in the engine's order, as [`WriteExtents::push`] gets them.
+    current: Vec<Extent>,
+    /// The last step's: when equal, `sorted` still holds.
     seen: Vec<Extent>,
     /// The non-empty ones sorted by start, with their index in `seen`.
     sorted: Vec<(Extent, usize)>,
+    /// Whether `sorted` was built from `seen` and found disjoint.
+    settled: bool,
 }
 
 impl WriteExtents {
-    /// Take this step's write extents (in a fixed order). When two overlap,
-    /// return their indices in that order, and forget them.
-    pub(super) fn update(
-        &mut self,
-        current: impl Iterator<Item = Extent>,
-    ) -> Result<(), (usize, usize)> {
-        let mut changed = false;
-        let mut count = 0;
-        for (i, extent) in current.enumerate() {
-            count = i + 1;
-            match self.seen.get_mut(i) {
-                Some(old) if *old == extent => {}
-                Some(old) => {
-                    *old = extent;
-                    changed = true;
-                }
-                None => {
-                    self.seen.push(extent);
-                    changed = true;
-                }
-            }
-        }
-        if count != self.seen.len() {
-            self.seen.truncate(count);
-            changed = true;
-        }
-        if !changed && !self.sorted.is_empty() {
+    /// Start this step's list.
+    pub(super) fn begin(&mut self) {
+        self.current.clear();
+    }
+
+    pub(super) fn push(&mut self, extent: Extent) {
+        self.current.push(extent);
+    }
+
+    /// Take the list pushed since [`WriteExtents::begin`]. When two extents
+    /// overlap, return their indices in that list, in order.
+    pub(super) fn settle(&mut self) -> Result<(), (usize, usize)> {
+        if self.settled && self.current == self.seen {
             return Ok(());
         }
+        std::mem::swap(&mut self.current, &mut self.seen);
         self.sorted.clear();
         self.sorted.extend(
             self.seen
@@ -93,15 +84,11 @@ impl WriteExtents {
             .windows(2)
             .find(|w| w[1].0 .0 < w[0].0 .1)
             .map(|w| (w[0].1.min(w[1].1), w[0].1.max(w[1].1)));
-        if let Some(pair) = overlap {
-            self.seen.clear();
-            self.sorted.clear();
-            return Err(pair);
-        }
-        Ok(())
+        self.settled = overlap.is_none();
+        overlap.map_or(Ok(()), Err)
     }
 
-    /// The index (in the order given to [`WriteExtents::update`]) of a write
+    /// The index (in the list given to [`WriteExtents::settle`]) of a write
     /// extent that `extent` overlaps, if any.
     pub(super) fn overlapping(&self, (start, end): Extent) -> Option<usize> {
         if start >= end {
