@@ -148,13 +148,18 @@ def test_dict_params_round_trip_keeps_names():
         renamed.load_state_dict(sd)
 
 
-def _good_state_dict():
-    rng = np.random.default_rng(6)
+def _stepped_optimizer(seed=10):
+    """An optimizer over make_params, two steps in, with its params and rng."""
+    rng = np.random.default_rng(seed)
     params = make_params(rng)
     opt = radam.Adam(grouped(params))
     for _ in range(2):
         opt.step(make_grads(rng, params))
-    return opt.state_dict()
+    return opt, params, rng
+
+
+def _good_state_dict():
+    return _stepped_optimizer(6)[0].state_dict()
 
 
 def _bad_dicts():
@@ -292,15 +297,6 @@ def test_numpy_integer_step_is_accepted():
 
 
 # -- issue 12, item 6: opt.state is read-only, at every level
-
-
-def _stepped_optimizer():
-    rng = np.random.default_rng(10)
-    params = make_params(rng)
-    opt = radam.Adam(grouped(params))
-    for _ in range(2):
-        opt.step(make_grads(rng, params))
-    return opt, params, rng
 
 
 @pytest.mark.parametrize(
