@@ -93,8 +93,8 @@ class Adam:
     ``max_exp_avg_sq``) is created at the first step as NumPy arrays beside the
     params. ``key`` is the name for dict params, the flat index otherwise.
     ``step`` is thread-safe: concurrent calls run one after the other. An lr
-    schedule may read the optimizer; one that steps or loads it raises
-    ``ReentrantCallError`` (a RuntimeError).
+    schedule may read the optimizer; one that steps or loads it raises a
+    RuntimeError.
 
     Keyword-only options reproduce the seed systems (see SEEDS.md):
     ``efficient_form`` (the paper's step-size form, eps on the uncorrected
