@@ -565,8 +565,9 @@ class Adam:
 
     def _saved_carries(self, saved: Mapping, options: list[EngineOptions]) -> list[float]:
         """NAdam's mu_product per group, from the state entries of its params: the
-        product of the group's momentum coefficients so far, each in [0, 1) (so 0
-        after beta1 = 0 or an underflow, never 1 or more once a step was taken)."""
+        product of the group's momentum coefficients so far, each in [0, 1), so
+        in [0, 1) once a step was taken (0 with beta1 = 0, or once the product
+        underflows: at step 646 with beta1 = 0.6)."""
         carries = [1.0] * len(options)
         seen: dict[int, tuple[float, int]] = {}
         for i, t in enumerate(self._layout.tensors):
