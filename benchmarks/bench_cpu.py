@@ -4,9 +4,9 @@
     python benchmarks/bench_cpu.py --quick         # fewer repeats, smaller transformer
     python benchmarks/bench_cpu.py --repeats 61 --json benchmarks/results/run.json
 
-Run it with an interpreter that has radam (and, for the PyTorch columns,
-torch) installed, e.g. ``/work/venvs/torch/bin/python``. PyTorch is a
-comparison only: without it those columns are skipped with a note.
+Run it with a Python that has radam (and, for the PyTorch columns, torch)
+installed. PyTorch is a comparison only: without it those columns are skipped
+with a note.
 
 Method. Every implementation steps its own copy of the params (the grads are
 shared and read-only). Within each repeat the implementations run one after

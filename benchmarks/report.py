@@ -3,9 +3,8 @@
     python benchmarks/report.py --out benchmarks/report/           # about 8 minutes on 2 cores
     python benchmarks/report.py --out /tmp/report --quick          # about 2 minutes
 
-Run it with an interpreter that has radam, matplotlib and, for their columns,
-torch (and DeepSpeed), e.g. ``/work/venvs/torch/bin/python``. What it measures,
-all in one run:
+Run it with a Python that has radam, matplotlib and, for their columns, torch
+(and DeepSpeed) installed. What it measures, all in one run:
 
 * a size sweep, 1e3 to 1e8 params in one tensor (as memory allows): step time
   and effective GB/s of radam's CPU path (float32, float64, bfloat16 moments,

@@ -45,13 +45,21 @@ const GRAD_SCALE_MAX: f64 = (1u128 << 126) as f64;
 /// to the gradient.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
+    /// The step size alpha (finite, >= 0).
     pub lr: f64,
+    /// Decay of the first moment, in [0, 1).
     pub beta1: f64,
+    /// Decay of the second moment (AdaMax: of the infinity norm), in [0, 1).
     pub beta2: f64,
+    /// Added to the root of the second moment (finite, >= 0).
     pub eps: f64,
+    /// L2 coefficient, or AdamW's decay with `decoupled_weight_decay` (finite, >= 0).
     pub weight_decay: f64,
+    /// AdamW: `param *= 1 - lr * weight_decay` before the update instead of L2.
     pub decoupled_weight_decay: bool,
+    /// Divide by the running maximum of the second moment (AMSGrad).
     pub amsgrad: bool,
+    /// Ascend the objective instead of descending it.
     pub maximize: bool,
     /// The paper's efficient form: step `lr * sqrt(1 - beta2^t) / (1 - beta1^t)`,
     /// `eps` added to the uncorrected `sqrt(v)` (Keras, PuzzleLib).
@@ -67,7 +75,9 @@ pub struct AdamConfig {
     /// Rescale each tensor's gradient to at most this L2 norm (0 turns it off;
     /// element clipping wins when both are set).
     pub max_gradient_norm: f64,
+    /// How the moments are corrected for their zero start.
     pub bias_correction: BiasCorrection,
+    /// The update rule: Adam, AdaMax, NAdam or RAdam.
     pub algorithm: Algorithm,
     /// NAdam's psi: `mu_t = beta1 * (1 - 0.5 * 0.96^(t * psi))`.
     pub momentum_decay: f64,
@@ -111,11 +121,11 @@ impl AdamConfig {
         }
     }
 
-    /// AdaMax's defaults (the paper's Algorithm 2: lr 2e-3, no eps).
+    /// AdaMax's defaults, as `torch.optim.Adamax`'s (the paper's Algorithm 2 with
+    /// lr 2e-3 and eps 1e-8; `eps: 0.0` is the paper's own form).
     pub fn adamax() -> Self {
         AdamConfig {
             lr: 2e-3,
-            eps: 0.0,
             algorithm: Algorithm::Adamax,
             ..Self::default()
         }

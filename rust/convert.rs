@@ -10,7 +10,9 @@ use crate::element::Float;
 
 /// A type state may be stored as, read and written as the compute type `T`.
 pub trait Store<T>: Copy + Send + Sync + 'static {
+    /// The stored value as the compute type (exact).
     fn load(self) -> T;
+    /// A compute-type value as stored (rounded to nearest even when narrower).
     fn store(x: T) -> Self;
 }
 

@@ -25,22 +25,29 @@ pub trait Float:
     + std::fmt::Debug
     + 'static
 {
+    /// Zero.
     const ZERO: Self;
     /// Name used in messages ("float32", "float64"), as NumPy spells it.
     const NAME: &'static str;
     /// Round a host-side `f64` scalar to this type (round to nearest even).
     fn from_f64(x: f64) -> Self;
+    /// Widen to `f64` (exact).
     fn to_f64(self) -> f64;
     /// `self * a + b` with a single rounding.
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// The correctly rounded square root.
     fn sqrt(self) -> Self;
+    /// The absolute value.
     fn abs(self) -> Self;
+    /// Neither infinite nor NaN.
     fn is_finite(self) -> bool;
-    /// Widen 16-bit values (exactly) into this type.
+    /// Widen bfloat16 values (exactly) into this type.
     fn widen_bf16(src: &[bf16], dst: &mut [Self]);
+    /// Widen float16 values (exactly) into this type.
     fn widen_f16(src: &[f16], dst: &mut [Self]);
-    /// Round into 16 bits, to nearest even.
+    /// Round into bfloat16, to nearest even.
     fn narrow_bf16(src: &[Self], dst: &mut [bf16]);
+    /// Round into float16, to nearest even.
     fn narrow_f16(src: &[Self], dst: &mut [f16]);
     /// The kernel that reads and writes bfloat16 state in its loop, where the
     /// compute type has one (f32); others stage 16-bit state through blocks.

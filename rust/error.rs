@@ -6,41 +6,67 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Error)]
 #[error("invalid {name}: {value} (must be {rule})")]
 pub struct ConfigError {
+    /// The option, as the Python API names it (`"lr"`, `"betas[0]"`, ...).
     pub name: &'static str,
+    /// The value that was refused.
     pub value: f64,
+    /// What the value must be, in words (`"finite and >= 0"`, ...).
     pub rule: &'static str,
 }
 
 /// Buffers that do not fit together. Checked before any element is written.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum StepError {
+    /// A buffer of one tensor is not as long as its param.
     #[error("tensor {index}: {buffer} has {got} elements but the param has {expected}")]
     LengthMismatch {
+        /// The tensor's position in the call.
         index: usize,
+        /// Which buffer (`"grad"`, `"exp_avg"`, ...).
         buffer: &'static str,
+        /// The param's length.
         expected: usize,
+        /// The buffer's length.
         got: usize,
     },
+    /// A list (of grads, of tensors, ...) has the wrong number of entries.
     #[error("expected {expected} {what}, got {got}")]
     CountMismatch {
+        /// What was counted.
         what: &'static str,
+        /// How many there should be.
         expected: usize,
+        /// How many there are.
         got: usize,
     },
+    /// A tensor names a parameter group that was not passed.
     #[error("tensor {index}: group {group} does not exist ({groups} groups)")]
     GroupOutOfRange {
+        /// The tensor's position in the call.
         index: usize,
+        /// The group it names.
         group: usize,
+        /// How many groups were passed.
         groups: usize,
     },
+    /// A group's options need a state buffer (AMSGrad's max, the velocity) the tensor lacks.
     #[error("tensor {index}: its group's options need a {buffer} buffer")]
-    MissingBuffer { index: usize, buffer: &'static str },
+    MissingBuffer {
+        /// The tensor's position in the call.
+        index: usize,
+        /// The missing buffer.
+        buffer: &'static str,
+    },
+    /// A SIMD level was forced that this CPU cannot run.
     #[error("this CPU does not support the {0} kernels")]
     UnsupportedSimd(&'static str),
+    /// Step counts start at 1 (the bias corrections divide by `1 - beta^t`).
     #[error("the step counter must start at 1, got 0")]
     StepZero,
+    /// One more step would not fit the `u64` counter.
     #[error("the step counter would overflow u64")]
     StepOverflow,
+    /// An option out of its range.
     #[error(transparent)]
     Config(#[from] ConfigError),
 }

@@ -23,7 +23,7 @@ impl Rng {
     }
 }
 
-/// The formulas of SEEDS.md (Algorithm 1 with PyTorch's options, the efficient
+/// The formulas of docs/formulas.md (Algorithm 1 with PyTorch's options, the efficient
 /// form, beta1 decay, downhill 0.4.0, downhill's momentum and clipping, AdaMax),
 /// written plainly in f64.
 struct Reference {
@@ -192,6 +192,7 @@ fn all_configs() -> Vec<AdamConfig> {
         },
         AdamConfig {
             lr: 1e-2,
+            eps: 0.0, // the paper's form
             ..AdamConfig::adamax()
         },
         AdamConfig {

@@ -13,6 +13,8 @@
 //! The `python` feature adds the PyO3 bindings; by default the crate has no
 //! Python in its dependency tree.
 
+#![warn(missing_docs)]
+
 mod config;
 mod convert;
 mod element;
@@ -33,6 +35,12 @@ mod storage_tests;
 
 #[cfg(feature = "python")]
 mod python;
+
+// The README's Rust example is compiled (and run) by `cargo test` as a doctest,
+// so it cannot stop compiling unnoticed.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use config::{AdamConfig, Algorithm, BiasCorrection};
 pub use convert::Store;

@@ -36,8 +36,11 @@ const CUT_ALIGN: usize = 256;
 /// The buffers of one tensor for one step, all stored as the compute type.
 /// `group` indexes the per-group [`StepScalars`] passed to [`step_tensors`].
 pub struct TensorMut<'a, T> {
+    /// The param, updated in place.
     pub param: &'a mut [T],
+    /// Its gradient, as long as the param.
     pub grad: &'a [T],
+    /// The first moment m.
     pub exp_avg: &'a mut [T],
     /// v for Adam; u, the infinity norm, for AdaMax.
     pub exp_avg_sq: &'a mut [T],
@@ -45,6 +48,7 @@ pub struct TensorMut<'a, T> {
     pub max_exp_avg_sq: Option<&'a mut [T]>,
     /// The momentum velocity; required when the group uses momentum or Nesterov.
     pub velocity: Option<&'a mut [T]>,
+    /// The index of its group's [`StepScalars`].
     pub group: usize,
 }
 
@@ -52,13 +56,21 @@ pub struct TensorMut<'a, T> {
 /// (bfloat16 or float16) while the arithmetic runs in `T`. With a `master`
 /// copy the kernel updates the master and writes it, rounded, into `param`.
 pub struct MixedTensorMut<'a, T> {
+    /// The param, updated in place (rounded when stored in 16 bits).
     pub param: StoredMut<'a, T>,
+    /// A full-precision master copy of a 16-bit param, stepped instead of it.
     pub master: Option<&'a mut [T]>,
+    /// The gradient, as long as the param.
     pub grad: Stored<'a, T>,
+    /// The first moment m.
     pub exp_avg: StoredMut<'a, T>,
+    /// v for Adam; u, the infinity norm, for AdaMax.
     pub exp_avg_sq: StoredMut<'a, T>,
+    /// AMSGrad's running max of `exp_avg_sq`; required when the group uses AMSGrad.
     pub max_exp_avg_sq: Option<StoredMut<'a, T>>,
+    /// The momentum velocity; required when the group uses momentum or Nesterov.
     pub velocity: Option<StoredMut<'a, T>>,
+    /// The index of its group's [`StepScalars`].
     pub group: usize,
 }
 

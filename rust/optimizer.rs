@@ -9,7 +9,9 @@ use crate::scalars::StepScalars;
 /// The moments of one tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamState<T> {
+    /// The first moment m.
     pub exp_avg: Vec<T>,
+    /// The second moment v (AdaMax: the infinity norm u).
     pub exp_avg_sq: Vec<T>,
     /// Present when AMSGrad is on.
     pub max_exp_avg_sq: Option<Vec<T>>,
@@ -56,6 +58,7 @@ impl<T: Float> Adam<T> {
         })
     }
 
+    /// The options it steps with.
     pub fn config(&self) -> &AdamConfig {
         &self.config
     }
@@ -89,10 +92,12 @@ impl<T: Float> Adam<T> {
     }
 
     /// Steps taken so far.
+    /// The number of steps taken.
     pub fn step_count(&self) -> u64 {
         self.step
     }
 
+    /// The moments, one entry per tensor in the order given to [`Adam::new`].
     pub fn state(&self) -> &[AdamState<T>] {
         &self.state
     }

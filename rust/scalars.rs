@@ -20,8 +20,11 @@ pub struct StepScalars {
     pub inv_bias_correction2_sqrt: f64,
     /// The weight of the gradient in the first moment's lerp, `1 - beta1 * lambda^(t-1)`.
     pub one_minus_beta1: f64,
+    /// The second moment's decay.
     pub beta2: f64,
+    /// The weight of the squared gradient in the second moment, `1 - beta2`.
     pub one_minus_beta2: f64,
+    /// Added to the denominator.
     pub eps: f64,
     /// L2 coefficient added to the gradient (0 when the decay is decoupled).
     pub l2: f64,
@@ -39,9 +42,13 @@ pub struct StepScalars {
     pub grad_scale: f64,
     /// NAdam's multiple of `g / denom`, `lr * (1 - mu_t) / (1 - mu_product)` (0 otherwise).
     pub nadam_grad: f64,
+    /// Ascend instead of descend (the gradient's sign is flipped on read).
     pub maximize: bool,
+    /// Divide by the running max of the second moment.
     pub amsgrad: bool,
+    /// Keep a momentum velocity on top of the Adam step.
     pub velocity: bool,
+    /// The update rule of this step.
     pub rule: Rule,
 }
 
@@ -62,6 +69,7 @@ pub enum Rule {
 /// product of its momentum coefficients (`mu_product`, 1 before the first step).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Carry {
+    /// NAdam's product of `mu_1 ... mu_t` over the steps taken.
     pub mu_product: f64,
 }
 

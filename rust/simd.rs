@@ -24,6 +24,7 @@ pub enum SimdLevel {
 }
 
 impl SimdLevel {
+    /// Every level, from the narrowest to the widest.
     pub const ALL: [SimdLevel; 4] = [
         SimdLevel::Scalar,
         SimdLevel::Neon,
@@ -31,6 +32,7 @@ impl SimdLevel {
         SimdLevel::Avx512,
     ];
 
+    /// The level's name as `radam.simd_level()` prints it.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",

@@ -22,15 +22,20 @@ pub(crate) const BLOCK: usize = 256;
 pub enum StoredMut<'a, T> {
     /// Stored as the compute type itself: no staging.
     Native(&'a mut [T]),
+    /// Stored as bfloat16, widened into `T` for the arithmetic.
     Bf16(&'a mut [bf16]),
+    /// Stored as IEEE float16, widened into `T` for the arithmetic.
     F16(&'a mut [f16]),
 }
 
 /// A read-only buffer (a gradient) as it is stored.
 #[derive(Clone, Copy)]
 pub enum Stored<'a, T> {
+    /// Stored as the compute type itself.
     Native(&'a [T]),
+    /// Stored as bfloat16.
     Bf16(&'a [bf16]),
+    /// Stored as IEEE float16.
     F16(&'a [f16]),
 }
 
@@ -85,6 +90,7 @@ impl<'a, T> StoredMut<'a, T> {
         }
     }
 
+    /// The number of elements.
     pub fn len(&self) -> usize {
         match self {
             StoredMut::Native(s) => s.len(),
@@ -93,6 +99,7 @@ impl<'a, T> StoredMut<'a, T> {
         }
     }
 
+    /// No elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -126,6 +133,7 @@ impl<'a, T> StoredMut<'a, T> {
 }
 
 impl<'a, T> Stored<'a, T> {
+    /// The number of elements.
     pub fn len(&self) -> usize {
         match self {
             Stored::Native(s) => s.len(),
@@ -134,6 +142,7 @@ impl<'a, T> Stored<'a, T> {
         }
     }
 
+    /// No elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

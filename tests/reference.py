@@ -1,8 +1,8 @@
 """A plain NumPy Adam, the oracle of the parity tests.
 
-Written from /work/shared/SEEDS.md (Kingma & Ba, Algorithm 1: eps outside the
-root of the bias-corrected second moment) plus PyTorch's documented options
-for ``torch.optim.Adam``:
+Written from docs/formulas.md, sections "Adam (Algorithm 1)" (Kingma & Ba: eps
+outside the root of the bias-corrected second moment) and "Options PyTorch adds"
+(``torch.optim.Adam``'s documented options):
 
 - ``maximize``: the gradient is negated first;
 - ``weight_decay`` without ``decoupled_weight_decay``: L2, ``g += wd * p``;

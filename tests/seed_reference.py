@@ -1,6 +1,6 @@
-"""Plain NumPy references for the seed systems' modes, written from SEEDS.md.
+"""Plain NumPy references for the seed systems' modes, written from docs/formulas.md.
 
-Each formula is transcribed from /work/shared/SEEDS.md as directly as possible,
+Each formula is transcribed from docs/formulas.md as directly as possible,
 in float64, one tensor at a time, sharing no code with radam: the oracle of
 test_seed_modes.py, test_compat_downhill.py and test_compat_puzzlelib.py.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 
 def halflife_beta(h: float) -> float:
-    """SEEDS.md section 2: beta = exp(-ln 2 / h) = 2^(-1/h)."""
+    """docs/formulas.md, downhill's half-lives: beta = exp(-ln 2 / h) = 2^(-1/h)."""
     return 2.0 ** (-1.0 / h)
 
 
@@ -31,7 +31,7 @@ def clip(g: np.ndarray, max_elem: float, max_norm: float) -> np.ndarray:
 
 @dataclass
 class SeedAdam:
-    """Adam with the seed options of SEEDS.md sections 1-3.
+    """Adam with the options of docs/formulas.md (the paper, the efficient form, downhill).
 
     - ``bias_correction="adam"``: Algorithm 1 (eps outside sqrt(v_hat)), or with
       ``efficient_form`` the paper's efficient form (alpha_t, eps outside sqrt(v));
@@ -131,7 +131,7 @@ class SeedAdamax:
 
 @dataclass
 class PuzzleLibAdam:
-    """PuzzleLib's update (SEEDS.md section 3), written as its code computes it:
+    """PuzzleLib's update (docs/formulas.md, PuzzleLib's Adam), as its code computes it:
     grads hold the NEGATIVE loss gradient, and the update adds."""
 
     params: dict[str, np.ndarray]

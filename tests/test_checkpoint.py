@@ -4,12 +4,16 @@ every kind of bad checkpoint raising with nothing changed."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import signal
 import stat
+import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -18,6 +22,7 @@ import zipfile
 import numpy as np
 import pytest
 import radam
+from fingerprint import fingerprint
 from helpers import assert_unchanged, raises_named, snapshot
 from radam import checkpoint
 from radam.checkpoint import CheckpointError
@@ -360,10 +365,11 @@ def _victim(seed=13, dtype2=np.float64, amsgrad=True, params_fn=None):
 
 
 def _expect_rejected(opt, path, exc, *names):
-    before = snapshot(opt)
+    before, exact = snapshot(opt), fingerprint(opt)
     with raises_named(exc, *names):
         opt.load(path)
     assert_unchanged(opt, before)
+    assert fingerprint(opt) == exact
     grads = [np.ones_like(p) for g in opt.param_groups for p in g["params"]]
     opt.step(grads)  # the optimizer keeps working
     assert opt.step_count == before["step"] + 1
@@ -538,6 +544,272 @@ def test_bad_option_in_file(good, tmp_path):
     _expect_rejected(_victim(), bad, CheckpointError, "param_groups[1]['lr']", "Nope")
 
 
+# ------------------------------------------------------------------ failed loads change nothing
+
+
+@pytest.mark.parametrize("read_only, label", [(0, "[0][0]"), (1, "[0][1]"), (2, "[1][0]")])
+def test_load_into_a_read_only_param_changes_nothing(tmp_path, read_only, label):
+    """Issue 12, item 3: save, step, make a param read-only, load. The load used to
+    set the file's step and state, copy the params before the read-only one, then
+    fail with a raw ValueError."""
+    params = make_params(21)
+    opt = radam.Adam(grouped(params))
+    opt.save(tmp_path / "c")
+    for g in make_grads(params, 2):
+        opt.step(g)
+    params[read_only].flags.writeable = False
+    before = fingerprint(opt)
+    with raises_named(CheckpointError, f"params{label}", "read-only", "cannot restore"):
+        opt.load(tmp_path / "c")
+    assert fingerprint(opt) == before
+    # Without restoring params, nothing is written to it: the load goes through.
+    opt.load(tmp_path / "c", restore_params=False)
+    assert opt.step_count == 0 and opt.state == {}
+
+
+def test_load_whose_engine_cannot_be_built_changes_nothing(good, monkeypatch):
+    """The engine is built before the first change, so its failure changes nothing."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no engine today")
+
+    opt = _victim()
+    before = fingerprint(opt)
+    monkeypatch.setattr(radam._core, "CpuEngine", broken)
+    with pytest.raises(RuntimeError, match="no engine today"):
+        opt.load(good)
+    monkeypatch.undo()
+    assert fingerprint(opt) == before
+    reference = _victim()
+    reference.load(good)
+    opt.load(good)
+    assert fingerprint(opt) == fingerprint(reference)
+
+
+@pytest.mark.usefixtures("adapter")
+@pytest.mark.parametrize("restore_params", [True, False])
+def test_load_on_the_gpu_restores_params_on_the_device(good, monkeypatch, restore_params):
+    """On the GPU the engine holds its own copy of the params: a load uploads the
+    restored ones, and a failed engine build puts the host params back."""
+    from radam import gpu
+
+    saved = radam.Adam([p.astype(np.float32) for p in make_params(22)], device="gpu")
+    for g in make_grads(saved.param_groups[0]["params"], 3):
+        saved.step(g)
+    path = good.parent / "gpu.ckpt"
+    saved.save(path)
+    params = [np.zeros_like(p) for p in saved.param_groups[0]["params"]]
+    opt = radam.Adam(params, device="gpu")
+    opt.step([np.ones_like(p) for p in params])
+    host = [p.copy() for p in params]  # current after a step with NumPy grads
+    before = fingerprint(opt)
+
+    def broken(*args, **kwargs):
+        raise gpu.GpuError("out of GPU memory (a test)")
+
+    monkeypatch.setattr(gpu, "GpuEngine", broken)
+    with pytest.raises(gpu.GpuError, match="a test"):
+        opt.load(path, restore_params=restore_params)
+    monkeypatch.undo()
+    assert [p.tobytes() for p in params] == [h.tobytes() for h in host]  # before any sync
+    assert fingerprint(opt) == before
+    opt.load(path, restore_params=restore_params)
+    grads = make_grads(params, 1, seed=5)[0]
+    saved.step(grads)
+    opt.step(grads)
+    if restore_params:  # the device stepped from the restored params
+        assert fingerprint(opt) == fingerprint(saved)
+    else:
+        assert opt.step_count == saved.step_count == 4
+
+
+# ------------------------------------------------------------------ corrupt files
+
+
+def _small_checkpoint(path):
+    """A real checkpoint of about 2 KB (one float32 param of 2 elements, one step)."""
+    opt = radam.Adam([np.array([0.5, -1.0], np.float32)], lr=0.01)
+    opt.step([np.array([1.0, 2.0], np.float32)])
+    opt.save(path)
+
+
+def _small_victim():
+    """An optimizer that the small checkpoint fits, in another state than the file's."""
+    opt = radam.Adam([np.array([3.0, 4.0], np.float32)], lr=0.5, amsgrad=True)
+    for g in ([1.0, -1.0], [0.25, 2.0]):
+        opt.step([np.array(g, np.float32)])
+    return opt
+
+
+def _zip_structure(data):
+    """The byte ranges of a stored zip that are not member contents: local
+    headers, central directory, end records."""
+    ranges = []
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for info in zf.infolist():
+            start = info.header_offset
+            name_len, extra_len = struct.unpack("<HH", data[start + 26 : start + 30])
+            ranges.append((start, start + 30 + name_len + extra_len))
+        ranges.append((zf.start_dir, len(data)))
+    return ranges
+
+
+def test_every_bit_flip_is_caught_or_harmless(tmp_path):
+    """Issue 12, item 4: a single flipped bit gave RuntimeError, NotImplementedError
+    or zlib.error for 180 of the 42,648 bits of a checkpoint. Here every bit of the
+    zip's own structures (local headers, central directory, end record) of a small
+    checkpoint is flipped, and one bit of each byte of the members (meta.json and
+    the .npy members, which the CRC-32s and SHA-256s cover): each load raises
+    CheckpointError and changes nothing, or succeeds and gives exactly the
+    unflipped checkpoint (a flip in a field that nothing reads, e.g. a timestamp)."""
+    path = tmp_path / "small.ckpt"
+    _small_checkpoint(path)
+    data = path.read_bytes()
+    reference = _small_victim()
+    reference.load(path)
+    expected = fingerprint(reference)
+    structure = set()
+    for start, end in _zip_structure(data):
+        structure.update(range(start, end))
+    bits = [8 * i + b for i in sorted(structure) for b in range(8)]
+    bits += [8 * i + i % 8 for i in range(len(data)) if i not in structure]
+    assert len(bits) > 5000
+
+    wrong, caught = [], 0
+    opt = _small_victim()
+    before = fingerprint(opt)
+    with open(path, "r+b") as f:
+        for bit in bits:
+            at, mask = bit // 8, 1 << (bit % 8)
+            os.pwrite(f.fileno(), bytes([data[at] ^ mask]), at)
+            try:
+                opt.load(path)
+            except CheckpointError:
+                caught += 1
+                if fingerprint(opt) != before:
+                    wrong.append((bit, "changed the optimizer"))
+            except Exception as err:  # noqa: BLE001 - collected and reported below
+                wrong.append((bit, f"{type(err).__name__}: {err}"))
+            else:
+                if fingerprint(opt) != expected:
+                    wrong.append((bit, "loaded something else"))
+                opt = _small_victim()
+            os.pwrite(f.fileno(), data[at : at + 1], at)
+    assert not wrong, f"{len(wrong)} of {len(bits)} flips: {wrong[:10]}"
+    assert caught > len(bits) // 2  # (3,992 of 5,377 here: many header fields go unread)
+
+
+def _central_entry(data, name):
+    """The offset of ``name``'s record in the zip's central directory."""
+    offset = data.index(b"PK\x01\x02")
+    while data[offset + 46 : offset + 46 + len(name)] != name.encode():
+        offset = data.index(b"PK\x01\x02", offset + 4)
+    return offset
+
+
+@pytest.mark.parametrize(
+    "field, value, names",
+    [
+        (8, 0x0001, ["encrypted"]),  # general purpose flags: encrypted
+        (10, 99, ["compressed", "99"]),  # compression method: unknown
+        (6, 84, ["zip file version 8.4"]),  # version needed to extract
+        (10, 8, ["compressed", "8"]),  # deflate on stored bytes (zlib.error when read)
+    ],
+    ids=["encrypted", "compression", "version", "deflate"],
+)
+def test_central_directory_corruptions_of_the_issue(tmp_path, field, value, names):
+    """The four one-byte changes of issue 12, item 4, made to meta.json's entry."""
+    path = tmp_path / "c.ckpt"
+    _small_checkpoint(path)
+    data = bytearray(path.read_bytes())
+    at = _central_entry(data, "meta.json") + field
+    data[at : at + 2] = struct.pack("<H", value)
+    path.write_bytes(data)
+    _expect_rejected(_small_victim(), path, CheckpointError, "c.ckpt", *names)
+
+
+@pytest.mark.parametrize("size", [0x7FFFFFFF, 0xFFFFFFFE])
+def test_huge_declared_member_size_is_refused_before_reading(tmp_path, size):
+    path = tmp_path / "c.ckpt"
+    _small_checkpoint(path)
+    data = bytearray(path.read_bytes())
+    at = _central_entry(data, "state/0/exp_avg.npy")
+    data[at + 20 : at + 28] = struct.pack("<II", size, size)  # compressed, uncompressed
+    path.write_bytes(data)
+    _expect_rejected(_small_victim(), path, CheckpointError, "state/0/exp_avg.npy", str(size))
+
+
+def test_huge_array_header_is_refused_before_allocating(tmp_path):
+    """An .npy member (and its record) claiming 2**40 elements: ``read`` refuses it
+    from the sizes alone, and ``load`` from the optimizer's shapes."""
+    path, bad = tmp_path / "c.ckpt", tmp_path / "bad.ckpt"
+    _small_checkpoint(path)
+    huge = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        huge, {"descr": "<f4", "fortran_order": False, "shape": (2**40,)}
+    )
+    member = huge.getvalue() + b"\0" * 8
+
+    def fake(m):
+        record = m["tensors"][0]["state"]["exp_avg"]
+        record.update(shape=[2**40], sha256=hashlib.sha256(member).hexdigest())
+
+    _rewrite(path, bad, meta_fn=fake, member_fn=lambda n, d: member if "exp_avg." in n else d)
+    with raises_named(CheckpointError, "state/0/exp_avg.npy", str(2**42)):
+        checkpoint.read(bad)
+    _expect_rejected(_small_victim(), bad, CheckpointError, "exp_avg", str((2**40,)))
+
+
+def test_compressed_members_are_refused(tmp_path):
+    """radam stores members uncompressed, so a compressed one (a re-zipped file, or
+    a decompression bomb) is refused before anything is decompressed."""
+    path, bad = tmp_path / "c.ckpt", tmp_path / "bad.ckpt"
+    _small_checkpoint(path)
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    _expect_rejected(_small_victim(), bad, CheckpointError, "meta.json", "compressed")
+
+
+def test_malformed_metadata_names_the_field(tmp_path):
+    """Every field that loading reads is checked for its type first, so a malformed
+    meta.json is a CheckpointError naming the field, never an error inside radam."""
+    path, bad = tmp_path / "c.ckpt", tmp_path / "bad.ckpt"
+    _small_checkpoint(path)
+    cases = [
+        (lambda m: m.update(param_groups={}), "'param_groups'"),
+        (lambda m: m["param_groups"].append(3), "param_groups[1]"),
+        (lambda m: m["param_groups"][0].update(options=[]), "param_groups[0]"),
+        (lambda m: m["tensors"].append(None), "tensors[1]"),
+        (lambda m: m["tensors"][0].update(shape=[-1]), "tensors[0]['shape']"),
+        (lambda m: m["tensors"][0].update(group=True), "tensors[0]['group']"),
+        (lambda m: m["tensors"][0].pop("param"), "tensors[0]['param']"),
+        (lambda m: m["tensors"][0]["state"]["exp_avg"].pop("sha256"), "tensors[0]['state']"),
+        (lambda m: m["tensors"][0].update(scalars={"step": [[[[[[[[[1]]]]]]]]]}), "'scalars'"),
+        (lambda m: m["param_groups"][0]["options"].update(lr=[[[[[[[[[1]]]]]]]]]), "options"),
+    ]
+    for change, name in cases:
+        _rewrite(path, bad, meta_fn=change)
+        _expect_rejected(_small_victim(), bad, CheckpointError, "malformed meta.json", name)
+
+
+def test_errors_of_radam_itself_are_not_taken_for_corruption(tmp_path, monkeypatch):
+    """The catch is around the decoding of the file only: a bug in radam's own code
+    surfaces as itself, not as a CheckpointError."""
+    path = tmp_path / "c.ckpt"
+    _small_checkpoint(path)
+
+    def buggy(*args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(checkpoint, "_fit", buggy)
+    with pytest.raises(KeyError, match="a bug"):
+        _small_victim().load(path)
+    monkeypatch.setattr(checkpoint, "_check_meta", buggy)
+    with pytest.raises(KeyError, match="a bug"):
+        checkpoint.read(path)
+
+
 # ------------------------------------------------------------------ killed saves
 
 _COMMON = textwrap.dedent(
@@ -631,7 +903,7 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
         env=env,
     )
     rng = np.random.default_rng(20)
-    steps_seen, left_temp, child = [], 0, [0]
+    steps_seen, left_temp, child, dead = [], 0, [0], set()
 
     def kill_all():  # a watchdog, so that a hung child fails the test instead of hanging it
         for victim in (child[0], proc.pid):
@@ -651,6 +923,8 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
             duration = 0.02
             for _ in range(rng.integers(0, 3)):
                 duration = float(_read_tagged(proc.stdout, "saved")[1])
+                assert not [f for f in dead if (tmp_path / f).exists()], "a save left dead temps"
+                dead.clear()
             time.sleep(rng.uniform(0.0, 1.2 * duration))
             os.kill(pid, signal.SIGKILL)
             status = int(_read_tagged(proc.stdout, "status")[1])
@@ -658,10 +932,9 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
             assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
                 f"the saving child ended on its own (status {status}), not by the kill"
             )
-            temps = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
-            left_temp += len(temps)
-            for f in temps:
-                os.unlink(tmp_path / f)
+            temps = set(_temporaries(tmp_path))
+            left_temp += len(temps - dead)
+            dead |= temps  # the next finished save removes them (issue 12, item 10)
 
             params, opt = ns["make"](n)
             opt.load(path)  # must be a whole checkpoint
@@ -679,3 +952,137 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
         proc.wait(timeout=30)
     assert steps_seen[-1] >= 50  # the run made progress across the kills
     assert left_temp > 0  # some kills did land in the middle of a save
+    opt.save(path)
+    assert _temporaries(tmp_path) == []
+
+
+def _temporaries(folder):
+    return sorted(f for f in os.listdir(folder) if f.endswith(".tmp"))
+
+
+# A process that saves a checkpoint and pauses in the middle of writing it (after
+# meta.json) until it reads a line: a live save, or one to kill mid-write.
+_PAUSED_SAVER = textwrap.dedent(
+    """
+    import os
+    import sys
+    import zipfile
+
+    import numpy as np
+    import radam
+
+    path, steps = sys.argv[1], int(sys.argv[2])
+    params = [np.linspace(-1.0, 1.0, 1000)]
+    opt = radam.Adam(params)
+    for _ in range(steps):
+        opt.step([params[0] * 0.5])
+    write = zipfile.ZipFile.writestr
+
+    def paused(self, info, data, *args, **kwargs):
+        write(self, info, data, *args, **kwargs)
+        if info.filename == "meta.json":
+            os.write(1, b"paused\\n")
+            sys.stdin.readline()
+
+    zipfile.ZipFile.writestr = paused
+    opt.save(path)
+    os.write(1, b"saved\\n")
+    """
+)
+
+
+def _paused_saver(path, steps):
+    """A process paused in the middle of saving its optimizer (``steps`` steps) to ``path``."""
+    script = path.parent / "paused_saver.py"
+    script.write_text(_PAUSED_SAVER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path), str(steps)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if line != "paused\n":
+        proc.kill()
+        pytest.fail(f"the saving process did not pause mid-write: {line!r}, {proc.wait()}")
+    return proc
+
+
+def test_a_save_removes_the_temporaries_of_killed_saves(tmp_path):
+    """Issue 12, item 10: saves killed mid-write left their temporaries for good.
+    The next save to the same path removes them, and nothing else: not files
+    that only look alike, nor a link to another file."""
+    path = tmp_path / "run.ckpt"
+    savers = [_paused_saver(path, steps) for steps in (1, 2, 3)]
+    temps = _temporaries(tmp_path)
+    assert len(temps) == 3
+    for proc in savers:
+        proc.kill()
+        proc.wait()
+    assert _temporaries(tmp_path) == temps  # a kill leaves them behind
+    lookalikes = [
+        ".run.ckpt.abcdefgh.tmp",  # no radam- marker
+        ".run.ckpt.radam-abcdefgh.tmp.bak",
+        ".other.ckpt.radam-abcdefgh.tmp",  # another checkpoint's
+        "run.ckpt.radam-abcdefgh.tmp",
+    ]
+    for name in lookalikes:
+        (tmp_path / name).write_bytes(b"not a temporary")
+    (tmp_path / "target").write_bytes(b"not a temporary")
+    os.symlink(tmp_path / "target", tmp_path / ".run.ckpt.radam-symlink.tmp")
+
+    opt = radam.Adam([np.ones(3)])
+    opt.save(path)
+    expected = lookalikes + [".run.ckpt.radam-symlink.tmp", "paused_saver.py", "run.ckpt", "target"]
+    assert sorted(os.listdir(tmp_path)) == sorted(expected)
+    assert (tmp_path / "target").read_bytes() == b"not a temporary"
+    assert checkpoint.read(path)[0]["step"] == 0
+
+
+def test_a_save_never_removes_the_temporary_of_a_live_save(tmp_path):
+    """A save that is still writing (another process, paused mid-write) keeps its
+    temporary through other saves to the same path, then completes."""
+    path = tmp_path / "run.ckpt"
+    live = _paused_saver(path, 5)
+    try:
+        [temp] = _temporaries(tmp_path)
+        size = os.path.getsize(tmp_path / temp)
+        opt = radam.Adam([np.ones(3)])
+        for _ in range(3):
+            opt.save(path)
+            assert _temporaries(tmp_path) == [temp]
+            assert os.path.getsize(tmp_path / temp) == size
+        assert checkpoint.read(path)[0]["step"] == 0
+        live.stdin.write("go\n")
+        live.stdin.flush()
+        assert live.stdout.readline() == "saved\n"
+        assert live.wait(timeout=60) == 0
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.wait()
+    assert _temporaries(tmp_path) == []
+    assert checkpoint.read(path)[0]["step"] == 5  # the live save's checkpoint, whole
+
+
+def test_a_temporary_removed_before_its_save_locks_it_is_replaced(tmp_path, monkeypatch):
+    """Between creating its temporary and locking it, a save can lose it to another
+    save's cleanup (which can take the lock in that moment): it notices, and
+    writes to a new one."""
+    path = tmp_path / "run.ckpt"
+    made, real = [], tempfile.mkstemp
+
+    def racing(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        made.append(name)
+        if len(made) == 1:  # another save's cleanup runs now, before the lock
+            checkpoint._remove_dead_temporaries(str(tmp_path), "run.ckpt")
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", racing)
+    opt = radam.Adam([np.ones(3)])
+    opt.step([np.ones(3)])
+    opt.save(path)
+    assert len(made) == 2 and not os.path.exists(made[0])
+    assert sorted(os.listdir(tmp_path)) == ["run.ckpt"]
+    assert checkpoint.read(path)[0]["step"] == 1

@@ -1,4 +1,4 @@
-"""radam.compat.puzzlelib: PuzzleLib's update (against a SEEDS.md reference) with
+"""radam.compat.puzzlelib: PuzzleLib's update (against a docs/formulas.md reference) with
 local and global state, its sign convention, and save/load."""
 
 from __future__ import annotations

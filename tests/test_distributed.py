@@ -1,11 +1,11 @@
 """radam.distributed under real MPI: pytest launches ``mpiexec -n 2`` and ``-n 3``
-running the scripts in tests/mpi/, with timeouts. Skipped (with the reason) when
-mpiexec or mpi4py is missing, except with CI=true, where that is a failure."""
+running the scripts in tests/mpi/, with timeouts. The ``mpi`` fixture (conftest.py)
+skips them, naming what to install, where Open MPI or mpi4py is missing, except with
+CI=true, where that is a failure."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,22 +19,7 @@ sys.path.insert(0, str(HERE))
 
 from common import init_params, rank_grads  # noqa: E402
 
-
-def _missing() -> str | None:
-    if shutil.which("mpiexec") is None:
-        return "mpiexec not found (apt-get install openmpi-bin libopenmpi-dev)"
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return 'mpi4py not installed (pip install "radam[mpi]")'
-    return None
-
-
-MISSING = _missing()
-if MISSING is not None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but MPI is unavailable: {MISSING}", pytrace=False)
-    pytestmark = pytest.mark.skip(reason=MISSING)
+needs_mpi = pytest.mark.usefixtures("mpi")
 
 
 def mpiexec(n: int, *args: str, timeout: float = 90, check: bool = True):
@@ -60,6 +45,7 @@ def mpiexec(n: int, *args: str, timeout: float = 90, check: bool = True):
     return result
 
 
+@needs_mpi
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_matches_single_process_adam(ranks):
     """100 steps, several options and every variant, sharded and averaged: within
@@ -68,6 +54,7 @@ def test_matches_single_process_adam(ranks):
     assert out.count("parity OK") == ranks
 
 
+@needs_mpi
 def test_checkpoint_reshards_from_3_to_2_ranks_and_one_process(tmp_path):
     path, saved, loaded = tmp_path / "ck.radam", tmp_path / "s3.npz", tmp_path / "l2.npz"
     mpiexec(3, "checkpoint.py", "save", str(path), str(saved))
@@ -92,6 +79,7 @@ def test_checkpoint_reshards_from_3_to_2_ranks_and_one_process(tmp_path):
             assert np.max(np.abs(got2[(step - 10) * n + i] - reference)) <= 1e-6 * scale
 
 
+@needs_mpi
 @pytest.mark.parametrize("case", ["shape", "count", "dtype", "option", "grad"])
 def test_mismatches_raise_on_every_rank(case):
     ranks = 3 if case != "grad" else 2
@@ -100,6 +88,7 @@ def test_mismatches_raise_on_every_rank(case):
     assert out.count("done") == ranks
 
 
+@needs_mpi
 def test_failure_inside_a_step_aborts_the_job():
     result = mpiexec(3, "failures.py", "abort", timeout=60, check=False)
     assert result.returncode != 0
@@ -107,18 +96,57 @@ def test_failure_inside_a_step_aborts_the_job():
     assert "step returned" not in result.stdout
 
 
-def test_missing_mpi4py_is_a_clear_error(monkeypatch):
+@needs_mpi
+@pytest.mark.parametrize("case", ["user-raise", "user-exit"])
+def test_an_error_in_user_code_ends_the_job_under_python_m_mpi4py(case):
+    """An uncaught exception or sys.exit(3) on one rank, between steps, while the
+    others wait in the next step's collective: without mpi4py's runner the job hangs;
+    ``python -m mpi4py`` aborts it. The timeout only bounds a regression."""
+    result = mpiexec(3, "-m", "mpi4py", "failures.py", case, timeout=90, check=False)
+    assert result.returncode != 0
+    assert result.stdout.count("first step done") == 3, result.stdout
+    assert "second step returned" not in result.stdout
+    if case == "user-raise":
+        assert "injected error in user code" in result.stderr
+
+
+@needs_mpi
+def test_the_data_parallel_demo_runs_as_the_readme_launches_it():
+    pytest.importorskip("sklearn", reason="scikit-learn is in the test extra")
+    out = mpiexec(
+        2, "-m", "mpi4py", "-m", "radam", "demo", "--data-parallel", "--epochs", "2"
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("data parallel on 2 ranks"))
+    gap = float(line.rsplit(" ", 1)[1])  # the largest difference from one process
+    assert gap <= 1e-5, line
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ImportError("No module named 'mpi4py'"),  # no mpi4py
+        RuntimeError("cannot load MPI library"),  # the mpi4py wheel, no libmpi
+        OSError("libmpi.so.40: cannot open shared object file"),
+    ],
+)
+def test_failing_to_load_mpi_is_one_clear_error(monkeypatch, failure):
     import builtins
+
+    from radam.compat.puzzlelib import Adam as PuzzleLibAdam
+    from radam.distributed import AveragedAdam, ShardedAdam
 
     real_import = builtins.__import__
 
     def fake_import(name, *args, **kwargs):
         if name.startswith("mpi4py"):
-            raise ImportError("no mpi4py")
+            raise failure
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    from radam.distributed import ShardedAdam
-
-    with pytest.raises(ImportError, match=r'pip install "radam\[mpi\]"'):
-        ShardedAdam([np.zeros(3, np.float32)])
+    for make in (ShardedAdam, AveragedAdam, lambda p: PuzzleLibAdam(nodeinfo=object())):
+        with pytest.raises(ImportError) as info:
+            make([np.zeros(3, np.float32)])
+        message = str(info.value)
+        assert 'pip install "radam[mpi]"' in message
+        assert "apt-get install openmpi-bin libopenmpi-dev" in message
+        assert str(failure) in message

@@ -1,9 +1,10 @@
 """The GPU path (WGSL through wgpu-py) against the Rust CPU path.
 
-These tests need a WebGPU adapter. Without one they skip, saying how to get one
-(``apt-get install mesa-vulkan-drivers`` gives Mesa's lavapipe, a real Vulkan
-driver that runs on the CPU; ``pip install "radam[gpu]"`` gives wgpu-py). With
-``CI=true`` a missing adapter fails them instead.
+These tests need a WebGPU adapter (the ``adapter`` fixture of conftest.py).
+Without one they skip, saying how to get one (``apt-get install
+mesa-vulkan-drivers`` gives Mesa's lavapipe, a real Vulkan driver that runs on
+the CPU; ``pip install "radam[gpu]"`` gives wgpu-py). With ``CI=true`` a
+missing adapter fails them instead.
 
 Tolerance: the CPU kernel uses fused multiply-adds (one rounding each); WGSL's
 ``fma`` may be evaluated unfused, and lavapipe does so (multiply, round, add,
@@ -33,27 +34,8 @@ if not os.environ.get("XDG_RUNTIME_DIR"):
 
 RTOL = 1e-6
 STEPS = 100
-IN_CI = os.environ.get("CI", "").lower() == "true"
-HOW = (
-    "to run them, install a WebGPU driver and wgpu-py: "
-    'apt-get install mesa-vulkan-drivers; pip install "radam[gpu]"'
-)
 
-
-def _adapter() -> str:
-    try:
-        return gpu.adapter_name()
-    except gpu.GpuError as err:
-        if IN_CI:
-            pytest.fail(f"CI=true, so the GPU tests must run, but: {err}. {HOW}")
-        pytest.skip(f"no WebGPU adapter ({err}); {HOW}")
-
-
-@pytest.fixture(scope="module")
-def adapter() -> str:
-    return _adapter()
-
-
+# The adapter fixture (conftest.py) skips without one, or fails with CI=true.
 needs_gpu = pytest.mark.usefixtures("adapter")
 
 DECAYS = {

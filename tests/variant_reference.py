@@ -1,5 +1,5 @@
-"""NAdam and RAdam written from their papers as PyTorch documents them
-(torch.optim.NAdam, torch.optim.RAdam), plainly, in float64, one tensor at a time.
+"""NAdam and RAdam written from docs/formulas.md (their papers as PyTorch documents
+them: torch.optim.NAdam, torch.optim.RAdam), plainly, in float64, one tensor at a time.
 """
 
 from __future__ import annotations

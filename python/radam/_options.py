@@ -98,31 +98,48 @@ def _flag(value: Any, what: str) -> bool:
     return bool(value)
 
 
+def _schedule_value(schedule: Any, what: str, count: int) -> float:
+    """A schedule's value for the update after ``count`` updates, as a float;
+    errors name ``what`` (e.g. ``param_groups[0]['lr']``) and the schedule."""
+    try:
+        value = schedule(count)
+    except ReentrantCallError:
+        raise
+    except Exception as err:
+        raise ValueError(
+            f"{what}: the schedule {schedule!r} failed at step count {count}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{what}: the schedule {schedule!r} returned {value!r} at step count {count}; "
+            "a schedule must return a real number"
+        )
+    return float(value)
+
+
 def _lr(lr: Any, where: str, count: int) -> float:
     """A group's lr for the update after ``count`` updates: the float itself, or
     the schedule's value, checked here so that errors name ``[...]['lr']``."""
     if not callable(lr):
         return _real(lr, f"{where}: lr" if where else "lr")
     what = f"{where}['lr']" if where else "lr"
-    try:
-        value = lr(count)
-    except ReentrantCallError:
-        raise
-    except Exception as err:
-        raise ValueError(
-            f"{what}: the schedule {lr!r} failed at step count {count}: {type(err).__name__}: {err}"
-        ) from err
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{what}: the schedule {lr!r} returned {value!r} at step count {count}; "
-            "a schedule must return a real number"
-        )
+    value = _schedule_value(lr, what, count)
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(
             f"{what}: the schedule {lr!r} returned {value!r} at step count {count}; "
             "lr must be a finite number >= 0"
         )
-    return float(value)
+    return value
+
+
+def _beta1(beta1: Any, where: str, count: int) -> float:
+    """A group's betas[0] for the update after ``count`` updates: the number, or
+    a schedule's value (e.g. ``OneCycle.momentum()``), called like lr's. Its
+    range is checked with the other options, by the core."""
+    if not callable(beta1):
+        return _real(beta1, f"{where}: betas[0]" if where else "betas[0]")
+    return _schedule_value(beta1, f"{where}['betas'][0]" if where else "betas[0]", count)
 
 
 def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineOptions:
@@ -132,7 +149,8 @@ def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineO
     value of the wrong kind and ValueError (from the Rust core, which owns the
     ranges) for one out of range. A callable ``lr`` (a schedule, see
     ``radam.schedules``) is called with ``count``, the number of updates
-    already taken, and its value checked like a float lr.
+    already taken, and its value checked like a float lr; so is a callable
+    ``betas[0]`` (a beta1 schedule).
     """
     prefix = f"{where}: " if where else ""
     algorithm = group.get("algorithm", "adam")
@@ -148,7 +166,7 @@ def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineO
         )
     options = EngineOptions(
         lr=_lr(group["lr"], where, count),
-        beta1=_real(beta1, f"{prefix}betas[0]"),
+        beta1=_beta1(beta1, where, count),
         beta2=_real(beta2, f"{prefix}betas[1]"),
         eps=_real(group["eps"], f"{prefix}eps"),
         weight_decay=_real(group["weight_decay"], f"{prefix}weight_decay"),
@@ -171,7 +189,12 @@ def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineO
     try:
         _core.validate_options(options)
     except ValueError as err:
-        raise ValueError(f"{prefix}{err}") from None
+        scheduled = (
+            f" (betas[0] is {options.beta1!r} from the schedule {beta1!r} at step count {count})"
+            if callable(beta1)
+            else ""
+        )
+        raise ValueError(f"{prefix}{err}{scheduled}") from None
     return options
 
 

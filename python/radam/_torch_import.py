@@ -1,24 +1,90 @@
-"""Import of a ``torch.optim.Adam`` / ``AdamW`` ``state_dict`` (``Adam.load_torch_state_dict``).
+"""Import of a torch optimizer's ``state_dict`` (``Adam.load_torch_state_dict``).
 
-torch is not a dependency: tensors are recognised by their ``detach``/``numpy``
-methods, so the same code also takes a dict whose tensors are NumPy arrays.
+Every torch optimizer radam has: ``torch.optim.Adam`` and ``AdamW`` (into
+``radam.Adam``/``AdamW``), ``NAdam``, ``RAdam`` and ``Adamax`` (into the radam
+class of the same name). torch is not a dependency: tensors are recognised by
+their ``detach``/``numpy`` methods, so the same code also takes a dict whose
+tensors are NumPy arrays.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-# torch group keys mapped onto radam options of the same name and meaning.
-MAPPED = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
-# torch group keys that choose an implementation, not the math: ignored.
-# initial_lr is written into the group by torch's LR schedulers (their base lr);
-# the lr in effect is "lr".
-IGNORED = ("foreach", "fused", "capturable", "differentiable", "initial_lr")
-STATE_KEYS = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+class TorchKind(NamedTuple):
+    """What one torch optimizer's state_dict holds, and where it loads."""
+
+    torch_name: str
+    radam_name: str
+    # group keys mapped onto radam options of the same name and meaning
+    options: tuple[str, ...]
+    # group keys that older torch versions do not write, and what their absence meant
+    optional: dict[str, Any]
+    # each param's state
+    state: tuple[str, ...]
+
+
+# By radam update rule (``Adam._algorithm``). torch's Adam and AdamW write the same
+# keys; decoupled_weight_decay (torch >= 2.6) tells them apart (see _decoupled).
+KINDS = {
+    "adam": TorchKind(
+        "torch.optim.Adam or AdamW",
+        "radam.Adam or radam.AdamW",
+        ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+        {},
+        ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    ),
+    "nadam": TorchKind(
+        "torch.optim.NAdam",
+        "radam.NAdam",
+        ("lr", "betas", "eps", "weight_decay", "momentum_decay"),
+        {"maximize": False, "decoupled_weight_decay": False},
+        ("step", "mu_product", "exp_avg", "exp_avg_sq"),
+    ),
+    "radam": TorchKind(
+        "torch.optim.RAdam",
+        "radam.RAdam",
+        ("lr", "betas", "eps", "weight_decay"),
+        {"maximize": False, "decoupled_weight_decay": False},
+        ("step", "exp_avg", "exp_avg_sq"),
+    ),
+    "adamax": TorchKind(
+        "torch.optim.Adamax",
+        "radam.Adamax",
+        ("lr", "betas", "eps", "weight_decay"),
+        {"maximize": False, "decoupled_weight_decay": False},
+        ("step", "exp_avg", "exp_inf"),
+    ),
+}
+# Keys only one kind has: they say which optimizer wrote a state_dict.
+MARKERS = {
+    "amsgrad": "adam",
+    "max_exp_avg_sq": "adam",
+    "momentum_decay": "nadam",
+    "mu_product": "nadam",
+    "exp_inf": "adamax",
+}
+# torch group keys that choose an implementation, not the math, and those that
+# torch's LR schedulers write into the groups (initial_lr: their base lr;
+# OneCycleLR's and CyclicLR's bounds): ignored, the lr and betas in effect are
+# "lr" and "betas".
+IGNORED = (
+    "foreach",
+    "fused",
+    "capturable",
+    "differentiable",
+    "initial_lr",
+    "max_lr",
+    "min_lr",
+    "base_momentum",
+    "max_momentum",
+)
+ALL_NAMES = "torch.optim.Adam or AdamW, NAdam, RAdam and Adamax"
 
 
 def _to_numpy(value: Any, what: str) -> Any:
@@ -52,58 +118,101 @@ def _scalar(value: Any, what: str) -> Any:
     return value
 
 
-def to_radam_state_dict(
-    torch_sd: Mapping[str, Any], decoupled_weight_decay: bool | None = None
-) -> dict[str, Any]:
-    """The radam ``state_dict`` equivalent to a torch Adam/AdamW one.
+def _keys(torch_sd: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """The keys of the groups, and of the param states, of a state_dict."""
+    group_keys = {k for g in torch_sd["param_groups"] if isinstance(g, Mapping) for k in g}
+    state_keys = {k for e in torch_sd["state"].values() if isinstance(e, Mapping) for k in e}
+    return group_keys, state_keys
 
-    Group options: ``lr, betas, eps, weight_decay, amsgrad, maximize`` map
-    one to one; ``foreach, fused, capturable, differentiable`` (implementation
-    choices) and ``initial_lr`` (an LR scheduler's base value) are ignored;
+
+def torch_kind(torch_sd: Mapping[str, Any]) -> str | None:
+    """The radam update rule whose torch optimizer wrote ``torch_sd``, from the
+    keys only one of them has; None for a dict without any (an Adamax, or an
+    older torch's RAdam, before their first step: their options are alike).
+    Raises ValueError for a dict with keys none of them writes, or that mixes
+    the keys of several."""
+    group_keys, state_keys = _keys(torch_sd)
+    known = {"params", "param_names", "decoupled_weight_decay", *IGNORED}
+    for kind in KINDS.values():
+        known.update(kind.options, kind.optional, kind.state)
+    foreign = sorted((group_keys | state_keys) - known)
+    if foreign:
+        raise ValueError(
+            f"state_dict has key(s) {foreign} that none of {ALL_NAMES} writes: radam imports "
+            "the state_dicts of those optimizers only"
+        )
+    found = {MARKERS[k]: k for k in sorted(group_keys | state_keys) if k in MARKERS}
+    if len(found) > 1:
+        described = ", ".join(f"{KINDS[kind].torch_name}'s {k!r}" for kind, k in found.items())
+        raise ValueError(f"state_dict mixes the keys of several torch optimizers: {described}")
+    if found:
+        return next(iter(found))
+    if "decoupled_weight_decay" in group_keys or "exp_avg_sq" in state_keys:
+        return "radam"
+    return None
+
+
+def to_radam_state_dict(
+    torch_sd: Mapping[str, Any], algorithm: str, decoupled_weight_decay: bool | None = None
+) -> dict[str, Any]:
+    """The radam ``state_dict`` equivalent to a torch one of the optimizer that
+    matches radam update rule ``algorithm`` (``KINDS``).
+
+    Group options: those of ``KINDS[algorithm].options`` map one to one (the
+    ``optional`` ones, which older torch does not write, take the value their
+    absence meant); ``foreach, fused, capturable, differentiable``
+    (implementation choices) and the LR schedulers' ``initial_lr, max_lr,
+    min_lr, base_momentum, max_momentum`` are ignored. For Adam/AdamW,
     ``decoupled_weight_decay`` comes from the group (torch >= 2.6 writes it;
     True for AdamW) or from the argument, which must agree with the group if
     both are there. Without either, a group with ``weight_decay != 0`` is an
     error: torch < 2.6's AdamW and Adam state dicts look alike, so say
-    ``decoupled_weight_decay=True`` for AdamW. Any other key (from another
-    torch optimizer, or an option radam lacks) is an error.
+    ``decoupled_weight_decay=True`` for AdamW. Any other key is an error.
     """
     if decoupled_weight_decay is not None and not isinstance(decoupled_weight_decay, bool):
         raise TypeError(
             f"decoupled_weight_decay must be True, False or None, got {decoupled_weight_decay!r}"
         )
-    if not isinstance(torch_sd, Mapping) or set(torch_sd) != {"state", "param_groups"}:
-        keys = sorted(torch_sd) if isinstance(torch_sd, Mapping) else type(torch_sd).__name__
-        raise ValueError(
-            f"state_dict must be a torch optimizer's state_dict, with keys 'state' and "
-            f"'param_groups'; got {keys}"
-        )
+    kind = KINDS[algorithm]
     groups = []
     for gi, group in enumerate(torch_sd["param_groups"]):
         where = f"state_dict['param_groups'][{gi}]"
         if not isinstance(group, Mapping) or "params" not in group:
             raise ValueError(f"{where} must be a dict with 'params'")
-        known = set(MAPPED) | set(IGNORED) | {"params", "param_names", "decoupled_weight_decay"}
+        known = {*kind.options, *kind.optional, *IGNORED, "params", "param_names"}
+        known.add("decoupled_weight_decay")
         unknown = sorted(set(group) - known)
         if unknown:
             raise ValueError(
-                f"{where} has option(s) {unknown} that radam's Adam does not have: is this a "
-                f"torch.optim.Adam or AdamW state_dict? (mapped: {list(MAPPED)}, "
+                f"{where} has option(s) {unknown} that {kind.torch_name} does not have: "
+                f"radam imports the state_dicts of {ALL_NAMES} (mapped: {list(kind.options)}, "
                 f"ignored: {list(IGNORED)})"
             )
-        missing = [k for k in MAPPED if k not in group]
+        missing = [k for k in kind.options if k not in group]
         if missing:
-            raise ValueError(f"{where} lacks {missing}")
-        options: dict[str, Any] = {
-            "lr": _scalar(group["lr"], f"{where}['lr']"),
-            "betas": tuple(_scalar(b, f"{where}['betas']") for b in group["betas"]),
-            "eps": _scalar(group["eps"], f"{where}['eps']"),
-            "weight_decay": _scalar(group["weight_decay"], f"{where}['weight_decay']"),
-            "amsgrad": group["amsgrad"],
-            "maximize": group["maximize"],
-        }
-        options["decoupled_weight_decay"] = _decoupled(
-            group, decoupled_weight_decay, options["weight_decay"], where
-        )
+            raise ValueError(f"{where} lacks {missing}, which {kind.torch_name} writes")
+        options: dict[str, Any] = {}
+        for k in kind.options:
+            if k == "betas":
+                options[k] = tuple(_scalar(b, f"{where}['betas']") for b in group[k])
+            elif k in ("amsgrad", "maximize"):
+                options[k] = group[k]
+            else:
+                options[k] = _scalar(group[k], f"{where}[{k!r}]")
+        for k, absent in kind.optional.items():
+            if k != "decoupled_weight_decay":
+                options[k] = group.get(k, absent)
+        if algorithm == "adam":
+            decoupled = _decoupled(group, decoupled_weight_decay, options["weight_decay"], where)
+        else:
+            decoupled = group.get("decoupled_weight_decay", False)
+            if decoupled_weight_decay is not None and bool(decoupled) != decoupled_weight_decay:
+                raise ValueError(
+                    f"decoupled_weight_decay={decoupled_weight_decay} contradicts {where}: "
+                    f"its {kind.torch_name} decay is "
+                    f"{'decoupled' if decoupled else 'an L2 term (not decoupled)'}"
+                )
+        options["decoupled_weight_decay"] = decoupled
         options["params"] = list(group["params"])
         if "param_names" in group:
             options["param_names"] = list(group["param_names"])
@@ -117,8 +226,6 @@ def to_radam_state_dict(
             f"got {order}"
         )
     saved = torch_sd["state"]
-    if not isinstance(saved, Mapping):
-        raise ValueError("state_dict['state'] must be a dict param id -> state")
     if saved and sorted(saved) != list(range(len(order))):
         raise ValueError(
             f"state_dict['state'] has entries for params {sorted(saved)} only; radam keeps state "
@@ -128,9 +235,14 @@ def to_radam_state_dict(
     state = {}
     for pid in sorted(saved):
         entry, where = saved[pid], f"state_dict['state'][{pid}]"
-        unknown = sorted(set(entry) - set(STATE_KEYS))
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{where} must be a dict of the param's state")
+        unknown = sorted(set(entry) - set(kind.state))
         if unknown:
-            raise ValueError(f"{where} has unknown state {unknown} (known: {list(STATE_KEYS)})")
+            raise ValueError(
+                f"{where} has state {unknown} that {kind.torch_name} does not keep "
+                f"(it keeps {list(kind.state)})"
+            )
         converted = {}
         for k, v in entry.items():
             if k == "step":
@@ -142,10 +254,30 @@ def to_radam_state_dict(
                 ):
                     raise ValueError(f"{where}['step'] must be a whole number, got {step!r}")
                 converted[k] = int(step)
+            elif k == "mu_product":
+                converted[k] = _scalar(v, f"{where}['mu_product']")
             else:
                 converted[k] = _to_numpy(v, f"{where}[{k!r}]")
         state[pid] = converted
+    if "mu_product" in kind.state:
+        _check_mu_products(state, groups)
     return {"state": state, "param_groups": groups}
+
+
+def _check_mu_products(state: dict[int, dict[str, Any]], groups: list[dict[str, Any]]) -> None:
+    """torch's NAdam keeps mu_product per param, radam per group (the params of a
+    group step together): the params of a group must agree on it."""
+    for gi, group in enumerate(groups):
+        values = {
+            repr(state[pid]["mu_product"])
+            for pid in group["params"]
+            if pid in state and "mu_product" in state[pid]
+        }
+        if len(values) > 1:
+            raise ValueError(
+                f"state_dict['state'] entries of param_groups[{gi}] disagree on 'mu_product' "
+                f"({sorted(values)}); radam keeps one per group"
+            )
 
 
 def _decoupled(group: Mapping[str, Any], arg: bool | None, weight_decay: Any, where: str) -> Any:
@@ -168,15 +300,41 @@ def _decoupled(group: Mapping[str, Any], arg: bool | None, weight_decay: Any, wh
     )
 
 
+def _check_shape(torch_sd: Any) -> None:
+    if not isinstance(torch_sd, Mapping) or set(torch_sd) != {"state", "param_groups"}:
+        keys = sorted(torch_sd) if isinstance(torch_sd, Mapping) else type(torch_sd).__name__
+        raise ValueError(
+            f"state_dict must be a torch optimizer's state_dict, with keys 'state' and "
+            f"'param_groups'; got {keys}"
+        )
+    if not isinstance(torch_sd["param_groups"], (list, tuple)):
+        raise ValueError("state_dict['param_groups'] must be a list of group dicts")
+    if not isinstance(torch_sd["state"], Mapping):
+        raise ValueError("state_dict['state'] must be a dict param id -> state")
+
+
 def load_torch_state_dict(
     opt: Any, torch_sd: Mapping[str, Any], decoupled_weight_decay: bool | None = None
 ) -> None:
-    """Convert, then ``opt.load_state_dict``: everything is checked before
+    """Check that ``torch_sd`` comes from the torch optimizer matching ``opt``'s
+    class, convert, then ``opt.load_state_dict``: everything is checked before
     anything changes. Options torch does not have keep ``opt``'s values."""
-    sd = to_radam_state_dict(torch_sd, decoupled_weight_decay)
-    if opt._algorithm != "adam":
+    _check_shape(torch_sd)
+    algorithm = opt._algorithm
+    found = torch_kind(torch_sd)
+    if found != algorithm and not (found is None and algorithm in ("adamax", "radam")):
+        if found is None:
+            what = "torch.optim.Adamax (or an older torch's RAdam)"
+            where = "radam.Adamax (or radam.RAdam)"
+            why = f"it has none of {sorted(MARKERS)} nor 'decoupled_weight_decay'"
+        else:
+            what, where = KINDS[found].torch_name, KINDS[found].radam_name
+            markers = sorted(k for k, v in MARKERS.items() if v == found)
+            why = "it has " + (" or ".join(repr(m) for m in markers) or "'decoupled_weight_decay'")
+            if not markers:
+                why += f" and none of {sorted(MARKERS)}"
         raise ValueError(
-            f"a torch Adam/AdamW state_dict loads into radam.Adam or AdamW, not "
-            f"{type(opt).__name__} (update rule {opt._algorithm!r})"
+            f"this is a {what} state_dict ({why}): it loads into {where}, not radam."
+            f"{type(opt).__name__}, which takes a {KINDS[algorithm].torch_name} one"
         )
-    opt.load_state_dict(sd)
+    opt.load_state_dict(to_radam_state_dict(torch_sd, algorithm, decoupled_weight_decay))

@@ -12,9 +12,10 @@ Format (version 1). A zip archive (stored, not compressed) holding:
   "scalars": {name: number}}]}``. An array record is ``{"member", "shape",
   "dtype", "sha256"}`` plus ``"stored_as"`` when the member holds a raw view
   (``bfloat16`` and the other ``ml_dtypes`` types are stored as ``uint16``
-  etc., with the dtype name beside them). A group's ``lr`` is a number, or
-  ``{"schedule": {"name", "args"}}`` for a built-in schedule, or
-  ``{"callable": repr}`` for any other callable (which a file cannot hold).
+  etc., with the dtype name beside them). A group's ``lr`` (and each of its
+  ``betas``) is a number, or ``{"schedule": {"name", "args"}}`` for a built-in
+  schedule, or ``{"callable": repr}`` for any other callable (which a file
+  cannot hold).
 - one ``.npy`` member per array (``params/<i>.npy``, ``state/<i>/<name>.npy``),
   read back with ``allow_pickle=False``.
 
@@ -23,13 +24,23 @@ of every array member recorded in ``meta.json``. Nothing is unpickled, so a
 checkpoint from elsewhere cannot run code. A reader refuses a
 ``format_version`` newer than its own.
 
+Reading trusts nothing in the file: any error of the decoders (zipfile, zlib,
+json, numpy) is a :class:`CheckpointError`, as is a malformed ``meta.json``.
+Sizes are checked before anything is read: members must be stored, not
+compressed (so there is nothing to inflate), and fit in the file; ``load``
+checks every array's shape against the optimizer's params, and each member's
+size and ``.npy`` header against its record, before reading it.
+
 Saving is atomic: the archive is written to a temporary file in the same
-folder (``.<name>.<random>.tmp``), flushed and fsync'ed, moved over ``path``
-with ``os.replace`` and the folder fsync'ed, so a crash or a kill at any
-moment leaves at ``path`` either the previous checkpoint or the new one. A
-kill mid-save can leave the temporary file behind (never at ``path``); it is
-safe to delete. A new file gets mode 0600 (the temporary file's); saving over
-an existing checkpoint keeps that file's mode.
+folder (``.<name>.radam-<random>.tmp``), flushed and fsync'ed, moved over
+``path`` with ``os.replace`` and the folder fsync'ed, so a crash or a kill at
+any moment leaves at ``path`` either the previous checkpoint or the new one.
+The saving process holds an exclusive ``flock`` on its temporary file until
+it is in place; a kill mid-save leaves the file behind, and the next save to
+the same ``path`` removes every such temporary whose lock it can take, never
+one that a live save is writing. (Windows has no ``flock``: there leftovers
+stay, and are safe to delete.) A new file gets mode 0600 (the temporary
+file's); saving over an existing checkpoint keeps that file's mode.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import json
 import math
 import numbers
 import os
+import re
 import stat
 import tempfile
 import zipfile
@@ -49,6 +61,11 @@ from typing import Any
 import numpy as np
 
 from . import _core
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 from .schedules import Schedule, from_config
 
 FORMAT = "radam-checkpoint"
@@ -71,6 +88,7 @@ _NUMPY_DTYPES = (
     "bool",
 )
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so equal checkpoints are equal files
+_TEMP_INFIX = ".radam-"  # in the temporary file's name: ".<name>.radam-<random>.tmp"
 
 
 class CheckpointError(ValueError):
@@ -225,12 +243,17 @@ def _atomic_write(path: str, meta: bytes, members: list[tuple[str, bytes]]) -> N
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
         mode = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    name = os.path.basename(path)
+    _remove_dead_temporaries(directory, name)
+    fd, tmp = _locked_temporary(directory, name)
+    # The lock lasts while fd is open: until the file is in place. Windows, which
+    # cannot rename an open file, has no flock: there it is closed before.
+    hold = fcntl is not None
     try:
-        with open(fd, "wb") as f:
+        with open(fd, "wb", closefd=not hold) as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for name, data in [(META, meta), *members]:
-                    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+                for member, data in [(META, meta), *members]:
+                    info = zipfile.ZipInfo(member, date_time=_ZIP_TIME)
                     info.compress_type = zipfile.ZIP_STORED
                     zf.writestr(info, data)
             f.flush()
@@ -242,7 +265,72 @@ def _atomic_write(path: str, meta: bytes, members: list[tuple[str, bytes]]) -> N
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        if hold:
+            os.close(fd)  # releases the lock, once the file is in place (or removed)
     _fsync_dir(directory)
+
+
+def _locked_temporary(directory: str, name: str) -> tuple[int, str]:
+    """A new temporary file for a save to ``name`` in ``directory``, and its
+    descriptor, which holds an exclusive ``flock`` on it until it is closed: a
+    later save removes the temporaries whose lock it can take (their saves
+    died) and never one that a live save is writing."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}{_TEMP_INFIX}", suffix=".tmp", dir=directory)
+        if fcntl is None:
+            return fd, tmp
+        try:
+            try:
+                # Blocks only while a cleaner that opened the file in the moment
+                # before holds it; it then removes the file, so take another.
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a file system without flock: no lock, and no cleanup either
+                return fd, tmp
+            if _is_named(fd, tmp):
+                return fd, tmp
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+
+
+def _remove_dead_temporaries(directory: str, name: str) -> None:
+    """Remove the temporary files that saves to ``name`` killed mid-write left in
+    ``directory``: those whose lock can be taken. Best effort: one that cannot be
+    opened, locked or removed stays, and the save goes on."""
+    if fcntl is None:  # Windows has no flock: leftovers stay (safe to delete by hand)
+        return
+    # The names _locked_temporary gives (mkstemp's random part is [a-z0-9_]).
+    pattern = re.compile(rf"\.{re.escape(name)}{re.escape(_TEMP_INFIX)}[a-z0-9_]+\.tmp\Z")
+    try:
+        entries = [e for e in os.listdir(directory) if pattern.match(e)]
+    except OSError:
+        return
+    for entry in entries:
+        temp = os.path.join(directory, entry)
+        try:
+            fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its save lives
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _is_named(fd, temp):
+                os.unlink(temp)  # while holding the lock, so no live save can be using it
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _is_named(fd: int, path: str) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path``."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _fsync_dir(directory: str) -> None:
@@ -263,62 +351,154 @@ def _fsync_dir(directory: str) -> None:
 def load(opt: Any, path: str | os.PathLike, *, restore_params: bool = True) -> None:
     """Restore ``opt`` from the checkpoint at ``path``: options, step, state,
     and (if the file has them and ``restore_params``) the params, copied into
-    the optimizer's own arrays. Everything is read and checked first; on any
-    error nothing changes."""
+    the optimizer's own arrays. The metadata is checked against ``opt`` before
+    any array is read, every array before anything is applied, and what is
+    applied cannot fail halfway: on any error nothing changes."""
     if not isinstance(restore_params, bool):
         raise TypeError(f"restore_params must be True or False, got {restore_params!r}")
     path = _path(path)
-    meta, arrays = read(path)
-    sd, params = _decode(opt, meta, arrays, path)
-    try:
-        opt.load_state_dict(sd)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path!r} does not fit this optimizer: {err}") from err
-    if params is not None and restore_params:
-        with opt._lock:
-            for t, value in zip(opt._layout.tensors, params):
-                np.copyto(t.array, value)
-            if opt._engine is not None and opt.device != "cpu":
-                # A device engine holds its own copy of the params: upload them.
-                opt._engine = opt._build(opt.state)
+    misfit = f"checkpoint {path!r} does not fit this optimizer"
+    with _Archive(path) as archive:
+        meta = archive.meta()
+        groups = _fit(opt, meta, misfit)
+        arrays = archive.arrays(meta)
+    sd, params = _state_dict(meta, groups, arrays)
+    with opt._lock:
+        opt._refuse_reentry("load")
+        try:
+            loaded = opt._checked_state_dict(sd, "load")
+        except (ValueError, TypeError, OverflowError) as err:
+            raise CheckpointError(f"{misfit}: {err}") from err
+        try:
+            opt._apply_state_dict(loaded, params if restore_params else None)
+        except ValueError as err:  # a param that cannot take the saved values (read-only)
+            raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The checkpoint at ``path``, checked: its metadata and its arrays by member
     name. Raises :class:`CheckpointError` for anything but a whole, intact
     radam checkpoint of a format version this radam reads."""
-    path = _path(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path!r}: the file does not exist")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path!r} is a directory, not a radam checkpoint")
-    bad = f"{path!r} is not a readable radam checkpoint"
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if META not in names:
-                raise CheckpointError(f"{bad}: it has no {META}")
-            meta = json.loads(zf.read(META).decode("utf-8"))
-            _check_header(meta, bad)
-            arrays = {}
-            for record in _array_records(meta):
-                arrays[record["member"]] = _read_array(zf, names, record, bad)
-    except CheckpointError:
-        raise
-    except zipfile.BadZipFile as err:
-        raise CheckpointError(f"{bad} (truncated or corrupted?): {err}") from err
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        KeyError,
-        TypeError,
-        IndexError,
-        AttributeError,
-        UnicodeDecodeError,
-    ) as err:
-        raise CheckpointError(f"{bad} (corrupted?): {type(err).__name__}: {err}") from err
-    return meta, arrays
+    with _Archive(_path(path)) as archive:
+        meta = archive.meta()
+        return meta, archive.arrays(meta)
+
+
+# An .npy header (magic, length, dict, padding) that radam writes is 128 bytes;
+# numpy reads at most 10,000 by default.
+_NPY_HEADER_MAX = 10_000 + 16
+
+
+class _Archive:
+    """A checkpoint file open for reading. Whatever the decoders of its bytes
+    (zipfile, zlib, json, numpy) raise becomes :class:`CheckpointError`; the
+    catch is around those calls only, never around radam's own code. Sizes are
+    checked before anything is read: every member must be stored (so there is
+    nothing to decompress) and fit in the file, and an array member must have
+    the size its record declares."""
+
+    def __init__(self, path: str) -> None:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no checkpoint at {path!r}: the file does not exist")
+        if os.path.isdir(path):
+            raise CheckpointError(f"{path!r} is a directory, not a radam checkpoint")
+        self.bad = f"{path!r} is not a readable radam checkpoint"
+        with self._decoding("opening it", cause=""):
+            self._file = open(path, "rb")  # closed by __exit__
+        try:
+            with self._decoding("reading its zip directory"):
+                self._zip = zipfile.ZipFile(self._file)
+            self._members = self._check_members(os.fstat(self._file.fileno()).st_size)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> _Archive:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._zip.close()
+        self._file.close()
+
+    @contextlib.contextmanager
+    def _decoding(self, doing: str, cause: str = " (truncated or corrupted?)") -> Any:
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except Exception as err:  # untrusted bytes: any decoder error is the file's
+            raise CheckpointError(
+                f"{self.bad}{cause}: {doing}: {type(err).__name__}: {err}"
+            ) from err
+
+    def _check_members(self, file_size: int) -> dict[str, zipfile.ZipInfo]:
+        members = {}
+        for info in self._zip.infolist():
+            name = info.filename
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise CheckpointError(
+                    f"{self.bad}: member {name!r} is compressed (method {info.compress_type}); "
+                    "radam stores its members uncompressed"
+                )
+            if info.file_size != info.compress_size or info.file_size > file_size:
+                raise CheckpointError(
+                    f"{self.bad}: member {name!r} declares {info.file_size} bytes "
+                    f"({info.compress_size} stored) in a file of {file_size} (corrupted?)"
+                )
+            members[name] = info
+        return members
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        if name not in self._members:
+            what = META if name == META else f"member {name!r} (missing)"
+            raise CheckpointError(f"{self.bad}: it has no {what}")
+        return self._members[name]
+
+    def _read(self, name: str) -> bytes:
+        info = self._info(name)
+        with self._decoding(f"reading {name}"):
+            return self._zip.read(info)  # checks the zip's CRC-32
+
+    def meta(self) -> dict[str, Any]:
+        """``meta.json``, with the structure (every field's type) checked."""
+        data = self._read(META)
+        with self._decoding(f"decoding {META}"):
+            meta = json.loads(data.decode("utf-8"))
+        _check_meta(meta, self.bad)
+        return meta
+
+    def arrays(self, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Every array of ``meta``'s records, by member name."""
+        return {r["member"]: self._array(r) for r in _array_records(meta)}
+
+    def _array(self, record: dict[str, Any]) -> np.ndarray:
+        member, shape = record["member"], tuple(record["shape"])
+        dtype, stored = _record_dtypes(record, self.bad)
+        nbytes = math.prod(shape) * stored.itemsize
+        size = self._info(member).file_size
+        if not nbytes < size <= nbytes + _NPY_HEADER_MAX:
+            raise CheckpointError(
+                f"{self.bad}: member {member!r} has {size} bytes; its record, "
+                f"{dtype} of shape {shape}, needs {nbytes} and a header"
+            )
+        data = self._read(member)
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise CheckpointError(
+                f"{self.bad}: member {member!r} fails its SHA-256 check (corrupted)"
+            )
+        npy = io.BytesIO(data)
+        with self._decoding(f"decoding {member}"):
+            version = np.lib.format.read_magic(npy)
+            if version != (1, 0):
+                raise CheckpointError(f"{self.bad}: member {member!r} is .npy version {version}")
+            header = np.lib.format.read_array_header_1_0(npy)
+        if header != (shape, False, stored) or len(data) - npy.tell() != nbytes:
+            raise CheckpointError(
+                f"{self.bad}: member {member!r} holds {header[2]} {header[0]} in "
+                f"{len(data) - npy.tell()} bytes, its record says {record['dtype']} {shape}"
+            )
+        array = np.frombuffer(data, stored, offset=npy.tell()).reshape(shape).copy()
+        return array.view(dtype) if stored != dtype else array
 
 
 def _check_header(meta: Any, bad: str) -> None:
@@ -335,6 +515,75 @@ def _check_header(meta: Any, bad: str) -> None:
         )
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_count(n) for n in value)
+
+
+def _is_record(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("member"), str)
+        and _is_shape(value.get("shape"))
+        and isinstance(value.get("dtype"), str)
+        and isinstance(value.get("sha256"), str)
+        and isinstance(value.get("stored_as", ""), str)
+    )
+
+
+def _check_meta(meta: Any, bad: str) -> None:
+    """The header, and the type of every field that loading reads (the values of
+    options and scalars are checked by ``load_state_dict``), so that a malformed
+    file is a CheckpointError that names the field."""
+    _check_header(meta, bad)
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise CheckpointError(f"{bad}: malformed {META}: {what}")
+
+    groups, tensors = meta.get("param_groups"), meta.get("tensors")
+    need(isinstance(groups, list), "'param_groups' is not a list")
+    for i, g in enumerate(groups):
+        need(
+            isinstance(g, dict)
+            and isinstance(g.get("options"), dict)
+            and _shallow(g["options"])
+            and isinstance(g.get("params"), list)
+            and isinstance(g.get("param_names", []), list),
+            f"param_groups[{i}] is not {{'options': {{...}}, 'params': [...]}}",
+        )
+    need(isinstance(tensors, list), "'tensors' is not a list")
+    for i, t in enumerate(tensors):
+        where = f"tensors[{i}]"
+        need(isinstance(t, dict), f"{where} is not an object")
+        for key, ok in (
+            ("label", isinstance(t.get("label"), str)),
+            ("group", _is_count(t.get("group"))),
+            ("shape", _is_shape(t.get("shape"))),
+            ("dtype", isinstance(t.get("dtype"), str)),
+            ("param", "param" in t and (t["param"] is None or _is_record(t["param"]))),
+            (
+                "state",
+                isinstance(t.get("state"), dict) and all(map(_is_record, t["state"].values())),
+            ),
+            ("scalars", isinstance(t.get("scalars"), dict) and _shallow(t["scalars"])),
+        ):
+            need(ok, f"{where}[{key!r}] is missing or malformed")
+
+
+def _shallow(value: Any, depth: int = 8) -> bool:
+    """Whether a JSON value nests at most ``depth`` levels (options use three; a
+    deeper one would only exhaust the stack of the code that decodes it)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return depth > 0 and all(_shallow(v, depth - 1) for v in value)
+    return True
+
+
 def _array_records(meta: dict[str, Any]) -> list[dict[str, Any]]:
     records = []
     for t in meta["tensors"]:
@@ -342,27 +591,6 @@ def _array_records(meta: dict[str, Any]) -> list[dict[str, Any]]:
             records.append(t["param"])
         records.extend(t["state"].values())
     return records
-
-
-def _read_array(zf: zipfile.ZipFile, names: set[str], record: dict[str, Any], bad: str) -> Any:
-    member = record["member"]
-    if member not in names:
-        raise CheckpointError(f"{bad}: member {member!r} is missing")
-    data = zf.read(member)  # checks the zip's CRC-32
-    if hashlib.sha256(data).hexdigest() != record["sha256"]:
-        raise CheckpointError(f"{bad}: member {member!r} fails its SHA-256 check (corrupted)")
-    array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    dtype = _dtype(record["dtype"], bad)
-    if "stored_as" in record:
-        if array.dtype.name != record["stored_as"] or array.dtype.itemsize != dtype.itemsize:
-            raise CheckpointError(f"{bad}: member {member!r} is not a raw view of {dtype}")
-        array = array.view(dtype)
-    if array.dtype != dtype or list(array.shape) != list(record["shape"]):
-        raise CheckpointError(
-            f"{bad}: member {member!r} holds {array.dtype} {array.shape}, its record says "
-            f"{record['dtype']} {tuple(record['shape'])}"
-        )
-    return array
 
 
 def _dtype(name: Any, bad: str) -> np.dtype:
@@ -379,70 +607,96 @@ def _dtype(name: Any, bad: str) -> np.dtype:
     raise CheckpointError(f"{bad}: unknown dtype {name!r}")
 
 
-def _decode(
-    opt: Any, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: str
-) -> tuple[dict[str, Any], list[np.ndarray] | None]:
-    """The ``state_dict`` the checkpoint holds, and its params, after checking
-    that they fit ``opt`` (group count and sizes, param names, shapes, dtypes)."""
-    misfit = f"checkpoint {path!r} does not fit this optimizer"
-    try:
-        groups, tensors = meta["param_groups"], meta["tensors"]
-        live = opt._layout.tensors
-        if len(groups) != len(opt.param_groups):
+def _record_dtypes(record: dict[str, Any], bad: str) -> tuple[np.dtype, np.dtype]:
+    """An array record's dtype, and the dtype its member stores (a raw unsigned
+    view for the ``ml_dtypes`` types, which NumPy cannot name)."""
+    dtype = _dtype(record["dtype"], bad)
+    stored = np.dtype(f"<u{dtype.itemsize}") if record["dtype"] in _ML_DTYPES else dtype
+    if record.get("stored_as") != (stored.name if stored != dtype else None):
+        raise CheckpointError(
+            f"{bad}: member {record['member']!r} of dtype {dtype} cannot be stored as "
+            f"{record.get('stored_as')!r}"
+        )
+    return dtype, stored
+
+
+def _fit(opt: Any, meta: dict[str, Any], misfit: str) -> list[dict[str, Any]]:
+    """The checkpoint's param groups (options decoded), after checking that its
+    metadata fits ``opt``: group count and sizes, param names, and the shape and
+    dtype of each param, and the shape of every array, so that nothing is read
+    that the optimizer could not take."""
+    groups, tensors, live = meta["param_groups"], meta["tensors"], opt._layout.tensors
+    if len(groups) != len(opt.param_groups):
+        raise CheckpointError(
+            f"{misfit}: it has {len(groups)} param groups, this optimizer has "
+            f"{len(opt.param_groups)}"
+        )
+    if len(tensors) != len(live):
+        raise CheckpointError(
+            f"{misfit}: it has {len(tensors)} params, this optimizer has {len(live)}"
+        )
+    saved_groups = []
+    for i, (g, ours) in enumerate(zip(groups, opt.param_groups)):
+        where = f"param_groups[{i}]"
+        if len(g["params"]) != len(ours["params"]):
             raise CheckpointError(
-                f"{misfit}: it has {len(groups)} param groups, this optimizer has "
-                f"{len(opt.param_groups)}"
+                f"{misfit}: its {where} has {len(g['params'])} params, this optimizer's "
+                f"has {len(ours['params'])}"
             )
-        if len(tensors) != len(live):
-            raise CheckpointError(
-                f"{misfit}: it has {len(tensors)} params, this optimizer has {len(live)}"
-            )
-        saved_groups = []
-        for i, (g, ours) in enumerate(zip(groups, opt.param_groups)):
-            where = f"param_groups[{i}]"
-            if len(g["params"]) != len(ours["params"]):
+        if "param_names" in g and "param_names" in ours:
+            if g["param_names"] != [_encode_name(n) for n in ours["param_names"]]:
                 raise CheckpointError(
-                    f"{misfit}: its {where} has {len(g['params'])} params, this optimizer's "
-                    f"has {len(ours['params'])}"
+                    f"{misfit}: its {where}['param_names'] {g['param_names']} differ from "
+                    f"this optimizer's {ours['param_names']}"
                 )
-            if "param_names" in g and "param_names" in ours:
-                if g["param_names"] != [_encode_name(n) for n in ours["param_names"]]:
-                    raise CheckpointError(
-                        f"{misfit}: its {where}['param_names'] {g['param_names']} differ from "
-                        f"this optimizer's {ours['param_names']}"
-                    )
-            options = {k: _decode_option(v) for k, v in g["options"].items()}
-            options["lr"] = _decode_lr(g["options"]["lr"], ours["lr"], where, misfit)
-            saved_groups.append({**options, "params": list(g["params"])})
-        state: dict[int, dict[str, Any]] = {}
-        params: list[np.ndarray] | None = []
-        for i, (rec, t) in enumerate(zip(tensors, live)):
-            if list(rec["shape"]) != list(t.array.shape) or rec["dtype"] != t.array.dtype.name:
+        options = {k: _decode_option(v) for k, v in g["options"].items()}
+        if "lr" in options:
+            options["lr"] = _decode_schedulable(
+                g["options"]["lr"], ours["lr"], f"{where}['lr']", misfit
+            )
+        if "betas" in options:
+            options["betas"] = _decode_betas(g["options"]["betas"], ours["betas"], where, misfit)
+        saved_groups.append({**options, "params": list(g["params"])})
+    for rec, t in zip(tensors, live):
+        if rec["shape"] != list(t.array.shape) or rec["dtype"] != t.array.dtype.name:
+            raise CheckpointError(
+                f"{misfit}: it has params{rec['label']} of shape {tuple(rec['shape'])} and "
+                f"dtype {rec['dtype']}; this optimizer's params{t.label} has shape "
+                f"{t.array.shape} and dtype {t.array.dtype}"
+            )
+        if rec["group"] != t.group:
+            raise CheckpointError(
+                f"{misfit}: params{rec['label']} is in group {rec['group']}, "
+                f"params{t.label} in group {t.group}"
+            )
+        param = [] if rec["param"] is None else [("the param", rec["param"])]
+        for what, r in param + [(f"state {n!r}", r) for n, r in rec["state"].items()]:
+            if r["shape"] != rec["shape"] or (what == "the param" and r["dtype"] != rec["dtype"]):
                 raise CheckpointError(
-                    f"{misfit}: it has params{rec['label']} of shape {tuple(rec['shape'])} and "
-                    f"dtype {rec['dtype']}; this optimizer's params{t.label} has shape "
+                    f"{misfit}: the {what} of params{t.label} in it has shape "
+                    f"{tuple(r['shape'])} and dtype {r['dtype']}, the param has shape "
                     f"{t.array.shape} and dtype {t.array.dtype}"
                 )
-            if rec["group"] != t.group:
-                raise CheckpointError(
-                    f"{misfit}: params{rec['label']} is in group {rec['group']}, "
-                    f"params{t.label} in group {t.group}"
-                )
-            if rec["param"] is None:
-                params = None
-            elif params is not None:
-                params.append(arrays[rec["param"]["member"]])
-            entry = {n: arrays[r["member"]] for n, r in rec["state"].items()}
-            entry.update(rec["scalars"])
-            if entry:
-                state[i] = entry
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, IndexError, AttributeError) as err:
-        raise CheckpointError(
-            f"checkpoint {path!r} has malformed metadata: {type(err).__name__}: {err}"
-        ) from err
-    return {"state": state, "param_groups": saved_groups}, params
+    return saved_groups
+
+
+def _state_dict(
+    meta: dict[str, Any], groups: list[dict[str, Any]], arrays: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], list[np.ndarray] | None]:
+    """The ``state_dict`` a checked checkpoint holds, and its params (None when
+    the file has not all of them)."""
+    state: dict[int, dict[str, Any]] = {}
+    params: list[np.ndarray] | None = []
+    for i, rec in enumerate(meta["tensors"]):
+        if rec["param"] is None:
+            params = None
+        elif params is not None:
+            params.append(arrays[rec["param"]["member"]])
+        entry = {n: arrays[r["member"]] for n, r in rec["state"].items()}
+        entry.update(rec["scalars"])
+        if entry:
+            state[i] = entry
+    return {"state": state, "param_groups": groups}, params
 
 
 def _decode_option(value: Any) -> Any:
@@ -451,30 +705,42 @@ def _decode_option(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"dtype"}:
             return _dtype(value["dtype"], "a checkpoint option")
-        return value  # lr, decoded by _decode_lr
+        return value  # a schedule in lr or betas, decoded by _decode_schedulable
     return value
 
 
-def _decode_lr(saved: Any, live: Any, where: str, misfit: str) -> Any:
-    """A group's lr as saved: a number stays a number; a built-in schedule is
-    rebuilt from its description (the live object is kept when equal); a
-    custom callable, which the file cannot hold, must be the live group's lr."""
+def _decode_betas(saved: Any, live: Any, where: str, misfit: str) -> Any:
+    """A group's betas as saved: a pair, each decoded as :func:`_decode_schedulable`
+    (betas[0] may be a schedule)."""
+    if not isinstance(saved, list) or len(saved) != 2:
+        raise CheckpointError(f"{misfit}: its {where}['betas'] is {saved!r}, not a pair")
+    return tuple(
+        _decode_schedulable(s, live[i], f"{where}['betas'][{i}]", misfit)
+        for i, s in enumerate(saved)
+    )
+
+
+def _decode_schedulable(saved: Any, live: Any, what: str, misfit: str) -> Any:
+    """An option that may be a schedule (lr, betas[0]) as saved: a number stays a
+    number; a built-in schedule is rebuilt from its description (the live
+    object is kept when equal); a custom callable, which the file cannot hold,
+    must be the live group's value there. ``what`` names it, e.g.
+    ``param_groups[0]['lr']``."""
     if isinstance(saved, numbers.Real) and not isinstance(saved, bool):
-        if not math.isfinite(saved):
-            raise CheckpointError(f"{misfit}: its {where}['lr'] is {saved!r}")
+        if isinstance(saved, float) and not math.isfinite(saved):
+            raise CheckpointError(f"{misfit}: its {what} is {saved!r}")
         return saved
     if isinstance(saved, dict) and set(saved) == {"schedule"}:
         try:
             schedule = from_config(saved["schedule"])
         except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{misfit}: its {where}['lr'] schedule: {err}") from err
+            raise CheckpointError(f"{misfit}: its {what} schedule: {err}") from err
         return live if live == schedule else schedule
     if isinstance(saved, dict) and set(saved) == {"callable"}:
         if callable(live) and not isinstance(live, Schedule):
             return live
         raise CheckpointError(
-            f"{misfit}: its {where}['lr'] was a custom callable ({saved['callable']}), which a "
-            "checkpoint cannot hold; build the optimizer with that callable as this group's lr, "
-            "then load"
+            f"{misfit}: its {what} was a custom callable ({saved['callable']}), which a "
+            "checkpoint cannot hold; build the optimizer with that callable there, then load"
         )
-    raise CheckpointError(f"{misfit}: its {where}['lr'] is {saved!r}")
+    raise CheckpointError(f"{misfit}: its {what} is {saved!r}")

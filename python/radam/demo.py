@@ -283,14 +283,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="reduced budget for CI: 12 epochs unless --epochs"
     )
-    parser.add_argument("--plot", default="radam-demo.png", help="PNG to write (radam-demo.png)")
+    parser.add_argument(
+        "--plot", default="radam-demo.png", help="PNG to write (radam-demo.png, in this folder)"
+    )
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--seed", type=int, default=0, help="data split and init seed (0)")
     parser.add_argument(
         "--data-parallel",
         action="store_true",
-        help="under mpiexec: the MLP with radam.distributed.ShardedAdam (radam[mpi])",
+        help=(
+            "the MLP with radam.distributed.ShardedAdam (radam[mpi]), launched as "
+            "mpiexec -n 3 python -m mpi4py -m radam demo --data-parallel"
+        ),
     )
     args = parser.parse_args(argv)
     if args.quick and "--epochs" not in (argv if argv is not None else sys.argv[1:]):

@@ -1,7 +1,12 @@
-"""``mpiexec -n 2 python -m radam demo --data-parallel``: the demo's MLP trained data
-parallel with :class:`radam.distributed.ShardedAdam` (each rank takes its slice of
-every mini-batch and holds 1/k of the optimizer state), checked against one
+"""``mpiexec -n 3 python -m mpi4py -m radam demo --data-parallel``: the demo's MLP
+trained data parallel with :class:`radam.distributed.ShardedAdam` (each rank takes its
+slice of every mini-batch and holds 1/k of the optimizer state), checked against one
 process with ``radam.Adam`` on the whole batch. Needs the ``demo`` and ``mpi`` extras.
+
+``python -m mpi4py`` makes an uncaught exception on any rank abort the whole job
+(without it, the other ranks would wait for that one in a collective forever). Open
+MPI also needs ``--oversubscribe`` for more ranks than cores, and
+``--allow-run-as-root`` as root.
 """
 
 from __future__ import annotations

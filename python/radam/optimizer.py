@@ -7,7 +7,7 @@ import os
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -84,8 +84,9 @@ class Adam:
     list of arrays, a dict name -> array, or a list of group dicts with
     per-group options; ``step(grads)`` takes grads with the same structure.
     With ``decoupled_weight_decay=True`` the decay is AdamW's. ``lr`` (and any
-    group's "lr") may be a schedule, a callable of the step count: see
-    ``radam.schedules``, :attr:`current_lr`, :meth:`save` and :meth:`load`.
+    group's "lr") may be a schedule, a callable of the step count, and so may
+    ``betas[0]``: see ``radam.schedules``, :attr:`current_lr`,
+    :attr:`current_betas`, :meth:`save` and :meth:`load`.
 
     State (``opt.state[key]``, a read-only mapping of arrays that the kernel
     updates in place, so change them in place too, e.g. with ``np.copyto``:
@@ -96,7 +97,7 @@ class Adam:
     schedule may read the optimizer; one that steps or loads it raises a
     RuntimeError.
 
-    Keyword-only options reproduce the seed systems (see SEEDS.md):
+    Keyword-only options reproduce the seed systems (see docs/formulas.md):
     ``efficient_form`` (the paper's step-size form, eps on the uncorrected
     root; Keras, PuzzleLib), ``beta1_decay`` (lambda: beta1_t = beta1 *
     lambda^(t-1) in the first moment), ``momentum``/``nesterov`` (downhill's
@@ -198,6 +199,7 @@ class Adam:
         self._busy: str | None = None
         self._torn_by_fork = False  # set while a fork could not wait for a call of it
         self._last_lrs = [o.lr for o in options]
+        self._last_betas = [(o.beta1, o.beta2) for o in options]
         self._options_cache: tuple[Any, list[Any], list[EngineOptions]] | None = None
         # The fast check: each group's keys and values as tuples, kept only
         # while every option value is immutable (so equal tuples mean equal
@@ -264,6 +266,15 @@ class Adam:
                 return list(self._last_lrs)
             return [o.lr for o in self._options("current_lr")]
 
+    @property
+    def current_betas(self) -> list[tuple[float, float]]:
+        """Each group's (beta1, beta2) for the next step: betas[0] may be a
+        schedule (e.g. ``radam.schedules.OneCycle.momentum()``), called like lr's."""
+        with self._lock:
+            if self._busy is not None:
+                return list(self._last_betas)
+            return [(o.beta1, o.beta2) for o in self._options("current_betas")]
+
     def save(self, path: Any, *, include_params: bool = True) -> None:
         """Write a checkpoint to ``path`` atomically: options (a built-in
         schedule as its description), step, every state array and, unless
@@ -298,16 +309,21 @@ class Adam:
     def load_torch_state_dict(
         self, state_dict: Mapping[str, Any], *, decoupled_weight_decay: bool | None = None
     ) -> None:
-        """Load a ``torch.optim.Adam`` / ``AdamW`` ``state_dict()`` (users moving
-        over; torch itself is not needed). This optimizer must be built over the
-        same params in the same order and groups, as NumPy arrays. Tensors become
-        NumPy copies, ``step`` tensors ints; lr, betas, eps, weight_decay, amsgrad
-        and maximize map one to one; foreach, fused, capturable, differentiable
-        and initial_lr are ignored (they do not change the math); other keys are
-        rejected. For torch < 2.6, whose AdamW state_dict does not say that its
-        decay is decoupled, pass ``decoupled_weight_decay=True`` for AdamW.
-        Options torch lacks keep this optimizer's values. Checked fully before
-        anything changes.
+        """Load the ``state_dict()`` of the torch optimizer matching this class
+        (users moving over; torch itself is not needed): ``torch.optim.Adam`` or
+        ``AdamW`` into radam.Adam/AdamW, and ``NAdam`` (its ``mu_product``),
+        ``RAdam`` and ``Adamax`` into the radam class of the same name; another
+        optimizer's dict is an error that names it. This optimizer must be built
+        over the same params in the same order and groups, as NumPy arrays.
+        Tensors become NumPy copies, ``step`` tensors ints; the options both
+        have map one to one; foreach, fused, capturable, differentiable and the
+        LR schedulers' initial_lr, max_lr, min_lr, base_momentum and
+        max_momentum are ignored (they do not change the math: the lr and
+        betas in effect are in lr and betas); other keys are rejected. For
+        torch < 2.6, whose AdamW state_dict does not say that its decay is
+        decoupled, pass ``decoupled_weight_decay=True`` for AdamW. Options
+        torch lacks keep this optimizer's values. Checked fully before anything
+        changes.
         """
         from ._torch_import import load_torch_state_dict
 
@@ -363,6 +379,7 @@ class Adam:
         finally:
             self._busy = None
         self._last_lrs = [o.lr for o in options]
+        self._last_betas = [(o.beta1, o.beta2) for o in options]
         return options
 
     def _check_groups(self) -> None:
@@ -512,11 +529,13 @@ class Adam:
         A resumed run continues bit for bit.
         """
         with self._lock:
-            if self._busy is not None:  # called from a schedule, or torn by a fork
-                self._refuse_reentry("load_state_dict")
-            self._load_state_dict(state_dict)
+            self._refuse_reentry("load_state_dict")
+            self._apply_state_dict(self._checked_state_dict(state_dict, "load_state_dict"))
 
-    def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+    def _checked_state_dict(self, state_dict: Mapping[str, Any], caller: str) -> _Loaded:
+        """What loading ``state_dict`` applies, every part checked (options,
+        values, state arrays copied), as part of ``caller``; changes nothing.
+        Under the lock."""
         if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
         saved_groups = state_dict["param_groups"]
@@ -551,17 +570,47 @@ class Adam:
                     f"{where} was saved by {options['algorithm']!r}, not {self._algorithm!r}"
                 )
             groups.append({**ours, **options})
-        options = self._evaluate(groups, "state_dict['param_groups'][{}]", 0, "load_state_dict")
+        options = self._evaluate(groups, "state_dict['param_groups'][{}]", 0, caller)
         names = [state_names(o) for o in options]
         step, state = self._check_saved_state(state_dict["state"], names)
         carries = self._saved_carries(state_dict["state"], options)
-        self._sync_host()  # a GPU engine's params reach the host before the new one uploads
-        engine = self._build(state) if state else None
-        for ours, group in zip(self.param_groups, groups):
-            ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
-        self._engine, self._state, self._state_names, self._step = engine, state, names, step
-        self._carries = carries
-        self._options_cache = self._options_fast = None
+        return _Loaded(groups, names, step, state, carries)
+
+    def _apply_state_dict(self, loaded: _Loaded, params: list[np.ndarray] | None = None) -> None:
+        """Apply a :meth:`_checked_state_dict` result and, if given, copy ``params``
+        (one array per tensor) into the param arrays, all or nothing: whatever
+        can fail (a param that is read-only or no longer of that shape and
+        dtype, building the engine) is checked or done before the first change."""
+        tensors = self._layout.tensors
+        with self._lock:
+            for t, value in zip(tensors, params or ()):
+                if not t.array.flags.writeable:
+                    raise ValueError(f"params{t.label} is read-only, so it cannot be restored")
+                if t.array.shape != value.shape or t.array.dtype != value.dtype:
+                    raise ValueError(
+                        f"params{t.label} has shape {t.array.shape} and dtype {t.array.dtype}, "
+                        f"the values to restore {value.shape} and {value.dtype}"
+                    )
+            self._sync_host()  # a GPU engine's params reach the host before the new one uploads
+            if params is not None and self.device != "cpu" and loaded.state:
+                # A device engine uploads the params when it is built: copy them in
+                # first, and put the old values back if the build fails.
+                previous = [t.array.copy() for t in tensors]
+                _copy_params(tensors, params)
+                try:
+                    engine = self._build(loaded.state)
+                except BaseException:
+                    _copy_params(tensors, previous)
+                    raise
+            else:
+                engine = self._build(loaded.state) if loaded.state else None
+                if params is not None:
+                    _copy_params(tensors, params)  # checked above: cannot fail
+            for ours, group in zip(self.param_groups, loaded.groups):
+                ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
+            self._engine, self._state, self._state_names = engine, loaded.state, loaded.names
+            self._step, self._carries = loaded.step, loaded.carries
+            self._options_cache = self._options_fast = None
 
     def _saved_carries(self, saved: Mapping, options: list[EngineOptions]) -> list[float]:
         """NAdam's mu_product per group, from the state entries of its params: the
@@ -579,11 +628,14 @@ class Adam:
                 value = value.item()
             if isinstance(value, bool) or not isinstance(value, (float, int, np.floating)):
                 raise ValueError(f"{where} must be a number, got {value!r}")
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an int past float64's range
+                value = math.inf
             if not 0.0 <= value < 1.0:
                 raise ValueError(
-                    f"{where} is {value!r}; NAdam's product of momentum coefficients is in "
-                    "[0, 1) once a step was taken"
+                    f"{where} is {saved[i].get('mu_product')!r}; NAdam's product of momentum "
+                    "coefficients is in [0, 1) once a step was taken"
                 )
             first = seen.setdefault(t.group, (value, i))
             if first[0] != value:
@@ -698,6 +750,22 @@ def _frozen_state(entries: dict[Any, FrozenMapping]) -> FrozenMapping:
     return FrozenMapping(entries, "opt.state", _STATE_INSTEAD)
 
 
+class _Loaded(NamedTuple):
+    """A checked state_dict, ready to apply: each group's options, state names,
+    step, state arrays (copies) and carries."""
+
+    groups: list[dict[str, Any]]
+    names: list[tuple[str, ...]]
+    step: int
+    state: dict[Any, Any]
+    carries: list[float]
+
+
+def _copy_params(tensors: list[Tensor], values: list[np.ndarray]) -> None:
+    for t, value in zip(tensors, values):
+        np.copyto(t.array, value)
+
+
 _SCALARS = (float, int, bool, str, type(None))
 
 
@@ -717,12 +785,13 @@ def _immutable_options(group: dict[str, Any]) -> bool:
 
 def _option_values(group: dict[str, Any]) -> list[tuple[str, Any]] | None:
     """A group's options as plain values (lists copied to tuples), to detect
-    changes; None when one is callable (a schedule: it changes every step)."""
+    changes; None when one is callable (a schedule: it changes every step),
+    or holds one (a beta1 schedule in betas)."""
     values = []
     for k, v in group.items():
         if k == "params" or k == "param_names":
             continue
-        if callable(v):
+        if callable(v) or (type(v) in (tuple, list) and any(callable(x) for x in v)):
             return None
         values.append((k, tuple(v) if type(v) is list else v))
     return values

@@ -1,8 +1,9 @@
-"""Learning-rate schedules: ``lr`` as a function of the step count.
+"""Schedules: ``lr`` (and ``betas[0]``) as a function of the step count.
 
 Any group's ``lr`` (and the ``lr`` argument of the optimizers) may be a float or
-a callable ``schedule(count) -> float``. The convention, shared with optax and
-with PyTorch's LR schedulers:
+a callable ``schedule(count) -> float``, and so may ``betas[0]`` (beta1, e.g.
+:meth:`OneCycle.momentum`; its value is checked like a float beta1, in [0, 1)).
+The convention, shared with optax and with PyTorch's LR schedulers:
 
 - ``count`` is the number of updates already taken: 0 for the first update,
   ``opt.step_count`` in general. The value returned is the lr of the update
@@ -13,7 +14,7 @@ with PyTorch's LR schedulers:
   raises an error naming ``param_groups[i]['lr']`` and the step does not
   happen (params, state and step count untouched).
 - ``opt.current_lr`` gives each group's lr for the next step (it calls the
-  schedules with ``opt.step_count``).
+  schedules with ``opt.step_count``), ``opt.current_betas`` its betas.
 - A schedule's position is the optimizer's step count, so it survives
   ``state_dict``/``load_state_dict`` and ``save``/``load`` with nothing extra.
 
@@ -22,9 +23,11 @@ readable ``repr``, equality by value and a JSON description
 (:meth:`Schedule.config`, :func:`from_config`) that checkpoints store.
 Arguments follow optax's names (``init_value``, ``peak_value``,
 ``end_value``, ``warmup_steps``, ``decay_steps``, ``transition_steps``,
-``decay_rate``) and PyTorch's for :class:`StepDecay` (``step_size``,
-``gamma``). Any other callable works too; it just cannot be written into a
-checkpoint (see :meth:`radam.Adam.load`).
+``decay_rate``, ``pct_start``, ``div_factor``, ``final_div_factor``) and
+PyTorch's for :class:`StepDecay` (``step_size``, ``gamma``) and for what
+optax lacks in :class:`OneCycle` (``anneal_strategy``, ``three_phase``).
+Any other callable works too; it just cannot be written into a checkpoint
+(see :meth:`radam.Adam.load`).
 
 >>> import radam
 >>> s = radam.schedules.WarmupCosineDecay(peak_value=1e-3, warmup_steps=100, decay_steps=1000)
@@ -42,6 +45,8 @@ __all__ = [
     "Constant",
     "ExponentialDecay",
     "LinearWarmup",
+    "OneCycle",
+    "OneCycleMomentum",
     "Schedule",
     "StepDecay",
     "WarmupCosineDecay",
@@ -286,6 +291,171 @@ class StepDecay(Schedule):
             return self.init_value * self.gamma ** (count // self.step_size)
         except OverflowError:
             return math.inf
+
+
+def _one_cycle_shape(
+    cls: str, transition_steps: Any, pct_start: Any, anneal_strategy: Any, three_phase: Any
+) -> tuple[int, float, str, bool]:
+    """The checked arguments that shape a one-cycle (shared by the lr and the beta1 cycle)."""
+    steps = _steps(cls, "transition_steps", transition_steps, positive=True)
+    pct = _value(cls, "pct_start", pct_start)
+    if pct > 1:
+        raise ValueError(f"{cls}: pct_start must be in [0, 1], got {pct_start!r}")
+    if anneal_strategy not in ("cos", "linear"):
+        raise ValueError(
+            f"{cls}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
+        )
+    if not isinstance(three_phase, bool):
+        raise TypeError(f"{cls}: three_phase must be True or False, got {three_phase!r}")
+    if float(pct * steps) - 1 == 0:
+        # torch's first phase would then end where it starts: 0/0 at count 0
+        raise ValueError(
+            f"{cls}: pct_start * transition_steps = 1 makes the first phase 0 steps long "
+            f"(pct_start={pct_start!r}, transition_steps={transition_steps!r}); torch's "
+            "OneCycleLR divides by zero there"
+        )
+    return steps, pct, anneal_strategy, three_phase
+
+
+def _one_cycle_at(schedule: Any, count: int, values: tuple[tuple[float, float], ...]) -> float:
+    """The value of a one-cycle at ``count``: torch's ``OneCycleLR.get_lr``, in its
+    order of operations, over phases that start and end at ``values``."""
+    steps, pct_start = schedule.transition_steps, schedule.pct_start
+    if count >= steps:
+        raise ValueError(
+            f"{type(schedule).__name__}: step count {count} is past the cycle, whose "
+            f"transition_steps={steps} updates have counts 0 to {steps - 1} (torch's OneCycleLR "
+            "refuses to go on too); build a longer cycle, or set a number in its place"
+        )
+    ends: tuple[float, ...] = (float(pct_start * steps) - 1, steps - 1)
+    if schedule.three_phase:
+        ends = (ends[0], float(2 * pct_start * steps) - 2, steps - 1)
+    start_step = 0.0
+    for i, end_step in enumerate(ends):
+        if count <= end_step or i == len(ends) - 1:
+            pct = (count - start_step) / (end_step - start_step)
+            start, end = values[i]
+            if schedule.anneal_strategy == "cos":
+                return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+            return (end - start) * pct + start
+        start_step = end_step
+    raise AssertionError("unreachable: the last phase takes every count")  # pragma: no cover
+
+
+class OneCycle(Schedule):
+    """The one-cycle policy (Smith & Topin), as ``torch.optim.lr_scheduler.OneCycleLR``
+    with optax's argument names: ``peak_value`` is torch's ``max_lr``,
+    ``transition_steps`` its ``total_steps``.
+
+    The lr starts at ``peak_value / div_factor``, rises to ``peak_value`` over
+    the first ``pct_start`` of the cycle, then falls to ``peak_value /
+    div_factor / final_div_factor`` at its end; ``anneal_strategy`` "cos" or
+    "linear" shapes each phase; ``three_phase=True`` comes back down to the
+    start value symmetrically, then falls to the end value in a third phase.
+    Every value is torch's to the bit (the same formulas in the same order):
+    with torch's phase ends ``pct_start * transition_steps - 1`` (and
+    ``2 * pct_start * transition_steps - 2``) and ``transition_steps - 1``.
+
+    The cycle is ``transition_steps`` updates, counts 0 to ``transition_steps
+    - 1``; a later count raises ValueError (a step then fails, naming the
+    schedule, and nothing changes). torch raises too, one update later: it
+    extrapolates the last phase once, which for "linear" can give a negative lr.
+    ``pct_start * transition_steps == 1``, where torch divides by zero, is
+    refused here.
+
+    :meth:`momentum` gives the matching beta1 cycle, for ``betas[0]`` (torch's
+    ``cycle_momentum``)::
+
+        oc = OneCycle(peak_value=1e-2, transition_steps=1000)
+        opt = radam.Adam(params, lr=oc, betas=(oc.momentum(), 0.999))
+    """
+
+    _args = (
+        "peak_value",
+        "transition_steps",
+        "pct_start",
+        "div_factor",
+        "final_div_factor",
+        "anneal_strategy",
+        "three_phase",
+    )
+
+    def __init__(
+        self,
+        peak_value: float,
+        transition_steps: int,
+        pct_start: float = 0.3,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        anneal_strategy: str = "cos",
+        three_phase: bool = False,
+    ) -> None:
+        name = "OneCycle"
+        self.peak_value = _value(name, "peak_value", peak_value)
+        self.transition_steps, self.pct_start, self.anneal_strategy, self.three_phase = (
+            _one_cycle_shape(name, transition_steps, pct_start, anneal_strategy, three_phase)
+        )
+        self.div_factor = _value(name, "div_factor", div_factor, positive=True)
+        self.final_div_factor = _value(name, "final_div_factor", final_div_factor, positive=True)
+        self._freeze()
+
+    def _value(self, count: int) -> float:
+        initial = self.peak_value / self.div_factor
+        final = initial / self.final_div_factor
+        if self.three_phase:
+            values = ((initial, self.peak_value), (self.peak_value, initial), (initial, final))
+        else:
+            values = ((initial, self.peak_value), (self.peak_value, final))
+        return _one_cycle_at(self, count, values)
+
+    def momentum(self, base: float = 0.85, peak: float = 0.95) -> OneCycleMomentum:
+        """The beta1 cycle that goes with this lr cycle, as torch's
+        ``cycle_momentum`` with ``base_momentum=base``, ``max_momentum=peak``:
+        from ``peak`` down to ``base`` while the lr rises, back up to ``peak``
+        while it falls (and, with ``three_phase``, ``peak`` in the third phase)."""
+        return OneCycleMomentum(
+            self.transition_steps,
+            self.pct_start,
+            self.anneal_strategy,
+            self.three_phase,
+            base,
+            peak,
+        )
+
+
+class OneCycleMomentum(Schedule):
+    """The beta1 (momentum) cycle of :class:`OneCycle` (usually made by
+    :meth:`OneCycle.momentum`), for ``betas[0]``: torch's ``OneCycleLR`` with
+    ``cycle_momentum=True``, ``base_momentum=base``, ``max_momentum=peak``.
+    Same phases, shapes and end of cycle as the lr's; ``base`` and ``peak``
+    are in [0, 1)."""
+
+    _args = ("transition_steps", "pct_start", "anneal_strategy", "three_phase", "base", "peak")
+
+    def __init__(
+        self,
+        transition_steps: int,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        three_phase: bool = False,
+        base: float = 0.85,
+        peak: float = 0.95,
+    ) -> None:
+        name = "OneCycleMomentum"
+        self.transition_steps, self.pct_start, self.anneal_strategy, self.three_phase = (
+            _one_cycle_shape(name, transition_steps, pct_start, anneal_strategy, three_phase)
+        )
+        for arg, value in (("base", base), ("peak", peak)):
+            if _value(name, arg, value) >= 1:
+                raise ValueError(f"{name}: {arg} is a beta1, in [0, 1); got {value!r}")
+        self.base = float(base)
+        self.peak = float(peak)
+        self._freeze()
+
+    def _value(self, count: int) -> float:
+        up, down = (self.peak, self.base), (self.base, self.peak)
+        values = (up, down, (self.peak, self.peak)) if self.three_phase else (up, down)
+        return _one_cycle_at(self, count, values)
 
 
 # optax's function names, for readers coming from it.

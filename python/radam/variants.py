@@ -48,9 +48,10 @@ class AdamW(Adam):
 
 class Adamax(Adam):
     """AdaMax, the paper's Algorithm 2: u = max(beta2 * u, |g| + eps) replaces sqrt(v),
-    and theta -= lr / (1 - beta1^t) * m / u. ``eps`` defaults to 0, the paper's
-    form (torch uses 1e-8); where u is 0 every gradient so far was 0 and the
-    update is 0. State: ``exp_avg`` and ``exp_inf``. The other options are Adam's.
+    and theta -= lr / (1 - beta1^t) * m / u. ``eps`` defaults to 1e-8, as
+    ``torch.optim.Adamax``'s; ``eps=0`` is the paper's form (where u is then 0,
+    every gradient so far was 0 and the update is 0). State: ``exp_avg`` and
+    ``exp_inf``. The other options are Adam's.
     """
 
     _algorithm = "adamax"
@@ -60,7 +61,7 @@ class Adamax(Adam):
         params: Any,
         lr: float = 2e-3,
         betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 0.0,
+        eps: float = 1e-8,
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
         maximize: bool = False,

@@ -1,5 +1,6 @@
 """failures.py CASE: mismatched params across ranks, a bad grad on one rank, a failure
-inside a step (which must abort the job)."""
+inside a step (which must abort the job), an error in user code between steps (which
+ends the job when run as ``python -m mpi4py failures.py``)."""
 
 from __future__ import annotations
 
@@ -63,4 +64,14 @@ elif case == "abort":  # an error between collectives: the job must end, not han
     opt.step([np.ones(10, np.float32)])
     print(f"rank {rank}: step returned", flush=True)
     comm.Barrier()
+elif case in ("user-raise", "user-exit"):  # an error in the user's code, not in radam
+    opt = ShardedAdam([np.ones(10, np.float32)])
+    opt.step([np.ones(10, np.float32)])
+    print(f"rank {rank}: first step done", flush=True)
+    if last:
+        if case == "user-exit":
+            sys.exit(3)
+        raise ValueError("injected error in user code")
+    opt.step([np.ones(10, np.float32)])  # waits in a collective for the last rank
+    print(f"rank {rank}: second step returned", flush=True)
 print(f"rank {rank}: done", flush=True)

@@ -25,22 +25,41 @@ What it computes (the arithmetic runs in radam's kernel):
   ``max_gradient_elem``/``max_gradient_norm``: per-tensor clipping of the raw
   gradient before the moments (element clipping wins when both are set).
 
-The driver: ``iterate`` yields ``(train_monitors, valid_monitors)`` after every
-update (one update = one mini-batch). It validates at iteration 0 and every
-``validate_every`` iterations; a validation improves when
-``best - loss > best * min_improvement``, which records the loss and a copy of
-the params; it stops when more than ``patience`` validations in a row did not
-improve, or after ``max_updates`` updates, and then restores the best validated
-params (as downhill does, the params after the last update are not validated
-by themselves: validate often, or call ``set_params`` with your own arrays).
-Closing the generator early (``break``) leaves the params as they are.
+The driver counts as downhill does. ``iterate`` yields ``(train_monitors,
+valid_monitors)`` after every *iteration*: one iteration is one pass over the
+training data's ``iteration_size`` batches (by default every batch once), one
+update per batch, and the train monitors are their mean over those batches,
+each measured before its own update. ``max_updates``, ``validate_every`` and
+``patience`` count iterations (downhill's names, whatever ``max_updates``
+says), while :attr:`Adam.updates` counts single updates. It validates at
+iteration 0 and every ``validate_every`` iterations; a validation improves
+when ``best - loss > best * min_improvement`` (``best`` starts at 1e100, as
+downhill's), which records the loss and a copy of the params; it stops when
+more than ``patience`` validations have passed since the last improvement,
+or after ``max_updates`` iterations, or at a KeyboardInterrupt, and then
+restores the best validated params (the params after the last update are
+not validated by themselves: validate often, or call ``set_params`` with your
+own arrays). Closing the generator early (``break``) leaves the params as
+they are.
+
+Data, as downhill reads it: a :class:`Dataset`; an array or a list/tuple of
+arrays with the same first axis (downhill.minimize's form: split into
+``batch_size`` batches, ``batch_size <= 0`` one batch of everything; the
+batch order is shuffled at the start and whenever a pass wraps around); a
+list/tuple of batches, each a list/tuple of the loss's inputs (``[[X0],
+[X1], ...]``, downhill's ``Optimizer.iterate`` form: every iteration goes
+through them in order); a callable returning one batch per call
+(``len(callable)`` calls per iteration, or 100); or None, for a loss with
+no inputs (``loss(params)``, once per iteration). ``valid`` defaults to the
+training data itself, the same object, so a validation draws its batches
+from the training cursor as downhill's does.
 
 Deliberate differences from downhill, all fixes of its known defects:
 
 - the Adam state (moments, velocity, step count) lives across ``iterate`` and
-  ``minimize`` calls: a second call continues, it does not restart the moments;
-  the best validated loss and params also persist, the patience count starts
-  afresh with each call;
+  ``minimize`` calls: a second call continues, it does not restart the moments
+  (the best validated loss and params and the validation count persist too,
+  as in downhill);
 - the step counter is a Python int (downhill's float32 counter stops at 2**24);
 - ``monitors`` may be a dict name -> function as well as (name, function) pairs;
 - every hyperparameter keyword is honoured, and an unknown one is a TypeError.
@@ -73,9 +92,14 @@ DEFAULTS: dict[str, Any] = {
     "min_improvement": 0.0,
     "max_gradient_elem": 0.0,
     "max_gradient_norm": 0.0,
-    "batch_size": 32,
+    "batch_size": 32,  # downhill.minimize's: <= 0 is one batch of all the data
+    "train_batches": None,  # downhill.minimize's: batches per iteration (None: one pass)
+    "valid_batches": None,
 }
 
+# downhill's best validation loss before any validation: a first finite loss below
+# it improves (a number, not inf, so that ``best * min_improvement`` stays finite).
+_NO_LOSS_YET = 1e100
 _BETA1_DECAY = {"master": 1.0, "0.4.0": 1.0 - 1e-6}
 _BIAS_CORRECTION = {"master": "adam", "0.4.0": "downhill-0.4.0"}
 # radam.Adam's defaults for the kernel options; a group only gets the ones that differ
@@ -118,6 +142,12 @@ def _whole(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def _check_hyperparams(given: Mapping[str, Any], formula: str) -> dict[str, Any]:
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
@@ -142,7 +172,10 @@ def _check_hyperparams(given: Mapping[str, Any], formula: str) -> dict[str, Any]
     h["min_improvement"] = _real("min_improvement", h["min_improvement"], 0, inf)
     h["max_gradient_elem"] = _real("max_gradient_elem", h["max_gradient_elem"], 0, inf)
     h["max_gradient_norm"] = _real("max_gradient_norm", h["max_gradient_norm"], 0, inf)
-    h["batch_size"] = _whole("batch_size", h["batch_size"], 1)
+    h["batch_size"] = _integer("batch_size", h["batch_size"])
+    for name in ("train_batches", "valid_batches"):
+        if h[name] is not None:
+            h[name] = _whole(name, h[name], 1)
     for name in ("beta1_halflife", "beta2_halflife"):
         beta = halflife_to_beta(h[name])
         if not beta < 1.0:
@@ -154,87 +187,175 @@ def _check_hyperparams(given: Mapping[str, Any], formula: str) -> dict[str, Any]
 
 
 class Dataset:
-    """Mini-batches over arrays that share their first axis, reshuffled when they wrap.
+    """downhill's ``Dataset``: mini-batches over arrays, or from a callable.
 
-    ``data`` is an array, a list/tuple of arrays with the same length (each
-    batch is the tuple of their slices, passed to ``loss(params, *batch)``),
-    or a callable returning one batch (a tuple of arrays or one array) per
-    call. The first pass goes through the samples in order; every later pass
-    in a new random order (``rng``: a seed or ``numpy.random.Generator``).
-    The last batch of a pass may be smaller than ``batch_size``.
+    ``inputs``: an array or a list/tuple of arrays sharing their first
+    (sample) axis, each batch being the tuple of their slices, passed as
+    ``loss(params, *batch)``; or a callable returning one batch per call (a
+    tuple/list of the inputs, or one array). Arrays are cut into contiguous
+    batches of ``batch_size`` samples (the last one may be smaller;
+    ``batch_size <= 0``: one batch of everything) whose order is shuffled at
+    construction and again each time a pass wraps around, as downhill does
+    (``rng``: a seed, a ``numpy.random.RandomState`` or ``Generator``; with
+    a seed, the order is downhill's for that seed).
+
+    Iterating over a dataset yields the next ``iteration_size`` batches (by
+    default one pass over the arrays; for a callable ``len(callable)``, or
+    100 when it has no length) and leaves the cursor there.
     """
 
-    def __init__(self, data: Any, batch_size: int = 32, rng: Any = None, name: str = "data"):
-        self.name = name
-        self.batch_size = _whole("batch_size", batch_size, 1)
-        self._rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    def __init__(
+        self,
+        inputs: Any,
+        name: str | None = None,
+        batch_size: int = 32,
+        iteration_size: int | None = None,
+        *,
+        rng: Any = None,
+    ) -> None:
+        self.name = "dataset" if name is None else str(name)
+        self.batch_size = _integer("batch_size", batch_size)
+        if iteration_size is not None:
+            iteration_size = _whole("iteration_size", iteration_size, 1)
+        if isinstance(rng, (np.random.RandomState, np.random.Generator)):
+            self.rng = rng
+        elif rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
+            self.rng = np.random.RandomState(rng)
+        else:
+            raise TypeError(f"rng must be a seed, a RandomState or a Generator, got {rng!r}")
         self._callable: Callable[[], Any] | None = None
-        self._arrays: tuple[np.ndarray, ...] = ()
-        if callable(data):
-            self._callable = data
+        if callable(inputs):
+            self._callable = inputs
+            if iteration_size is None:
+                try:
+                    iteration_size = _whole(f"len({self.name})", len(inputs), 1)
+                except TypeError:  # no length
+                    iteration_size = 100
+            self.iteration_size = iteration_size
             return
-        arrays = (data,) if isinstance(data, np.ndarray) else data
-        if isinstance(arrays, (str, bytes, Mapping)) or not isinstance(arrays, (list, tuple)):
-            raise TypeError(
-                f"{name} must be an array, a list/tuple of arrays or a callable returning "
-                f"a batch, got {type(data).__name__}"
-            )
-        arrays = tuple(np.asarray(a) for a in arrays)
-        if not arrays:
-            raise ValueError(f"{name} is empty: give at least one array")
-        if any(a.ndim == 0 for a in arrays):
-            raise ValueError(f"{name}: every array needs a first (sample) axis")
-        lengths = {len(a) for a in arrays}
-        if len(lengths) != 1:
-            raise ValueError(
-                f"{name}: the arrays have different lengths {[len(a) for a in arrays]}"
-            )
-        if lengths == {0}:
-            raise ValueError(f"{name} has no samples")
-        self._arrays = arrays
-        self._order: np.ndarray | None = None  # None: the original order
-        self._cursor = 0
+        self._arrays = _parallel_arrays(inputs, self.name)
+        n = len(self._arrays[0])
+        size = n if self.batch_size <= 0 else self.batch_size
+        self._slices = [slice(i, min(n, i + size)) for i in range(0, n, size)]
+        self._index = 0
+        self.shuffle()
+        self.iteration_size = len(self._slices) if iteration_size is None else iteration_size
 
     def __len__(self) -> int:
-        """The number of batches in one pass (1 for a callable)."""
-        if self._callable is not None:
-            return 1
-        return -(-len(self._arrays[0]) // self.batch_size)
+        """The number of batches one iteration yields (``iteration_size``)."""
+        return self.iteration_size
 
-    def _take(self, start: int) -> tuple[np.ndarray, ...]:
-        stop = start + self.batch_size
-        if self._order is None:
-            return tuple(a[start:stop] for a in self._arrays)
-        index = self._order[start:stop]
-        return tuple(a[index] for a in self._arrays)
+    def shuffle(self) -> None:
+        """Shuffle the order of the batches (no effect for a callable)."""
+        if self._callable is None:
+            self.rng.shuffle(self._slices)
 
-    def batches(self):
-        """One pass over the batches in the current order (the cursor does not move)."""
-        if self._callable is not None:
-            yield _as_batch(self._callable(), self.name)
-            return
-        for start in range(0, len(self._arrays[0]), self.batch_size):
-            yield self._take(start)
+    def __iter__(self):
+        return self.iterate()
 
-    def next_batch(self) -> tuple[Any, ...]:
-        """The next training batch; a new random order when a pass is done."""
-        if self._callable is not None:
-            return _as_batch(self._callable(), self.name)
-        n = len(self._arrays[0])
-        if self._cursor >= n:
-            self._order = self._rng.permutation(n)
-            self._cursor = 0
-        batch = self._take(self._cursor)
-        self._cursor += self.batch_size
-        return batch
+    def iterate(self, shuffle: bool = True):
+        """Yield the next ``iteration_size`` batches; reshuffle on wrapping around
+        (unless ``shuffle`` is False)."""
+        for _ in range(self.iteration_size):
+            if self._callable is not None:
+                yield _as_batch(self._callable())
+                continue
+            where = self._slices[self._index]
+            self._index += 1
+            if self._index >= len(self._slices):
+                if shuffle:
+                    self.shuffle()
+                self._index = 0
+            yield tuple(a[where] for a in self._arrays)
 
 
-def _as_batch(batch: Any, name: str) -> tuple[Any, ...]:
-    if isinstance(batch, tuple):
-        return batch
-    if isinstance(batch, list):
+class Batches:
+    """downhill's other form of data: a list of batches, ``[[X0, Y0], [X1, Y1],
+    ...]``, each the loss's inputs. Every iteration goes through all of them
+    in the given order (no shuffling), as ``downhill.Optimizer.iterate`` does."""
+
+    def __init__(self, batches: Any, name: str = "data") -> None:
+        if not isinstance(batches, (list, tuple)) or not batches:
+            raise ValueError(f"{name} must be a non-empty list of batches")
+        for i, batch in enumerate(batches):
+            if not isinstance(batch, (list, tuple)):
+                raise TypeError(
+                    f"{name}[{i}] must be a list/tuple of the loss's inputs, got "
+                    f"{type(batch).__name__}"
+                )
+        self.name = name
+        self._batches = [tuple(b) for b in batches]
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __iter__(self):
+        return iter(self._batches)
+
+
+class _NoInputs:
+    """The data of a loss with no inputs: one call, ``loss(params)``, per iteration."""
+
+    def __iter__(self):
+        yield ()
+
+
+def _parallel_arrays(inputs: Any, name: str) -> tuple[np.ndarray, ...]:
+    arrays = (inputs,) if isinstance(inputs, np.ndarray) else inputs
+    if isinstance(arrays, (str, bytes, Mapping)) or not isinstance(arrays, (list, tuple)):
+        raise TypeError(
+            f"{name} must be an array, a list/tuple of arrays, a list of batches or a "
+            f"callable returning a batch, got {type(inputs).__name__}"
+        )
+    if not arrays:
+        raise ValueError(f"{name} is empty: give at least one array")
+    for i, a in enumerate(arrays):
+        if isinstance(a, (list, tuple)):
+            raise TypeError(
+                f"{name} mixes arrays and lists: give arrays (split into batches) or a "
+                f"list of batches, each a list of the loss's inputs ({name}[{i}] is a "
+                f"{type(a).__name__})"
+            )
+    arrays = tuple(np.asarray(a) for a in arrays)
+    if any(a.ndim == 0 for a in arrays):
+        raise ValueError(f"{name}: every array needs a first (sample) axis")
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise ValueError(f"{name}: the arrays have different lengths {[len(a) for a in arrays]}")
+    if lengths == {0}:
+        raise ValueError(f"{name} has no samples")
+    return arrays
+
+
+def _as_batch(batch: Any) -> tuple[Any, ...]:
+    if isinstance(batch, (tuple, list)):
         return tuple(batch)
     return (batch,)
+
+
+def _as_data(data: Any, name: str, batch_size: int = 32, batches: int | None = None) -> Any:
+    """``data`` as something that yields one iteration's batches, read as
+    downhill reads it (see the module doc): a :class:`Dataset` or
+    :class:`Batches` as it is; None for a loss with no inputs; a list/tuple
+    whose items are all lists/tuples as :class:`Batches`; an array, a
+    list/tuple of arrays or a callable as a :class:`Dataset` of ``batch_size``
+    and ``iteration_size=batches``."""
+    if isinstance(data, (Dataset, Batches, _NoInputs)) or data is None:
+        if batches is not None:
+            raise ValueError(
+                f"{name}_batches applies to arrays or a callable; {name} is "
+                f"{'None' if data is None else type(data).__name__} (set a Dataset's own "
+                "iteration_size instead)"
+            )
+        return _NoInputs() if data is None else data
+    if isinstance(data, (list, tuple)) and data and all(isinstance(b, (list, tuple)) for b in data):
+        if batches is not None:
+            raise ValueError(
+                f"{name}_batches applies to arrays or a callable; {name} is a list of "
+                "batches, all of which every iteration goes through"
+            )
+        return Batches(data, name)
+    return Dataset(data, name, batch_size, batches)
 
 
 # -- the optimizer ------------------------------------------------------------------------
@@ -282,7 +403,12 @@ class Adam:
         self._monitor_names = ["loss", *(name for name, _ in self._monitor_fns)]
         if self.monitor_gradients:
             self._monitor_names += [f"∂{k}" for k in self._keys]
-        self.best_loss: float | None = None
+        # downhill's patience bookkeeping, kept across iterate calls as downhill's is:
+        # validations so far, the one that last improved, its loss (1e100 before any,
+        # so that a first finite loss below it improves) and a copy of the params.
+        self._validations = 0
+        self._best_validation = 0
+        self._best_loss = _NO_LOSS_YET
         self._best_params = [a.copy() for a in self._arrays]
 
     # -- hyperparameters
@@ -325,8 +451,14 @@ class Adam:
 
     @property
     def updates(self) -> int:
-        """Updates made so far, over all ``iterate`` calls (a Python int: it never stalls)."""
+        """Updates (one per batch) made so far, over all ``iterate`` calls (a
+        Python int: it never stalls). An iteration makes ``iteration_size`` of them."""
         return self._opt.step_count
+
+    @property
+    def best_loss(self) -> float | None:
+        """The best validation loss so far (None until a validation improved)."""
+        return None if self._best_validation == 0 else self._best_loss
 
     # -- evaluation
     def _monitor_values(self, batch: tuple[Any, ...]) -> tuple[list[float], Any]:
@@ -348,13 +480,18 @@ class Adam:
             raise ValueError(f"grads must mirror params (keys {self._keys}): {err}") from None
         return arrays
 
-    def _dataset(self, data: Any, batch_size: int, name: str) -> Dataset:
-        return data if isinstance(data, Dataset) else Dataset(data, batch_size, name=name)
-
     def evaluate(self, dataset: Any) -> dict[str, float]:
-        """The monitors (``'loss'`` first) averaged over the dataset's batches."""
-        data = self._dataset(dataset, self.hyperparams["batch_size"], "dataset")
-        rows = [self._monitor_values(batch)[0] for batch in data.batches()]
+        """The monitors (``'loss'`` first) averaged over one iteration of the
+        dataset's batches (any form of data ``iterate`` takes; None: a loss with
+        no inputs). A :class:`Dataset`'s cursor moves on, as in downhill."""
+        data = _as_data(dataset, "dataset", self.hyperparams["batch_size"])
+        return self._evaluate(data)
+
+    def _evaluate(self, data: Any) -> dict[str, float]:
+        rows = [self._monitor_values(batch)[0] for batch in data]
+        return self._mean(rows)
+
+    def _mean(self, rows: list[list[float]]) -> dict[str, float]:
         return dict(zip(self._monitor_names, (float(x) for x in np.mean(rows, axis=0))))
 
     # -- parameters
@@ -381,52 +518,69 @@ class Adam:
         for p, v in zip(self._arrays, values):
             np.copyto(p, v, casting="same_kind")
 
-    def _record(self, validation: Mapping[str, float], min_improvement: float) -> bool:
+    def _patience_elapsed(self, validation: Mapping[str, float], h: Mapping[str, Any]) -> bool:
+        """Record one validation (downhill's ``_test_patience``): an improvement is
+        ``best - loss > best * min_improvement``; patience has elapsed when more
+        than ``patience`` validations passed since the last improvement."""
+        self._validations += 1
         loss = validation["loss"]
-        best = self.best_loss
-        improved = (best is None and not math.isnan(loss)) or (
-            best is not None and best - loss > best * min_improvement
-        )
-        if improved:
-            self.best_loss = loss
+        if self._best_loss - loss > self._best_loss * h["min_improvement"]:
+            self._best_loss = loss
+            self._best_validation = self._validations
             self._best_params = [a.copy() for a in self._arrays]
-        return improved
+        return self._validations - self._best_validation > h["patience"]
 
     # -- the driver
-    def iterate(self, train: Any, valid: Any = None, max_updates: int | None = None, **hyperparams):
-        """Optimize; yields ``(train_monitors, valid_monitors)`` after every update.
+    def iterate(self, train: Any = None, valid: Any = None, max_updates: Any = None, **hyperparams):
+        """Optimize; yields ``(train_monitors, valid_monitors)`` after every iteration.
 
-        ``train``/``valid``: a :class:`Dataset`, an array, a list of arrays split
-        into mini-batches of ``batch_size``, or a callable returning a batch;
-        ``valid`` defaults to ``train``. Hyperparameters: see ``DEFAULTS``. All
-        arguments are checked here, before anything runs.
+        ``train``/``valid``: a :class:`Dataset`, an array or a list/tuple of
+        arrays (split into batches of ``batch_size``, ``train_batches`` /
+        ``valid_batches`` of them per iteration), a list of batches
+        (``[[X0], [X1], ...]``), a callable returning a batch, or None for a
+        loss with no inputs; ``valid`` defaults to ``train`` (the same data
+        object). ``max_updates`` counts iterations, as downhill's does.
+        Hyperparameters: see ``DEFAULTS``. All arguments are checked here,
+        before anything runs.
         """
         h = _check_hyperparams(hyperparams, self.formula)
         if max_updates is not None:
             max_updates = _whole("max_updates", max_updates, 0)
-        train_data = self._dataset(train, h["batch_size"], "train")
-        valid_data = train_data if valid is None else self._dataset(valid, h["batch_size"], "valid")
+        train_data = _as_data(train, "train", h["batch_size"], h["train_batches"])
+        if valid is None:
+            if h["valid_batches"] is not None:
+                raise ValueError("valid_batches needs valid data; valid defaults to train")
+            valid_data = train_data
+        else:
+            valid_data = _as_data(valid, "valid", h["batch_size"], h["valid_batches"])
         return self._iterate(train_data, valid_data, max_updates, h)
 
-    def _iterate(self, train: Dataset, valid: Dataset, max_updates: int | None, h: dict):
+    def _iterate(self, train: Any, valid: Any, max_updates: int | None, h: dict):
         self._apply(h)
-        iteration, failures = 0, 0
+        iteration = 0
         validation: dict[str, float] | None = None
         while max_updates is None or iteration < max_updates:
-            if iteration % h["validate_every"] == 0:
-                validation = self.evaluate(valid)
-                failures = 0 if self._record(validation, h["min_improvement"]) else failures + 1
-                if failures > h["patience"]:
-                    break
-            training = self._update(train.next_batch())
+            try:
+                if iteration % h["validate_every"] == 0:
+                    validation = self._evaluate(valid)
+                    if self._patience_elapsed(validation, h):
+                        break
+                training = self._train(train)
+            except KeyboardInterrupt:
+                break  # as downhill: stop, and restore the best params below
             iteration += 1
             yield training, validation
         self.set_params("best")
 
-    def _update(self, batch: tuple[Any, ...]) -> dict[str, float]:
-        values, grads = self._monitor_values(batch)
-        self._opt.step(grads)
-        return dict(zip(self._monitor_names, values))
+    def _train(self, train: Any) -> dict[str, float]:
+        """One iteration: an update per batch; the monitors' mean over the batches,
+        each measured before its update."""
+        rows = []
+        for batch in train:
+            values, grads = self._monitor_values(batch)
+            self._opt.step(grads)
+            rows.append(values)
+        return self._mean(rows)
 
     def minimize(self, *args: Any, **kwargs: Any) -> tuple[dict, dict] | None:
         """Run :meth:`iterate` to the end; return its last ``(train, valid)`` monitors."""

@@ -17,16 +17,21 @@ from .._params import HALF_DTYPES, Layout, flatten_grads, layout_of
 from ..optimizer import Adam
 
 MPI_EXTRA = 'pip install "radam[mpi]"'
+MPI_SYSTEM = "apt-get install openmpi-bin libopenmpi-dev"
 _KEEP_LOCAL = "<radam.distributed: this rank's own value>"
 
 
 def _mpi() -> Any:
+    """mpi4py's MPI module. Any failure to load it (no mpi4py: ImportError; an mpi4py
+    wheel that finds no MPI library: RuntimeError; a broken library: OSError) becomes
+    one ImportError that says what to install."""
     try:
         from mpi4py import MPI
-    except ImportError as err:
+    except Exception as err:
         raise ImportError(
-            "radam.distributed needs mpi4py and an MPI library: "
-            f"{MPI_EXTRA} (and e.g. apt-get install openmpi-bin libopenmpi-dev)"
+            f"radam.distributed needs mpi4py and an MPI library, and loading them failed "
+            f"({type(err).__name__}: {err}). Install mpi4py with {MPI_EXTRA} and an MPI "
+            f"library from the system, e.g. on Debian/Ubuntu: {MPI_SYSTEM}"
         ) from err
     return MPI
 

@@ -19,7 +19,7 @@ _FLOAT32 = np.dtype(np.float32)
 _RULES = {"adam": 0, "adamax": 1, "nadam": 2, "unadapted": 3}
 # adam.wgsl's STATE override: how the state values are stored.
 _STATE_KINDS = {"float32": 0, "bfloat16": 1, "float16": 2}
-INSTALL_HINT = 'pip install "radam[gpu]"'
+INSTALL_HINT = 'pip install "radam[gpu]" (wgpu-py 0.32, which needs Python 3.11 or newer)'
 ADAPTER_HINT = (
     "no WebGPU adapter was found: install a GPU driver with Vulkan, Metal or D3D12 "
     "support, or Mesa's software Vulkan driver lavapipe "
