@@ -72,9 +72,10 @@ def _real(value: Any, what: str) -> float:
     try:
         return float(value)
     except OverflowError:  # an int past float64's range, e.g. 10**400
-        digits = len(str(abs(int(value))))
+        # Its bit length, not its digits: str() of a huge int is slow or refused.
+        bits = int(value).bit_length()
         raise ValueError(
-            f"{what} is too large: an integer of {digits} digits, past float64's range"
+            f"{what} is too large: an integer of {bits} bits, past float64's range"
         ) from None
 
 
