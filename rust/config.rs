@@ -20,6 +20,31 @@ pub enum Algorithm {
     RAdam,
 }
 
+impl Algorithm {
+    /// Every rule, in the order of its name list.
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::Adam,
+        Algorithm::Adamax,
+        Algorithm::NAdam,
+        Algorithm::RAdam,
+    ];
+
+    /// The rule's name as the Python API spells it (`"adam"`, `"adamax"`, `"nadam"`, `"radam"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::Adam => "adam",
+            Algorithm::Adamax => "adamax",
+            Algorithm::NAdam => "nadam",
+            Algorithm::RAdam => "radam",
+        }
+    }
+
+    /// The rule of that name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
 /// How the moments are corrected for their zero start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BiasCorrection {
@@ -29,6 +54,24 @@ pub enum BiasCorrection {
     /// downhill 0.4.0 (the release on PyPI): a constant rescale,
     /// `m / (1 - beta1_t)` and `sqrt(v / (1 - beta2))`, with no power of t in the second.
     Downhill040,
+}
+
+impl BiasCorrection {
+    /// Every correction, in the order of its name list.
+    pub const ALL: [BiasCorrection; 2] = [BiasCorrection::Adam, BiasCorrection::Downhill040];
+
+    /// The correction's name as the Python API spells it (`"adam"`, `"downhill-0.4.0"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            BiasCorrection::Adam => "adam",
+            BiasCorrection::Downhill040 => "downhill-0.4.0",
+        }
+    }
+
+    /// The correction of that name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
 }
 
 /// The range of `grad_scale`: float32's normal numbers whose inverse is one too.
@@ -259,145 +302,56 @@ mod tests {
 
     #[test]
     fn each_bad_value_is_named() {
-        let cases: [(AdamConfig, &str); 19] = [
+        type Base = fn() -> AdamConfig;
+        type Edit = fn(&mut AdamConfig);
+        let plain = AdamConfig::default;
+        let cases: [(Base, Edit, &str); 19] = [
+            (plain, |c| c.lr = -1.0, "lr"),
+            (plain, |c| c.lr = f64::NAN, "lr"),
+            (plain, |c| c.beta1 = 1.0, "betas[0]"),
+            (plain, |c| c.beta1 = -0.1, "betas[0]"),
+            (plain, |c| c.beta2 = f64::NAN, "betas[1]"),
+            (plain, |c| c.eps = -1e-8, "eps"),
+            (plain, |c| c.weight_decay = -0.1, "weight_decay"),
+            (plain, |c| c.weight_decay = f64::INFINITY, "weight_decay"),
+            (plain, |c| c.beta1_decay = 0.0, "beta1_decay"),
+            (plain, |c| c.beta1_decay = 1.5, "beta1_decay"),
+            (plain, |c| c.momentum = 1.0, "momentum"),
+            (plain, |c| c.max_gradient_elem = -1.0, "max_gradient_elem"),
             (
-                AdamConfig {
-                    lr: -1.0,
-                    ..Default::default()
-                },
-                "lr",
-            ),
-            (
-                AdamConfig {
-                    lr: f64::NAN,
-                    ..Default::default()
-                },
-                "lr",
-            ),
-            (
-                AdamConfig {
-                    beta1: 1.0,
-                    ..Default::default()
-                },
-                "betas[0]",
-            ),
-            (
-                AdamConfig {
-                    beta1: -0.1,
-                    ..Default::default()
-                },
-                "betas[0]",
-            ),
-            (
-                AdamConfig {
-                    beta2: f64::NAN,
-                    ..Default::default()
-                },
-                "betas[1]",
-            ),
-            (
-                AdamConfig {
-                    eps: -1e-8,
-                    ..Default::default()
-                },
-                "eps",
-            ),
-            (
-                AdamConfig {
-                    weight_decay: -0.1,
-                    ..Default::default()
-                },
-                "weight_decay",
-            ),
-            (
-                AdamConfig {
-                    weight_decay: f64::INFINITY,
-                    ..Default::default()
-                },
-                "weight_decay",
-            ),
-            (
-                AdamConfig {
-                    beta1_decay: 0.0,
-                    ..Default::default()
-                },
-                "beta1_decay",
-            ),
-            (
-                AdamConfig {
-                    beta1_decay: 1.5,
-                    ..Default::default()
-                },
-                "beta1_decay",
-            ),
-            (
-                AdamConfig {
-                    momentum: 1.0,
-                    ..Default::default()
-                },
-                "momentum",
-            ),
-            (
-                AdamConfig {
-                    max_gradient_elem: -1.0,
-                    ..Default::default()
-                },
-                "max_gradient_elem",
-            ),
-            (
-                AdamConfig {
-                    max_gradient_norm: f64::NAN,
-                    ..Default::default()
-                },
+                plain,
+                |c| c.max_gradient_norm = f64::NAN,
                 "max_gradient_norm",
             ),
+            (AdamConfig::adamax, |c| c.amsgrad = true, "amsgrad"),
+            (plain, |c| c.grad_scale = 0.0, "grad_scale"),
+            (plain, |c| c.grad_scale = 1e-39, "grad_scale"),
+            (plain, |c| c.grad_scale = 1e39, "grad_scale"),
+            (plain, |c| c.grad_scale = f64::NAN, "grad_scale"),
             (
-                AdamConfig {
-                    amsgrad: true,
-                    ..AdamConfig::adamax()
-                },
-                "amsgrad",
-            ),
-            (
-                AdamConfig {
-                    grad_scale: 0.0,
-                    ..Default::default()
-                },
-                "grad_scale",
-            ),
-            (
-                AdamConfig {
-                    grad_scale: 1e-39,
-                    ..Default::default()
-                },
-                "grad_scale",
-            ),
-            (
-                AdamConfig {
-                    grad_scale: 1e39,
-                    ..Default::default()
-                },
-                "grad_scale",
-            ),
-            (
-                AdamConfig {
-                    grad_scale: f64::NAN,
-                    ..Default::default()
-                },
-                "grad_scale",
-            ),
-            (
-                AdamConfig {
-                    efficient_form: true,
-                    ..AdamConfig::radam()
-                },
+                AdamConfig::radam,
+                |c| c.efficient_form = true,
                 "efficient_form",
             ),
         ];
-        for (cfg, name) in cases {
+        for (base, edit, name) in cases {
+            let mut cfg = base();
+            edit(&mut cfg);
             let err = cfg.validate().unwrap_err();
             assert_eq!(err.name, name, "{cfg:?}");
             assert!(err.to_string().contains(name));
         }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for a in Algorithm::ALL {
+            assert_eq!(Algorithm::from_name(a.name()), Some(a));
+        }
+        for b in BiasCorrection::ALL {
+            assert_eq!(BiasCorrection::from_name(b.name()), Some(b));
+        }
+        assert_eq!(Algorithm::from_name("sgd"), None);
+        assert_eq!(BiasCorrection::from_name("downhill"), None);
     }
 }

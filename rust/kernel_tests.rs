@@ -2,7 +2,7 @@
 //! the SIMD levels and thread counts against each other, bit for bit.
 
 use crate::{
-    grad_norm, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel,
+    grad_norm, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel, State,
     StepError, StepScalars, TensorMut, CHUNK, SERIAL_MAX,
 };
 
@@ -279,10 +279,13 @@ pub(crate) fn run<T: Float>(
         .map(|(o, g)| TensorMut {
             param: &mut o.p,
             grad: g,
-            exp_avg: &mut o.m,
-            exp_avg_sq: &mut o.v,
-            max_exp_avg_sq: Some(&mut o.x),
-            velocity: Some(&mut o.u),
+            master_param: None,
+            state: State {
+                exp_avg: &mut o.m,
+                exp_avg_sq: &mut o.v,
+                max_exp_avg_sq: Some(&mut o.x),
+                velocity: Some(&mut o.u),
+            },
             group: 0,
         })
         .collect();
@@ -456,10 +459,13 @@ fn mismatched_buffers_are_errors_and_write_nothing() {
         vec![TensorMut {
             param: &mut p,
             grad: &g,
-            exp_avg: &mut m,
-            exp_avg_sq: &mut v,
-            max_exp_avg_sq: Some(&mut x),
-            velocity: None,
+            master_param: None,
+            state: State {
+                exp_avg: &mut m,
+                exp_avg_sq: &mut v,
+                max_exp_avg_sq: Some(&mut x),
+                velocity: None,
+            },
             group: 0,
         }],
         &scalars,
@@ -480,10 +486,13 @@ fn mismatched_buffers_are_errors_and_write_nothing() {
         vec![TensorMut {
             param: &mut p,
             grad: &g,
-            exp_avg: &mut m,
-            exp_avg_sq: &mut v,
-            max_exp_avg_sq: None,
-            velocity: None,
+            master_param: None,
+            state: State {
+                exp_avg: &mut m,
+                exp_avg_sq: &mut v,
+                max_exp_avg_sq: None,
+                velocity: None,
+            },
             group: 0,
         }],
         &scalars,
@@ -501,10 +510,13 @@ fn mismatched_buffers_are_errors_and_write_nothing() {
         vec![TensorMut {
             param: &mut p,
             grad: &g,
-            exp_avg: &mut m,
-            exp_avg_sq: &mut v,
-            max_exp_avg_sq: Some(&mut x),
-            velocity: None,
+            master_param: None,
+            state: State {
+                exp_avg: &mut m,
+                exp_avg_sq: &mut v,
+                max_exp_avg_sq: Some(&mut x),
+                velocity: None,
+            },
             group: 1,
         }],
         &scalars,
@@ -545,19 +557,25 @@ fn groups_use_their_own_scalars() {
             TensorMut {
                 param: &mut p0,
                 grad: &g,
-                exp_avg: &mut m0,
-                exp_avg_sq: &mut v0,
-                max_exp_avg_sq: None,
-                velocity: None,
+                master_param: None,
+                state: State {
+                    exp_avg: &mut m0,
+                    exp_avg_sq: &mut v0,
+                    max_exp_avg_sq: None,
+                    velocity: None,
+                },
                 group: 0,
             },
             TensorMut {
                 param: &mut p1,
                 grad: &g,
-                exp_avg: &mut m1,
-                exp_avg_sq: &mut v1,
-                max_exp_avg_sq: None,
-                velocity: None,
+                master_param: None,
+                state: State {
+                    exp_avg: &mut m1,
+                    exp_avg_sq: &mut v1,
+                    max_exp_avg_sq: None,
+                    velocity: None,
+                },
                 group: 1,
             },
         ],
@@ -677,10 +695,13 @@ fn any_start_within_a_cache_line_gives_the_reference_result() {
                 let views = vec![TensorMut {
                     param: &mut p[offset..offset + n],
                     grad: &g,
-                    exp_avg: &mut m[r.clone()],
-                    exp_avg_sq: &mut v[r.clone()],
-                    max_exp_avg_sq: Some(&mut x[r.clone()]),
-                    velocity: Some(&mut u[r]),
+                    master_param: None,
+                    state: State {
+                        exp_avg: &mut m[r.clone()],
+                        exp_avg_sq: &mut v[r.clone()],
+                        max_exp_avg_sq: Some(&mut x[r.clone()]),
+                        velocity: Some(&mut u[r]),
+                    },
                     group: 0,
                 }];
                 let scalars = [StepScalars::new(&cfg, t).unwrap()];

@@ -15,6 +15,11 @@
 
 #![warn(missing_docs)]
 
+// The modules form a one-way stack: each imports only modules listed above
+// it (tests aside). Numbers, options and the buffer record at the bottom; the
+// element loop and its coefficients; the host's per-step scalars; SIMD
+// dispatch; the multi-tensor planner and its threads; the owning optimizer;
+// the bindings on top.
 mod config;
 mod convert;
 mod element;
@@ -25,8 +30,11 @@ mod multi;
 mod optimizer;
 mod scalars;
 mod simd;
+mod staged;
 mod storage;
 mod team;
+mod tensor;
+mod uniform;
 
 #[cfg(test)]
 mod kernel_tests;
@@ -49,12 +57,14 @@ pub use error::{ConfigError, StepError};
 pub use finite::{all_finite, all_finite_stored};
 pub use multi::{
     check_mixed, grad_norm, step_mixed, step_mixed_with, step_tensors, step_tensors_with,
-    CheckedTensors, MixedTensorMut, TensorMut, CHUNK, SERIAL_MAX,
+    CheckedTensors, CHUNK, SERIAL_MAX,
 };
 pub use optimizer::{Adam, AdamState};
 pub use scalars::{Carry, Rule, StepScalars};
 pub use simd::SimdLevel;
 pub use storage::{Stored, StoredMut};
+pub use tensor::{Buffer, MixedTensorMut, Split, State, Tensor, TensorMut};
+pub use uniform::{GpuStep, Pipeline, STEP_FIELDS, STEP_WORDS};
 
 /// The WGSL source of the GPU kernel (`shaders/adam.wgsl`), for running the
 /// same Adam step through WebGPU (`wgpu`). Its entry point is `adam_step`.

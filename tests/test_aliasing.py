@@ -17,6 +17,8 @@ import radam
 from helpers import raises_named
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from radam._engine import TensorBuffers
+from radam._options import engine_options
 
 
 def _bytes(opt, params):
@@ -168,11 +170,12 @@ def test_write_arrays_that_overlap_are_refused_by_the_engine():
     p = np.zeros(8, np.float32)
     state = np.zeros(16, np.float32)
     m, v = state[:8], _ctypes_view(state, count=8, offset=16)  # v starts inside m
-    engine = radam._core.CpuEngine(["[0]"], [p], [m], [v], [None], [None], [0])
-    options = radam._options.engine_options({**radam.Adam([np.ones(1)]).defaults}, "")
+    record = TensorBuffers("[0]", 0, p, {"exp_avg": m, "exp_avg_sq": v})
+    engine = radam._core.CpuEngine([record])
+    config = engine_options({**radam.Adam([np.ones(1)]).defaults}, "").config
     before = p.tobytes(), state.tobytes()
     with raises_named(ValueError, "state[0]['exp_avg_sq']", "state[0]['exp_avg']"):
-        engine.step([np.ones(8, np.float32)], 1, [options], [1.0])
+        engine.step([np.ones(8, np.float32)], 1, [config], [1.0])
     assert (p.tobytes(), state.tobytes()) == before
 
 

@@ -180,7 +180,8 @@ def test_matches_cpu_every_variant(variant):
 def test_radam_crosses_its_switch_on_the_gpu():
     """RAdam's un-adapted steps (rho_t <= 5), then rectified ones, within the 100 steps."""
     opt = radam.RAdam([np.ones(3, np.float32)])
-    rules = [_core.step_scalars(opt._options()[0], t, 1.0)[0]["rule"] for t in (1, 5, 6, 100)]
+    config = opt._options().configs[0]
+    rules = [_core.GpuStep(config, t, 1.0).rule for t in (1, 5, 6, 100)]
     assert rules == ["unadapted", "unadapted", "adam", "adam"]
     assert_same_run(*run_pair([(300,), (7,)], cls=radam.RAdam, betas=(0.9, 0.999)))
 

@@ -58,6 +58,23 @@ class FrozenMapping(Mapping):
     update = clear = pop = popitem = setdefault = __ior__ = _refuse_all
 
 
+# What opt.state and its entries say to do instead of replacing an array.
+STATE_INSTEAD = (
+    "change the arrays in place (np.copyto(opt.state[key]['exp_avg'], new)) or load a "
+    "whole state with load_state_dict"
+)
+
+
+def state_entry(key: Any, arrays: dict[str, Any]) -> FrozenMapping:
+    """``opt.state[key]``: one tensor's state arrays by name."""
+    return FrozenMapping(arrays, f"opt.state[{key!r}]", STATE_INSTEAD)
+
+
+def state_mapping(entries: dict[Any, FrozenMapping]) -> FrozenMapping:
+    """``opt.state``: key -> :func:`state_entry`."""
+    return FrozenMapping(entries, "opt.state", STATE_INSTEAD)
+
+
 class ParamList(list):
     """A group's ``"params"``: a list that refuses changes, since the engine
     steps the arrays it was built with."""

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyAnyMethods;
 
 use super::extents::{strided_extent, Extent};
-use crate::{Float, MixedTensorMut, Stored, StoredMut};
+use crate::{Float, Stored, StoredMut};
 
 /// The dtypes the engine takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,35 +241,27 @@ pub(super) trait Compute: Float + Element {
     fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]>;
 }
 
-impl Compute for f32 {
-    fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]> {
-        match rw {
-            Rw::F32(a) => a.as_slice_mut().ok(),
-            _ => None,
+macro_rules! compute {
+    ($t:ty, $variant:ident) => {
+        impl Compute for $t {
+            fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]> {
+                match rw {
+                    Rw::$variant(a) => a.as_slice_mut().ok(),
+                    _ => None,
+                }
+            }
+            fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]> {
+                match ro {
+                    Ro::$variant(a) => a.as_slice().ok(),
+                    _ => None,
+                }
+            }
         }
-    }
-    fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]> {
-        match ro {
-            Ro::F32(a) => a.as_slice().ok(),
-            _ => None,
-        }
-    }
+    };
 }
 
-impl Compute for f64 {
-    fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]> {
-        match rw {
-            Rw::F64(a) => a.as_slice_mut().ok(),
-            _ => None,
-        }
-    }
-    fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]> {
-        match ro {
-            Ro::F64(a) => a.as_slice().ok(),
-            _ => None,
-        }
-    }
-}
+compute!(f32, F32);
+compute!(f64, F64);
 
 /// View a write borrow as the kernel's stored buffer for compute type `T`.
 pub(super) fn stored_mut<'a, T: Compute>(rw: &'a mut Rw<'_>) -> PyResult<StoredMut<'a, T>> {
@@ -290,61 +282,4 @@ pub(super) fn stored<'a, T: Compute>(ro: &'a Ro<'_>) -> PyResult<Stored<'a, T>> 
             PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
         })?),
     })
-}
-
-fn optional_mut<'a, T: Compute>(rw: &'a mut Option<Rw<'_>>) -> PyResult<Option<StoredMut<'a, T>>> {
-    rw.as_mut().map(stored_mut).transpose()
-}
-
-/// The write borrows of one tensor (taken before its grad's read borrow),
-/// held while the kernel runs.
-pub(super) struct Writes<'py> {
-    pub param: Rw<'py>,
-    pub master: Option<Rw<'py>>,
-    pub exp_avg: Rw<'py>,
-    pub exp_avg_sq: Rw<'py>,
-    pub max_exp_avg_sq: Option<Rw<'py>>,
-    pub velocity: Option<Rw<'py>>,
-}
-
-impl Writes<'_> {
-    /// Every array written, in a fixed order: param, master, exp_avg,
-    /// exp_avg_sq, max_exp_avg_sq, velocity, those present.
-    pub(super) fn arrays(&self) -> impl Iterator<Item = &Rw<'_>> {
-        [
-            Some(&self.param),
-            self.master.as_ref(),
-            Some(&self.exp_avg),
-            Some(&self.exp_avg_sq),
-            self.max_exp_avg_sq.as_ref(),
-            self.velocity.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-    }
-
-    /// The kernel's view of this tensor with its `grad`, in compute type `T`.
-    pub(super) fn tensor<'a, T: Compute>(
-        &'a mut self,
-        grad: &'a Ro<'_>,
-        group: usize,
-    ) -> PyResult<MixedTensorMut<'a, T>> {
-        let master = match &mut self.master {
-            Some(rw) => Some(
-                T::native_mut(rw)
-                    .ok_or_else(|| PyTypeError::new_err("a master copy must be float32"))?,
-            ),
-            None => None,
-        };
-        Ok(MixedTensorMut {
-            param: stored_mut(&mut self.param)?,
-            master,
-            grad: stored(grad)?,
-            exp_avg: stored_mut(&mut self.exp_avg)?,
-            exp_avg_sq: stored_mut(&mut self.exp_avg_sq)?,
-            max_exp_avg_sq: optional_mut(&mut self.max_exp_avg_sq)?,
-            velocity: optional_mut(&mut self.velocity)?,
-            group,
-        })
-    }
 }

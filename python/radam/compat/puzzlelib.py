@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from .._options import PUZZLELIB, from_seed
 from ..optimizer import Adam as _RadamAdam
 
 _FORMAT = "radam.compat.puzzlelib.Adam/1"
@@ -117,11 +118,8 @@ class Adam:
             raise ValueError(f"epsilon must be finite and >= 0, got {self.epsilon!r}")
 
     def _options(self) -> dict[str, Any]:
-        return {
-            "lr": float(self.alpha),
-            "betas": (float(self.beta1), float(self.beta2)),
-            "eps": float(self.epsilon),
-        }
+        """radam.Adam's options for this optimizer's (named by radam's option table)."""
+        return from_seed(PUZZLELIB, lambda name: float(getattr(self, name)))
 
     # -- setup
     def setupOn(self, net: Any, useGlobalState: bool = False) -> None:  # noqa: N802, N803
@@ -318,9 +316,7 @@ class Adam:
             for i in range(len(tensors)):
                 state[i] = {"step": t, "exp_avg": exp_avg[i], "exp_avg_sq": exp_avg_sq[i]}
         groups = self._opt.state_dict()["param_groups"]
-        groups[0].update(
-            lr=hyper["alpha"], betas=(hyper["beta1"], hyper["beta2"]), eps=hyper["epsilon"]
-        )
+        groups[0].update(from_seed(PUZZLELIB, hyper.__getitem__))
         self._opt.load_state_dict({"state": state, "param_groups": groups})
         self.alpha, self.beta1 = hyper["alpha"], hyper["beta1"]
         self.beta2, self.epsilon = hyper["beta2"], hyper["epsilon"]
