@@ -21,7 +21,9 @@ Effective bandwidth is 28 bytes per parameter (32 with AMSGrad) over the step
 time: an fp32 Adam step reads param, grad, m, v and writes param, m, v. The
 bandwidth probe runs in the same loop as the 2e7 case over the same four
 buffers, doing the same 4 reads + 3 writes per element with trivial arithmetic
-(radam's multi-threaded ``_core._rmw_probe``); PyTorch's multi-threaded
+(radam's multi-threaded ``_core._rmw_probe``, in an extension built with
+``maturin develop --release --features bench``; the wheel has no probe, and
+the row is then left out); PyTorch's multi-threaded
 ``a.add_(b)`` (12 bytes/element) and NumPy's single-threaded ``a += b`` are
 shown beside it for reference.
 """

@@ -16,9 +16,11 @@ use crate::kernel::{Coeffs, Slices};
 use crate::scalars::StepScalars;
 use crate::simd::{fused_16bit_kernel, kernel_for, SimdLevel};
 use crate::staged::run_staged;
-use crate::storage::{Kind, Stored, StoredMut};
+use crate::storage::{Kind, Split, Stored, StoredMut};
 use crate::team::Team;
-use crate::tensor::{Buffer, MixedTensorMut, Split, TensorMut};
+#[cfg(doc)]
+use crate::tensor::TensorMut;
+use crate::tensor::{Buffer, MixedTensorMut};
 
 /// Elements per unit of parallel work: 32Ki elements keep the four f32
 /// streams of one unit (512 KiB) inside a core's L2 cache.
@@ -108,7 +110,7 @@ pub struct CheckedTensors<'a, 'g, T> {
 }
 
 /// Check that every buffer fits its param and its group, writing nothing: what
-/// [`step_mixed`] does before it writes. A caller that steps several lists
+/// [`step_tensors`] does before it writes. A caller that steps several lists
 /// (float32 and float64 tensors, say) checks them all before stepping any, so
 /// that an error in one leaves the others unwritten too.
 pub fn check_mixed<'a, 'g, T>(
@@ -300,40 +302,26 @@ fn plan<'a, T>(pieces: impl Iterator<Item = Piece<'a, T>>, chunk: usize) -> Vec<
 }
 
 /// One step over many tensors at the detected SIMD level, on the calling
-/// thread and its helpers (the current rayon pool when called on one). `groups[i]` holds the scalars of group `i`.
-pub fn step_tensors<T: Float>(
-    tensors: Vec<TensorMut<'_, T>>,
+/// thread and its helpers (the current rayon pool when called on one).
+/// `groups[i]` holds the scalars of group `i`. The tensors are [`TensorMut`]s
+/// (every buffer stored as `T`) or [`MixedTensorMut`]s (some in 16 bits).
+pub fn step_tensors<'a, T: Float>(
+    tensors: Vec<impl Into<MixedTensorMut<'a, T>>>,
     groups: &[StepScalars],
 ) -> Result<(), StepError> {
     step_tensors_with(SimdLevel::detect(), tensors, groups)
 }
 
 /// [`step_tensors`] at a chosen SIMD level (an error if this CPU lacks it).
-pub fn step_tensors_with<T: Float>(
+pub fn step_tensors_with<'a, T: Float>(
     level: SimdLevel,
-    tensors: Vec<TensorMut<'_, T>>,
-    groups: &[StepScalars],
-) -> Result<(), StepError> {
-    step_mixed_with(level, tensors.into_iter().map(Into::into).collect(), groups)
-}
-
-/// One step over tensors that may be stored in 16 bits, at the detected SIMD level.
-pub fn step_mixed<T: Float>(
-    tensors: Vec<MixedTensorMut<'_, T>>,
-    groups: &[StepScalars],
-) -> Result<(), StepError> {
-    step_mixed_with(SimdLevel::detect(), tensors, groups)
-}
-
-/// [`step_mixed`] at a chosen SIMD level (an error if this CPU lacks it).
-pub fn step_mixed_with<T: Float>(
-    level: SimdLevel,
-    tensors: Vec<MixedTensorMut<'_, T>>,
+    tensors: Vec<impl Into<MixedTensorMut<'a, T>>>,
     groups: &[StepScalars],
 ) -> Result<(), StepError> {
     if !level.is_supported() {
         return Err(StepError::UnsupportedSimd(level.name()));
     }
+    let tensors = tensors.into_iter().map(Into::into).collect();
     run_checked(level, check_mixed(tensors, groups)?);
     Ok(())
 }

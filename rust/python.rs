@@ -23,7 +23,7 @@ mod probes;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::{Algorithm, BiasCorrection, SimdLevel, STEP_FIELDS};
+use crate::{AdamConfig, Algorithm, BiasCorrection, Choice, SimdLevel, STEP_FIELDS};
 
 /// The SIMD instruction set the kernels run with on this CPU.
 #[pyfunction]
@@ -44,10 +44,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The GPU kernel's source, embedded so it ships inside the wheel.
     m.add("ADAM_WGSL", crate::ADAM_WGSL)?;
     // The names the options' choices take, for the Python option table.
-    let algorithms = Algorithm::ALL.map(Algorithm::name);
+    let algorithms = Algorithm::ALL.iter().map(|a| a.name());
     m.add("ALGORITHMS", PyTuple::new(py, algorithms)?)?;
-    let corrections = BiasCorrection::ALL.map(BiasCorrection::name);
+    let corrections = BiasCorrection::ALL.iter().map(|b| b.name());
     m.add("BIAS_CORRECTIONS", PyTuple::new(py, corrections)?)?;
+    // The fields an AdamConfig is read from, by name (EngineOptions' fields).
+    m.add("CONFIG_FIELDS", PyTuple::new(py, AdamConfig::FIELDS)?)?;
     // The fields of the GPU kernel's `Step` uniform, in order.
     m.add("STEP_FIELDS", PyTuple::new(py, STEP_FIELDS)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

@@ -80,20 +80,6 @@ impl<'a, T> StoredMut<'a, T> {
         }
     }
 
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            StoredMut::Native(s) => s.len(),
-            StoredMut::Bf16(s) => s.len(),
-            StoredMut::F16(s) => s.len(),
-        }
-    }
-
-    /// No elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// [`to_line_boundary`] of the buffer, whatever it is stored as.
     pub(crate) fn to_line_boundary(&self) -> usize {
         match self {
@@ -102,58 +88,69 @@ impl<'a, T> StoredMut<'a, T> {
             StoredMut::F16(s) => to_line_boundary(s),
         }
     }
+}
 
-    /// Split like `split_at_mut` (`mid` at most the length).
-    pub(crate) fn split_at(self, mid: usize) -> (Self, Self) {
-        match self {
-            StoredMut::Native(s) => {
-                let (a, b) = s.split_at_mut(mid);
-                (StoredMut::Native(a), StoredMut::Native(b))
-            }
-            StoredMut::Bf16(s) => {
-                let (a, b) = s.split_at_mut(mid);
-                (StoredMut::Bf16(a), StoredMut::Bf16(b))
-            }
-            StoredMut::F16(s) => {
-                let (a, b) = s.split_at_mut(mid);
-                (StoredMut::F16(a), StoredMut::F16(b))
-            }
-        }
+/// What holds a buffer that can be cut in two at an element, as slices can.
+pub trait Split: Sized {
+    /// The elements before `mid`, and the rest (`mid` at most the length).
+    fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+impl<T> Split for &mut [T] {
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        self.split_at_mut(mid)
     }
 }
 
-impl<'a, T> Stored<'a, T> {
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            Stored::Native(s) => s.len(),
-            Stored::Bf16(s) => s.len(),
-            Stored::F16(s) => s.len(),
-        }
-    }
-
-    /// No elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub(crate) fn split_at(self, mid: usize) -> (Self, Self) {
-        match self {
-            Stored::Native(s) => {
-                let (a, b) = s.split_at(mid);
-                (Stored::Native(a), Stored::Native(b))
-            }
-            Stored::Bf16(s) => {
-                let (a, b) = s.split_at(mid);
-                (Stored::Bf16(a), Stored::Bf16(b))
-            }
-            Stored::F16(s) => {
-                let (a, b) = s.split_at(mid);
-                (Stored::F16(a), Stored::F16(b))
-            }
-        }
+impl<T> Split for &[T] {
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        <[T]>::split_at(self, mid)
     }
 }
+
+/// The length and the split of a holder ([`StoredMut`], [`Stored`]), whatever
+/// its variant holds.
+macro_rules! holder {
+    ($holder:ident) => {
+        impl<T> $holder<'_, T> {
+            /// The number of elements.
+            pub fn len(&self) -> usize {
+                match self {
+                    $holder::Native(s) => s.len(),
+                    $holder::Bf16(s) => s.len(),
+                    $holder::F16(s) => s.len(),
+                }
+            }
+
+            /// No elements.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+
+        impl<T> Split for $holder<'_, T> {
+            fn split_at(self, mid: usize) -> (Self, Self) {
+                match self {
+                    $holder::Native(s) => {
+                        let (a, b) = Split::split_at(s, mid);
+                        ($holder::Native(a), $holder::Native(b))
+                    }
+                    $holder::Bf16(s) => {
+                        let (a, b) = Split::split_at(s, mid);
+                        ($holder::Bf16(a), $holder::Bf16(b))
+                    }
+                    $holder::F16(s) => {
+                        let (a, b) = Split::split_at(s, mid);
+                        ($holder::F16(a), $holder::F16(b))
+                    }
+                }
+            }
+        }
+    };
+}
+
+holder!(StoredMut);
+holder!(Stored);
 
 impl<'a, T> Default for StoredMut<'a, T> {
     fn default() -> Self {

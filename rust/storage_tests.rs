@@ -5,8 +5,8 @@ use half::{bf16, f16};
 
 use crate::kernel_tests::{run, Owned, Rng};
 use crate::{
-    step_mixed_with, AdamConfig, MixedTensorMut, SimdLevel, State, StepScalars, Stored, StoredMut,
-    CHUNK,
+    step_tensors_with, AdamConfig, MixedTensorMut, SimdLevel, State, StepScalars, Stored,
+    StoredMut, CHUNK,
 };
 
 /// One tensor stored in 16 bits: bfloat16 moments, float16 param with an f32 master.
@@ -32,7 +32,7 @@ fn run_half(level: SimdLevel, cfg: &AdamConfig, t: u64, h: &mut Half, g: &[f16])
         },
         group: 0,
     };
-    step_mixed_with(level, vec![tensor], &scalars).unwrap();
+    step_tensors_with(level, vec![tensor], &scalars).unwrap();
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn fused_state_matches_staged<S: Copy + PartialEq + std::fmt::Debug>(
                     },
                     group: 0,
                 };
-                step_mixed_with(level, vec![tensor], &scalars).unwrap();
+                step_tensors_with(level, vec![tensor], &scalars).unwrap();
             }
             results.push((level, staged, p, state));
         }

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 
-use crate::storage::{Stored, StoredMut};
+use crate::storage::{Split, Stored, StoredMut};
 
 /// The optimizer state of one tensor: what it keeps from step to step.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +91,17 @@ impl Buffer {
 }
 
 impl<W> State<W> {
+    /// The two moments every rule keeps, with AMSGrad's running max and the
+    /// velocity where the options need them.
+    pub fn new(exp_avg: W, exp_avg_sq: W, max_exp_avg_sq: Option<W>, velocity: Option<W>) -> Self {
+        State {
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+            velocity,
+        }
+    }
+
     /// Each buffer with what holds it, mapped by `f` (which may fail), in
     /// [`Buffer::WRITTEN`]'s order.
     pub fn try_map<V, E>(
@@ -148,6 +159,17 @@ impl<W> State<W> {
 }
 
 impl<W, R> Tensor<W, R> {
+    /// A tensor of group `group` without a master copy.
+    pub fn new(param: W, grad: R, state: State<W>, group: usize) -> Self {
+        Tensor {
+            param,
+            grad,
+            master_param: None,
+            state,
+            group,
+        }
+    }
+
     /// The written buffers mapped by `w` and the gradient by `r` (either may
     /// fail), in [`Buffer::WRITTEN`]'s order, the gradient last.
     pub fn try_map<V, S, E>(
@@ -224,36 +246,6 @@ impl<W, R> Tensor<W, R> {
     /// The written buffer of role `buffer`, if present (None for the gradient).
     pub fn get(&self, buffer: Buffer) -> Option<&W> {
         self.written().find(|(b, _)| *b == buffer).map(|(_, w)| w)
-    }
-}
-
-/// What holds a buffer that can be cut in two at an element, as slices can.
-pub trait Split: Sized {
-    /// The elements before `mid`, and the rest (`mid` at most the length).
-    fn split_at(self, mid: usize) -> (Self, Self);
-}
-
-impl<T> Split for &mut [T] {
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        self.split_at_mut(mid)
-    }
-}
-
-impl<T> Split for &[T] {
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        <[T]>::split_at(self, mid)
-    }
-}
-
-impl<T> Split for StoredMut<'_, T> {
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        StoredMut::split_at(self, mid)
-    }
-}
-
-impl<T> Split for Stored<'_, T> {
-    fn split_at(self, mid: usize) -> (Self, Self) {
-        Stored::split_at(self, mid)
     }
 }
 

@@ -11,6 +11,7 @@ __all__ = [
     "ADAM_WGSL",
     "ALGORITHMS",
     "BIAS_CORRECTIONS",
+    "CONFIG_FIELDS",
     "STEP_FIELDS",
     "simd_level",
     "num_threads",
@@ -26,6 +27,8 @@ ALGORITHMS: tuple[str, ...]
 """The update rules' names: "adam", "adamax", "nadam", "radam"."""
 BIAS_CORRECTIONS: tuple[str, ...]
 """The bias corrections' names: "adam", "downhill-0.4.0"."""
+CONFIG_FIELDS: tuple[str, ...]
+"""The fields of the core's AdamConfig, each read from the attribute of its name."""
 STEP_FIELDS: tuple[str, ...]
 """The fields of the GPU kernel's ``Step`` uniform struct, in order."""
 

@@ -263,23 +263,30 @@ macro_rules! compute {
 compute!(f32, F32);
 compute!(f64, F64);
 
-/// View a write borrow as the kernel's stored buffer for compute type `T`.
-pub(super) fn stored_mut<'a, T: Compute>(rw: &'a mut Rw<'_>) -> PyResult<StoredMut<'a, T>> {
-    Ok(match rw {
-        Rw::F16(a) => StoredMut::F16(a.as_slice_mut().map_err(not_contiguous)?),
-        Rw::Bf16(a) => StoredMut::Bf16(a.as_slice_mut().map_err(not_contiguous)?),
-        other => StoredMut::Native(T::native_mut(other).ok_or_else(|| {
-            PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
-        })?),
-    })
+fn mixed() -> PyErr {
+    PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
 }
 
-pub(super) fn stored<'a, T: Compute>(ro: &'a Ro<'_>) -> PyResult<Stored<'a, T>> {
-    Ok(match ro {
-        Ro::F16(a) => Stored::F16(a.as_slice().map_err(not_contiguous)?),
-        Ro::Bf16(a) => Stored::Bf16(a.as_slice().map_err(not_contiguous)?),
-        other => Stored::Native(T::native(other).ok_or_else(|| {
-            PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
-        })?),
-    })
+/// A function viewing a borrow (`Rw`, `Ro`) as the kernel's holder of it for
+/// compute type `T`: a 16-bit array as it is stored, the compute type's own natively.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident($($mut:ident)?), $borrow:ident, $holder:ident, $slice:ident, $native:ident) => {
+        $(#[$doc])*
+        pub(super) fn $name<'a, T: Compute>(b: &'a $($mut)? $borrow<'_>) -> PyResult<$holder<'a, T>> {
+            Ok(match b {
+                $borrow::F16(a) => $holder::F16(a.$slice().map_err(not_contiguous)?),
+                $borrow::Bf16(a) => $holder::Bf16(a.$slice().map_err(not_contiguous)?),
+                other => $holder::Native(T::$native(other).ok_or_else(mixed)?),
+            })
+        }
+    };
 }
+
+view!(
+    /// A write borrow as the kernel's buffer for compute type `T`.
+    stored_mut(mut), Rw, StoredMut, as_slice_mut, native_mut
+);
+view!(
+    /// A read borrow (a gradient) as the kernel's buffer for compute type `T`.
+    stored(), Ro, Stored, as_slice, native
+);

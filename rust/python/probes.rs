@@ -2,12 +2,16 @@
 //! `benchmarks/report.py`), built only with the `bench` cargo feature
 //! (`maturin develop --release --features bench`): the wheel and the default
 //! build do not have them. Each moves the bytes of a step with trivial
-//! arithmetic, spread over the threads as a step's units are, so its speed is
-//! the machine's bandwidth, the roofline an Adam step is drawn against.
+//! arithmetic, in [`crate::CHUNK`] pieces after a head up to the first array's
+//! cache-line boundary, spread over the threads as a step's units are, so its
+//! speed is the machine's bandwidth: the roofline an Adam step is drawn against.
 
-use numpy::{PyArrayDyn, PyArrayMethods};
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+
+use crate::storage::to_line_boundary;
+use crate::team::Team;
 
 /// Add the probes to the module.
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -16,10 +20,55 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A bandwidth probe for the benchmarks: `p += g; m += g; v += g` over four
-/// float32 arrays of one length, in [`crate::CHUNK`] pieces spread over a step's threads.
-/// It moves the bytes of an Adam step (4 reads, 3 writes per element) with
-/// trivial arithmetic, so its speed is the machine's read-modify-write bandwidth.
+/// Run `body(writes, read)` over pieces of float32 arrays of one length: the
+/// `writes` borrowed read-write, `read` read-only.
+fn probe(
+    py: Python<'_>,
+    writes: &[&Bound<'_, PyArrayDyn<f32>>],
+    read: &Bound<'_, PyArrayDyn<f32>>,
+    body: fn(&mut [&mut [f32]], &[f32]),
+) -> PyResult<()> {
+    let err = |_| PyValueError::new_err("probe arrays must be distinct, writable and contiguous");
+    let mut borrows: Vec<PyReadwriteArrayDyn<'_, f32>> = writes
+        .iter()
+        .map(|a| a.try_readwrite().map_err(err))
+        .collect::<PyResult<_>>()?;
+    let read: PyReadonlyArrayDyn<'_, f32> = read.try_readonly().map_err(err)?;
+    let contiguous = |_| PyValueError::new_err("probe arrays must be C-contiguous");
+    let mut rest: Vec<&mut [f32]> = borrows
+        .iter_mut()
+        .map(|b| b.as_slice_mut().map_err(contiguous))
+        .collect::<PyResult<_>>()?;
+    let read = read.as_slice().map_err(contiguous)?;
+    if rest.iter().any(|s| s.len() != read.len()) {
+        return Err(PyValueError::new_err("probe arrays must have one length"));
+    }
+    // The head, then CHUNK-long pieces: each piece's slices of every array.
+    let head = rest.first().map_or(0, |s| to_line_boundary(s));
+    let mut bounds = vec![(0, head)];
+    bounds.extend(
+        (head..read.len())
+            .step_by(crate::CHUNK)
+            .map(|s| (s, crate::CHUNK)),
+    );
+    let mut pieces: Vec<(Vec<&mut [f32]>, &[f32])> = Vec::with_capacity(bounds.len());
+    for &(start, len) in &bounds {
+        let len = len.min(read.len() - start);
+        let mut piece = Vec::with_capacity(rest.len());
+        for r in rest.iter_mut() {
+            let (now, later) = std::mem::take(r).split_at_mut(len);
+            piece.push(now);
+            *r = later;
+        }
+        pieces.push((piece, &read[start..start + len]));
+    }
+    py.detach(|| Team::current().for_each_owned(pieces, |(mut w, r)| body(&mut w, r)));
+    Ok(())
+}
+
+/// A bandwidth probe: `p += g; m += g; v += g` over four float32 arrays of one
+/// length. It moves the bytes of an Adam step (4 reads, 3 writes per element)
+/// with trivial arithmetic, so its speed is the machine's read-modify-write bandwidth.
 #[pyfunction]
 fn _rmw_probe(
     py: Python<'_>,
@@ -28,83 +77,26 @@ fn _rmw_probe(
     m: Bound<'_, PyArrayDyn<f32>>,
     v: Bound<'_, PyArrayDyn<f32>>,
 ) -> PyResult<()> {
-    let err = |_| PyValueError::new_err("probe arrays must be distinct, writable and contiguous");
-    let (mut p, g) = (
-        p.try_readwrite().map_err(err)?,
-        g.try_readonly().map_err(err)?,
-    );
-    let (mut m, mut v) = (
-        m.try_readwrite().map_err(err)?,
-        v.try_readwrite().map_err(err)?,
-    );
-    let contiguous = |_| PyValueError::new_err("probe arrays must be C-contiguous");
-    let (p, g) = (
-        p.as_slice_mut().map_err(contiguous)?,
-        g.as_slice().map_err(contiguous)?,
-    );
-    let (m, v) = (
-        m.as_slice_mut().map_err(contiguous)?,
-        v.as_slice_mut().map_err(contiguous)?,
-    );
-    if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
-        return Err(PyValueError::new_err("probe arrays must have one length"));
-    }
-    let chunk = crate::CHUNK;
-    // Chunks spread over the threads exactly as a step's units are, after a
-    // head up to p's first cache-line boundary, as the kernel aligns them.
-    let head = crate::storage::to_line_boundary(p);
-    let ((p0, p), (g0, g)) = (p.split_at_mut(head), g.split_at(head));
-    let ((m0, m), (v0, v)) = (m.split_at_mut(head), v.split_at_mut(head));
-    let chunks: Vec<_> = std::iter::once((((p0, g0), m0), v0))
-        .chain(
-            p.chunks_mut(chunk)
-                .zip(g.chunks(chunk))
-                .zip(m.chunks_mut(chunk))
-                .zip(v.chunks_mut(chunk)),
-        )
-        .collect();
-    py.detach(|| {
-        crate::team::Team::current().for_each_owned(chunks, |(((p, g), m), v)| {
-            // Re-sliced to one length so the loop has no bounds checks.
-            let n = p.len();
-            let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-            for i in 0..n {
-                let (g, m, v) = (g[i], &mut m[i], &mut v[i]);
-                p[i] += g;
-                *m += g;
-                *v += g;
-            }
-        })
-    });
-    Ok(())
+    probe(py, &[&p, &m, &v], &g, |w, g| {
+        let [p, m, v] = w else { return };
+        // Re-sliced to one length so the loop has no bounds checks.
+        let n = g.len();
+        let (p, m, v) = (&mut p[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            p[i] += g[i];
+            m[i] += g[i];
+            v[i] += g[i];
+        }
+    })
 }
 
-/// A copy bandwidth probe for the benchmarks: `dst[:] = src` over two float32
-/// arrays of one length, in [`crate::CHUNK`] pieces spread over a step's threads (one
-/// read and one write per element).
+/// A copy bandwidth probe: `dst[:] = src` over two float32 arrays of one
+/// length (one read and one write per element).
 #[pyfunction]
 fn _copy_probe(
     py: Python<'_>,
     dst: Bound<'_, PyArrayDyn<f32>>,
     src: Bound<'_, PyArrayDyn<f32>>,
 ) -> PyResult<()> {
-    let err = |_| PyValueError::new_err("probe arrays must be distinct, writable and contiguous");
-    let (mut dst, src) = (
-        dst.try_readwrite().map_err(err)?,
-        src.try_readonly().map_err(err)?,
-    );
-    let contiguous = |_| PyValueError::new_err("probe arrays must be C-contiguous");
-    let (dst, src) = (
-        dst.as_slice_mut().map_err(contiguous)?,
-        src.as_slice().map_err(contiguous)?,
-    );
-    if dst.len() != src.len() {
-        return Err(PyValueError::new_err("probe arrays must have one length"));
-    }
-    let chunk = crate::CHUNK;
-    let chunks: Vec<_> = dst.chunks_mut(chunk).zip(src.chunks(chunk)).collect();
-    py.detach(|| {
-        crate::team::Team::current().for_each_owned(chunks, |(d, s)| d.copy_from_slice(s))
-    });
-    Ok(())
+    probe(py, &[&dst], &src, |w, s| w[0].copy_from_slice(s))
 }

@@ -181,21 +181,19 @@ class Adam:
                 self.net.grads[name].fill(0)
 
     def _grads(self) -> list[np.ndarray]:
-        params = self.net.params
-        for name in self._names:
-            if params.get(name) is not self._param_views[name]:
-                raise RuntimeError(
-                    f"net.params[{name!r}] was replaced after setupOn; the optimizer updates the "
-                    "arrays it was set up on: call setupOn(net) again"
-                )
+        _refuse_replaced(
+            self.net.params,
+            self._param_views,
+            "net.params[{!r}] was replaced after setupOn; the optimizer updates the arrays it "
+            "was set up on: call setupOn(net) again",
+        )
         if self.useGlobalState:
-            grads = self.net.grads
-            for name in self._names:
-                if grads.get(name) is not self._grad_views[name]:
-                    raise RuntimeError(
-                        f"net.grads[{name!r}] was replaced after setupOn(useGlobalState=True); "
-                        "write into the existing array (net.grads[name][...] = g) instead"
-                    )
+            _refuse_replaced(
+                self.net.grads,
+                self._grad_views,
+                "net.grads[{!r}] was replaced after setupOn(useGlobalState=True); write into "
+                "the existing array (net.grads[name][...] = g) instead",
+            )
             return self._grad_buffers
         return [self.net.grads[name] for name in self._names]
 
@@ -321,6 +319,14 @@ class Adam:
         self.alpha, self.beta1 = hyper["alpha"], hyper["beta1"]
         self.beta2, self.epsilon = hyper["beta2"], hyper["epsilon"]
         self.t, self.learnRate = t, float(saved["learnRate"])
+
+
+def _refuse_replaced(arrays: dict, kept: dict[str, np.ndarray], message: str) -> None:
+    """A RuntimeError (``message`` formatted with the name) for the first of
+    ``kept``'s arrays that ``arrays`` no longer holds."""
+    for name, array in kept.items():
+        if arrays.get(name) is not array:
+            raise RuntimeError(message.format(name))
 
 
 def _learn_rate(alpha: float, beta1: float, beta2: float, t: int) -> float:

@@ -103,27 +103,17 @@ class GpuEngine:
         self._uniforms = layout.uniforms()
 
         usage = wgpu.BufferUsage
-        dev = ctx.device
+
+        def buffer(label: str, words: int, use: Any) -> Any:
+            return ctx.device.create_buffer(label=f"radam {label}", size=4 * words, usage=use)
+
         try:
-            self._param_buf = dev.create_buffer(
-                label="radam params",
-                size=layout.n_elements * 4,
-                usage=usage.STORAGE | usage.COPY_DST | usage.COPY_SRC,
-            )
-            self._grad_buf = dev.create_buffer(
-                label="radam grads",
-                size=layout.n_elements * 4,
-                usage=usage.STORAGE | usage.COPY_DST,
-            )
-            self._state_buf = dev.create_buffer(
-                label="radam state",
-                size=layout.n_state_words * 4,
-                usage=usage.STORAGE | usage.COPY_DST | usage.COPY_SRC,
-            )
-            self._uniform_buf = dev.create_buffer(
-                label="radam step scalars",
-                size=self._uniforms.nbytes,
-                usage=usage.UNIFORM | usage.COPY_DST,
+            copies = usage.COPY_DST | usage.COPY_SRC
+            self._param_buf = buffer("params", layout.n_elements, usage.STORAGE | copies)
+            self._grad_buf = buffer("grads", layout.n_elements, usage.STORAGE | usage.COPY_DST)
+            self._state_buf = buffer("state", layout.n_state_words, usage.STORAGE | copies)
+            self._uniform_buf = buffer(
+                "step scalars", self._uniforms.size, usage.UNIFORM | usage.COPY_DST
             )
             self._readback: Any = None  # created at the first step that reads params back
             self._bind_groups = [
