@@ -394,7 +394,9 @@ class Adam:
         with self._lock:
             if self._busy is not None:  # called from a schedule, or torn by a fork
                 self._refuse_reentry("step")
-            evaluated = self._options("step")
+            # The cache's hit inline: the common case, and a small step's budget.
+            hit = self._option_cache.get(self.param_groups, self._state_names)
+            evaluated = hit or self._options("step")
             engine, state, names = self._engine, self._state, self._state_names
             if engine is None:
                 names = [state_names(o) for o in evaluated.options]
@@ -561,18 +563,14 @@ class _OptionCache:
         self._key: Any = None
         self._value: _Evaluated | None = None
 
-    @staticmethod
-    def _plain_key(groups: list[Any]) -> list[tuple[Any, Any]]:
-        return [(tuple(g), tuple(g.values())) for g in groups]
-
     def get(self, groups: list[Any], names: Any) -> _Evaluated | None:
-        if self._value is None or self._names is not names:
+        if self._names is not names:  # also None: nothing cached
             return None
         try:
             if self._copied:
                 key: Any = [_option_values(g) for g in groups]
             else:
-                key = self._plain_key(groups)
+                key = [(tuple(g), tuple(g.values())) for g in groups]
             if key == self._key:
                 return self._value
         except Exception:  # an odd value (e.g. an array): validate it
@@ -582,7 +580,7 @@ class _OptionCache:
     def put(self, groups: list[Any], names: Any, value: _Evaluated) -> None:
         self.clear()
         if all(_immutable_options(g) for g in groups):
-            self._key = self._plain_key(groups)
+            self._key = [(tuple(g), tuple(g.values())) for g in groups]
         else:
             copies = [_option_values(g) for g in groups]
             if None in copies:
