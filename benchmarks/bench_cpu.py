@@ -3,6 +3,7 @@
     python benchmarks/bench_cpu.py                 # full run (about 3 minutes on 2 cores)
     python benchmarks/bench_cpu.py --quick         # fewer repeats, smaller transformer
     python benchmarks/bench_cpu.py --repeats 61 --json benchmarks/results/run.json
+    python benchmarks/bench_cpu.py --compare A B   # two builds of radam against each other
 
 Run it with a Python that has radam (and, for the PyTorch columns, torch)
 installed. PyTorch is a comparison only: without it those columns are skipped
@@ -21,7 +22,9 @@ Effective bandwidth is 28 bytes per parameter (32 with AMSGrad) over the step
 time: an fp32 Adam step reads param, grad, m, v and writes param, m, v. The
 bandwidth probe runs in the same loop as the 2e7 case over the same four
 buffers, doing the same 4 reads + 3 writes per element with trivial arithmetic
-(radam's multi-threaded ``_core._rmw_probe``); PyTorch's multi-threaded
+(radam's multi-threaded ``_core._rmw_probe``, in an extension built with
+``maturin develop --release --features bench``; the wheel has no probe, and
+the row is then left out); PyTorch's multi-threaded
 ``a.add_(b)`` (12 bytes/element) and NumPy's single-threaded ``a += b`` are
 shown beside it for reference.
 """
@@ -348,6 +351,55 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+# ----------------------------------------------------------------------------- two builds
+
+
+def compare_builds(a: str, b: str, args: argparse.Namespace, repeats: int) -> int:
+    """Each case's radam step from two builds (folders holding a built ``radam``
+    package, as ``bench_overhead.py --compare`` takes them), interleaved in one
+    process: each build's median and the median of the per-repeat ratios B / A."""
+    import tempfile
+
+    from bench_overhead import _import_as
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path.insert(0, tmp)
+        builds = {
+            "A": _import_as(a, "radam_build_a", tmp),
+            "B": _import_as(b, "radam_build_b", tmp),
+        }
+        print(f"A = {a}\nB = {b}\n{repeats} repeats, interleaved; one float32 Adam step:\n")
+        print("| case | params | A median (IQR) | B median (IQR) | B / A (IQR) |")
+        print("|---|---|---|---|---|")
+        for ci, case in enumerate(cases(args.quick)):
+            n = sum(int(np.prod(s)) for s in case["shapes"])
+            rng = np.random.default_rng(ci)
+            grads = [rng.standard_normal(s, dtype=np.float32) for s in case["shapes"]]
+            init = [rng.standard_normal(s, dtype=np.float32) for s in case["shapes"]]
+            runners = {}
+            for label, module in builds.items():
+                opt = module.Adam([x.copy() for x in init], lr=LR)
+                runners[label] = lambda opt=opt, g=grads: opt.step(g)
+            samples = measure(
+                runners,
+                repeats,
+                args.warmup,
+                tiny=case.get("tiny", False),
+                warm=case.get("warm", False),
+                settle=args.settle_ms / 1e3,
+                budget=args.budget_s,
+            )
+            s, unit = summarize(samples, n), "us" if n < 100_000 else "ms"
+            med, iqr = ratio(samples, "B", "A")
+            cells = [
+                f"{fmt_time(s[k]['median_s'], unit)} ({fmt_time(s[k]['iqr_s'], unit)}) {unit}"
+                for k in "AB"
+            ]
+            print(f"| {case['name']} | {n:,} | {cells[0]} | {cells[1]} | {med:.3f} ({iqr:.3f}) |")
+            sys.stdout.flush()
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -376,8 +428,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--json", default=None, help="also write JSON results, e.g. benchmarks/results/x.json"
     )
+    ap.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="time radam's step from two builds against each other (folders that each "
+        "hold a built radam package)",
+    )
     args = ap.parse_args(argv)
     repeats = args.repeats or (11 if args.quick else 41)
+    if args.compare:
+        return compare_builds(*args.compare, args, repeats)
 
     info = machine()
     print("## Machine\n")

@@ -12,7 +12,8 @@ Run it with a Python that has radam, matplotlib and, for their columns, torch
   Adam and DeepSpeed's ``DeepSpeedCPUAdam`` when importable, and two bandwidth
   probes run in the same loop: radam's multi-threaded 28-byte read-modify-write
   probe (``_core._rmw_probe``, drawn as the roofline) and a multi-threaded copy
-  (8 bytes per element);
+  (8 bytes per element), both in an extension built with ``maturin develop
+  --release --features bench`` (left out of the wheel);
 * the 288-tensor transformer case (42.6M params);
 * per-call overhead: tiny tensors, and many 100-param tensors in one step;
 * thread scaling, 1 to all cores (each thread count in a subprocess with
@@ -190,6 +191,8 @@ def available(names: list[str]) -> list[str]:
         if n == DS and DS_CLASS is None:
             continue
         if n == COPY and not hasattr(_core, "_copy_probe") and torch is None:
+            continue
+        if n == RMW and not hasattr(_core, "_rmw_probe"):  # a build without `bench`
             continue
         out.append(n)
     return out

@@ -1,11 +1,9 @@
-//! The floating-point element types the kernels run on.
+//! The floating-point element types the kernels run on: the bottom of the
+//! crate's stack (it imports nothing from the crate).
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use half::{bf16, f16, slice::HalfFloatSliceExt};
-
-use crate::scalars::Coeffs;
-use crate::simd::{KernelFn, SimdLevel};
 
 /// An IEEE float the Adam kernels are compiled for (`f32`, `f64`).
 ///
@@ -49,21 +47,10 @@ pub trait Float:
     fn narrow_bf16(src: &[Self], dst: &mut [bf16]);
     /// Round into float16, to nearest even.
     fn narrow_f16(src: &[Self], dst: &mut [f16]);
-    /// The kernel that reads and writes bfloat16 state in its loop, where the
-    /// compute type has one (f32); others stage 16-bit state through blocks.
-    #[doc(hidden)]
-    fn bf16_state_kernel(_level: SimdLevel, _c: &Coeffs<Self>) -> Option<KernelFn<Self, bf16>> {
-        None
-    }
-    /// The same for float16 state.
-    #[doc(hidden)]
-    fn f16_state_kernel(_level: SimdLevel, _c: &Coeffs<Self>) -> Option<KernelFn<Self, f16>> {
-        None
-    }
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $to:ident, $from:ident { $($extra:item)* }) => {
+    ($t:ty, $name:literal, $to:ident, $from:ident) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const NAME: &'static str = $name;
@@ -103,22 +90,9 @@ macro_rules! impl_float {
             fn narrow_f16(src: &[Self], dst: &mut [f16]) {
                 dst.$from(src)
             }
-            $($extra)*
         }
     };
 }
 
-impl_float!(f32, "float32", convert_to_f32_slice, convert_from_f32_slice {
-    fn bf16_state_kernel(level: SimdLevel, c: &Coeffs<f32>) -> Option<KernelFn<f32, bf16>> {
-        Some(crate::simd::kernel_for(level, c))
-    }
-    fn f16_state_kernel(level: SimdLevel, c: &Coeffs<f32>) -> Option<KernelFn<f32, f16>> {
-        Some(crate::simd::kernel_for(level, c))
-    }
-});
-impl_float!(
-    f64,
-    "float64",
-    convert_to_f64_slice,
-    convert_from_f64_slice {}
-);
+impl_float!(f32, "float32", convert_to_f32_slice, convert_from_f32_slice);
+impl_float!(f64, "float64", convert_to_f64_slice, convert_from_f64_slice);

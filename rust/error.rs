@@ -57,6 +57,12 @@ pub enum StepError {
         /// The missing buffer.
         buffer: &'static str,
     },
+    /// A master copy that is not stored as the compute type.
+    #[error("tensor {index}: a master copy must be stored as the compute type")]
+    MasterNotNative {
+        /// The tensor's position in the call.
+        index: usize,
+    },
     /// A SIMD level was forced that this CPU cannot run.
     #[error("this CPU does not support the {0} kernels")]
     UnsupportedSimd(&'static str),

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::element::Float;
 use crate::multi::SERIAL_MAX;
 use crate::simd::SimdLevel;
-use crate::storage::Stored;
+use crate::storage::{Split, Stored};
 use crate::team::Team;
 
 /// Elements per parallel task of the check: long runs, so the four streams

@@ -1,13 +1,15 @@
-//! The fused update over one contiguous piece of one tensor.
+//! The fused update over one contiguous piece of one tensor, with the
+//! coefficients it reads and the flags that choose its variant.
 //!
 //! One pass: param, grad and every state buffer are each read once and
 //! written once. The body is written for the autovectorizer and compiled once
 //! per SIMD level (see `simd.rs`); it uses only correctly rounded IEEE
-//! operations, so every level gives the same bits.
+//! operations, so every level gives the same bits. The GPU kernel
+//! (`shaders/adam.wgsl`) does the same operations in the same order, from the
+//! same coefficients: its `Step` uniform starts with [`Coeffs::NAMES`].
 
 use crate::convert::Store;
 use crate::element::Float;
-use crate::scalars::Coeffs;
 
 /// The kernel variants: bits of the const parameter `F` of [`update`], fixed
 /// once per call so the loop carries no per-element branch on options.
@@ -24,6 +26,68 @@ pub mod flags {
     pub const ADAMAX: u32 = 8;
     pub const NADAM: u32 = 16;
     pub const UNADAPTED: u32 = 24;
+    /// The rule's code in `RULE`'s bits, as the WGSL kernel's `RULE` override numbers it.
+    pub const fn rule_code(variant: u32) -> u32 {
+        (variant & RULE) >> 3
+    }
+}
+
+/// Declares [`Coeffs`] from one list of its fields, and the list of their
+/// names in that order (the order of the WGSL `Step` struct).
+macro_rules! coefficients {
+    ($($(#[doc = $doc:literal])* $field:ident,)+) => {
+        /// The per-step scalars rounded to the element type: what the kernel reads
+        /// (made by [`crate::StepScalars`]).
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct Coeffs<T> {
+            $($(#[doc = $doc])* pub $field: T,)+
+            /// The kernel variant: a set of [`flags`].
+            pub variant: u32,
+        }
+
+        /// How many scalars [`Coeffs`] holds.
+        pub const COEFFS: usize = [$(stringify!($field)),+].len();
+
+        impl<T: Copy> Coeffs<T> {
+            /// The scalars' names, in the order of [`Coeffs::values`].
+            pub const NAMES: [&'static str; COEFFS] = [$(stringify!($field)),+];
+
+            /// The scalars, in the order of [`Coeffs::NAMES`].
+            pub fn values(&self) -> [T; COEFFS] {
+                [$(self.$field),+]
+            }
+        }
+    };
+}
+
+coefficients! {
+    /// The multiple of the direction `m / denom` (see [`crate::StepScalars`]).
+    step_size,
+    /// The multiple of `sqrt(v)` in the denominator.
+    inv_bias_correction2_sqrt,
+    /// The gradient's weight in the first moment's lerp.
+    one_minus_beta1,
+    /// The second moment's decay.
+    beta2,
+    /// The squared gradient's weight in the second moment.
+    one_minus_beta2,
+    /// Added to the denominator.
+    eps,
+    /// L2 coefficient added to the gradient (flag `L2`).
+    l2,
+    /// The decoupled decay factor the param is multiplied by.
+    decay,
+    /// -1 to maximize (an exact multiplication) times the norm-clipping factor
+    /// over the loss scale.
+    grad_mul,
+    /// Raw gradients are clamped to +-clip (infinite when clipping is off).
+    clip,
+    /// NAdam's multiple of `g / denom` (flag `NADAM`).
+    nadam_grad,
+    /// The velocity's keep factor (flag `MOMENTUM`).
+    momentum_keep,
+    /// The velocity's multiple of the step (flag `MOMENTUM`).
+    momentum_step,
 }
 
 /// The buffers of one piece, all of one length (`max_exp_avg_sq` and

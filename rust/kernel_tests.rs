@@ -2,7 +2,7 @@
 //! the SIMD levels and thread counts against each other, bit for bit.
 
 use crate::{
-    grad_norm, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel,
+    grad_norm, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel, State,
     StepError, StepScalars, TensorMut, CHUNK, SERIAL_MAX,
 };
 
@@ -276,14 +276,13 @@ pub(crate) fn run<T: Float>(
     let views = tensors
         .iter_mut()
         .zip(grads)
-        .map(|(o, g)| TensorMut {
-            param: &mut o.p,
-            grad: g,
-            exp_avg: &mut o.m,
-            exp_avg_sq: &mut o.v,
-            max_exp_avg_sq: Some(&mut o.x),
-            velocity: Some(&mut o.u),
-            group: 0,
+        .map(|(o, g)| {
+            TensorMut::new(
+                &mut o.p,
+                g,
+                State::new(&mut o.m, &mut o.v, Some(&mut o.x), Some(&mut o.u)),
+                0,
+            )
         })
         .collect();
     step_tensors_with(level, views, &scalars)
@@ -447,26 +446,18 @@ fn mismatched_buffers_are_errors_and_write_nothing() {
     };
     let scalars = [StepScalars::new(&cfg, 1).unwrap()];
     let mut p = vec![1.0f32; 4];
-    let mut m = vec![0.0f32; 4];
+    let mut m = [0.0f32; 4];
     let mut v = vec![0.0f32; 3];
     let mut x = vec![0.0f32; 4];
-    let g = vec![1.0f32; 4];
-    let err = step_tensors_with(
-        SimdLevel::Scalar,
-        vec![TensorMut {
-            param: &mut p,
-            grad: &g,
-            exp_avg: &mut m,
-            exp_avg_sq: &mut v,
-            max_exp_avg_sq: Some(&mut x),
-            velocity: None,
-            group: 0,
-        }],
-        &scalars,
-    )
-    .unwrap_err();
+    let g = [1.0f32; 4];
+    // One tensor with the given second moment, AMSGrad max and group.
+    let mut step = |v: &mut [f32], x: Option<&mut [f32]>, group: usize| {
+        let state = State::new(&mut m[..], v, x, None);
+        let tensor = TensorMut::new(&mut p[..], &g[..], state, group);
+        step_tensors_with(SimdLevel::Scalar, vec![tensor], &scalars).unwrap_err()
+    };
     assert_eq!(
-        err,
+        step(&mut v, Some(&mut x), 0),
         StepError::LengthMismatch {
             index: 0,
             buffer: "exp_avg_sq",
@@ -475,43 +466,15 @@ fn mismatched_buffers_are_errors_and_write_nothing() {
         }
     );
     let mut v = vec![0.0f32; 4];
-    let err = step_tensors_with(
-        SimdLevel::Scalar,
-        vec![TensorMut {
-            param: &mut p,
-            grad: &g,
-            exp_avg: &mut m,
-            exp_avg_sq: &mut v,
-            max_exp_avg_sq: None,
-            velocity: None,
-            group: 0,
-        }],
-        &scalars,
-    )
-    .unwrap_err();
     assert_eq!(
-        err,
+        step(&mut v, None, 0),
         StepError::MissingBuffer {
             index: 0,
             buffer: "max_exp_avg_sq"
         }
     );
-    let err = step_tensors_with(
-        SimdLevel::Scalar,
-        vec![TensorMut {
-            param: &mut p,
-            grad: &g,
-            exp_avg: &mut m,
-            exp_avg_sq: &mut v,
-            max_exp_avg_sq: Some(&mut x),
-            velocity: None,
-            group: 1,
-        }],
-        &scalars,
-    )
-    .unwrap_err();
     assert_eq!(
-        err,
+        step(&mut v, Some(&mut x), 1),
         StepError::GroupOutOfRange {
             index: 0,
             group: 1,
@@ -542,24 +505,8 @@ fn groups_use_their_own_scalars() {
     step_tensors_with(
         SimdLevel::detect(),
         vec![
-            TensorMut {
-                param: &mut p0,
-                grad: &g,
-                exp_avg: &mut m0,
-                exp_avg_sq: &mut v0,
-                max_exp_avg_sq: None,
-                velocity: None,
-                group: 0,
-            },
-            TensorMut {
-                param: &mut p1,
-                grad: &g,
-                exp_avg: &mut m1,
-                exp_avg_sq: &mut v1,
-                max_exp_avg_sq: None,
-                velocity: None,
-                group: 1,
-            },
+            TensorMut::new(&mut p0, &g, State::new(&mut m0, &mut v0, None, None), 0),
+            TensorMut::new(&mut p1, &g, State::new(&mut m1, &mut v1, None, None), 1),
         ],
         &scalars,
     )
@@ -674,15 +621,17 @@ fn any_start_within_a_cache_line_gives_the_reference_result() {
                     unreachable!()
                 };
                 let r = state_offset..state_offset + n;
-                let views = vec![TensorMut {
-                    param: &mut p[offset..offset + n],
-                    grad: &g,
-                    exp_avg: &mut m[r.clone()],
-                    exp_avg_sq: &mut v[r.clone()],
-                    max_exp_avg_sq: Some(&mut x[r.clone()]),
-                    velocity: Some(&mut u[r]),
-                    group: 0,
-                }];
+                let views = vec![TensorMut::new(
+                    &mut p[offset..offset + n],
+                    &g,
+                    State::new(
+                        &mut m[r.clone()],
+                        &mut v[r.clone()],
+                        Some(&mut x[r.clone()]),
+                        Some(&mut u[r]),
+                    ),
+                    0,
+                )];
                 let scalars = [StepScalars::new(&cfg, t).unwrap()];
                 step_tensors_with(SimdLevel::detect(), views, &scalars).unwrap();
             }

@@ -15,21 +15,45 @@
 
 #![warn(missing_docs)]
 
-mod config;
-mod convert;
-mod element;
+// The modules form a one-way stack: each imports only modules declared above it
+// (rust/layers_tests.rs checks it from the sources), and the bindings sit on top.
+// One module to a comment, so that rustfmt keeps this order.
+
+// Numbers: the errors, the element types, their 16-bit storage and conversions.
 mod error;
-mod finite;
-mod kernel;
-mod multi;
-mod optimizer;
-mod scalars;
-mod simd;
+// The float types the kernels compute in.
+mod element;
+// 16-bit values converted inside the kernel loop.
+mod convert;
+// How a buffer is stored (holders), and runs of it widened and narrowed.
 mod storage;
+// The options of a group.
+mod config;
+// The one per-tensor buffer record.
+mod tensor;
+// The element loop, its coefficients and flags.
+mod kernel;
+// The per-step scalars, computed on the host, and the coefficients made from them.
+mod scalars;
+// The GPU kernel's per-step rows and pipeline constants, from those coefficients.
+mod uniform;
+// Run-time SIMD dispatch of the element loop.
+mod simd;
+// Pieces run through stack blocks (16-bit params, master copies).
+mod staged;
+// The threads of a step.
 mod team;
+// The multi-tensor planner.
+mod multi;
+// The non-finite guard over the gradients.
+mod finite;
+// The owning optimizer.
+mod optimizer;
 
 #[cfg(test)]
 mod kernel_tests;
+#[cfg(test)]
+mod layers_tests;
 #[cfg(test)]
 mod storage_tests;
 
@@ -42,19 +66,20 @@ mod python;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use config::{AdamConfig, Algorithm, BiasCorrection};
+pub use config::{AdamConfig, Algorithm, BiasCorrection, Choice, Fields};
 pub use convert::Store;
 pub use element::Float;
 pub use error::{ConfigError, StepError};
 pub use finite::{all_finite, all_finite_stored};
 pub use multi::{
-    grad_norm, step_mixed, step_mixed_with, step_tensors, step_tensors_with, MixedTensorMut,
-    TensorMut, CHUNK, SERIAL_MAX,
+    check_mixed, grad_norm, step_tensors, step_tensors_with, CheckedTensors, CHUNK, SERIAL_MAX,
 };
 pub use optimizer::{Adam, AdamState};
 pub use scalars::{Carry, Rule, StepScalars};
 pub use simd::SimdLevel;
-pub use storage::{Stored, StoredMut};
+pub use storage::{Split, Stored, StoredMut};
+pub use tensor::{Buffer, MixedTensorMut, State, Tensor, TensorMut};
+pub use uniform::{GpuStep, Pipeline, STEP_FIELDS, STEP_WORDS};
 
 /// The WGSL source of the GPU kernel (`shaders/adam.wgsl`), for running the
 /// same Adam step through WebGPU (`wgpu`). Its entry point is `adam_step`.

@@ -12,11 +12,15 @@ use std::sync::OnceLock;
 
 use crate::element::Float;
 use crate::error::StepError;
-use crate::kernel::Slices;
-use crate::scalars::{Coeffs, StepScalars};
-use crate::simd::{kernel_for, SimdLevel};
-use crate::storage::{run_staged, Kind, Stored, StoredMut};
+use crate::kernel::{Coeffs, Slices};
+use crate::scalars::StepScalars;
+use crate::simd::{fused_16bit_kernel, kernel_for, SimdLevel};
+use crate::staged::run_staged;
+use crate::storage::{Kind, Split, Stored, StoredMut};
 use crate::team::Team;
+#[cfg(doc)]
+use crate::tensor::TensorMut;
+use crate::tensor::{Buffer, MixedTensorMut};
 
 /// Elements per unit of parallel work: 32Ki elements keep the four f32
 /// streams of one unit (512 KiB) inside a core's L2 cache.
@@ -33,161 +37,86 @@ const MIN_UNIT: usize = 1 << 12;
 /// cache line of f32 times 16), so pieces start aligned when the tensor does.
 const CUT_ALIGN: usize = 256;
 
-/// The buffers of one tensor for one step, all stored as the compute type.
-/// `group` indexes the per-group [`StepScalars`] passed to [`step_tensors`].
-pub struct TensorMut<'a, T> {
-    /// The param, updated in place.
-    pub param: &'a mut [T],
-    /// Its gradient, as long as the param.
-    pub grad: &'a [T],
-    /// The first moment m.
-    pub exp_avg: &'a mut [T],
-    /// v for Adam; u, the infinity norm, for AdaMax.
-    pub exp_avg_sq: &'a mut [T],
-    /// AMSGrad's running max of `exp_avg_sq`; required when the group uses AMSGrad.
-    pub max_exp_avg_sq: Option<&'a mut [T]>,
-    /// The momentum velocity; required when the group uses momentum or Nesterov.
-    pub velocity: Option<&'a mut [T]>,
-    /// The index of its group's [`StepScalars`].
-    pub group: usize,
-}
-
-/// A tensor whose param, gradient or state may be stored in 16 bits
-/// (bfloat16 or float16) while the arithmetic runs in `T`. With a `master`
-/// copy the kernel updates the master and writes it, rounded, into `param`.
-pub struct MixedTensorMut<'a, T> {
-    /// The param, updated in place (rounded when stored in 16 bits).
-    pub param: StoredMut<'a, T>,
-    /// A full-precision master copy of a 16-bit param, stepped instead of it.
-    pub master: Option<&'a mut [T]>,
-    /// The gradient, as long as the param.
-    pub grad: Stored<'a, T>,
-    /// The first moment m.
-    pub exp_avg: StoredMut<'a, T>,
-    /// v for Adam; u, the infinity norm, for AdaMax.
-    pub exp_avg_sq: StoredMut<'a, T>,
-    /// AMSGrad's running max of `exp_avg_sq`; required when the group uses AMSGrad.
-    pub max_exp_avg_sq: Option<StoredMut<'a, T>>,
-    /// The momentum velocity; required when the group uses momentum or Nesterov.
-    pub velocity: Option<StoredMut<'a, T>>,
-    /// The index of its group's [`StepScalars`].
-    pub group: usize,
-}
-
-impl<'a, T> From<TensorMut<'a, T>> for MixedTensorMut<'a, T> {
-    fn from(t: TensorMut<'a, T>) -> Self {
-        MixedTensorMut {
-            param: StoredMut::Native(t.param),
-            master: None,
-            grad: Stored::Native(t.grad),
-            exp_avg: StoredMut::Native(t.exp_avg),
-            exp_avg_sq: StoredMut::Native(t.exp_avg_sq),
-            max_exp_avg_sq: t.max_exp_avg_sq.map(StoredMut::Native),
-            velocity: t.velocity.map(StoredMut::Native),
-            group: t.group,
-        }
-    }
-}
-
 /// One piece of one tensor: what a kernel call gets. `tensor` indexes the
-/// per-tensor coefficients. Buffers that are off are empty.
-pub(crate) struct Piece<'a, T> {
-    pub param: StoredMut<'a, T>,
-    pub master: &'a mut [T],
-    pub grad: Stored<'a, T>,
-    pub exp_avg: StoredMut<'a, T>,
-    pub exp_avg_sq: StoredMut<'a, T>,
-    pub max_exp_avg_sq: StoredMut<'a, T>,
-    pub velocity: StoredMut<'a, T>,
-    pub tensor: usize,
+/// per-tensor coefficients; `start` is the piece's first element in its tensor.
+struct Piece<'a, T> {
+    buffers: MixedTensorMut<'a, T>,
+    tensor: usize,
+    start: usize,
 }
 
 impl<'a, T> Piece<'a, T> {
-    pub(crate) fn len(&self) -> usize {
-        self.param.len()
-    }
-
-    /// How the fused kernel can run this piece: param and grad native, no
-    /// master copy, and every state buffer that is on stored alike.
-    fn fused_kind(&self) -> Option<Kind> {
-        let plain = matches!(
-            (&self.param, &self.grad),
-            (StoredMut::Native(_), Stored::Native(_))
-        );
-        if !plain || !self.master.is_empty() {
-            return None;
-        }
-        let kinds = [
-            &self.exp_avg,
-            &self.exp_avg_sq,
-            &self.max_exp_avg_sq,
-            &self.velocity,
-        ]
-        .into_iter()
-        .filter(|b| !b.is_empty())
-        .map(StoredMut::kind);
-        let mut kind = Kind::Native;
-        for (i, k) in kinds.enumerate() {
-            if i > 0 && k != kind {
-                return None;
-            }
-            kind = k;
-        }
-        Some(kind)
-    }
-
-    /// The kernel's view, with the state taken by `state` (which sees only
-    /// buffers of the kind [`Piece::fused_kind`] found, or empty ones).
-    fn into_slices<S>(self, state: fn(StoredMut<'a, T>) -> &'a mut [S]) -> Slices<'a, T, S> {
-        Slices {
-            param: self.param.into_native(),
-            grad: match self.grad {
-                Stored::Native(g) => g,
-                _ => &[],
-            },
-            exp_avg: state(self.exp_avg),
-            exp_avg_sq: state(self.exp_avg_sq),
-            max_exp_avg_sq: state(self.max_exp_avg_sq),
-            velocity: state(self.velocity),
-        }
+    fn len(&self) -> usize {
+        self.buffers.param.len()
     }
 
     fn split_at(self, mid: usize) -> (Self, Self) {
-        let (p0, p1) = self.param.split_at(mid);
-        let (w0, w1) = self.master.split_at_mut(mid.min(self.master.len()));
-        let (g0, g1) = self.grad.split_at(mid);
-        let (m0, m1) = self.exp_avg.split_at(mid);
-        let (v0, v1) = self.exp_avg_sq.split_at(mid);
-        let (x0, x1) = self.max_exp_avg_sq.split_at(mid);
-        let (u0, u1) = self.velocity.split_at(mid);
-        let tensor = self.tensor;
+        let (head, tail) = self.buffers.split_at(mid);
+        let (tensor, start) = (self.tensor, self.start);
         (
             Piece {
-                param: p0,
-                master: w0,
-                grad: g0,
-                exp_avg: m0,
-                exp_avg_sq: v0,
-                max_exp_avg_sq: x0,
-                velocity: u0,
+                buffers: head,
                 tensor,
+                start,
             },
             Piece {
-                param: p1,
-                master: w1,
-                grad: g1,
-                exp_avg: m1,
-                exp_avg_sq: v1,
-                max_exp_avg_sq: x1,
-                velocity: u1,
+                buffers: tail,
                 tensor,
+                start: start + mid,
             },
         )
     }
+
+    /// How the fused kernel can run this piece: param and grad native, no
+    /// master copy, and every state buffer stored alike.
+    fn fused_kind(&self) -> Option<Kind> {
+        let b = &self.buffers;
+        let plain = matches!(
+            (&b.param, &b.grad),
+            (StoredMut::Native(_), Stored::Native(_))
+        );
+        if !plain || b.master_param.is_some() {
+            return None;
+        }
+        let mut kinds = b.state.buffers().map(|(_, s)| s.kind());
+        let first = kinds.next().unwrap_or(Kind::Native);
+        kinds.all(|k| k == first).then_some(first)
+    }
+
+    /// The kernel's view, with the state taken by `state` (which sees only
+    /// buffers of the kind [`Piece::fused_kind`] found); buffers that are off are empty.
+    fn into_slices<S>(self, state: fn(StoredMut<'a, T>) -> &'a mut [S]) -> Slices<'a, T, S> {
+        let b = self.buffers;
+        let s = b.state;
+        Slices {
+            param: b.param.into_native(),
+            grad: match b.grad {
+                Stored::Native(g) => g,
+                _ => &[],
+            },
+            exp_avg: state(s.exp_avg),
+            exp_avg_sq: state(s.exp_avg_sq),
+            max_exp_avg_sq: s.max_exp_avg_sq.map_or_else(Default::default, state),
+            velocity: s.velocity.map_or_else(Default::default, state),
+        }
+    }
 }
 
-/// Check that every buffer fits its param and its group, before anything is written.
-fn check<T>(tensors: &[MixedTensorMut<'_, T>], groups: &[StepScalars]) -> Result<(), StepError> {
+/// Tensors that [`check_mixed`] found to fit their params and groups, ready
+/// to step with nothing left to check.
+pub struct CheckedTensors<'a, 'g, T> {
+    tensors: Vec<MixedTensorMut<'a, T>>,
+    groups: &'g [StepScalars],
+}
+
+/// Check that every buffer fits its param and its group, writing nothing: what
+/// [`step_tensors`] does before it writes. A caller that steps several lists
+/// (float32 and float64 tensors, say) checks them all before stepping any, so
+/// that an error in one leaves the others unwritten too.
+pub fn check_mixed<'a, 'g, T>(
+    tensors: Vec<MixedTensorMut<'a, T>>,
+    groups: &'g [StepScalars],
+) -> Result<CheckedTensors<'a, 'g, T>, StepError> {
     for (index, t) in tensors.iter().enumerate() {
         let expected = t.param.len();
         let scalars = groups.get(t.group).ok_or(StepError::GroupOutOfRange {
@@ -195,34 +124,49 @@ fn check<T>(tensors: &[MixedTensorMut<'_, T>], groups: &[StepScalars]) -> Result
             group: t.group,
             groups: groups.len(),
         })?;
-        let optional = |buffer: &Option<StoredMut<'_, T>>, needed: bool, name| match buffer {
-            Some(b) => Some((name, b.len())),
-            None if needed => Some((name, usize::MAX)),
-            None => None,
-        };
-        let lengths = [
-            Some(("grad", t.grad.len())),
-            Some(("exp_avg", t.exp_avg.len())),
-            Some(("exp_avg_sq", t.exp_avg_sq.len())),
-            t.master.as_ref().map(|m| ("master", m.len())),
-            optional(&t.max_exp_avg_sq, scalars.amsgrad, "max_exp_avg_sq"),
-            optional(&t.velocity, scalars.velocity, "velocity"),
-        ];
-        for (buffer, got) in lengths.into_iter().flatten() {
-            if got == usize::MAX {
+        let state = &t.state;
+        for (needed, present, buffer) in [
+            (
+                scalars.amsgrad,
+                state.max_exp_avg_sq.is_some(),
+                Buffer::MaxExpAvgSq,
+            ),
+            (scalars.velocity, state.velocity.is_some(), Buffer::Velocity),
+        ] {
+            if needed && !present {
+                let buffer = buffer.name();
                 return Err(StepError::MissingBuffer { index, buffer });
             }
+        }
+        if matches!(t.master_param, Some(StoredMut::Bf16(_) | StoredMut::F16(_))) {
+            return Err(StepError::MasterNotNative { index });
+        }
+        let others = t.written().filter(|(b, _)| *b != Buffer::Param);
+        let written = others.map(|(b, w)| (b, w.len()));
+        for (buffer, got) in std::iter::once((Buffer::Grad, t.grad.len())).chain(written) {
             if got != expected {
                 return Err(StepError::LengthMismatch {
                     index,
-                    buffer,
+                    buffer: buffer.name(),
                     expected,
                     got,
                 });
             }
         }
     }
-    Ok(())
+    Ok(CheckedTensors { tensors, groups })
+}
+
+impl<'a, T: Float> CheckedTensors<'a, '_, T> {
+    /// The tensors, to read (their grads, say) before they are stepped.
+    pub fn tensors(&self) -> &[MixedTensorMut<'a, T>] {
+        &self.tensors
+    }
+
+    /// Step them at the detected SIMD level.
+    pub fn step(self) {
+        run_checked(SimdLevel::detect(), self);
+    }
 }
 
 /// Sum of squares in f64 in a fixed order: eight interleaved partial sums
@@ -285,7 +229,7 @@ fn run_piece<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, 
     // vector access would straddle two lines. A short head run up to the
     // param's first line boundary aligns the rest (and every buffer that
     // shares the param's offset, as NumPy's allocations do).
-    let head = piece.param.to_line_boundary();
+    let head = piece.buffers.param.to_line_boundary();
     if head > 0 && head < piece.len() {
         let (head, rest) = piece.split_at(head);
         run_aligned(level, coeffs, head);
@@ -304,15 +248,15 @@ fn run_aligned<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_
         Some(Kind::Native) => {
             kernel_for::<T, T>(level, c)(c, piece.into_slices(StoredMut::into_native))
         }
-        Some(Kind::Bf16) => match T::bf16_state_kernel(level, c) {
+        Some(Kind::Bf16) => match fused_16bit_kernel(level, c) {
             Some(kernel) => kernel(c, piece.into_slices(StoredMut::into_bf16)),
-            None => run_staged(kernel_for(level, c), c, piece),
+            None => run_staged(kernel_for(level, c), c, piece.buffers),
         },
-        Some(Kind::F16) => match T::f16_state_kernel(level, c) {
+        Some(Kind::F16) => match fused_16bit_kernel(level, c) {
             Some(kernel) => kernel(c, piece.into_slices(StoredMut::into_f16)),
-            None => run_staged(kernel_for(level, c), c, piece),
+            None => run_staged(kernel_for(level, c), c, piece.buffers),
         },
-        None => run_staged(kernel_for(level, c), c, piece),
+        None => run_staged(kernel_for(level, c), c, piece.buffers),
     }
 }
 
@@ -358,41 +302,33 @@ fn plan<'a, T>(pieces: impl Iterator<Item = Piece<'a, T>>, chunk: usize) -> Vec<
 }
 
 /// One step over many tensors at the detected SIMD level, on the calling
-/// thread and its helpers (the current rayon pool when called on one). `groups[i]` holds the scalars of group `i`.
-pub fn step_tensors<T: Float>(
-    tensors: Vec<TensorMut<'_, T>>,
+/// thread and its helpers (the current rayon pool when called on one).
+/// `groups[i]` holds the scalars of group `i`. The tensors are [`TensorMut`]s
+/// (every buffer stored as `T`) or [`MixedTensorMut`]s (some in 16 bits).
+pub fn step_tensors<'a, T: Float>(
+    tensors: Vec<impl Into<MixedTensorMut<'a, T>>>,
     groups: &[StepScalars],
 ) -> Result<(), StepError> {
     step_tensors_with(SimdLevel::detect(), tensors, groups)
 }
 
 /// [`step_tensors`] at a chosen SIMD level (an error if this CPU lacks it).
-pub fn step_tensors_with<T: Float>(
+pub fn step_tensors_with<'a, T: Float>(
     level: SimdLevel,
-    tensors: Vec<TensorMut<'_, T>>,
-    groups: &[StepScalars],
-) -> Result<(), StepError> {
-    step_mixed_with(level, tensors.into_iter().map(Into::into).collect(), groups)
-}
-
-/// One step over tensors that may be stored in 16 bits, at the detected SIMD level.
-pub fn step_mixed<T: Float>(
-    tensors: Vec<MixedTensorMut<'_, T>>,
-    groups: &[StepScalars],
-) -> Result<(), StepError> {
-    step_mixed_with(SimdLevel::detect(), tensors, groups)
-}
-
-/// [`step_mixed`] at a chosen SIMD level (an error if this CPU lacks it).
-pub fn step_mixed_with<T: Float>(
-    level: SimdLevel,
-    tensors: Vec<MixedTensorMut<'_, T>>,
+    tensors: Vec<impl Into<MixedTensorMut<'a, T>>>,
     groups: &[StepScalars],
 ) -> Result<(), StepError> {
     if !level.is_supported() {
         return Err(StepError::UnsupportedSimd(level.name()));
     }
-    check(&tensors, groups)?;
+    let tensors = tensors.into_iter().map(Into::into).collect();
+    run_checked(level, check_mixed(tensors, groups)?);
+    Ok(())
+}
+
+/// One step over checked tensors, at a level this CPU supports.
+fn run_checked<T: Float>(level: SimdLevel, checked: CheckedTensors<'_, '_, T>) {
+    let CheckedTensors { tensors, groups } = checked;
     let coeffs: Vec<Coeffs<T>> = tensors
         .iter()
         .map(|t| {
@@ -406,16 +342,14 @@ pub fn step_mixed_with<T: Float>(
         })
         .collect();
     let total: usize = tensors.iter().map(|t| t.param.len()).sum();
-    let pieces = tensors.into_iter().enumerate().map(|(tensor, t)| Piece {
-        param: t.param,
-        master: t.master.unwrap_or_default(),
-        grad: t.grad,
-        exp_avg: t.exp_avg,
-        exp_avg_sq: t.exp_avg_sq,
-        max_exp_avg_sq: t.max_exp_avg_sq.unwrap_or_default(),
-        velocity: t.velocity.unwrap_or_default(),
-        tensor,
-    });
+    let pieces = tensors
+        .into_iter()
+        .enumerate()
+        .map(|(tensor, buffers)| Piece {
+            buffers,
+            tensor,
+            start: 0,
+        });
     // Small steps never ask for the helpers (that costs a lock and a getpid).
     let team = (total > SERIAL_MAX).then(Team::current);
     let threads = team.map_or(1, Team::threads);
@@ -430,5 +364,4 @@ pub fn step_mixed_with<T: Float>(
         }
         _ => pieces.for_each(|piece| run_piece(level, &coeffs, piece)),
     }
-    Ok(())
 }

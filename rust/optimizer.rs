@@ -3,21 +3,13 @@
 use crate::config::AdamConfig;
 use crate::element::Float;
 use crate::error::{ConfigError, StepError};
-use crate::multi::{step_tensors, TensorMut};
+use crate::multi::step_tensors;
 use crate::scalars::StepScalars;
+use crate::tensor::{State, Tensor};
 
-/// The moments of one tensor.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AdamState<T> {
-    /// The first moment m.
-    pub exp_avg: Vec<T>,
-    /// The second moment v (AdaMax: the infinity norm u).
-    pub exp_avg_sq: Vec<T>,
-    /// Present when AMSGrad is on.
-    pub max_exp_avg_sq: Option<Vec<T>>,
-    /// Present when momentum (or Nesterov) is on.
-    pub velocity: Option<Vec<T>>,
-}
+/// The moments of one tensor (`max_exp_avg_sq` present when AMSGrad is on,
+/// `velocity` when momentum or Nesterov is).
+pub type AdamState<T> = State<Vec<T>>;
 
 /// Adam over a fixed list of tensors, one parameter group.
 ///
@@ -44,7 +36,7 @@ impl<T: Float> Adam<T> {
         config.validate()?;
         let state = sizes
             .iter()
-            .map(|&n| AdamState {
+            .map(|&n| State {
                 exp_avg: vec![T::ZERO; n],
                 exp_avg_sq: vec![T::ZERO; n],
                 max_exp_avg_sq: config.amsgrad.then(|| vec![T::ZERO; n]),
@@ -91,7 +83,6 @@ impl<T: Float> Adam<T> {
         Ok(())
     }
 
-    /// Steps taken so far.
     /// The number of steps taken.
     pub fn step_count(&self) -> u64 {
         self.step
@@ -120,13 +111,11 @@ impl<T: Float> Adam<T> {
             .iter_mut()
             .zip(grads)
             .zip(self.state.iter_mut())
-            .map(|((param, grad), s)| TensorMut {
+            .map(|((param, grad), s)| Tensor {
                 param: &mut param[..],
-                grad,
-                exp_avg: &mut s.exp_avg,
-                exp_avg_sq: &mut s.exp_avg_sq,
-                max_exp_avg_sq: s.max_exp_avg_sq.as_deref_mut(),
-                velocity: s.velocity.as_deref_mut(),
+                grad: &grad[..],
+                master_param: None,
+                state: s.as_mut().map(|_, v| &mut v[..]),
                 group: 0,
             })
             .collect();

@@ -6,7 +6,7 @@
 use crate::config::{AdamConfig, Algorithm, BiasCorrection};
 use crate::element::Float;
 use crate::error::StepError;
-use crate::kernel::flags;
+use crate::kernel::{flags, Coeffs};
 
 /// What one step of one parameter group needs, in f64.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,6 +63,18 @@ pub enum Rule {
     NAdam,
     /// `m` alone: RAdam while its rectification is undefined.
     Unadapted,
+}
+
+impl Rule {
+    /// The rule's name: `"adam"`, `"adamax"`, `"nadam"` or `"unadapted"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rule::Adam => "adam",
+            Rule::Adamax => "adamax",
+            Rule::NAdam => "nadam",
+            Rule::Unadapted => "unadapted",
+        }
+    }
 }
 
 /// What a variant carries on the host from step to step: NAdam's running
@@ -248,28 +260,6 @@ impl StepScalars {
             variant,
         }
     }
-}
-
-/// [`StepScalars`] rounded to the element type: what the kernel reads.
-#[derive(Clone, Copy, Debug)]
-pub struct Coeffs<T> {
-    pub step_size: T,
-    pub inv_bias_correction2_sqrt: T,
-    pub one_minus_beta1: T,
-    pub beta2: T,
-    pub one_minus_beta2: T,
-    pub eps: T,
-    pub l2: T,
-    pub decay: T,
-    /// -1 to maximize (an exact multiplication) times the norm-clipping factor.
-    pub grad_mul: T,
-    /// Raw gradients are clamped to +-clip (infinite when clipping is off).
-    pub clip: T,
-    pub nadam_grad: T,
-    pub momentum_keep: T,
-    pub momentum_step: T,
-    /// The kernel variant: a set of [`flags`].
-    pub variant: u32,
 }
 
 #[cfg(test)]

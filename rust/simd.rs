@@ -3,12 +3,12 @@
 //! and the best level the CPU supports is chosen once, at run time. The
 //! crate itself is built for the baseline ISA.
 
+use std::any::Any;
 use std::sync::OnceLock;
 
 use crate::convert::Store;
 use crate::element::Float;
-use crate::kernel::{flags, update, Slices};
-use crate::scalars::Coeffs;
+use crate::kernel::{flags, update, Coeffs, Slices};
 
 /// An instruction set the kernels are compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -175,4 +175,20 @@ pub(crate) fn kernel_for<T: Float, S: Store<T>>(
         UNADAPTED | M,
         UNADAPTED | L2 | M
     )
+}
+
+/// The kernel that reads and writes `S`-stored state (bfloat16 or float16) in
+/// its loop, for compute type `T`, where there is one: f32 has branch-free
+/// conversions to and from both (`convert.rs`); other types stage 16-bit
+/// state through blocks instead. Whether `T` is f32 is decided when this is
+/// compiled (the downcast is of a type, not a value), so it costs nothing.
+pub(crate) fn fused_16bit_kernel<T: Float, S: Store<f32>>(
+    level: SimdLevel,
+    coeffs: &Coeffs<T>,
+) -> Option<KernelFn<T, S>> {
+    let coeffs: &Coeffs<f32> = (coeffs as &dyn Any).downcast_ref()?;
+    let kernel: KernelFn<f32, S> = kernel_for(level, coeffs);
+    (&kernel as &dyn Any)
+        .downcast_ref::<KernelFn<T, S>>()
+        .copied()
 }

@@ -1,22 +1,12 @@
-//! Reduced-precision storage: tensors kept as bfloat16 or float16 and
-//! computed in f32.
-//!
-//! The kernel itself only sees f32. A piece whose buffers are stored in a
-//! 16-bit type is processed in blocks of [`BLOCK`] elements: each block is
-//! widened into f32 buffers on the stack, stepped, and rounded back to nearest
-//! even (the `half` crate's conversions, which use F16C where the CPU has it).
-//! Rounding is exact IEEE, so the result does not depend on the SIMD level.
+//! How a buffer is stored: as the compute type, or as bfloat16 or float16
+//! (computed in the compute type), and the conversions of a run of it to and
+//! from the compute type: widening is exact, narrowing rounds to nearest even
+//! (the `half` crate's conversions, which use F16C where the CPU has it), so
+//! the result does not depend on the SIMD level.
 
 use half::{bf16, f16};
 
 use crate::element::Float;
-use crate::kernel::Slices;
-use crate::multi::Piece;
-use crate::scalars::Coeffs;
-use crate::simd::KernelFn;
-
-/// Elements per staged block: six f32 buffers of this size fit in L1.
-pub(crate) const BLOCK: usize = 256;
 
 /// A mutable buffer as it is stored.
 pub enum StoredMut<'a, T> {
@@ -90,20 +80,6 @@ impl<'a, T> StoredMut<'a, T> {
         }
     }
 
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            StoredMut::Native(s) => s.len(),
-            StoredMut::Bf16(s) => s.len(),
-            StoredMut::F16(s) => s.len(),
-        }
-    }
-
-    /// No elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// [`to_line_boundary`] of the buffer, whatever it is stored as.
     pub(crate) fn to_line_boundary(&self) -> usize {
         match self {
@@ -112,58 +88,69 @@ impl<'a, T> StoredMut<'a, T> {
             StoredMut::F16(s) => to_line_boundary(s),
         }
     }
+}
 
-    /// Split like `split_at_mut`, clamping `mid` to the length (empty buffers stay empty).
-    pub(crate) fn split_at(self, mid: usize) -> (Self, Self) {
-        match self {
-            StoredMut::Native(s) => {
-                let (a, b) = s.split_at_mut(mid.min(s.len()));
-                (StoredMut::Native(a), StoredMut::Native(b))
-            }
-            StoredMut::Bf16(s) => {
-                let (a, b) = s.split_at_mut(mid.min(s.len()));
-                (StoredMut::Bf16(a), StoredMut::Bf16(b))
-            }
-            StoredMut::F16(s) => {
-                let (a, b) = s.split_at_mut(mid.min(s.len()));
-                (StoredMut::F16(a), StoredMut::F16(b))
-            }
-        }
+/// What holds a buffer that can be cut in two at an element, as slices can.
+pub trait Split: Sized {
+    /// The elements before `mid`, and the rest (`mid` at most the length).
+    fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+impl<T> Split for &mut [T] {
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        self.split_at_mut(mid)
     }
 }
 
-impl<'a, T> Stored<'a, T> {
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            Stored::Native(s) => s.len(),
-            Stored::Bf16(s) => s.len(),
-            Stored::F16(s) => s.len(),
-        }
-    }
-
-    /// No elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub(crate) fn split_at(self, mid: usize) -> (Self, Self) {
-        match self {
-            Stored::Native(s) => {
-                let (a, b) = s.split_at(mid);
-                (Stored::Native(a), Stored::Native(b))
-            }
-            Stored::Bf16(s) => {
-                let (a, b) = s.split_at(mid);
-                (Stored::Bf16(a), Stored::Bf16(b))
-            }
-            Stored::F16(s) => {
-                let (a, b) = s.split_at(mid);
-                (Stored::F16(a), Stored::F16(b))
-            }
-        }
+impl<T> Split for &[T] {
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        <[T]>::split_at(self, mid)
     }
 }
+
+/// The length and the split of a holder ([`StoredMut`], [`Stored`]), whatever
+/// its variant holds.
+macro_rules! holder {
+    ($holder:ident) => {
+        impl<T> $holder<'_, T> {
+            /// The number of elements.
+            pub fn len(&self) -> usize {
+                match self {
+                    $holder::Native(s) => s.len(),
+                    $holder::Bf16(s) => s.len(),
+                    $holder::F16(s) => s.len(),
+                }
+            }
+
+            /// No elements.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+
+        impl<T> Split for $holder<'_, T> {
+            fn split_at(self, mid: usize) -> (Self, Self) {
+                match self {
+                    $holder::Native(s) => {
+                        let (a, b) = Split::split_at(s, mid);
+                        ($holder::Native(a), $holder::Native(b))
+                    }
+                    $holder::Bf16(s) => {
+                        let (a, b) = Split::split_at(s, mid);
+                        ($holder::Bf16(a), $holder::Bf16(b))
+                    }
+                    $holder::F16(s) => {
+                        let (a, b) = Split::split_at(s, mid);
+                        ($holder::F16(a), $holder::F16(b))
+                    }
+                }
+            }
+        }
+    };
+}
+
+holder!(StoredMut);
+holder!(Stored);
 
 impl<'a, T> Default for StoredMut<'a, T> {
     fn default() -> Self {
@@ -172,7 +159,7 @@ impl<'a, T> Default for StoredMut<'a, T> {
 }
 
 /// Widen `src[start..start + dst.len()]` into `dst`.
-fn load<T: Float>(src: &StoredMut<'_, T>, start: usize, dst: &mut [T]) {
+pub(crate) fn load<T: Float>(src: &StoredMut<'_, T>, start: usize, dst: &mut [T]) {
     if dst.is_empty() {
         return; // a buffer that is off
     }
@@ -184,7 +171,8 @@ fn load<T: Float>(src: &StoredMut<'_, T>, start: usize, dst: &mut [T]) {
     }
 }
 
-fn load_grad<T: Float>(src: &Stored<'_, T>, start: usize, dst: &mut [T]) {
+/// Widen `src[start..start + dst.len()]` into `dst`.
+pub(crate) fn load_grad<T: Float>(src: &Stored<'_, T>, start: usize, dst: &mut [T]) {
     let end = start + dst.len();
     match src {
         Stored::Native(s) => dst.copy_from_slice(&s[start..end]),
@@ -194,7 +182,7 @@ fn load_grad<T: Float>(src: &Stored<'_, T>, start: usize, dst: &mut [T]) {
 }
 
 /// Round `src` back into `dst[start..]`, to nearest even.
-fn store<T: Float>(src: &[T], dst: &mut StoredMut<'_, T>, start: usize) {
+pub(crate) fn store<T: Float>(src: &[T], dst: &mut StoredMut<'_, T>, start: usize) {
     if src.is_empty() {
         return; // a buffer that is off
     }
@@ -203,59 +191,6 @@ fn store<T: Float>(src: &[T], dst: &mut StoredMut<'_, T>, start: usize) {
         StoredMut::Native(d) => d[start..end].copy_from_slice(src),
         StoredMut::Bf16(d) => T::narrow_bf16(src, &mut d[start..end]),
         StoredMut::F16(d) => T::narrow_f16(src, &mut d[start..end]),
-    }
-}
-
-/// Run `kernel` over a piece with 16-bit buffers, a block at a time.
-///
-/// Every buffer of the block is widened into a stack buffer (native ones are
-/// copied too: simpler, and cheap next to the conversions), stepped, and
-/// written back. With a master copy, the master is what the kernel updates and
-/// the param receives it rounded.
-pub(crate) fn run_staged<T: Float>(kernel: KernelFn<T>, c: &Coeffs<T>, mut piece: Piece<'_, T>) {
-    let n = piece.len();
-    let amsgrad = !piece.max_exp_avg_sq.is_empty();
-    let momentum = !piece.velocity.is_empty();
-    let mut bufs = [[T::ZERO; BLOCK]; 6];
-    let mut start = 0;
-    while start < n {
-        let len = BLOCK.min(n - start);
-        let [p, g, m, v, x, u] = &mut bufs;
-        let (p, g, m, v) = (&mut p[..len], &mut g[..len], &mut m[..len], &mut v[..len]);
-        let x = &mut x[..if amsgrad { len } else { 0 }];
-        let u = &mut u[..if momentum { len } else { 0 }];
-        let master = if piece.master.is_empty() {
-            load(&piece.param, start, p);
-            None
-        } else {
-            Some(&mut piece.master[start..start + len])
-        };
-        load_grad(&piece.grad, start, g);
-        load(&piece.exp_avg, start, m);
-        load(&piece.exp_avg_sq, start, v);
-        load(&piece.max_exp_avg_sq, start, x);
-        load(&piece.velocity, start, u);
-        let param: &mut [T] = match master {
-            Some(w) => w,
-            None => p,
-        };
-        kernel(
-            c,
-            Slices {
-                param: &mut *param,
-                grad: g,
-                exp_avg: m,
-                exp_avg_sq: v,
-                max_exp_avg_sq: x,
-                velocity: u,
-            },
-        );
-        store(param, &mut piece.param, start);
-        store(m, &mut piece.exp_avg, start);
-        store(v, &mut piece.exp_avg_sq, start);
-        store(x, &mut piece.max_exp_avg_sq, start);
-        store(u, &mut piece.velocity, start);
-        start += len;
     }
 }
 

@@ -5,7 +5,8 @@ use half::{bf16, f16};
 
 use crate::kernel_tests::{run, Owned, Rng};
 use crate::{
-    step_mixed_with, AdamConfig, MixedTensorMut, SimdLevel, StepScalars, Stored, StoredMut, CHUNK,
+    step_tensors_with, AdamConfig, MixedTensorMut, SimdLevel, State, StepScalars, Stored,
+    StoredMut, CHUNK,
 };
 
 /// One tensor stored in 16 bits: bfloat16 moments, float16 param with an f32 master.
@@ -21,15 +22,17 @@ fn run_half(level: SimdLevel, cfg: &AdamConfig, t: u64, h: &mut Half, g: &[f16])
     let scalars = [StepScalars::new(cfg, t).unwrap()];
     let tensor = MixedTensorMut {
         param: StoredMut::F16(&mut h.param),
-        master: Some(&mut h.master),
         grad: Stored::F16(g),
-        exp_avg: StoredMut::Bf16(&mut h.m),
-        exp_avg_sq: StoredMut::Bf16(&mut h.v),
-        max_exp_avg_sq: Some(StoredMut::Bf16(&mut h.x)),
-        velocity: None,
+        master_param: Some(StoredMut::Native(&mut h.master)),
+        state: State {
+            exp_avg: StoredMut::Bf16(&mut h.m),
+            exp_avg_sq: StoredMut::Bf16(&mut h.v),
+            max_exp_avg_sq: Some(StoredMut::Bf16(&mut h.x)),
+            velocity: None,
+        },
         group: 0,
     };
-    step_mixed_with(level, vec![tensor], &scalars).unwrap();
+    step_tensors_with(level, vec![tensor], &scalars).unwrap();
 }
 
 #[test]
@@ -170,15 +173,17 @@ fn fused_state_matches_staged<S: Copy + PartialEq + std::fmt::Debug>(
                 };
                 let tensor = MixedTensorMut {
                     param: StoredMut::Native(&mut p),
-                    master: staged.then_some(&mut master[..]),
                     grad: Stored::Native(g),
-                    exp_avg: wrap(m),
-                    exp_avg_sq: wrap(v),
-                    max_exp_avg_sq: Some(wrap(x)),
-                    velocity: Some(wrap(u)),
+                    master_param: staged.then_some(StoredMut::Native(&mut master[..])),
+                    state: State {
+                        exp_avg: wrap(m),
+                        exp_avg_sq: wrap(v),
+                        max_exp_avg_sq: Some(wrap(x)),
+                        velocity: Some(wrap(u)),
+                    },
                     group: 0,
                 };
-                step_mixed_with(level, vec![tensor], &scalars).unwrap();
+                step_tensors_with(level, vec![tensor], &scalars).unwrap();
             }
             results.push((level, staged, p, state));
         }

@@ -68,18 +68,30 @@ def snapshot(opt) -> dict[str, Any]:
 
 
 def assert_unchanged(opt, before: dict[str, Any]) -> None:
+    """Params and state byte for byte (NaN payloads and signed zeros included),
+    the step count and the groups' options, as ``before`` (a :func:`snapshot`)."""
     after = snapshot(opt)
     assert after["step"] == before["step"]
     assert len(after["params"]) == len(before["params"])
     for a, b in zip(after["params"], before["params"]):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)
+        assert a.tobytes() == b.tobytes()
     assert after["state"].keys() == before["state"].keys()
     for key in before["state"]:
         assert after["state"][key].keys() == before["state"][key].keys()
         for name in before["state"][key]:
-            np.testing.assert_array_equal(after["state"][key][name], before["state"][key][name])
-    assert after["groups"] == before["groups"]
+            a, b = after["state"][key][name], before["state"][key][name]
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert len(after["groups"]) == len(before["groups"])
+    for a, b in zip(after["groups"], before["groups"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], np.ndarray) or isinstance(b[key], np.ndarray):
+                assert np.array_equal(a[key], b[key]), key  # e.g. betas set to an array
+            else:
+                assert a[key] is b[key] or a[key] == b[key], key
 
 
 def raises_named(exc_type, *names: str):

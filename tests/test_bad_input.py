@@ -367,3 +367,182 @@ def test_bad_nested_grads_for_groups(grads, exc, names):
     assert_unchanged(opt, before)
     opt.step([[np.ones(2), np.ones(3)], [np.ones(4)]])
     assert opt.step_count == 1
+
+
+# -- issue 12: a failed step writes nothing, and its message names the right tensor
+
+
+@pytest.mark.parametrize("structure", ["list", "dict"])
+def test_a_resized_param_fails_before_any_tensor_is_written(structure):
+    # The issue's reproduction: a float32 and a float64 param, b resized after a
+    # step. The float32 tensor was updated before the float64 one's check failed,
+    # and the message said "tensor 0" for params[1].
+    a, b = np.ones(4, np.float32), np.ones(4)
+    params = [a, b] if structure == "list" else {"a": a, "b": b}
+    label = "[1]" if structure == "list" else "['b']"
+    opt = radam.Adam(params)
+
+    def grads(n):
+        g = [np.ones(4, np.float32), np.ones(n)]
+        return g if structure == "list" else dict(zip("ab", g))
+
+    opt.step(grads(4))
+    b.resize(5, refcheck=False)
+    before = snapshot(opt)
+    with raises_named(ValueError, f"params{label} has 5", f"state{label}['exp_avg'] has 4"):
+        opt.step(grads(5))
+    assert_unchanged(opt, before)
+    b.resize(4, refcheck=False)
+    opt.step(grads(4))
+    assert opt.step_count == 2
+
+
+def test_every_check_of_both_dtypes_runs_before_either_is_written():
+    # A bad grad in the float64 list (stepped second) and one in the float32
+    # list (stepped first): neither list is written, whichever fails.
+    for bad in (0, 1):
+        fx = Fixture(1)
+        before = snapshot(fx.opt)
+        grads = fx.grads()
+        grads[bad] = grads[bad].reshape(-1)[:-1]
+        with raises_named(ValueError, f"grads[{bad}]", "shape"):
+            fx.opt.step(grads)
+        assert_unchanged(fx.opt, before)
+        fx.check_still_works()
+
+
+# -- issue 12, item 9: small ones, each a clear error naming the argument
+
+
+def test_a_generator_of_params_is_consumed_once():
+    arrays = [np.ones(3), np.ones(2)]
+    opt = radam.Adam(a for a in arrays)
+    opt.step([np.ones(3), np.ones(2)])
+    ref = radam.Adam([np.ones(3), np.ones(2)])
+    ref.step([np.ones(3), np.ones(2)])
+    for p, r in zip(arrays, ref.param_groups[0]["params"]):
+        assert p.tobytes() == r.tobytes()
+    # and a generator of groups, and of a group's params
+    opt = radam.Adam({"params": (a for a in arrays), "lr": 0.1} for _ in range(1))
+    assert len(opt.param_groups[0]["params"]) == 2
+
+
+@pytest.mark.parametrize("grad_scale", [1e-39, 1e39, 2.0**-127, float("inf"), 0.0])
+def test_grad_scale_whose_inverse_is_not_a_normal_float32_is_refused(grad_scale):
+    p = np.ones(3, np.float32)
+    with raises_named(ValueError, "grad_scale"):
+        radam.Adam([p], grad_scale=grad_scale)
+    with raises_named(ValueError, "params[0]", "grad_scale"):
+        radam.Adam([{"params": [p], "grad_scale": grad_scale}])
+    _refused_when_set_on_a_group({"grad_scale": grad_scale}, ValueError, "grad_scale")
+    assert p.tobytes() == np.ones(3, np.float32).tobytes()
+
+
+def _refused_when_set_on_a_group(options, exc, *names):
+    """Set ``options`` on a stepped optimizer's group: the next step raises
+    naming the group and ``names``, and changes nothing."""
+    fx = Fixture(2)
+    fx.opt.param_groups[0].update(options)
+    before = snapshot(fx.opt)
+    with raises_named(exc, "param_groups[0]", *names):
+        fx.opt.step(fx.grads())
+    assert_unchanged(fx.opt, before)
+
+
+@pytest.mark.parametrize("grad_scale", [2.0**-126, 2.0**126])
+def test_grad_scale_at_the_ends_of_its_range_steps_finite(grad_scale):
+    p = np.ones(3, np.float32)
+    opt = radam.Adam([p], lr=0.1, grad_scale=grad_scale)
+    opt.step([np.full(3, grad_scale, np.float32)])  # a gradient of 1, loss-scaled
+    np.testing.assert_allclose(p, 0.9, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "bad, exc, names",
+    [
+        ({"lr": 10**400}, ValueError, ["lr", "too large"]),
+        ({"eps": -(10**400)}, ValueError, ["eps", "too large"]),
+        ({"betas": {0.9, 0.99}}, TypeError, ["betas", "pair"]),
+        ({"betas": {0: 0.9, 1: 0.99}}, TypeError, ["betas", "pair"]),
+        ({"betas": "ab"}, TypeError, ["betas", "pair"]),
+        ({"betas": np.array([[0.9, 0.99]])}, TypeError, ["betas", "pair"]),
+    ],
+    ids=["huge-lr", "huge-eps", "betas-set", "betas-dict", "betas-str", "betas-2d"],
+)
+def test_unclear_values_get_clear_errors(bad, exc, names):
+    p = np.ones(3)
+    with raises_named(exc, *names):
+        radam.Adam([p], **bad)
+    with raises_named(exc, "params[0]", *names):
+        radam.Adam([{"params": [p], **bad}])
+    _refused_when_set_on_a_group(bad, exc, *names)
+
+
+def test_betas_set_to_an_array_after_steps_are_used():
+    # The option cache compared the old tuple with the array: "truth value of an
+    # array is ambiguous". An array of two betas is a pair like any other.
+    fx = Fixture(2)
+    fx.opt.param_groups[0]["betas"] = np.array([0.5, 0.9])
+    for o in fx.ref.options:
+        o.betas = (0.5, 0.9)
+    fx.check_still_works()
+
+
+def test_param_groups_that_are_not_dicts_or_were_replaced_are_refused():
+    fx = Fixture(1)
+    before = snapshot(fx.opt)
+    groups = fx.opt.param_groups
+    group = groups[0]
+    groups[0] = [1, 2]
+    with raises_named(TypeError, "param_groups[0]", "dict"):
+        fx.opt.step(fx.grads())
+    groups[0] = group
+    groups.append({"params": [np.ones(2)], "lr": 0.1})
+    with raises_named(ValueError, "param_groups", "added or removed"):
+        fx.opt.step(fx.grads())
+    groups.pop()
+    group["params"] = [np.ones(5), np.ones((2, 3), np.float32)]  # new arrays
+    with raises_named(ValueError, "param_groups[0]['params']", "replaced"):
+        fx.opt.step(fx.grads())
+    group["params"] = fx.opt._group_params[0]
+    assert_unchanged(fx.opt, before)
+    with raises_named(TypeError, "'params'", "cannot be changed"):
+        group["params"][0] = np.ones(5)
+    with raises_named(TypeError, "'params'", "cannot be changed"):
+        group["params"].append(np.ones(5))
+    fx.check_still_works()
+
+
+def test_a_state_dict_group_that_is_not_a_dict_is_refused():
+    fx = Fixture(2)
+    sd = fx.opt.state_dict()
+    before = snapshot(fx.opt)
+    for bad, exc, names in [
+        ([3], TypeError, ["state_dict['param_groups'][0]", "dict"]),
+        (3, TypeError, ["state_dict['param_groups']", "list"]),
+    ]:
+        with raises_named(exc, *names):
+            fx.opt.load_state_dict({**sd, "param_groups": bad})
+        assert_unchanged(fx.opt, before)
+    with raises_named(TypeError, "state_dict['state'][0]", "dict"):
+        fx.opt.load_state_dict({**sd, "state": {0: [1], 1: sd["state"][1]}})
+    with raises_named(ValueError, "state_dict['state']", "entry for each"):
+        fx.opt.load_state_dict({**sd, "state": {"0": sd["state"][0], 1: sd["state"][1]}})
+    assert_unchanged(fx.opt, before)
+    fx.check_still_works()
+
+
+def test_dict_params_with_a_none_key_can_be_stepped():
+    params = {None: np.ones(3), "b": np.ones(2)}
+    opt = radam.Adam(params, lr=0.1)
+    opt.step({None: np.ones(3), "b": np.ones(2)})
+    ref = [np.ones(3), np.ones(2)]
+    radam.Adam(ref, lr=0.1).step([np.ones(3), np.ones(2)])
+    assert params[None].tobytes() == ref[0].tobytes()
+    assert set(opt.state) == {None, "b"}
+    assert opt.param_groups[0]["param_names"] == [None, "b"]
+    with raises_named(ValueError, "grads[None]", "shape"):
+        opt.step({None: np.ones(4), "b": np.ones(2)})
+    twin = radam.Adam({None: params[None].copy(), "b": params["b"].copy()}, lr=0.1)
+    twin.load_state_dict(opt.state_dict())
+    assert twin.step_count == 1

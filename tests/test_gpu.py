@@ -180,7 +180,8 @@ def test_matches_cpu_every_variant(variant):
 def test_radam_crosses_its_switch_on_the_gpu():
     """RAdam's un-adapted steps (rho_t <= 5), then rectified ones, within the 100 steps."""
     opt = radam.RAdam([np.ones(3, np.float32)])
-    rules = [_core.step_scalars(opt._options()[0], t, 1.0)[0]["rule"] for t in (1, 5, 6, 100)]
+    config = opt._options().configs[0]
+    rules = [_core.GpuStep(config, t, 1.0).rule for t in (1, 5, 6, 100)]
     assert rules == ["unadapted", "unadapted", "adam", "adam"]
     assert_same_run(*run_pair([(300,), (7,)], cls=radam.RAdam, betas=(0.9, 0.999)))
 
@@ -1019,6 +1020,39 @@ def test_bad_construction(params, kwargs, error, match):
         params = [np.ones(6, np.float32)[::2]]
     with pytest.raises(error, match=match):
         radam.Adam(params, device="gpu", **kwargs)
+
+
+@needs_gpu
+@pytest.mark.parametrize("how", ["read-only", "resized"])
+def test_an_unusable_param_is_refused_before_the_device_steps(how):
+    # Issue 12, item 2: a read-only param raised only after the device had
+    # stepped (its params could not be written back), and the optimizer was
+    # silently out of step from then on.
+    rng = np.random.default_rng(5)
+    p0 = rng.standard_normal(8).astype(np.float32)
+    grads = [rng.standard_normal(8).astype(np.float32) for _ in range(3)]
+    p = p0.copy()
+    opt = radam.Adam([p, np.ones(2, np.float32)], lr=0.1, device="gpu")
+    opt.step([grads[0], np.ones(2, np.float32)])
+    before = p.tobytes()
+    if how == "read-only":
+        p.flags.writeable = False
+        with pytest.raises(ValueError, match=r"params\[0\] is read-only"):
+            opt.step([grads[1], np.ones(2, np.float32)])
+        p.flags.writeable = True
+    else:
+        p.resize(9, refcheck=False)
+        with pytest.raises(ValueError, match=r"params\[0\] has shape \(9,\)"):
+            opt.step([np.ones(9, np.float32), np.ones(2, np.float32)])
+        p.resize(8, refcheck=False)
+    assert p.tobytes() == before and opt.step_count == 1
+    # The device did not step: the run goes on as one that never failed.
+    opt.step([grads[1], np.ones(2, np.float32)])
+    cpu = p0.copy()
+    ref = radam.Adam([cpu, np.ones(2, np.float32)], lr=0.1)
+    for g in grads[:2]:
+        ref.step([g, np.ones(2, np.float32)])
+    np.testing.assert_allclose(p, cpu, rtol=1e-6, atol=1e-7)
 
 
 # -- setup errors --------------------------------------------------------------------------

@@ -148,13 +148,18 @@ def test_dict_params_round_trip_keeps_names():
         renamed.load_state_dict(sd)
 
 
-def _good_state_dict():
-    rng = np.random.default_rng(6)
+def _stepped_optimizer(seed=10):
+    """An optimizer over make_params, two steps in, with its params and rng."""
+    rng = np.random.default_rng(seed)
     params = make_params(rng)
     opt = radam.Adam(grouped(params))
     for _ in range(2):
         opt.step(make_grads(rng, params))
-    return opt.state_dict()
+    return opt, params, rng
+
+
+def _good_state_dict():
+    return _stepped_optimizer(6)[0].state_dict()
 
 
 def _bad_dicts():
@@ -289,3 +294,208 @@ def test_numpy_integer_step_is_accepted():
     opt2 = radam.Adam([params[0].copy()])
     opt2.load_state_dict(sd)
     assert opt2.step_count == 1 and type(opt2.step_count) is int
+
+
+# -- issue 12, item 6: opt.state is read-only, at every level
+
+
+@pytest.mark.parametrize(
+    "replace, exc, names",
+    [
+        (lambda opt: opt.state.__setitem__(0, {"exp_avg": np.zeros((3, 4), np.float32)}),
+         TypeError, ["opt.state[0]", "np.copyto"]),
+        (lambda opt: opt.state.__delitem__(1), TypeError, ["opt.state[1]"]),
+        (lambda opt: opt.state.clear(), TypeError, ["opt.state"]),
+        (lambda opt: opt.state.update({0: {}}), TypeError, ["opt.state"]),
+        (lambda opt: opt.state.pop(0), TypeError, ["opt.state"]),
+        (lambda opt: opt.state.setdefault(5, {}), TypeError, ["opt.state"]),
+        (lambda opt: setattr(opt, "state", {}), AttributeError, ["opt.state", "load_state_dict"]),
+        (lambda opt: opt.state[0].__setitem__("exp_avg", np.zeros((3, 4), np.float32)),
+         TypeError, ["opt.state[0]['exp_avg']"]),
+        (lambda opt: opt.state[2].__delitem__("exp_avg_sq"), TypeError,
+         ["opt.state[2]['exp_avg_sq']"]),
+    ],
+    ids=["set", "del", "clear", "update", "pop", "setdefault", "attribute", "set-array",
+         "del-array"],
+)  # fmt: skip
+def test_replacing_state_is_refused(replace, exc, names):
+    # The issue: opt.state[k] = {...} was accepted, the kernel kept updating the
+    # old arrays and state_dict returned the new ones, so a save and resume diverged.
+    opt, params, rng = _stepped_optimizer()
+    before = snapshot(opt)
+    arrays = {k: dict(v) for k, v in opt.state.items()}
+    with raises_named(exc, *names):
+        replace(opt)
+    assert_unchanged(opt, before)
+    # The arrays the kernel steps are the ones opt.state and state_dict show.
+    opt.step(make_grads(rng, params))
+    for k, entry in arrays.items():
+        for name, array in entry.items():
+            assert opt.state[k][name] is array
+            assert opt.state_dict()["state"][k][name].tobytes() == array.tobytes()
+
+
+def test_state_reads_as_a_dict_of_dicts():
+    opt, params, _ = _stepped_optimizer()
+    assert sorted(opt.state) == [0, 1, 2] and len(opt.state) == 3 and 1 in opt.state
+    assert set(opt.state[0]) == {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    assert opt.state.get(7) is None and dict(opt.state[2])["exp_avg"] is opt.state[2]["exp_avg"]
+    copied = copy.deepcopy(opt.state)
+    assert copied[0]["exp_avg"].tobytes() == opt.state[0]["exp_avg"].tobytes()
+    assert copied[0]["exp_avg"] is not opt.state[0]["exp_avg"]
+    # In-place changes are the supported way to edit state, and the kernel sees them.
+    np.copyto(opt.state[1]["exp_avg"], 0.0)
+    assert not opt.state_dict()["state"][1]["exp_avg"].any()
+
+
+# -- issue 12, item 7: values no run can reach, which would break later steps
+
+
+def _nadam(betas=(0.9, 0.999)):
+    w = np.linspace(-1, 1, 5)
+    opt = radam.NAdam([w, np.ones(2)], betas=betas)
+    for _ in range(3):
+        opt.step([np.ones(5), np.ones(2)])
+    return opt, w
+
+
+@pytest.mark.parametrize("mu_product", [float("nan"), float("inf"), -1.0, 1.0, 2.0, -0.0 - 1e-300])
+def test_nadam_mu_product_outside_what_steps_produce_is_refused(mu_product):
+    # The product of NAdam's momentum coefficients, each in [0, 1): in [0, 1)
+    # after a step. nan made the next step's params NaN.
+    opt, w = _nadam()
+    sd = opt.state_dict()
+    for entry in sd["state"].values():
+        entry["mu_product"] = mu_product
+    before = snapshot(opt)
+    with raises_named(ValueError, "state_dict['state'][0]['mu_product']", "[0, 1)"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, before)
+
+
+def test_nadam_mu_product_of_zero_is_reachable_and_loads():
+    # beta1 = 0 makes every coefficient 0 (and a long run can underflow to 0:
+    # at step 646 with beta1 = 0.6).
+    opt, w = _nadam(betas=(0.0, 0.999))
+    sd = opt.state_dict()
+    assert sd["state"][0]["mu_product"] == 0.0
+    twin_w = w.copy()
+    twin = radam.NAdam([twin_w, np.ones(2)], betas=(0.0, 0.999))
+    twin.load_state_dict(sd)
+    grads = [np.full(5, 0.5), np.ones(2)]
+    opt.step(grads)
+    twin.step(grads)
+    assert twin_w.tobytes() == w.tobytes()
+
+
+def test_nadam_mu_products_that_disagree_within_a_group_are_refused():
+    opt, _ = _nadam()
+    sd = opt.state_dict()
+    sd["state"][1]["mu_product"] = sd["state"][0]["mu_product"] / 2
+    before = snapshot(opt)
+    with raises_named(ValueError, "state_dict['state'][1]['mu_product']", "[0]"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, before)
+
+
+@pytest.mark.parametrize(
+    "step", [2**64, 2**64 - 1, 10**30, float("nan"), float("inf"), 1e300, 2.5, -3]
+)
+def test_a_step_count_whose_next_step_does_not_fit_64_bits_is_refused(step):
+    # step=2**64 was accepted, and then every step raised OverflowError.
+    opt, params, _ = _stepped_optimizer()
+    sd = opt.state_dict()
+    for entry in sd["state"].values():
+        entry["step"] = step
+    before = snapshot(opt)
+    with raises_named(ValueError, "state_dict['state'][0]['step']"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, before)
+
+
+def test_the_largest_step_count_steps_once_then_says_why_it_stops():
+    w = np.ones(3)
+    opt = radam.Adam([w], lr=0.1)
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = 2**64 - 2
+    opt.load_state_dict(sd)
+    opt.step([np.ones(3)])  # step number 2**64 - 1, the last the kernel counts
+    assert opt.step_count == 2**64 - 1
+    before = snapshot(opt)
+    with raises_named(OverflowError, "step count", "64"):
+        opt.step([np.ones(3)])
+    assert_unchanged(opt, before)
+
+
+def _with_value(name, value, index=1):
+    def mutate(sd):
+        array = sd["state"][0][name]
+        array.reshape(-1)[index] = value
+        return sd
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "cls, options, name, value",
+    [
+        (radam.Adam, {}, "exp_avg_sq", -1.0),
+        (radam.Adam, {}, "exp_avg_sq", float("nan")),
+        (radam.Adam, {}, "exp_avg_sq", -float("inf")),
+        (radam.Adam, {"amsgrad": True}, "max_exp_avg_sq", -1e-30),
+        (radam.Adam, {"amsgrad": True}, "max_exp_avg_sq", float("nan")),
+        (radam.Adamax, {}, "exp_inf", -2.0),
+        (radam.Adamax, {}, "exp_inf", float("nan")),
+        (radam.Adam, {}, "exp_avg", float("nan")),
+        (radam.Adam, {}, "exp_avg", float("inf")),
+        (radam.Adam, {}, "exp_avg", -float("inf")),
+        (radam.Adam, {"momentum": 0.5}, "velocity", float("inf")),
+        (radam.Adam, {"state_dtype": "bfloat16"}, "exp_avg_sq", -1.0),
+        (radam.Adam, {"state_dtype": "float16"}, "exp_avg", float("nan")),
+    ],
+    ids=lambda v: None,
+)
+def test_state_values_no_run_reaches_are_refused(cls, options, name, value):
+    w = np.linspace(-1, 1, 6).astype(np.float32)
+    opt = cls([w], lr=0.01, **options)
+    for _ in range(2):
+        opt.step([np.ones(6, np.float32)])
+    sd = _with_value(name, value)(opt.state_dict())
+    before = snapshot(opt)
+    with raises_named(ValueError, f"state_dict['state'][0]['{name}']", "(1,)"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, before)
+
+
+def test_master_copies_must_be_finite():
+    import ml_dtypes
+
+    w = np.ones(4, ml_dtypes.bfloat16)
+    opt = radam.Adam([w], master_weights=True)
+    opt.step([np.ones(4, ml_dtypes.bfloat16)])
+    sd = _with_value("master_param", float("inf"), 2)(opt.state_dict())
+    before = snapshot(opt)
+    with raises_named(ValueError, "state_dict['state'][0]['master_param']", "(2,)"):
+        opt.load_state_dict(sd)
+    assert_unchanged(opt, before)
+
+
+def test_an_infinite_second_moment_is_reachable_and_loads():
+    # A finite gradient whose square passes float16's range makes v = +Inf;
+    # that element's update is then 0, in the run and after a reload alike.
+    w = np.ones(3, np.float32)
+    opt = radam.Adam([w], lr=0.1, state_dtype="float16")
+    opt.step([np.array([1.0, 1e4, -1.0], np.float32)])
+    sd = opt.state_dict()
+    assert (
+        np.isinf(sd["state"][0]["exp_avg_sq"][1]) and np.isfinite(sd["state"][0]["exp_avg"]).all()
+    )
+    twin_w = w.copy()
+    twin = radam.Adam([twin_w], lr=0.1, state_dtype="float16")
+    twin.load_state_dict(sd)
+    for _ in range(3):
+        opt.step([np.ones(3, np.float32)])
+        twin.step([np.ones(3, np.float32)])
+    assert twin_w.tobytes() == w.tobytes()
+    assert np.isfinite(w).all()

@@ -121,3 +121,84 @@ def test_variants_converge_on_a_quadratic():
         for _ in range(3000):
             opt.step([2 * x])
         assert np.max(np.abs(x)) < 1e-3, cls.__name__
+
+
+# A value other than the default for every option of radam.Adam (issue 12, item 8).
+OPTION_VALUES = {
+    "lr": 0.01,
+    "betas": (0.8, 0.99),
+    "eps": 1e-6,
+    "weight_decay": 0.05,
+    "decoupled_weight_decay": True,
+    "amsgrad": True,
+    "maximize": True,
+    "efficient_form": True,
+    "beta1_decay": 0.99,
+    "momentum": 0.5,
+    "nesterov": True,
+    "max_gradient_elem": 0.5,
+    "max_gradient_norm": 1.0,
+    "bias_correction": "downhill-0.4.0",
+    "grad_scale": 4.0,
+    "skip_nonfinite": True,
+    "state_dtype": "bfloat16",
+    "master_weights": True,
+}
+# Options only the Adam update rule has (the variants refuse them by name).
+ADAM_RULE_ONLY = ("amsgrad", "efficient_form", "bias_correction")
+WHOLE_OPTIMIZER = ("skip_nonfinite", "state_dtype", "master_weights")
+
+
+def test_the_option_table_covers_every_option_of_adam():
+    import inspect
+
+    signature = inspect.signature(radam.Adam.__init__).parameters
+    assert set(OPTION_VALUES) == set(signature) - {"self", "params", "device"}
+
+
+@pytest.mark.parametrize("name", OPTION_VALUES)
+@pytest.mark.parametrize("cls", [radam.Adam, radam.AdamW, radam.Adamax, radam.NAdam, radam.RAdam])
+def test_every_class_takes_every_option(cls, name):
+    # AdamW took none of the keyword-only options (TypeError for skip_nonfinite,
+    # state_dtype, master_weights, efficient_form...) while the others took them all.
+    import ml_dtypes
+
+    value = OPTION_VALUES[name]
+    dtype = ml_dtypes.bfloat16 if name == "master_weights" else np.float32
+
+    def params():
+        return [np.linspace(-1, 1, 6).astype(dtype), np.ones(3, dtype)]
+
+    def grads(k):
+        return [np.full(6, 0.5 + k, dtype), np.full(3, -1.0 - k, dtype)]
+
+    if cls is not radam.AdamW and cls is not radam.Adam and name in ADAM_RULE_ONLY:
+        with pytest.raises(ValueError, match=name):
+            cls(params(), **{name: value})
+        return
+    ours = params()
+    opt = cls(ours, **{name: value})
+    if name in WHOLE_OPTIMIZER:
+        assert getattr(opt, name) == (
+            np.dtype(ml_dtypes.bfloat16) if name == "state_dtype" else value
+        )
+    else:
+        assert opt.param_groups[0][name] == value
+    for k in range(3):
+        opt.step(grads(k))
+    if cls is radam.AdamW:
+        # AdamW is Adam with decoupled decay of 1e-2: the same bits, option included.
+        same = params()
+        options = {"decoupled_weight_decay": True, "weight_decay": 1e-2, name: value}
+        twin = radam.Adam(same, **options)
+        for k in range(3):
+            twin.step(grads(k))
+        for a, b in zip(ours, same):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_adamw_decay_stays_decoupled():
+    w = np.ones(3)
+    assert radam.AdamW([w], decoupled_weight_decay=True).param_groups[0]["decoupled_weight_decay"]
+    with pytest.raises(ValueError, match="decoupled_weight_decay"):
+        radam.AdamW([w], decoupled_weight_decay=False)

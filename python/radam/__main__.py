@@ -31,9 +31,14 @@ def _median_seconds(fn, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["demo"]:
-        from radam.demo import main as demo_main
+        from radam import demo
 
-        return demo_main(args_in[1:])
+        demo_args = demo.parse(args_in[1:])
+        if demo_args.data_parallel:
+            from radam.demo_mpi import main as data_parallel
+
+            return data_parallel(demo_args.epochs, demo_args.batch_size, demo_args.seed)
+        return demo.run(demo_args)
     parser = argparse.ArgumentParser(
         prog="python -m radam",
         description=__doc__,

@@ -1,42 +1,36 @@
 """Type stubs for the Rust extension module ``radam._core`` (checked against the
 built extension by ``python -m mypy.stubtest radam._core`` in CI)."""
 
-from collections.abc import Sequence
-from typing import Literal, final
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, final
 
 import numpy as np
-
-from radam._options import EngineOptions
 
 __all__ = [
     "__version__",
     "ADAM_WGSL",
-    "validate_options",
-    "step_scalars",
-    "grad_norm",
+    "ALGORITHMS",
+    "BIAS_CORRECTIONS",
+    "CONFIG_FIELDS",
+    "STEP_FIELDS",
     "simd_level",
     "num_threads",
-    "_rmw_probe",
-    "_copy_probe",
+    "AdamConfig",
     "CpuEngine",
+    "GpuStep",
 ]
 
 __version__: str
 ADAM_WGSL: str
 """The WGSL source of the GPU kernel (shaders/adam.wgsl), embedded at build time."""
-
-def validate_options(options: EngineOptions) -> None:
-    """Raise ValueError naming the first option of an EngineOptions out of range."""
-
-def step_scalars(
-    options: EngineOptions, step: int, mu_product: float
-) -> tuple[dict[str, float | bool | str], float]:
-    """The f64 scalars of step ``step`` of a group given its carried mu_product, as
-    rust/scalars.rs computes them (``rule`` as "adam", "adamax", "nadam" or
-    "unadapted", three flags as bools, the rest floats), and the mu_product to carry on."""
-
-def grad_norm(grad: np.ndarray) -> float:
-    """The L2 norm of a C-contiguous float32 array, summed in f64 as the CPU step does."""
+ALGORITHMS: tuple[str, ...]
+"""The update rules' names: "adam", "adamax", "nadam", "radam"."""
+BIAS_CORRECTIONS: tuple[str, ...]
+"""The bias corrections' names: "adam", "downhill-0.4.0"."""
+CONFIG_FIELDS: tuple[str, ...]
+"""The fields of the core's AdamConfig, each read from the attribute of its name."""
+STEP_FIELDS: tuple[str, ...]
+"""The fields of the GPU kernel's ``Step`` uniform struct, in order."""
 
 def simd_level() -> Literal["avx512", "avx2+fma", "neon", "scalar"]:
     """The instruction set the kernels use here."""
@@ -44,36 +38,54 @@ def simd_level() -> Literal["avx512", "avx2+fma", "neon", "scalar"]:
 def num_threads() -> int:
     """Threads a step may use (set RAYON_NUM_THREADS before import to change it)."""
 
-def _rmw_probe(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
-    """Benchmark probe: p += g; m += g; v += g (float32, multi-threaded)."""
+@final
+class AdamConfig:
+    """The core's options of one group, read by field name from a
+    ``radam._options.EngineOptions``; ValueError names the first one out of range."""
 
-def _copy_probe(dst: np.ndarray, src: np.ndarray) -> None:
-    """Benchmark probe: dst[:] = src (float32, multi-threaded)."""
+    def __new__(cls, options: Any) -> AdamConfig: ...
 
 @final
 class CpuEngine:
     """Steps a fixed list of tensors in place: params of float32, float64,
-    float16 or bfloat16; state in the compute type or 16 bits."""
+    float16 or bfloat16; state in the compute type or 16 bits. One record per
+    tensor (``radam._engine.TensorBuffers``: label, group, param, state)."""
 
-    def __new__(
-        cls,
-        labels: Sequence[str],
-        params: Sequence[np.ndarray],
-        exp_avgs: Sequence[np.ndarray],
-        exp_avg_sqs: Sequence[np.ndarray],
-        max_exp_avg_sqs: Sequence[np.ndarray | None],
-        velocities: Sequence[np.ndarray | None],
-        groups: Sequence[int],
-        masters: Sequence[np.ndarray | None] | None = None,
-    ) -> CpuEngine: ...
+    def __new__(cls, tensors: Sequence[Any]) -> CpuEngine: ...
     def step(
         self,
         grads: Sequence[np.ndarray],
         step: int,
-        groups: Sequence[EngineOptions],
+        configs: Sequence[AdamConfig],
         carries: Sequence[float],
         skip_nonfinite: bool = False,
     ) -> list[float] | None:
         """One step. Returns the next carries (NAdam's mu_product per group), or None
         if ``skip_nonfinite`` found a NaN or Inf (then nothing was written)."""
+    def sync(self) -> None:
+        """Nothing to copy: the host arrays are the ones stepped."""
     def __len__(self) -> int: ...
+
+@final
+class GpuStep:
+    """One step of one group on the GPU: the float32 rows of the WGSL ``Step``
+    uniform (the fields before ``lo``) and the pipeline's override constants."""
+
+    def __new__(cls, config: AdamConfig, step: int, mu_product: float) -> GpuStep: ...
+    @property
+    def row(self) -> np.ndarray:
+        """The row of a tensor not clipped by norm."""
+    def tensor_row(self, grad: np.ndarray) -> np.ndarray:
+        """The row of a tensor clipped by norm, from its float32 gradient."""
+    @property
+    def clips_norm(self) -> bool:
+        """Whether each tensor gets its own row."""
+    @property
+    def constants(self) -> Mapping[str, int]:
+        """AMSGRAD, MOMENTUM, L2, CLIP and RULE, as the shader names them."""
+    @property
+    def rule(self) -> Literal["adam", "adamax", "nadam", "unadapted"]:
+        """The step's update rule."""
+    @property
+    def mu_product(self) -> float:
+        """NAdam's product to carry to the next step."""

@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._options import VARIANTS, options_of
+
 # SciPy's custom-method protocol passes these even when the caller gave none.
 _NOT_FOR_ADAM = ("hess", "hessp", "bounds", "constraints")
 
@@ -35,10 +37,8 @@ def _optimize_result() -> Any:
 
 
 def _adam_option_names() -> set[str]:
-    from .optimizer import Adam
-
-    names = set(inspect.signature(Adam.__init__).parameters)
-    return names - {"self", "params", "device"}
+    """radam.Adam's options, but device (minimize runs on the CPU)."""
+    return {o.name for o in options_of(VARIANTS["Adam"])} - {"device"}
 
 
 def _empty_constraints(constraints: Any) -> bool:

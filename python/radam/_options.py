@@ -1,66 +1,376 @@
-"""Hyperparameters: defaults, validation, and the record every backend takes."""
+"""The options of radam's optimizers, declared once.
+
+:data:`OPTIONS` is the table: each option's name, default, kind of value,
+which update rules use it, whether the GPU kernel has it, and what downhill
+and PuzzleLib call it. :data:`VARIANTS` says what each class changes. From
+these two come every class's signature, defaults and option docs
+(:func:`make_init`, :func:`options_doc`), the group options
+(:func:`group_defaults`), :class:`EngineOptions` (the record the Rust core's
+``AdamConfig`` is read from), the checks of a group (:func:`engine_options`),
+the GPU support check (:func:`unsupported_on_gpu`), the options a checkpoint
+holds schedules in (:data:`SCHEDULABLE`) and the seed systems' names
+(:data:`DOWNHILL`, :data:`PUZZLELIB`).
+
+Adding an option: one :class:`Option` here, its field in ``rust/config.rs``'s
+``AdamConfig`` (read by name in ``rust/python/config.rs``) and its arithmetic
+in the kernels; the tests walk this table (``tests/test_option_table.py``).
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from collections import namedtuple
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
 
 from . import _core
+from ._errors import ReentrantCallError
 
-# Options of Adam's signature (positional order), then the keyword-only ones.
-OPTION_NAMES = (
-    "lr",
-    "betas",
-    "eps",
-    "weight_decay",
-    "decoupled_weight_decay",
-    "amsgrad",
-    "maximize",
-    "efficient_form",
-    "beta1_decay",
-    "momentum",
-    "nesterov",
-    "max_gradient_elem",
-    "max_gradient_norm",
-    "bias_correction",
-    "grad_scale",
+RULES = _core.ALGORITHMS  # the update rules: "adam", "adamax", "nadam", "radam"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of the optimizers."""
+
+    name: str
+    default: Any
+    # How a value is checked here (its range is the core's): "real", "schedulable"
+    # (a real or a schedule), "betas" (a pair; beta1 may be a schedule), "flag" (True,
+    # False, 1 or 0), "switch" (True or False only), "choice", "state_dtype".
+    kind: str
+    doc: str
+    # In the signature before the keyword-only options.
+    positional: bool = False
+    # A parameter group's option (in param_groups and EngineOptions), or one of the
+    # whole optimizer (an attribute of it).
+    group: bool = True
+    # The update rules it applies to (None: every rule). The classes of other rules
+    # take it too, and the core refuses any value but the default there, unless
+    # ``only_its_rules``: then they do not take it at all.
+    rules: tuple[str, ...] | None = None
+    only_its_rules: bool = False
+    # Whether the GPU kernel implements it (device='gpu' takes only the default else).
+    gpu: bool = True
+    choices: tuple[Any, ...] = ()
+    # What downhill's Adam and PuzzleLib's Adam call it (a pair for betas).
+    downhill: str | tuple[str, str] | None = None
+    puzzlelib: str | tuple[str, str] | None = None
+
+    def applies_to(self, rule: str) -> bool:
+        return self.rules is None or rule in self.rules
+
+    def taken_by(self, rule: str) -> bool:
+        """Whether the classes of update rule ``rule`` take this option."""
+        return self.applies_to(rule) or not self.only_its_rules
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "lr",
+        1e-3,
+        "schedulable",
+        "the step size alpha, >= 0, or a schedule of the step count (radam.schedules)",
+        positional=True,
+        downhill="learning_rate",
+        puzzlelib="alpha",
+    ),
+    Option(
+        "betas",
+        (0.9, 0.999),
+        "betas",
+        "(beta1, beta2), the decays of the first and second moments, each in [0, 1); "
+        "beta1 may be a schedule",
+        positional=True,
+        downhill=("beta1_halflife", "beta2_halflife"),
+        puzzlelib=("beta1", "beta2"),
+    ),
+    Option(
+        "eps",
+        1e-8,
+        "real",
+        "added to the root of the second moment, >= 0",
+        positional=True,
+        downhill="rms_regularizer",
+        puzzlelib="epsilon",
+    ),
+    Option(
+        "weight_decay",
+        0.0,
+        "real",
+        "L2 coefficient, or AdamW's decay with decoupled_weight_decay, >= 0",
+        positional=True,
+    ),
+    Option(
+        "momentum_decay",
+        4e-3,
+        "real",
+        "NAdam's psi: mu_t = beta1 * (1 - 0.5 * 0.96^(t * psi)), >= 0",
+        positional=True,
+        rules=("nadam",),
+        only_its_rules=True,
+    ),
+    Option(
+        "decoupled_weight_decay",
+        False,
+        "flag",
+        "AdamW's param *= 1 - lr * weight_decay instead of L2 regularisation",
+        positional=True,
+    ),
+    Option(
+        "amsgrad",
+        False,
+        "flag",
+        "divide by the running max of the second moment (AMSGrad); Adam's rule only",
+        positional=True,
+        rules=("adam",),
+    ),
+    Option("maximize", False, "flag", "ascend the objective instead", positional=True),
+    Option(
+        "device",
+        "cpu",
+        "choice",
+        "'cpu', 'gpu' (the WGSL kernel through wgpu-py) or 'auto'",
+        positional=True,
+        group=False,
+        choices=("cpu", "gpu", "auto"),
+    ),
+    Option(
+        "efficient_form",
+        False,
+        "flag",
+        "the paper's efficient form: eps on the uncorrected root (Keras, PuzzleLib); "
+        "Adam's rule only",
+        rules=("adam",),
+    ),
+    Option(
+        "beta1_decay",
+        1.0,
+        "real",
+        "lambda: the first moment uses beta1 * lambda^(t-1), in (0, 1]",
+        downhill="beta1_decay",
+    ),
+    Option(
+        "momentum",
+        0.0,
+        "real",
+        "downhill's velocity on top of the Adam step, in [0, 1)",
+        downhill="momentum",
+    ),
+    Option("nesterov", False, "flag", "Nesterov's form of that velocity", downhill="nesterov"),
+    Option(
+        "max_gradient_elem",
+        0.0,
+        "real",
+        "clip each raw gradient element to +-this (0: off)",
+        downhill="max_gradient_elem",
+    ),
+    Option(
+        "max_gradient_norm",
+        0.0,
+        "real",
+        "rescale each tensor's raw gradient to at most this L2 norm (0: off; element "
+        "clipping wins)",
+        downhill="max_gradient_norm",
+    ),
+    Option(
+        "bias_correction",
+        "adam",
+        "choice",
+        "'adam' (1 - beta^t), or 'downhill-0.4.0' (the released downhill's constant "
+        "rescale); Adam's rule only",
+        rules=("adam",),
+        choices=_core.BIAS_CORRECTIONS,
+    ),
+    Option(
+        "grad_scale",
+        1.0,
+        "real",
+        "the loss scale the gradients carry, divided out, in [2^-126, 2^126]",
+    ),
+    Option(
+        "skip_nonfinite",
+        False,
+        "switch",
+        "skip a whole step whose gradients hold a NaN or Inf (counted in skipped_steps)",
+        group=False,
+    ),
+    Option(
+        "state_dtype",
+        None,
+        "state_dtype",
+        "None (the param's compute type), 'float32', 'bfloat16' or 'float16'",
+        group=False,
+    ),
+    Option(
+        "master_weights",
+        False,
+        "switch",
+        "keep a float32 master copy of each 16-bit param, stepped instead of it",
+        group=False,
+    ),
 )
-# Options that only some update rules have.
-RULE_OPTIONS = {"nadam": ("momentum_decay",)}
-BIAS_CORRECTIONS = ("adam", "downhill-0.4.0")
-# Group keys that are not options: the arrays, their names, and (set by the
-# class, not by users) the update rule.
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+class Variant(NamedTuple):
+    """What a class changes: its update rule, the defaults that differ from
+    Adam's, and the options it fixes (a keyword may repeat the value, no other)."""
+
+    rule: str
+    defaults: dict[str, Any]
+    fixed: dict[str, Any]
+
+
+VARIANTS: dict[str, Variant] = {
+    "Adam": Variant("adam", {}, {}),
+    "AdamW": Variant("adam", {"weight_decay": 1e-2}, {"decoupled_weight_decay": True}),
+    "Adamax": Variant("adamax", {"lr": 2e-3}, {}),
+    "NAdam": Variant("nadam", {"lr": 2e-3}, {}),
+    "RAdam": Variant("radam", {}, {}),
+}
+# Options of one group that the seed systems set, by their names there.
+DOWNHILL = {o.downhill: o.name for o in OPTIONS if o.downhill is not None}
+PUZZLELIB = {o.puzzlelib: o.name for o in OPTIONS if o.puzzlelib is not None}
+# Options whose value may be (or hold) a schedule, which a checkpoint stores by description.
+SCHEDULABLE = tuple(o.name for o in OPTIONS if o.kind in ("schedulable", "betas"))
+# Group keys that are not options: the arrays, their names, and the update rule
+# (set by the class, not by users).
 NOT_OPTIONS = ("params", "param_names", "algorithm")
 
 
-class EngineOptions(NamedTuple):
-    """One group's validated options as every backend takes them."""
+def from_seed(names: Mapping[Any, str], value_of: Callable[[str], Any]) -> dict[str, Any]:
+    """radam's options from a seed system's (:data:`DOWNHILL`, :data:`PUZZLELIB`):
+    ``value_of(name)`` is the value, as radam takes it, of the seed's option ``name``."""
+    return {
+        option: tuple(value_of(n) for n in seed) if isinstance(seed, tuple) else value_of(seed)
+        for seed, option in names.items()
+    }
 
-    lr: float
-    beta1: float
-    beta2: float
-    eps: float
-    weight_decay: float
-    decoupled_weight_decay: bool
-    amsgrad: bool
-    maximize: bool
-    efficient_form: bool
-    beta1_decay: float
-    momentum: float
-    nesterov: bool
-    max_gradient_elem: float
-    max_gradient_norm: float
-    bias_correction: str
-    algorithm: str  # "adam", "adamax", "nadam" or "radam"
-    momentum_decay: float  # NAdam's psi
-    grad_scale: float  # the loss scale gradients carry
+
+def options_of(variant: Variant) -> list[Option]:
+    """The options the class of ``variant`` takes, in signature order."""
+    return [o for o in OPTIONS if o.taken_by(variant.rule)]
+
+
+def defaults_of(variant: Variant) -> dict[str, Any]:
+    """Every option the class of ``variant`` takes, with its default there."""
+    return {
+        o.name: variant.fixed.get(o.name, variant.defaults.get(o.name, o.default))
+        for o in options_of(variant)
+    }
+
+
+def group_defaults(variant: Variant, given: Mapping[str, Any]) -> dict[str, Any]:
+    """A class's per-group options: ``given`` over its defaults."""
+    defaults = defaults_of(variant)
+    return {o.name: given.get(o.name, defaults[o.name]) for o in options_of(variant) if o.group}
+
+
+def make_init(name: str, setup: str = "_setup") -> Callable[..., None]:
+    """The ``__init__`` of class ``name`` of :data:`VARIANTS`: its signature is
+    ``(self, params, <positional options>, *, <the others>)`` with the class's
+    defaults (what ``help()`` and ``inspect.signature`` show), and it hands the
+    options, checked against that signature, to ``self.<setup>(params, options)``."""
+    variant = VARIANTS[name]
+    defaults = defaults_of(variant)
+    kinds = inspect.Parameter
+    parameters = [
+        kinds("self", kinds.POSITIONAL_OR_KEYWORD),
+        kinds("params", kinds.POSITIONAL_OR_KEYWORD),
+    ]
+    taken = options_of(variant)
+    positional = [
+        o
+        for o in taken
+        if o.positional and o.applies_to(variant.rule) and o.name not in variant.fixed
+    ]
+    for o in taken:
+        kind = kinds.POSITIONAL_OR_KEYWORD if o in positional else kinds.KEYWORD_ONLY
+        parameters.append(kinds(o.name, kind, default=defaults[o.name]))
+    parameters.sort(key=lambda p: p.kind)  # stable: the table's order within each kind
+    signature = inspect.Signature(parameters)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        options = dict(bound.arguments)
+        del options["self"]
+        params = options.pop("params")
+        for key, value in variant.fixed.items():
+            if options[key] is not value and options[key] != value:
+                raise ValueError(
+                    f"{name}'s {key} is always {value!r}: {key} must be {value!r} "
+                    f"(radam.Adam takes other values)"
+                )
+        getattr(self, setup)(params, options)
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{name}.__init__"
+    return __init__
+
+
+def from_table(name: str) -> Callable[[type], type]:
+    """A class decorator: the class is entry ``name`` of :data:`VARIANTS`. It gets
+    its ``__init__`` (:func:`make_init`) and the options part of its docstring
+    (:func:`options_doc`, after the class's own)."""
+
+    def decorate(cls: type) -> type:
+        cls._variant = name  # type: ignore[attr-defined]
+        cls.__init__ = make_init(name)  # type: ignore[misc]
+        cls.__doc__ = f"{inspect.cleandoc(cls.__doc__ or '')}\n\n{options_doc(name)}"
+        return cls
+
+    return decorate
+
+
+def options_doc(name: str) -> str:
+    """The options section of class ``name``'s docstring."""
+    variant = VARIANTS[name]
+    defaults = defaults_of(variant)
+    lines = ["Options (the defaults are this class's):", ""]
+    for o in options_of(variant):
+        fixed = " (fixed)" if o.name in variant.fixed else ""
+        lines.append(f"- ``{o.name}={defaults[o.name]!r}``{fixed}: {o.doc}.")
+    return "\n".join(lines)
+
+
+def _engine_fields() -> tuple[str, ...]:
+    """The group options of :data:`OPTIONS`, ``betas`` as ``beta1`` and ``beta2``,
+    then the group's update rule."""
+    fields: list[str] = []
+    for o in OPTIONS:
+        if o.group:
+            fields += ["beta1", "beta2"] if o.name == "betas" else [o.name]
+    return (*fields, "algorithm")
+
+
+_EngineFields = namedtuple("_EngineFields", _engine_fields())  # type: ignore[misc]
+
+
+class EngineOptions(_EngineFields):  # type: ignore[misc,valid-type]
+    """One group's validated options, as the Rust core's ``AdamConfig`` reads
+    them (by field name): the group options of :data:`OPTIONS`, with ``betas``
+    as ``beta1`` and ``beta2``, and the group's update rule ``algorithm``."""
+
+    __slots__ = ()
 
     @property
     def uses_velocity(self) -> bool:
         """Whether the state holds a momentum velocity."""
         return self.momentum != 0.0 or self.nesterov
+
+
+class Checked(NamedTuple):
+    """One group's options, validated: as Python reads them and as the core does."""
+
+    options: EngineOptions
+    config: Any  # radam._core.AdamConfig
 
 
 def _real(value: Any, what: str) -> float:
@@ -69,8 +379,25 @@ def _real(value: Any, what: str) -> float:
     try:
         return float(value)
     except OverflowError:  # an int past float64's range, e.g. 10**400
+        # Its bit length, not its digits: str() of a huge int is slow or refused.
         bits = int(value).bit_length()
-        raise ValueError(f"{what} is an integer of {bits} bits, past float64's range") from None
+        raise ValueError(
+            f"{what} is too large: an integer of {bits} bits, past float64's range"
+        ) from None
+
+
+def betas_pair(betas: Any, what: str = "betas") -> tuple[Any, Any]:
+    """``betas`` as a tuple (beta1, beta2): from a sequence of two (a tuple, a
+    list, a 1-d array), not from a set (no order), a dict or a string."""
+    if (
+        isinstance(betas, (str, bytes, Mapping, Set))
+        or not hasattr(betas, "__len__")
+        or not hasattr(betas, "__getitem__")
+        or (isinstance(betas, np.ndarray) and betas.ndim != 1)
+        or len(betas) != 2
+    ):
+        raise TypeError(f"{what} must be a pair (beta1, beta2), got {betas!r}")
+    return betas[0], betas[1]
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -79,11 +406,27 @@ def _flag(value: Any, what: str) -> bool:
     return bool(value)
 
 
+def check_switch(value: Any, what: str) -> bool:
+    """A whole-optimizer switch: True or False, nothing else."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
+def check_choice(value: Any, what: str) -> Any:
+    choices = BY_NAME[what].choices
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{what} must be one of {choices}, got {value!r}")
+    return value
+
+
 def _schedule_value(schedule: Any, what: str, count: int) -> float:
     """A schedule's value for the update after ``count`` updates, as a float;
     errors name ``what`` (e.g. ``param_groups[0]['lr']``) and the schedule."""
     try:
         value = schedule(count)
+    except ReentrantCallError:
+        raise
     except Exception as err:
         raise ValueError(
             f"{what}: the schedule {schedule!r} failed at step count {count}: "
@@ -121,72 +464,68 @@ def _beta1(beta1: Any, where: str, count: int) -> float:
     return _schedule_value(beta1, f"{where}['betas'][0]" if where else "betas[0]", count)
 
 
-def engine_options(group: dict[str, Any], where: str, count: int = 0) -> EngineOptions:
-    """Validate one group's options; return them as the record backends take.
+def _group_value(o: Option, value: Any, where: str, count: int) -> dict[str, Any]:
+    """The EngineOptions fields of option ``o`` of a group, its value checked."""
+    prefix = f"{where}: " if where else ""
+    if o.kind == "schedulable":
+        return {o.name: _lr(value, where, count)}
+    if o.kind == "betas":
+        beta1, beta2 = betas_pair(value, f"{prefix}betas")
+        return {"beta1": _beta1(beta1, where, count), "beta2": _real(beta2, f"{prefix}betas[1]")}
+    if o.kind == "flag":
+        return {o.name: _flag(value, f"{prefix}{o.name}")}
+    if o.kind == "choice":
+        if value not in o.choices:
+            raise ValueError(f"{prefix}{o.name} must be one of {o.choices}, got {value!r}")
+        return {o.name: value}
+    return {o.name: _real(value, f"{prefix}{o.name}")}
 
-    ``where`` prefixes messages, e.g. "param_groups[1]". Raises TypeError for a
-    value of the wrong kind and ValueError (from the Rust core, which owns the
-    ranges) for one out of range. A callable ``lr`` (a schedule, see
-    ``radam.schedules``) is called with ``count``, the number of updates
-    already taken, and its value checked like a float lr; so is a callable
-    ``betas[0]`` (a beta1 schedule).
+
+def engine_options(group: Mapping[str, Any], where: str, count: int = 0) -> Checked:
+    """Validate one group's options; return them as the engines take them.
+
+    ``where`` prefixes messages, e.g. "param_groups[1]". Raises TypeError for an
+    unknown option or a value of the wrong kind, and ValueError (from the Rust
+    core, which owns the ranges) for one out of range. A callable ``lr`` (a
+    schedule, see ``radam.schedules``) is called with ``count``, the number of
+    updates already taken, and its value checked like a float lr; so is a
+    callable ``betas[0]`` (a beta1 schedule). An option the group lacks takes
+    Adam's default.
     """
     prefix = f"{where}: " if where else ""
-    algorithm = group.get("algorithm", "adam")
-    allowed = set(OPTION_NAMES) | set(NOT_OPTIONS) | set(RULE_OPTIONS.get(algorithm, ()))
-    unknown = sorted(set(group) - allowed)
+    rule = group.get("algorithm", "adam")
+    taken = [o for o in OPTIONS if o.group and o.taken_by(rule)]
+    unknown = sorted(set(group) - {o.name for o in taken} - set(NOT_OPTIONS))
     if unknown:
-        raise TypeError(f"{prefix}unknown option(s) {unknown}; known: {list(OPTION_NAMES)}")
-    betas = group["betas"]
-    if isinstance(betas, (str, bytes, Mapping)) or not hasattr(betas, "__len__") or len(betas) != 2:
-        raise TypeError(f"{prefix}betas must be a pair (beta1, beta2), got {betas!r}")
-    bias_correction = group["bias_correction"]
-    if bias_correction not in BIAS_CORRECTIONS:
-        raise ValueError(
-            f"{prefix}bias_correction must be one of {BIAS_CORRECTIONS}, got {bias_correction!r}"
-        )
-    options = EngineOptions(
-        lr=_lr(group["lr"], where, count),
-        beta1=_beta1(betas[0], where, count),
-        beta2=_real(betas[1], f"{prefix}betas[1]"),
-        eps=_real(group["eps"], f"{prefix}eps"),
-        weight_decay=_real(group["weight_decay"], f"{prefix}weight_decay"),
-        decoupled_weight_decay=_flag(
-            group["decoupled_weight_decay"], f"{prefix}decoupled_weight_decay"
-        ),
-        amsgrad=_flag(group["amsgrad"], f"{prefix}amsgrad"),
-        maximize=_flag(group["maximize"], f"{prefix}maximize"),
-        efficient_form=_flag(group["efficient_form"], f"{prefix}efficient_form"),
-        beta1_decay=_real(group["beta1_decay"], f"{prefix}beta1_decay"),
-        momentum=_real(group["momentum"], f"{prefix}momentum"),
-        nesterov=_flag(group["nesterov"], f"{prefix}nesterov"),
-        max_gradient_elem=_real(group["max_gradient_elem"], f"{prefix}max_gradient_elem"),
-        max_gradient_norm=_real(group["max_gradient_norm"], f"{prefix}max_gradient_norm"),
-        bias_correction=bias_correction,
-        algorithm=algorithm,
-        momentum_decay=_real(group.get("momentum_decay", 4e-3), f"{prefix}momentum_decay"),
-        grad_scale=_real(group["grad_scale"], f"{prefix}grad_scale"),
-    )
+        known = [o.name for o in taken]
+        raise TypeError(f"{prefix}unknown option(s) {unknown}; known: {known}")
+    fields: dict[str, Any] = {"algorithm": rule}
+    for o in OPTIONS:
+        if o.group:
+            fields.update(_group_value(o, group.get(o.name, o.default), where, count))
+    options = EngineOptions(**fields)
     try:
-        _core.validate_options(options)
+        config = _core.AdamConfig(options)
     except ValueError as err:
+        beta1 = betas_pair(group.get("betas", BY_NAME["betas"].default))[0]
         scheduled = (
-            f" (betas[0] is {options.beta1!r} from the schedule {betas[0]!r} at step count {count})"
-            if callable(betas[0])
+            f" (betas[0] is {options.beta1!r} from the schedule {beta1!r} at step count {count})"
+            if callable(beta1)
             else ""
         )
         raise ValueError(f"{prefix}{err}{scheduled}") from None
-    return options
+    return Checked(options, config)
 
 
-def state_names(options: EngineOptions) -> tuple[str, ...]:
-    """The state arrays a group's tensors hold, in the engine's order."""
-    names = ["exp_avg", "exp_inf" if options.algorithm == "adamax" else "exp_avg_sq"]
-    if options.amsgrad:
-        names.append("max_exp_avg_sq")
-    if options.uses_velocity:
-        names.append("velocity")
-    return tuple(names)
+def unsupported_on_gpu(options: EngineOptions) -> str | None:
+    """``"name=value"`` of the first option the GPU kernel does not implement
+    set to other than its default, else None."""
+    for o in OPTIONS:
+        if o.group and not o.gpu and o.name != "betas":
+            value = getattr(options, o.name)
+            if value != o.default:
+                return f"{o.name}={value!r}"
+    return None
 
 
 def halflife_to_beta(halflife: float) -> float:
@@ -200,8 +539,6 @@ def halflife_to_beta(halflife: float) -> float:
 
 def beta_to_halflife(beta: float) -> float:
     """The inverse of :func:`halflife_to_beta`: -1 / log2(beta)."""
-    import math
-
     b = _real(beta, "beta")
     if not 0 < b < 1:
         raise ValueError(f"beta must be in (0, 1), got {beta!r}")

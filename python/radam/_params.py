@@ -31,7 +31,8 @@ class Tensor:
     label: str  # how messages name it, e.g. "[0]", "['w']", "[1][0]"
     key: Hashable  # its key in ``opt.state``: the flat index, or the name
     group: int
-    name: Hashable | None  # the dict key, for named params
+    name: Hashable | None  # the dict key, for named params (which may be None)
+    named: bool  # whether it came from a dict, so ``name`` is its key
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def layout_of(params: Any) -> tuple[Layout, list[dict[str, Any]]]:
     if names is None and not is_groups and any(isinstance(m, Mapping) for m in members):
         raise TypeError("params mixes arrays and group dicts; pass one or the other")
 
-    groups = members if is_groups else [{"params": params}]
+    # ``members`` again, not ``params``: a generator is consumed by the first pass.
+    groups = members if is_groups else [{"params": params if names is not None else members}]
     tensors: list[Tensor] = []
     overrides: list[dict[str, Any]] = []
     group_sizes = []
@@ -117,32 +119,32 @@ def layout_of(params: Any) -> tuple[Layout, list[dict[str, Any]]]:
         arrays, group_names = _members(group["params"], where)
         if not arrays:
             raise ValueError(f"{where} is empty: every group needs at least one array")
+        named = group_names is not None
         for j, array in enumerate(arrays):
-            name = group_names[j] if group_names is not None else None
-            if not is_groups:
-                label = f"[{name!r}]" if name is not None else f"[{j}]"
-            else:
-                label = f"[{gi}][{name!r}]" if name is not None else f"[{gi}][{j}]"
+            name = group_names[j] if named else None
+            index = repr(name) if named else str(j)
+            label = f"[{index}]" if not is_groups else f"[{gi}][{index}]"
             check_param(array, label)
-            key = name if (name is not None and not is_groups) else len(tensors)
-            tensors.append(Tensor(array, label, key, gi, name))
+            key = name if (named and not is_groups) else len(tensors)
+            tensors.append(Tensor(array, label, key, gi, name, named))
         group_sizes.append(len(arrays))
         overrides.append({k: v for k, v in group.items() if k != "params"} if is_groups else {})
     _check_disjoint(tensors)
 
     named = [t.name for t in tensors]
     names_map = None
-    if all(n is not None for n in named) and len(set(named)) == len(named):
+    if all(t.named for t in tensors) and len(set(named)) == len(named):
         names_map = {n: i for i, n in enumerate(named)}
     kind = "groups" if is_groups else ("dict" if names is not None else "list")
     return Layout(kind, tensors, group_sizes, names_map), overrides
 
 
 def flatten_grads(layout: Layout, grads: Any) -> list[Any]:
-    """Grads in the order of ``layout.tensors``; the Rust side checks each array."""
+    """Grads in the order of ``layout.tensors``; the Rust side checks each array.
+    (``Adam.step`` passes a plain list for flat list params on as it is.)"""
     n = len(layout.tensors)
-    if type(grads) is list and len(grads) == n and layout.kind == "list":
-        return grads  # the common case, with no copying
+    if grads is None:
+        raise TypeError("grads is None: pass the gradients, with the structure of params")
     if isinstance(grads, Mapping):
         if layout.names is None:
             raise TypeError("grads is a dict, but params are not all named: pass a list")

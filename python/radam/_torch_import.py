@@ -29,37 +29,37 @@ class TorchKind(NamedTuple):
     state: tuple[str, ...]
 
 
+# The group options every one of them has, and those that older torch versions
+# do not write for NAdam, RAdam and Adamax (with what their absence meant).
+_COMMON = ("lr", "betas", "eps", "weight_decay")
+_NOT_IN_OLDER_TORCH = {"maximize": False, "decoupled_weight_decay": False}
 # By radam update rule (``Adam._algorithm``). torch's Adam and AdamW write the same
 # keys; decoupled_weight_decay (torch >= 2.6) tells them apart (see _decoupled).
 KINDS = {
     "adam": TorchKind(
         "torch.optim.Adam or AdamW",
         "radam.Adam or radam.AdamW",
-        ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+        (*_COMMON, "amsgrad", "maximize"),
         {},
         ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
     ),
     "nadam": TorchKind(
         "torch.optim.NAdam",
         "radam.NAdam",
-        ("lr", "betas", "eps", "weight_decay", "momentum_decay"),
-        {"maximize": False, "decoupled_weight_decay": False},
+        (*_COMMON, "momentum_decay"),
+        _NOT_IN_OLDER_TORCH,
         ("step", "mu_product", "exp_avg", "exp_avg_sq"),
     ),
-    "radam": TorchKind(
-        "torch.optim.RAdam",
-        "radam.RAdam",
-        ("lr", "betas", "eps", "weight_decay"),
-        {"maximize": False, "decoupled_weight_decay": False},
-        ("step", "exp_avg", "exp_avg_sq"),
-    ),
-    "adamax": TorchKind(
-        "torch.optim.Adamax",
-        "radam.Adamax",
-        ("lr", "betas", "eps", "weight_decay"),
-        {"maximize": False, "decoupled_weight_decay": False},
-        ("step", "exp_avg", "exp_inf"),
-    ),
+    # RAdam and Adamax: the common options, and two moments (Adamax's second is exp_inf).
+    **{
+        rule: TorchKind(
+            f"torch.optim.{name}", f"radam.{name}", _COMMON, _NOT_IN_OLDER_TORCH, ("step", *state)
+        )
+        for rule, name, state in (
+            ("radam", "RAdam", ("exp_avg", "exp_avg_sq")),
+            ("adamax", "Adamax", ("exp_avg", "exp_inf")),
+        )
+    },
 }
 # Keys only one kind has: they say which optimizer wrote a state_dict.
 MARKERS = {

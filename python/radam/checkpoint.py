@@ -60,7 +60,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _state_dict
+from ._options import BY_NAME, SCHEDULABLE
 
 try:
     import fcntl
@@ -362,15 +363,17 @@ def load(opt: Any, path: str | os.PathLike, *, restore_params: bool = True) -> N
         meta = archive.meta()
         groups = _fit(opt, meta, misfit)
         arrays = archive.arrays(meta)
-    sd, params = _state_dict(meta, groups, arrays)
-    try:
-        loaded = opt._checked_state_dict(sd)
-    except (ValueError, TypeError, OverflowError) as err:
-        raise CheckpointError(f"{misfit}: {err}") from err
-    try:
-        opt._apply_state_dict(loaded, params if restore_params else None)
-    except ValueError as err:  # a param that cannot take the saved values (read-only)
-        raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
+    sd, params = _saved_state_dict(meta, groups, arrays)
+    with opt._lock:
+        opt._refuse_reentry("load")
+        try:
+            loaded = _state_dict.check(opt, sd, "load")
+        except (ValueError, TypeError, OverflowError) as err:
+            raise CheckpointError(f"{misfit}: {err}") from err
+        try:
+            opt._apply_state_dict(loaded, params if restore_params else None)
+        except ValueError as err:  # a param that cannot take the saved values (read-only)
+            raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -648,12 +651,14 @@ def _fit(opt: Any, meta: dict[str, Any], misfit: str) -> list[dict[str, Any]]:
                     f"this optimizer's {ours['param_names']}"
                 )
         options = {k: _decode_option(v) for k, v in g["options"].items()}
-        if "lr" in options:
-            options["lr"] = _decode_schedulable(
-                g["options"]["lr"], ours["lr"], f"{where}['lr']", misfit
-            )
-        if "betas" in options:
-            options["betas"] = _decode_betas(g["options"]["betas"], ours["betas"], where, misfit)
+        for name in SCHEDULABLE:  # lr, and betas (whose beta1 may be a schedule)
+            if name in options:
+                value, current = g["options"][name], ours[name]
+                if BY_NAME[name].kind == "betas":
+                    options[name] = _decode_betas(value, current, where, misfit)
+                else:
+                    what = f"{where}[{name!r}]"
+                    options[name] = _decode_schedulable(value, current, what, misfit)
         saved_groups.append({**options, "params": list(g["params"])})
     for rec, t in zip(tensors, live):
         if rec["shape"] != list(t.array.shape) or rec["dtype"] != t.array.dtype.name:
@@ -678,7 +683,7 @@ def _fit(opt: Any, meta: dict[str, Any], misfit: str) -> list[dict[str, Any]]:
     return saved_groups
 
 
-def _state_dict(
+def _saved_state_dict(
     meta: dict[str, Any], groups: list[dict[str, Any]], arrays: dict[str, np.ndarray]
 ) -> tuple[dict[str, Any], list[np.ndarray] | None]:
     """The ``state_dict`` a checked checkpoint holds, and its params (None when

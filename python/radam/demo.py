@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -194,6 +195,15 @@ def _evaluate(model: Model, params: dict[str, np.ndarray], x: np.ndarray, y: np.
     return loss, acc
 
 
+def epochs_of_batches(n: int, epochs: int, batch_size: int, seed: int) -> Iterator[list[Any]]:
+    """Each epoch's mini-batches of ``n`` samples (their indices), in an order
+    shuffled anew every epoch: the same for every model and optimizer."""
+    order_rng = np.random.default_rng(seed + 1)
+    for _ in range(epochs):
+        order = order_rng.permutation(n)
+        yield [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
 def train(data: Data, epochs: int, batch_size: int, seed: int, progress: Any = None) -> list[Run]:
     """Every model with every optimizer, on the same shuffled mini-batches."""
     n, d = data.x_train.shape
@@ -205,12 +215,9 @@ def train(data: Data, epochs: int, batch_size: int, seed: int, progress: Any = N
             params = {name: a.copy() for name, a in init.items()}
             opt = make(params)
             run = Run(model.name, opt_name)
-            order_rng = np.random.default_rng(seed + 1)
             start = time.perf_counter()
-            for _ in range(epochs):
-                order = order_rng.permutation(n)
-                for i in range(0, n, batch_size):
-                    idx = order[i : i + batch_size]
+            for batches in epochs_of_batches(n, epochs, batch_size, seed):
+                for idx in batches:
                     _, grads = model.loss_and_grads(params, data.x_train[idx], data.y_train[idx])
                     opt.step(grads)
                 run.train_loss.append(model.loss_and_grads(params, data.x_train, data.y_train)[0])
@@ -272,7 +279,8 @@ def plot(runs: list[Run], path: str, batches_per_epoch: int) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The demo's arguments (``python -m radam demo ...``)."""
     parser = argparse.ArgumentParser(
         prog="python -m radam demo",
         description="Adam vs SGD and SGD with momentum on scikit-learn's digits "
@@ -302,11 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         args.epochs = 12
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be >= 1")
+    return args
 
-    if args.data_parallel:
-        from radam.demo_mpi import main as data_parallel
 
-        return data_parallel(args.epochs, args.batch_size, args.seed)
+def main(argv: list[str] | None = None) -> int:
+    """The demo on one process (``--data-parallel`` is routed to
+    ``radam.demo_mpi`` by ``python -m radam``)."""
+    return run(parse(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     missing = _missing_extras()
     if missing:
         print(

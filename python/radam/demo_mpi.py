@@ -21,7 +21,7 @@ import radam
 def main(epochs: int, batch_size: int, seed: int) -> int:
     from mpi4py import MPI
 
-    from radam.demo import MODELS, load_data
+    from radam.demo import MODELS, epochs_of_batches, load_data
     from radam.distributed import ShardedAdam
 
     comm = MPI.COMM_WORLD
@@ -35,12 +35,9 @@ def main(epochs: int, batch_size: int, seed: int) -> int:
     single = {name: a.copy() for name, a in init.items()}
     opt = ShardedAdam(params, lr=1e-2)
     ref = radam.Adam(single, lr=1e-2) if rank == 0 else None
-    order_rng = np.random.default_rng(seed + 1)
     start = time.perf_counter()
-    for _ in range(epochs):
-        order = order_rng.permutation(n)
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
+    for batches in epochs_of_batches(n, epochs, batch_size, seed):
+        for idx in batches:
             mine = np.array_split(idx, k)[rank]  # this rank's slice of the batch
             # Weight each slice's mean by its share, so the average over ranks is the batch mean.
             _, grads = model.loss_and_grads(params, data.x_train[mine], data.y_train[mine])

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
-import math
+import os
 import threading
+import weakref
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _core
-from ._options import EngineOptions, engine_options, state_names
+from . import _core, _state_dict
+from ._engine import MASTER, Engine, TensorBuffers, state_names
+from ._errors import ReentrantCallError
+from ._frozen import STATE_INSTEAD, ParamList, state_entry, state_mapping
+from ._options import (
+    VARIANTS,
+    EngineOptions,
+    betas_pair,
+    check_choice,
+    check_switch,
+    engine_options,
+    from_table,
+    group_defaults,
+    unsupported_on_gpu,
+)
 from ._params import (
     HALF_DTYPES,
     Tensor,
@@ -21,10 +33,61 @@ from ._params import (
     layout_of,
     resolve_state_dtype,
 )
+from ._state_dict import LAST_STEP
 
-DEVICES = ("cpu", "gpu", "auto")
+# Every live optimizer, for the fork handlers below.
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+# How long a fork waits for a step in flight on another thread to finish.
+FORK_WAIT_S = 60.0
+# _busy of an optimizer in a child forked while a call of it did not end.
+_TORN = "fork"
+_FORK_LOCK = threading.Lock()  # one fork at a time goes through the handlers
+_FORK_HELD: list[Any] = []
 
 
+def _before_fork() -> None:
+    """Let steps in flight finish, and hold every optimizer's lock across the
+    fork: a child must not start with a lock held by a thread it does not
+    have, nor with params half written by it."""
+    _FORK_LOCK.acquire()
+    for opt in list(_LIVE):
+        if opt._lock.acquire(timeout=FORK_WAIT_S):
+            _FORK_HELD.append(opt)
+        else:  # a call that does not end (a schedule waiting on this thread?)
+            opt._torn_by_fork = True
+
+
+def _after_fork(child: bool) -> None:
+    # The forking thread holds what _before_fork acquired, in the child too.
+    for opt in _FORK_HELD:
+        opt._lock.release()
+    _FORK_HELD.clear()
+    for opt in list(_LIVE):
+        if opt._torn_by_fork and child:
+            # Its lock is held by a thread the child does not have, mid-call.
+            opt._lock = threading.RLock()
+            opt._busy = _TORN
+        opt._torn_by_fork = False
+    _FORK_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=lambda: _after_fork(child=False),
+        after_in_child=lambda: _after_fork(child=True),
+    )
+
+
+class _Evaluated(NamedTuple):
+    """Every group's validated options: as Python reads them, and as the engines
+    take them (``radam._core.AdamConfig``)."""
+
+    options: list[EngineOptions]
+    configs: list[Any]
+
+
+@from_table("Adam")
 class Adam:
     """Adam (Kingma & Ba, Algorithm 1) over NumPy arrays, updated in place.
 
@@ -41,7 +104,9 @@ class Adam:
     ``exp_avg``, ``exp_avg_sq`` and with AMSGrad
     ``max_exp_avg_sq``) is created at the first step as NumPy arrays beside the
     params. ``key`` is the name for dict params, the flat index otherwise.
-    ``step`` is thread-safe: concurrent calls run one after the other.
+    ``step`` is thread-safe: concurrent calls run one after the other. An lr
+    schedule may read the optimizer; one that steps or loads it raises a
+    RuntimeError.
 
     Keyword-only options reproduce the seed systems (see docs/formulas.md):
     ``efficient_form`` (the paper's step-size form, eps on the uncorrected
@@ -60,122 +125,118 @@ class Adam:
     arrays are then copies: see :meth:`sync` for when they are current.
     """
 
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        amsgrad: bool = False,
-        maximize: bool = False,
-        device: str = "cpu",
-        *,
-        efficient_form: bool = False,
-        beta1_decay: float = 1.0,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        max_gradient_elem: float = 0.0,
-        max_gradient_norm: float = 0.0,
-        bias_correction: str = "adam",
-        grad_scale: float = 1.0,
-        skip_nonfinite: bool = False,
-        state_dtype: Any = None,
-        master_weights: bool = False,
-    ) -> None:
-        self.defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            "amsgrad": amsgrad,
-            "maximize": maximize,
-            "efficient_form": efficient_form,
-            "beta1_decay": beta1_decay,
-            "momentum": momentum,
-            "nesterov": nesterov,
-            "max_gradient_elem": max_gradient_elem,
-            "max_gradient_norm": max_gradient_norm,
-            "bias_correction": bias_correction,
-            "grad_scale": grad_scale,
-        }
-        self.defaults.update(self._extra_defaults)
-        self._check_defaults()
-        if not isinstance(skip_nonfinite, bool):
-            raise TypeError(f"skip_nonfinite must be True or False, got {skip_nonfinite!r}")
-        self.skip_nonfinite = skip_nonfinite
+    # from_table sets _variant, this class's entry of radam._options.VARIANTS, from
+    # which come its __init__ (whose options _setup takes) and its docstring's end.
+
+    def _setup(self, params: Any, options: dict[str, Any]) -> None:
+        """Construction, with the options checked against the class's signature."""
+        self.defaults = group_defaults(VARIANTS[self._variant], options)
+        engine_options({**self.defaults, "algorithm": self._algorithm}, "")
+        self.skip_nonfinite = check_switch(options["skip_nonfinite"], "skip_nonfinite")
         self.skipped_steps = 0  # steps skipped for a NaN or Inf gradient
-        if not isinstance(master_weights, bool):
-            raise TypeError(f"master_weights must be True or False, got {master_weights!r}")
-        self.master_weights = master_weights
-        self.state_dtype = resolve_state_dtype(state_dtype)
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        self.master_weights = check_switch(options["master_weights"], "master_weights")
+        self.state_dtype = resolve_state_dtype(options["state_dtype"])
+        device = check_choice(options["device"], "device")
         self._layout, overrides = layout_of(params)
         check_state_dtype(self.state_dtype, self._layout.tensors)
         self.param_groups: list[dict[str, Any]] = []
         for gi, override in enumerate(overrides):
             group = {**self.defaults, **override, "algorithm": self._algorithm}
             if "betas" in override:
-                group["betas"] = (
-                    tuple(group["betas"]) if hasattr(group["betas"], "__len__") else group["betas"]
-                )
-            engine_options(group, f"params[{gi}]")
+                group["betas"] = betas_pair(group["betas"], f"params[{gi}]: betas")
             members = [t for t in self._layout.tensors if t.group == gi]
-            group["params"] = [t.array for t in members]
-            if all(t.name is not None for t in members):
+            group["params"] = ParamList(t.array for t in members)
+            if all(t.named for t in members):
                 group["param_names"] = [t.name for t in members]
             self.param_groups.append(group)
-        self.device = _resolve_device(
-            device,
-            self._layout.tensors,
-            [engine_options(g, f"params[{i}]") for i, g in enumerate(self.param_groups)],
-            self.state_dtype,
-        )
-        self.state: dict[Any, dict[str, np.ndarray]] = {}
+        options_list = [
+            engine_options(g, f"params[{i}]").options for i, g in enumerate(self.param_groups)
+        ]
+        self.device = _resolve_device(device, self._layout.tensors, options_list, self.state_dtype)
+        self._group_params = [g["params"] for g in self.param_groups]
+        # The length of a list of grads that is passed as it is (-1: none is).
+        self._flat_list = len(self._layout) if self._layout.kind == "list" else -1
+        self._state = state_mapping({})
         self._step = 0
-        self._engine: Any = None
+        self._engine: Engine | None = None
         self._state_names: list[tuple[str, ...]] = []  # per group, fixed once state exists
         # What each group carries from step to step on the host (NAdam's mu_product).
         self._carries = [1.0] * len(self.param_groups)
-        self._lock = threading.Lock()
-        self._options_cache: tuple[Any, list[Any], list[EngineOptions]] | None = None
-        # The fast check: each group's keys and values as tuples, kept only while
-        # every option value is immutable (so equal tuples mean equal options).
-        self._options_fast: tuple[Any, list[Any], list[EngineOptions]] | None = None
+        # Reentrant, so that a schedule may read the optimizer (current_lr,
+        # state_dict) while step holds it. _busy names the call whose schedules
+        # are running: a call that changes the optimizer from inside them (a
+        # schedule calling step) is refused instead of corrupting it, and
+        # current_lr reads the lrs last computed (it would call itself).
+        self._lock = threading.RLock()
+        self._busy: str | None = None
+        self._torn_by_fork = False  # set while a fork could not wait for a call of it
+        self._last_lrs = [o.lr for o in options_list]
+        self._last_betas = [(o.beta1, o.beta2) for o in options_list]
+        self._option_cache = _OptionCache()
+        _LIVE.add(self)
 
-    # The update rule of this class ("adam", "adamax", "nadam" or "radam"), and
-    # the options only it has, with their defaults.
-    _algorithm = "adam"
-    _extra_defaults: dict[str, Any] = {}
-
-    def _check_defaults(self) -> None:
-        self.defaults["algorithm"] = self._algorithm
-        engine_options(self.defaults, "")
-        del self.defaults["algorithm"]
+    @property
+    def _algorithm(self) -> str:
+        """The update rule of this class: "adam", "adamax", "nadam" or "radam"."""
+        return VARIANTS[self._variant].rule
 
     @property
     def step_count(self) -> int:
         """The number of steps taken (the ``t`` of the bias corrections)."""
         return self._step
 
+    @property
+    def state(self) -> Mapping[Any, Mapping[str, np.ndarray]]:
+        """key -> {name: array}: the arrays the kernel updates in place. Read-only:
+        change the arrays in place, or load a whole state with :meth:`load_state_dict`."""
+        return self._state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        raise AttributeError(
+            "opt.state cannot be replaced: the optimizer updates the arrays it holds in "
+            f"place; {STATE_INSTEAD}"
+        )
+
+    def _refuse_reentry(self, call: str) -> None:
+        """Refuse ``call``, which changes the optimizer, made from inside the
+        schedules another call is running (which it would corrupt). Under the lock."""
+        self._refuse_torn(call)
+        if self._busy is not None:
+            raise ReentrantCallError(
+                f"{call}() was called from an lr schedule that {self._busy}() of the same "
+                "optimizer was running; a schedule may read the optimizer but not change it"
+            )
+
     # -- schedules, checkpoints, torch import (radam.schedules, radam.checkpoint) --
+
+    def _refuse_torn(self, call: str) -> None:
+        if self._busy == _TORN:
+            raise RuntimeError(
+                f"{call}(): this process was forked while another thread was inside a call "
+                f"of this optimizer that did not end within {FORK_WAIT_S:.0f} s, so its params "
+                "and state may be half-written here; build a new optimizer"
+            )
 
     @property
     def current_lr(self) -> list[float]:
         """Each group's lr for the next step: the float, or the group's schedule
-        called with ``step_count`` (see ``radam.schedules`` for the convention)."""
+        called with ``step_count`` (see ``radam.schedules`` for the convention).
+        Read from inside a schedule of this optimizer, the lrs last computed
+        (those of the last step, or of construction)."""
         with self._lock:
-            return [o.lr for o in self._options()]
+            if self._busy is not None:
+                return list(self._last_lrs)
+            return [o.lr for o in self._options("current_lr").options]
 
     @property
     def current_betas(self) -> list[tuple[float, float]]:
         """Each group's (beta1, beta2) for the next step: betas[0] may be a
         schedule (e.g. ``radam.schedules.OneCycle.momentum()``), called like lr's."""
         with self._lock:
-            return [(o.beta1, o.beta2) for o in self._options()]
+            if self._busy is not None:
+                return list(self._last_betas)
+            return [(o.beta1, o.beta2) for o in self._options("current_betas").options]
 
     def save(self, path: Any, *, include_params: bool = True) -> None:
         """Write a checkpoint to ``path`` atomically: options (a built-in
@@ -231,61 +292,73 @@ class Adam:
 
         load_torch_state_dict(self, state_dict, decoupled_weight_decay)
 
-    def _options(self) -> list[EngineOptions]:
-        # Validating costs microseconds per group, the whole budget of a small
-        # step: reuse the last result while no group's options changed.
-        fast = self._options_fast
-        if fast is not None and fast[0] is self._state_names:
-            # Tuples compare items by identity first: a few hundred ns per group.
-            if [(tuple(g), tuple(g.values())) for g in self.param_groups] == fast[1]:
-                return fast[2]
-        snapshot = [_option_values(g) for g in self.param_groups]
-        cached = self._options_cache
-        if cached is not None and cached[0] is self._state_names and None not in snapshot:
-            try:
-                if cached[1] == snapshot:
-                    return cached[2]
-            except Exception:  # an odd value (e.g. an array): validate it below
-                pass
-        options = [
-            engine_options(g, f"param_groups[{i}]", self._step)
-            for i, g in enumerate(self.param_groups)
-        ]
+    def _options(self, caller: str = "step") -> _Evaluated:
+        """Every group's options, validated. Validating costs microseconds per
+        group, the whole budget of a small step: the last result is reused
+        while no group's options changed (see :class:`_OptionCache`)."""
+        groups = self.param_groups
+        cached = self._option_cache.get(groups, self._state_names)
+        if cached is not None:
+            return cached
+        self._check_groups()
+        evaluated = self._evaluate(groups, "param_groups[{}]", self._step, caller)
         if self._engine is not None:
-            for i, (opts, names) in enumerate(zip(options, self._state_names)):
+            for i, (opts, names) in enumerate(zip(evaluated.options, self._state_names)):
                 if state_names(opts) != names:
                     raise ValueError(
                         f"param_groups[{i}]: amsgrad, and whether momentum is on, "
                         "cannot change once state exists"
                     )
-        self._options_cache = (self._state_names, snapshot, options)
-        groups = self.param_groups
-        if all(_immutable_options(g) for g in groups):
-            keyed = [(tuple(g), tuple(g.values())) for g in groups]
-            self._options_fast = (self._state_names, keyed, options)
-        else:
-            self._options_fast = None
-        return options
+        self._option_cache.put(groups, self._state_names, evaluated)
+        return evaluated
 
-    def _build(self, state: dict[Any, dict[str, np.ndarray]]) -> Any:
-        tensors = self._layout.tensors
-        entries = [state[t.key] for t in tensors]
-        # AdaMax keeps its infinity norm where Adam keeps v.
-        second = [e["exp_inf"] if "exp_inf" in e else e["exp_avg_sq"] for e in entries]
+    def _evaluate(self, groups: list[Any], where: str, count: int, caller: str) -> _Evaluated:
+        """Validate each group's options, calling its schedules at ``count``
+        (``where`` names group i once formatted with i) as part of ``caller``
+        (marked busy meanwhile). Under the lock."""
+        self._busy = caller
+        try:
+            checked = [engine_options(g, where.format(i), count) for i, g in enumerate(groups)]
+        finally:
+            self._busy = None
+        options = [c.options for c in checked]
+        if self.device == "gpu":
+            for i, o in enumerate(options):
+                _refuse_on_gpu(o, where.format(i))
+        self._last_lrs = [o.lr for o in options]
+        self._last_betas = [(o.beta1, o.beta2) for o in options]
+        return _Evaluated(options, [c.config for c in checked])
+
+    def _check_groups(self) -> None:
+        """param_groups still has the groups this optimizer was built with, each a
+        dict holding the params list it was given (the engine steps those arrays)."""
+        groups = self.param_groups
+        if not isinstance(groups, list) or len(groups) != len(self._group_params):
+            raise ValueError(
+                f"param_groups must stay a list of the {len(self._group_params)} groups this "
+                "optimizer was built with; groups cannot be added or removed (build a new "
+                "optimizer)"
+            )
+        for i, (g, params) in enumerate(zip(groups, self._group_params)):
+            if not isinstance(g, dict):
+                raise TypeError(f"param_groups[{i}] must be a dict, got {type(g).__name__}")
+            if g.get("params") is not params:
+                raise ValueError(
+                    f"param_groups[{i}]['params'] was replaced: the optimizer steps the arrays "
+                    "it was built with; build a new optimizer over new params"
+                )
+
+    def _build(self, state: Mapping[Any, Mapping[str, np.ndarray]]) -> Engine:
+        """The engine of this optimizer's device over the params and ``state``."""
         if self.device == "gpu":
             from .gpu import GpuEngine as engine_class
         else:
             engine_class = _core.CpuEngine
-        return engine_class(
-            [t.label for t in tensors],
-            [t.array for t in tensors],
-            [e["exp_avg"] for e in entries],
-            second,
-            [e.get("max_exp_avg_sq") for e in entries],
-            [e.get("velocity") for e in entries],
-            [t.group for t in tensors],
-            [e.get("master_param") for e in entries],
-        )
+        records = [
+            TensorBuffers(t.label, t.group, t.array, dict(state[t.key]))
+            for t in self._layout.tensors
+        ]
+        return engine_class(records)
 
     def _tensor_state(self, names: list[tuple[str, ...]], t: Tensor) -> dict[str, np.dtype]:
         """The state arrays of tensor ``t`` and their dtypes: the moments in the
@@ -295,17 +368,17 @@ class Adam:
         )
         arrays = {name: dtype for name in names[t.group]}
         if self.master_weights and t.array.dtype in HALF_DTYPES:
-            arrays["master_param"] = np.dtype(np.float32)
+            arrays[MASTER] = np.dtype(np.float32)
         return arrays
 
-    def _fresh_state(self, names: list[tuple[str, ...]]) -> dict[Any, dict[str, np.ndarray]]:
+    def _fresh_state(self, names: list[tuple[str, ...]]) -> Mapping[Any, Any]:
         state = {}
         for t in self._layout.tensors:
             entry = {n: np.zeros(t.array.shape, d) for n, d in self._tensor_state(names, t).items()}
-            if "master_param" in entry:
-                entry["master_param"][...] = t.array
-            state[t.key] = MappingProxyType(entry)
-        return state
+            if MASTER in entry:
+                entry[MASTER][...] = t.array
+            state[t.key] = state_entry(t.key, entry)
+        return state_mapping(state)
 
     def step(self, grads: Any) -> None:
         """One Adam step: every param moves in place. ``grads`` mirrors ``params``.
@@ -313,22 +386,38 @@ class Adam:
         On any error (a missing, misshapen, mistyped or aliasing grad, a bad
         option) a clear exception is raised and params and state are untouched.
         """
-        if grads is None:
-            raise TypeError("grads is None: pass the gradients, with the structure of params")
-        flat = flatten_grads(self._layout, grads)
+        # A list of as many arrays as a flat list of params is passed as it is.
+        if type(grads) is list and len(grads) == self._flat_list:
+            flat = grads
+        else:
+            flat = flatten_grads(self._layout, grads)
         with self._lock:
-            options = self._options()
-            engine, state, names = self._engine, self.state, self._state_names
+            if self._busy is not None:  # called from a schedule, or torn by a fork
+                self._refuse_reentry("step")
+            # The cache's hit inline: the common case, and a small step's budget.
+            hit = self._option_cache.get(self.param_groups, self._state_names)
+            evaluated = hit or self._options("step")
+            engine, state, names = self._engine, self._state, self._state_names
             if engine is None:
-                names = [state_names(o) for o in options]
+                names = [state_names(o) for o in evaluated.options]
                 state = self._fresh_state(names)
                 engine = self._build(state)
             t = self._step + 1
-            carries = engine.step(flat, t, options, self._carries, self.skip_nonfinite)
+            try:
+                carries = engine.step(
+                    flat, t, evaluated.configs, self._carries, self.skip_nonfinite
+                )
+            except OverflowError:
+                if t <= LAST_STEP:
+                    raise
+                raise OverflowError(
+                    f"the step count is {self._step}: the kernel counts steps in 64 bits, "
+                    f"and {LAST_STEP} is its last"
+                ) from None
             if carries is None:  # a NaN or Inf gradient: the whole step was skipped
                 self.skipped_steps += 1
                 return
-            self._engine, self.state, self._state_names, self._step = engine, state, names, t
+            self._engine, self._state, self._state_names, self._step = engine, state, names, t
             self._carries = carries
 
     def sync(self) -> None:
@@ -354,72 +443,25 @@ class Adam:
         The arrays are copies: later steps do not change a saved dict.
         """
         with self._lock:
+            self._refuse_torn("state_dict")
             self._sync_host()
-            state = {}
-            for i, t in enumerate(self._layout.tensors):
-                if t.key in self.state:
-                    entry = {"step": self._step}
-                    if self.param_groups[t.group].get("algorithm") == "nadam":
-                        entry["mu_product"] = self._carries[t.group]
-                    entry.update({k: v.copy() for k, v in self.state[t.key].items()})
-                    state[i] = entry
-            groups, start = [], 0
-            for g in self.param_groups:
-                saved = {k: v for k, v in g.items() if k != "params"}
-                saved["betas"] = tuple(g["betas"])
-                saved["params"] = list(range(start, start + len(g["params"])))
-                if "param_names" in g:
-                    saved["param_names"] = list(g["param_names"])
-                start += len(g["params"])
-                groups.append(saved)
-            return {"state": state, "param_groups": groups}
+            return _state_dict.build(self)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` saved from an optimizer over params of the
         same structure, shapes and dtypes. Everything is checked before anything
-        changes; the arrays are copied in. A resumed run continues bit for bit.
+        changes, values included (a state no run of this optimizer can reach,
+        such as a negative second moment, is refused); the arrays are copied in.
+        A resumed run continues bit for bit.
         """
-        self._apply_state_dict(self._checked_state_dict(state_dict))
+        with self._lock:
+            self._refuse_reentry("load_state_dict")
+            self._apply_state_dict(_state_dict.check(self, state_dict, "load_state_dict"))
 
-    def _checked_state_dict(self, state_dict: Mapping[str, Any]) -> _Loaded:
-        """What loading ``state_dict`` applies, every part checked (options,
-        state arrays copied); changes nothing."""
-        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
-            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
-        saved_groups = list(state_dict["param_groups"])
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(
-                f"state_dict has {len(saved_groups)} param groups, this optimizer has "
-                f"{len(self.param_groups)}"
-            )
-        new_groups = []
-        for i, (saved, ours) in enumerate(zip(saved_groups, self.param_groups)):
-            where = f"state_dict['param_groups'][{i}]"
-            if not isinstance(saved, Mapping):
-                raise TypeError(f"{where} must be a dict, got {type(saved).__name__}")
-            n_saved, n_ours = len(saved.get("params", ())), len(ours["params"])
-            if n_saved != n_ours:
-                raise ValueError(f"{where} has {n_saved} params, this group has {n_ours}")
-            if (
-                "param_names" in saved
-                and "param_names" in ours
-                and list(saved["param_names"]) != ours["param_names"]
-            ):
-                raise ValueError(f"{where}['param_names'] differ from this optimizer's")
-            options = {k: v for k, v in saved.items() if k not in ("params", "param_names")}
-            if options.get("algorithm", self._algorithm) != self._algorithm:
-                raise ValueError(
-                    f"{where} was saved by {options['algorithm']!r}, not {self._algorithm!r}"
-                )
-            group = {**ours, **options}
-            new_groups.append((group, engine_options(group, where)))
-        names = [state_names(o) for _, o in new_groups]
-        step, state = self._check_saved_state(state_dict["state"], names)
-        carries = self._saved_carries(state_dict["state"], [o for _, o in new_groups])
-        return _Loaded([g for g, _ in new_groups], names, step, state, carries)
-
-    def _apply_state_dict(self, loaded: _Loaded, params: list[np.ndarray] | None = None) -> None:
-        """Apply a :meth:`_checked_state_dict` result and, if given, copy ``params``
+    def _apply_state_dict(
+        self, loaded: _state_dict.Loaded, params: list[np.ndarray] | None = None
+    ) -> None:
+        """Apply a :func:`radam._state_dict.check` result and, if given, copy ``params``
         (one array per tensor) into the param arrays, all or nothing: whatever
         can fail (a param that is read-only or no longer of that shape and
         dtype, building the engine) is checked or done before the first change."""
@@ -450,76 +492,9 @@ class Adam:
                     _copy_params(tensors, params)  # checked above: cannot fail
             for ours, group in zip(self.param_groups, loaded.groups):
                 ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
-            self._engine, self.state, self._state_names = engine, loaded.state, loaded.names
+            self._engine, self._state, self._state_names = engine, loaded.state, loaded.names
             self._step, self._carries = loaded.step, loaded.carries
-
-    def _saved_carries(self, saved: Mapping, options: list[EngineOptions]) -> list[float]:
-        """NAdam's mu_product per group, from the state entries of its params."""
-        carries = [1.0] * len(options)
-        for i, t in enumerate(self._layout.tensors):
-            if options[t.group].algorithm != "nadam" or not saved:
-                continue
-            value = saved[i].get("mu_product")
-            if isinstance(value, np.ndarray) and value.shape == ():
-                value = value.item()
-            finite = False
-            if isinstance(value, (float, int, np.floating)) and not isinstance(value, bool):
-                with contextlib.suppress(OverflowError):  # an int past float64's range
-                    finite = math.isfinite(value)
-            if not finite:
-                raise ValueError(
-                    f"state_dict['state'][{i}]['mu_product'] must be a finite number, got {value!r}"
-                )
-            carries[t.group] = float(value)
-        return carries
-
-    def _check_saved_state(self, saved: Any, names: list[tuple[str, ...]]) -> tuple[int, dict]:
-        if not isinstance(saved, Mapping):
-            raise ValueError("state_dict['state'] must be a dict index -> state")
-        tensors = self._layout.tensors
-        if not saved:
-            return 0, {}
-        if sorted(saved) != list(range(len(tensors))):
-            raise ValueError(
-                f"state_dict['state'] must have an entry for each of the {len(tensors)} params "
-                f"(indices 0..{len(tensors) - 1}), got {sorted(saved)}"
-            )
-        steps, state = set(), {}
-        for i, t in enumerate(tensors):
-            entry, where = saved[i], f"state_dict['state'][{i}]"
-            dtypes = self._tensor_state(names, t)
-            missing = [n for n in (*dtypes, "step") if n not in entry]
-            if missing:
-                raise ValueError(f"{where} lacks {missing}")
-            step = entry["step"]
-            if isinstance(step, np.ndarray) and step.shape == ():
-                step = step.item()
-            if (
-                isinstance(step, bool)
-                or not isinstance(step, (int, np.integer, float))
-                or (isinstance(step, float) and not math.isfinite(step))
-                or step != int(step)
-                or step < 1
-            ):
-                raise ValueError(f"{where}['step'] must be a whole number >= 1, got {step!r}")
-            steps.add(int(step))
-            copies = {}
-            for n in dtypes:
-                value = entry[n]
-                if not isinstance(value, np.ndarray):
-                    raise TypeError(
-                        f"{where}[{n!r}] must be a numpy.ndarray, got {type(value).__name__}"
-                    )
-                if value.shape != t.array.shape or value.dtype != dtypes[n]:
-                    raise ValueError(
-                        f"{where}[{n!r}] has shape {value.shape} and dtype {value.dtype}; "
-                        f"this optimizer's has shape {t.array.shape} and dtype {dtypes[n]}"
-                    )
-                copies[n] = np.array(value, order="C", copy=True)
-            state[t.key] = MappingProxyType(copies)
-        if len(steps) != 1:
-            raise ValueError(f"state_dict['state'] entries disagree on 'step': {sorted(steps)}")
-        return steps.pop(), state
+            self._option_cache.clear()
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} (device={self.device!r}, step={self._step})"]
@@ -527,17 +502,6 @@ class Adam:
             opts = ", ".join(f"{k}={g[k]!r}" for k in self.defaults)
             lines.append(f"  group {i}: {len(g['params'])} params, {opts}")
         return "\n".join(lines)
-
-
-class _Loaded(NamedTuple):
-    """A checked state_dict, ready to apply: each group's options, state names,
-    step, state arrays (copies) and carries."""
-
-    groups: list[dict[str, Any]]
-    names: list[tuple[str, ...]]
-    step: int
-    state: dict[Any, Any]
-    carries: list[float]
 
 
 def _copy_params(tensors: list[Tensor], values: list[np.ndarray]) -> None:
@@ -576,6 +540,64 @@ def _option_values(group: dict[str, Any]) -> list[tuple[str, Any]] | None:
     return values
 
 
+class _OptionCache:
+    """The options an optimizer validated last, reused while no group changed.
+
+    A group whose every option value is immutable (numbers, strings, tuples of
+    them) is compared by its keys and values as they are: tuples compare items
+    by identity first, a few hundred ns per group (and a group's ParamList is
+    equal only to itself, so a replaced one differs). Otherwise by a copy of
+    its values (lists as tuples), taken when the options were validated. A
+    group holding a schedule is never reused: a schedule's value changes with
+    the step count. The entry is also tied to the state names it was checked
+    against (a new state checks again)."""
+
+    __slots__ = ("_names", "_copied", "_key", "_value")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._names: Any = None
+        self._copied = False
+        self._key: Any = None
+        self._value: _Evaluated | None = None
+
+    def get(self, groups: list[Any], names: Any) -> _Evaluated | None:
+        if self._names is not names:  # also None: nothing cached
+            return None
+        try:
+            if self._copied:
+                key: Any = [_option_values(g) for g in groups]
+            else:
+                key = [(tuple(g), tuple(g.values())) for g in groups]
+            if key == self._key:
+                return self._value
+        except Exception:  # an odd value (e.g. an array): validate it
+            pass
+        return None
+
+    def put(self, groups: list[Any], names: Any, value: _Evaluated) -> None:
+        self.clear()
+        if all(_immutable_options(g) for g in groups):
+            self._key = [(tuple(g), tuple(g.values())) for g in groups]
+        else:
+            copies = [_option_values(g) for g in groups]
+            if None in copies:
+                return  # a schedule: validated at every step
+            self._key, self._copied = copies, True
+        self._names, self._value = names, value
+
+
+def _refuse_on_gpu(options: EngineOptions, where: str) -> None:
+    bad = unsupported_on_gpu(options)
+    if bad is not None:
+        raise ValueError(
+            f"{where}: {bad} is not supported with device='gpu' (the GPU kernel does not "
+            "implement it yet); use device='cpu'"
+        )
+
+
 def _resolve_device(
     device: str, tensors: list[Any], options: list[EngineOptions], state_dtype: Any = None
 ) -> str:
@@ -590,7 +612,7 @@ def _resolve_device(
     if device == "auto":
         if (
             all(t.array.dtype == np.float32 for t in tensors)
-            and all(gpu.unsupported_option(o) is None for o in options)
+            and all(unsupported_on_gpu(o) is None for o in options)
             and gpu.available(allow_cpu_adapter=False)
         ):
             return "gpu"
@@ -598,6 +620,6 @@ def _resolve_device(
     gpu.check_params([t.array for t in tensors], [t.label for t in tensors])
     gpu.check_state_dtype(state_dtype)
     for i, o in enumerate(options):
-        gpu.check_options(o, f"params[{i}]")
+        _refuse_on_gpu(o, f"params[{i}]")
     gpu.device()
     return "gpu"

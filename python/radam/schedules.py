@@ -37,6 +37,7 @@ Any other callable works too; it just cannot be written into a checkpoint
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any, ClassVar
@@ -88,9 +89,9 @@ def _count(cls: str, count: Any) -> int:
 class Schedule:
     """Base of the built-in schedules: ``schedule(count) -> float``.
 
-    Subclasses set ``_args`` (the constructor's argument names, in order) and
-    store each as an attribute; ``repr``, equality, hashing and the JSON
-    description follow from that. Instances are immutable.
+    ``_args`` is the constructor's argument names, in order (read from its
+    signature); subclasses store each as an attribute. ``repr``, equality,
+    hashing and the JSON description follow from that. Instances are immutable.
     """
 
     _args: ClassVar[tuple[str, ...]] = ()
@@ -99,6 +100,7 @@ class Schedule:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         Schedule._registry[cls.__name__] = cls
+        cls._args = tuple(inspect.signature(cls.__init__).parameters)[1:]
 
     def __call__(self, count: int) -> float:
         return self._value(_count(type(self).__name__, count))
@@ -135,8 +137,6 @@ class Schedule:
 class Constant(Schedule):
     """``value`` at every step (optax's ``constant_schedule``)."""
 
-    _args = ("value",)
-
     def __init__(self, value: float) -> None:
         self.value = _value("Constant", "value", value)
         self._freeze()
@@ -154,8 +154,6 @@ class LinearWarmup(Schedule):
     in optax); pass a small ``init_value`` or, like PyTorch's ``LinearLR``, a
     fraction of the peak to avoid it.
     """
-
-    _args = ("peak_value", "warmup_steps", "init_value")
 
     def __init__(self, peak_value: float, warmup_steps: int, init_value: float = 0.0) -> None:
         self.peak_value = _value("LinearWarmup", "peak_value", peak_value)
@@ -184,8 +182,6 @@ class WarmupCosineDecay(Schedule):
     ``decay_steps`` counts the warmup too, as in optax. ``warmup_steps=0``
     (the default) is plain cosine decay from ``peak_value``.
     """
-
-    _args = ("peak_value", "decay_steps", "warmup_steps", "init_value", "end_value")
 
     def __init__(
         self,
@@ -228,15 +224,6 @@ class ExponentialDecay(Schedule):
     when ``decay_rate > 1``).
     """
 
-    _args = (
-        "init_value",
-        "decay_rate",
-        "transition_steps",
-        "transition_begin",
-        "staircase",
-        "end_value",
-    )
-
     def __init__(
         self,
         init_value: float,
@@ -277,8 +264,6 @@ class ExponentialDecay(Schedule):
 class StepDecay(Schedule):
     """``init_value * gamma ** (count // step_size)``: multiply by ``gamma``
     every ``step_size`` updates (PyTorch's ``StepLR``)."""
-
-    _args = ("init_value", "step_size", "gamma")
 
     def __init__(self, init_value: float, step_size: int, gamma: float = 0.1) -> None:
         self.init_value = _value("StepDecay", "init_value", init_value)
@@ -370,16 +355,6 @@ class OneCycle(Schedule):
         opt = radam.Adam(params, lr=oc, betas=(oc.momentum(), 0.999))
     """
 
-    _args = (
-        "peak_value",
-        "transition_steps",
-        "pct_start",
-        "div_factor",
-        "final_div_factor",
-        "anneal_strategy",
-        "three_phase",
-    )
-
     def __init__(
         self,
         peak_value: float,
@@ -429,8 +404,6 @@ class OneCycleMomentum(Schedule):
     ``cycle_momentum=True``, ``base_momentum=base``, ``max_momentum=peak``.
     Same phases, shapes and end of cycle as the lr's; ``base`` and ``peak``
     are in [0, 1)."""
-
-    _args = ("transition_steps", "pct_start", "anneal_strategy", "three_phase", "base", "peak")
 
     def __init__(
         self,

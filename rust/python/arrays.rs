@@ -1,6 +1,8 @@
 //! Taking NumPy arrays for one step: dtypes, checked borrows, and the views
-//! the kernel gets. Every borrow goes through rust-numpy's borrow checker, so
-//! aliasing and read-only arrays are Python errors, never panics.
+//! the kernel gets. Every borrow goes through rust-numpy's borrow checker
+//! (which also sees another thread stepping the same arrays), and every grad's
+//! bytes are compared with the bytes the step writes (`extents.rs`), so
+//! aliasing and read-only arrays are Python errors, never panics or races.
 
 use half::{bf16, f16};
 use numpy::{
@@ -11,7 +13,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyAnyMethods;
 
-use crate::{Float, MixedTensorMut, Stored, StoredMut};
+use super::extents::{strided_extent, Extent};
+use crate::{Float, Stored, StoredMut};
 
 /// The dtypes the engine takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +44,17 @@ impl DType {
     }
 }
 
+/// A shape as Python prints it: `()`, `(5,)`, `(2, 3)`.
+fn py_shape(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => {
+            let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
 /// Raise TypeError unless `obj` is an ndarray; `what` is only formatted on error.
 pub(super) fn as_array<'py>(
     obj: &Bound<'py, PyAny>,
@@ -65,6 +79,31 @@ pub(super) enum Rw<'py> {
     F64(PyReadwriteArrayDyn<'py, f64>),
     F16(PyReadwriteArrayDyn<'py, f16>),
     Bf16(PyReadwriteArrayDyn<'py, bf16>),
+}
+
+impl Rw<'_> {
+    /// The bytes of this (C-contiguous) array.
+    pub(super) fn extent(&self) -> Extent {
+        fn of<T: Element>(a: &PyReadwriteArrayDyn<'_, T>) -> Extent {
+            let start = a.data() as usize;
+            (start, start + a.len() * std::mem::size_of::<T>())
+        }
+        match self {
+            Rw::F32(a) => of(a),
+            Rw::F64(a) => of(a),
+            Rw::F16(a) => of(a),
+            Rw::Bf16(a) => of(a),
+        }
+    }
+
+    pub(super) fn shape(&self) -> &[usize] {
+        match self {
+            Rw::F32(a) => a.shape(),
+            Rw::F64(a) => a.shape(),
+            Rw::F16(a) => a.shape(),
+            Rw::Bf16(a) => a.shape(),
+        }
+    }
 }
 
 /// A read-only borrow (a gradient).
@@ -124,6 +163,7 @@ fn typed_ro<'py, T: Element>(
     shape: &[usize],
     what: &dyn Fn() -> String,
     param_dtype: &str,
+    overlaps: &impl Fn(Extent) -> Option<String>,
 ) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     let typed = grad.cast::<PyArrayDyn<T>>().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -135,14 +175,31 @@ fn typed_ro<'py, T: Element>(
     })?;
     if typed.shape() != shape {
         return Err(PyValueError::new_err(format!(
-            "{} has shape {:?} but its param has shape {shape:?}",
+            "{} has shape {} but its param has shape {}",
             what(),
-            typed.shape(),
+            py_shape(typed.shape()),
+            py_shape(shape),
         )));
     }
+    let (data, itemsize) = (typed.data() as usize, std::mem::size_of::<T>());
+    let extent = if typed.is_c_contiguous() {
+        (data, data + typed.len() * itemsize)
+    } else {
+        strided_extent(data, typed.shape(), typed.strides(), itemsize)
+    };
+    if let Some(written) = overlaps(extent) {
+        return Err(PyValueError::new_err(format!(
+            "{} shares memory with {written}, which the step writes; pass a separate \
+             gradient array",
+            what()
+        )));
+    }
+    // Its bytes overlap nothing this step writes, so a refused borrow means
+    // another thread is writing them (another optimizer stepping them).
     let view = typed.try_readonly().map_err(|_| {
         PyValueError::new_err(format!(
-            "{} shares memory with a param or optimizer state; pass a separate gradient array",
+            "{} is being written by another call (an optimizer stepping an array it \
+             shares memory with); pass a separate gradient array",
             what()
         ))
     })?;
@@ -156,19 +213,21 @@ fn typed_ro<'py, T: Element>(
 }
 
 /// Borrow a gradient for reading, checking that it is an ndarray of the
-/// param's dtype and shape that shares no memory with anything being written.
+/// param's dtype and shape whose bytes overlap nothing being written
+/// (`overlaps` names what they do overlap).
 pub(super) fn borrow_grad<'py>(
     grad: &Bound<'py, PyAny>,
     param_dtype: DType,
     shape: &[usize],
     what: &dyn Fn() -> String,
+    overlaps: &impl Fn(Extent) -> Option<String>,
 ) -> PyResult<Ro<'py>> {
     let grad = as_array(grad, what)?;
     Ok(match param_dtype {
-        DType::F32 => Ro::F32(typed_ro(&grad, shape, what, "float32")?),
-        DType::F64 => Ro::F64(typed_ro(&grad, shape, what, "float64")?),
-        DType::F16 => Ro::F16(typed_ro(&grad, shape, what, "float16")?),
-        DType::Bf16 => Ro::Bf16(typed_ro(&grad, shape, what, "bfloat16")?),
+        DType::F32 => Ro::F32(typed_ro(&grad, shape, what, "float32", overlaps)?),
+        DType::F64 => Ro::F64(typed_ro(&grad, shape, what, "float64", overlaps)?),
+        DType::F16 => Ro::F16(typed_ro(&grad, shape, what, "float16", overlaps)?),
+        DType::Bf16 => Ro::Bf16(typed_ro(&grad, shape, what, "bfloat16", overlaps)?),
     })
 }
 
@@ -182,92 +241,52 @@ pub(super) trait Compute: Float + Element {
     fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]>;
 }
 
-impl Compute for f32 {
-    fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]> {
-        match rw {
-            Rw::F32(a) => a.as_slice_mut().ok(),
-            _ => None,
+macro_rules! compute {
+    ($t:ty, $variant:ident) => {
+        impl Compute for $t {
+            fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]> {
+                match rw {
+                    Rw::$variant(a) => a.as_slice_mut().ok(),
+                    _ => None,
+                }
+            }
+            fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]> {
+                match ro {
+                    Ro::$variant(a) => a.as_slice().ok(),
+                    _ => None,
+                }
+            }
         }
-    }
-    fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]> {
-        match ro {
-            Ro::F32(a) => a.as_slice().ok(),
-            _ => None,
+    };
+}
+
+compute!(f32, F32);
+compute!(f64, F64);
+
+fn mixed() -> PyErr {
+    PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
+}
+
+/// A function viewing a borrow (`Rw`, `Ro`) as the kernel's holder of it for
+/// compute type `T`: a 16-bit array as it is stored, the compute type's own natively.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident($($mut:ident)?), $borrow:ident, $holder:ident, $slice:ident, $native:ident) => {
+        $(#[$doc])*
+        pub(super) fn $name<'a, T: Compute>(b: &'a $($mut)? $borrow<'_>) -> PyResult<$holder<'a, T>> {
+            Ok(match b {
+                $borrow::F16(a) => $holder::F16(a.$slice().map_err(not_contiguous)?),
+                $borrow::Bf16(a) => $holder::Bf16(a.$slice().map_err(not_contiguous)?),
+                other => $holder::Native(T::$native(other).ok_or_else(mixed)?),
+            })
         }
-    }
+    };
 }
 
-impl Compute for f64 {
-    fn native_mut<'a>(rw: &'a mut Rw<'_>) -> Option<&'a mut [Self]> {
-        match rw {
-            Rw::F64(a) => a.as_slice_mut().ok(),
-            _ => None,
-        }
-    }
-    fn native<'a>(ro: &'a Ro<'_>) -> Option<&'a [Self]> {
-        match ro {
-            Ro::F64(a) => a.as_slice().ok(),
-            _ => None,
-        }
-    }
-}
-
-/// View a write borrow as the kernel's stored buffer for compute type `T`.
-pub(super) fn stored_mut<'a, T: Compute>(rw: &'a mut Rw<'_>) -> PyResult<StoredMut<'a, T>> {
-    Ok(match rw {
-        Rw::F16(a) => StoredMut::F16(a.as_slice_mut().map_err(not_contiguous)?),
-        Rw::Bf16(a) => StoredMut::Bf16(a.as_slice_mut().map_err(not_contiguous)?),
-        other => StoredMut::Native(T::native_mut(other).ok_or_else(|| {
-            PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
-        })?),
-    })
-}
-
-pub(super) fn stored<'a, T: Compute>(ro: &'a Ro<'_>) -> PyResult<Stored<'a, T>> {
-    Ok(match ro {
-        Ro::F16(a) => Stored::F16(a.as_slice().map_err(not_contiguous)?),
-        Ro::Bf16(a) => Stored::Bf16(a.as_slice().map_err(not_contiguous)?),
-        other => Stored::Native(T::native(other).ok_or_else(|| {
-            PyTypeError::new_err("a float32 array and a float64 array were mixed in one tensor")
-        })?),
-    })
-}
-
-fn optional_mut<'a, T: Compute>(rw: &'a mut Option<Rw<'_>>) -> PyResult<Option<StoredMut<'a, T>>> {
-    rw.as_mut().map(stored_mut).transpose()
-}
-
-/// The borrows of one tensor, held while the kernel runs.
-pub(super) struct Borrowed<'py> {
-    pub param: Rw<'py>,
-    pub master: Option<Rw<'py>>,
-    pub grad: Ro<'py>,
-    pub exp_avg: Rw<'py>,
-    pub exp_avg_sq: Rw<'py>,
-    pub max_exp_avg_sq: Option<Rw<'py>>,
-    pub velocity: Option<Rw<'py>>,
-    pub group: usize,
-}
-
-impl Borrowed<'_> {
-    /// The kernel's view of this tensor, in compute type `T`.
-    pub(super) fn tensor<T: Compute>(&mut self) -> PyResult<MixedTensorMut<'_, T>> {
-        let master = match &mut self.master {
-            Some(rw) => Some(
-                T::native_mut(rw)
-                    .ok_or_else(|| PyTypeError::new_err("a master copy must be float32"))?,
-            ),
-            None => None,
-        };
-        Ok(MixedTensorMut {
-            param: stored_mut(&mut self.param)?,
-            master,
-            grad: stored(&self.grad)?,
-            exp_avg: stored_mut(&mut self.exp_avg)?,
-            exp_avg_sq: stored_mut(&mut self.exp_avg_sq)?,
-            max_exp_avg_sq: optional_mut(&mut self.max_exp_avg_sq)?,
-            velocity: optional_mut(&mut self.velocity)?,
-            group: self.group,
-        })
-    }
-}
+view!(
+    /// A write borrow as the kernel's buffer for compute type `T`.
+    stored_mut(mut), Rw, StoredMut, as_slice_mut, native_mut
+);
+view!(
+    /// A read borrow (a gradient) as the kernel's buffer for compute type `T`.
+    stored(), Ro, Stored, as_slice, native
+);

@@ -74,6 +74,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._options import DOWNHILL, from_seed
 from ..optimizer import Adam as _RadamAdam
 
 FORMULAS = ("master", "0.4.0")
@@ -102,16 +103,6 @@ DEFAULTS: dict[str, Any] = {
 _NO_LOSS_YET = 1e100
 _BETA1_DECAY = {"master": 1.0, "0.4.0": 1.0 - 1e-6}
 _BIAS_CORRECTION = {"master": "adam", "0.4.0": "downhill-0.4.0"}
-# radam.Adam's defaults for the kernel options; a group only gets the ones that differ
-# (or that it already has), so this layer also runs on a radam without them.
-_KERNEL_DEFAULTS = {
-    "beta1_decay": 1.0,
-    "momentum": 0.0,
-    "nesterov": False,
-    "max_gradient_elem": 0.0,
-    "max_gradient_norm": 0.0,
-    "bias_correction": "adam",
-}
 
 
 def halflife_to_beta(halflife: float) -> float:
@@ -413,31 +404,18 @@ class Adam:
 
     # -- hyperparameters
     def _radam_options(self, h: Mapping[str, Any]) -> dict[str, Any]:
-        options = {
-            "lr": h["learning_rate"],
-            "betas": (halflife_to_beta(h["beta1_halflife"]), halflife_to_beta(h["beta2_halflife"])),
-            "eps": h["rms_regularizer"],
-        }
-        kernel = {
-            "beta1_decay": h["beta1_decay"],
-            "momentum": h["momentum"],
-            "nesterov": h["nesterov"],
-            "max_gradient_elem": h["max_gradient_elem"],
-            "max_gradient_norm": h["max_gradient_norm"],
-            "bias_correction": _BIAS_CORRECTION[self.formula],
-        }
-        for name, value in kernel.items():
-            if value != _KERNEL_DEFAULTS[name]:
-                options[name] = value
+        """radam.Adam's options for downhill's hyperparameters ``h`` (the names
+        map by radam's option table; the half-lives become betas)."""
+
+        def value(name: str) -> Any:
+            return halflife_to_beta(h[name]) if name.endswith("_halflife") else h[name]
+
+        options = from_seed(DOWNHILL, value)
+        options["bias_correction"] = _BIAS_CORRECTION[self.formula]
         return options
 
     def _apply(self, h: Mapping[str, Any]) -> None:
-        group = self._opt.param_groups[0]
-        wanted = self._radam_options(h)
-        for name, default in _KERNEL_DEFAULTS.items():
-            if name in group and name not in wanted:
-                wanted[name] = default
-        group.update(wanted)
+        self._opt.param_groups[0].update(self._radam_options(h))
         self.hyperparams = dict(h)
 
     @property

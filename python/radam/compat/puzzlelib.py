@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from .._options import PUZZLELIB, from_seed
 from ..optimizer import Adam as _RadamAdam
 
 _FORMAT = "radam.compat.puzzlelib.Adam/1"
@@ -117,11 +118,8 @@ class Adam:
             raise ValueError(f"epsilon must be finite and >= 0, got {self.epsilon!r}")
 
     def _options(self) -> dict[str, Any]:
-        return {
-            "lr": float(self.alpha),
-            "betas": (float(self.beta1), float(self.beta2)),
-            "eps": float(self.epsilon),
-        }
+        """radam.Adam's options for this optimizer's (named by radam's option table)."""
+        return from_seed(PUZZLELIB, lambda name: float(getattr(self, name)))
 
     # -- setup
     def setupOn(self, net: Any, useGlobalState: bool = False) -> None:  # noqa: N802, N803
@@ -183,21 +181,19 @@ class Adam:
                 self.net.grads[name].fill(0)
 
     def _grads(self) -> list[np.ndarray]:
-        params = self.net.params
-        for name in self._names:
-            if params.get(name) is not self._param_views[name]:
-                raise RuntimeError(
-                    f"net.params[{name!r}] was replaced after setupOn; the optimizer updates the "
-                    "arrays it was set up on: call setupOn(net) again"
-                )
+        _refuse_replaced(
+            self.net.params,
+            self._param_views,
+            "net.params[{!r}] was replaced after setupOn; the optimizer updates the arrays it "
+            "was set up on: call setupOn(net) again",
+        )
         if self.useGlobalState:
-            grads = self.net.grads
-            for name in self._names:
-                if grads.get(name) is not self._grad_views[name]:
-                    raise RuntimeError(
-                        f"net.grads[{name!r}] was replaced after setupOn(useGlobalState=True); "
-                        "write into the existing array (net.grads[name][...] = g) instead"
-                    )
+            _refuse_replaced(
+                self.net.grads,
+                self._grad_views,
+                "net.grads[{!r}] was replaced after setupOn(useGlobalState=True); write into "
+                "the existing array (net.grads[name][...] = g) instead",
+            )
             return self._grad_buffers
         return [self.net.grads[name] for name in self._names]
 
@@ -318,13 +314,19 @@ class Adam:
             for i in range(len(tensors)):
                 state[i] = {"step": t, "exp_avg": exp_avg[i], "exp_avg_sq": exp_avg_sq[i]}
         groups = self._opt.state_dict()["param_groups"]
-        groups[0].update(
-            lr=hyper["alpha"], betas=(hyper["beta1"], hyper["beta2"]), eps=hyper["epsilon"]
-        )
+        groups[0].update(from_seed(PUZZLELIB, hyper.__getitem__))
         self._opt.load_state_dict({"state": state, "param_groups": groups})
         self.alpha, self.beta1 = hyper["alpha"], hyper["beta1"]
         self.beta2, self.epsilon = hyper["beta2"], hyper["epsilon"]
         self.t, self.learnRate = t, float(saved["learnRate"])
+
+
+def _refuse_replaced(arrays: dict, kept: dict[str, np.ndarray], message: str) -> None:
+    """A RuntimeError (``message`` formatted with the name) for the first of
+    ``kept``'s arrays that ``arrays`` no longer holds."""
+    for name, array in kept.items():
+        if arrays.get(name) is not array:
+            raise RuntimeError(message.format(name))
 
 
 def _learn_rate(alpha: float, beta1: float, beta2: float, t: int) -> float:

@@ -10,7 +10,6 @@ from .._params import Layout
 from ..optimizer import Adam
 from ._common import (
     _as_grads,
-    _check_optimizer,
     _DataParallel,
     _local_groups,
     _make_buckets,
@@ -32,23 +31,12 @@ class AveragedAdam(_DataParallel):
     usual; they are the same on every rank).
     """
 
-    def __init__(
-        self,
-        params: Any,
-        comm: Any = None,
-        *,
-        optimizer: type = Adam,
-        broadcast_params: bool = True,
-        **options: Any,
-    ) -> None:
-        super().__init__(comm)
+    def _local_optimizer(
+        self, params: Any, layout: Layout, optimizer: type, options: dict[str, Any]
+    ) -> Adam:
+        return optimizer(params, **options)
 
-        def build(layout: Layout) -> Adam:
-            _check_optimizer(optimizer)
-            return optimizer(params, **options)
-
-        self.optimizer, layout = self._check_same(build, params, options)
-        self._layout = layout
+    def _make_buffers(self, layout: Layout) -> None:
         self._buckets, offsets = _make_buckets(layout)
         self._pack = _views(self._buckets, offsets, layout, "grads")
         self._grad_views = []
@@ -59,16 +47,6 @@ class AveragedAdam(_DataParallel):
                 self._casts.append((view, half))
                 view = half
             self._grad_views.append(view)
-        if broadcast_params:
-            self._broadcast_params(layout)
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    @property
-    def step_count(self) -> int:
-        return self.optimizer.step_count
 
     def step(self, grads: Any) -> None:
         """Average ``grads`` across ranks, then one step of the local optimizer."""

@@ -182,9 +182,49 @@ def _describe_difference(mine: Any, theirs: Any, rank: int) -> str:
 
 class _DataParallel:
     """What both modes share: the communicator, the agreement on errors, the
-    consistency check and broadcast at construction."""
+    construction (this rank's optimizer, checked the same on every rank, then
+    the buffers, then the params broadcast from rank 0) and the group access.
+    A mode says how it builds its local optimizer (``_local_optimizer``) and
+    its buffers (``_make_buffers``)."""
 
-    def __init__(self, comm: Any) -> None:
+    def __init__(
+        self,
+        params: Any,
+        comm: Any = None,
+        *,
+        optimizer: type = Adam,
+        broadcast_params: bool = True,
+        **options: Any,
+    ) -> None:
+        self._connect(comm)
+
+        def build(layout: Layout) -> Adam:
+            _check_optimizer(optimizer)
+            return self._local_optimizer(params, layout, optimizer, options)
+
+        self.optimizer, self._layout = self._check_same(build, params, options)
+        self._make_buffers(self._layout)
+        if broadcast_params:
+            self._broadcast_params(self._layout)
+
+    def _local_optimizer(
+        self, params: Any, layout: Layout, optimizer: type, options: dict[str, Any]
+    ) -> Adam:  # pragma: no cover - each mode has its own
+        raise NotImplementedError
+
+    def _make_buffers(self, layout: Layout) -> None:  # pragma: no cover - each mode has its own
+        raise NotImplementedError
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The local optimizer's groups (change options identically on every rank)."""
+        return self.optimizer.param_groups
+
+    @property
+    def step_count(self) -> int:
+        return self.optimizer.step_count
+
+    def _connect(self, comm: Any) -> None:
         MPI = _mpi()  # noqa: N806
         if comm is None:
             comm = MPI.COMM_WORLD

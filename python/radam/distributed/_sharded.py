@@ -10,7 +10,6 @@ from .._params import Layout
 from ..optimizer import Adam
 from ._common import (
     _as_grads,
-    _check_optimizer,
     _DataParallel,
     _local_groups,
     _make_buckets,
@@ -44,60 +43,47 @@ class ShardedAdam(_DataParallel):
     ``save``/``load`` are collective: call them on every rank.
     """
 
-    def __init__(
-        self,
-        params: Any,
-        comm: Any = None,
-        *,
-        optimizer: type = Adam,
-        broadcast_params: bool = True,
-        **options: Any,
-    ) -> None:
-        super().__init__(comm)
+    def _local_optimizer(
+        self, params: Any, layout: Layout, optimizer: type, options: dict[str, Any]
+    ) -> Adam:
         self._optimizer_class = optimizer
         self._params = params
         self._options = dict(options)
         k, rank = self.world_size, self.rank
+        if options.get("device", "cpu") != "cpu":
+            raise ValueError(
+                f"device must be 'cpu' for ShardedAdam, got {options['device']!r} "
+                "(use AveragedAdam to train on a GPU with plain averaging)"
+            )
+        skip = options.get("skip_nonfinite", False)
+        if not isinstance(skip, bool):
+            raise TypeError(f"skip_nonfinite must be True or False, got {skip!r}")
+        self.skip_nonfinite = skip
+        sizes = [t.array.size for t in layout.tensors]
+        self.numel = sum(sizes)
+        self._buckets, self._offsets = _make_buckets(layout)
+        self.shard = _shard_range(self.numel, k, rank)
+        # Each tensor's piece on each rank: (start within the tensor, size).
+        self._pieces = []
+        for i, size in enumerate(sizes):
+            row = []
+            for r in range(k):
+                lo, hi = _shard_range(self.numel, k, r)
+                a = min(max(self._offsets[i], lo), self._offsets[i] + size)
+                b = max(min(self._offsets[i] + size, hi), a)
+                row.append((a - self._offsets[i], b - a))
+            self._pieces.append(row)
+        pieces = [
+            t.array.reshape(-1)[start : start + n]
+            for t, (start, n) in zip(layout.tensors, (row[rank] for row in self._pieces))
+        ]
+        inner = {**options, "skip_nonfinite": False}  # agreed across ranks here instead
+        return optimizer(_structure(params, pieces, layout), **inner)
 
-        def build(layout: Layout) -> Adam:
-            _check_optimizer(optimizer)
-            if options.get("device", "cpu") != "cpu":
-                raise ValueError(
-                    f"device must be 'cpu' for ShardedAdam, got {options['device']!r} "
-                    "(use AveragedAdam to train on a GPU with plain averaging)"
-                )
-            skip = options.get("skip_nonfinite", False)
-            if not isinstance(skip, bool):
-                raise TypeError(f"skip_nonfinite must be True or False, got {skip!r}")
-            self.skip_nonfinite = skip
-            sizes = [t.array.size for t in layout.tensors]
-            self.numel = sum(sizes)
-            self._buckets, self._offsets = _make_buckets(layout)
-            self.shard = _shard_range(self.numel, k, rank)
-            # Each tensor's piece on each rank: (start within the tensor, size).
-            self._pieces = []
-            for i, size in enumerate(sizes):
-                row = []
-                for r in range(k):
-                    lo, hi = _shard_range(self.numel, k, r)
-                    a = min(max(self._offsets[i], lo), self._offsets[i] + size)
-                    b = max(min(self._offsets[i] + size, hi), a)
-                    row.append((a - self._offsets[i], b - a))
-                self._pieces.append(row)
-            pieces = [
-                t.array.reshape(-1)[start : start + n]
-                for t, (start, n) in zip(layout.tensors, (row[rank] for row in self._pieces))
-            ]
-            inner = {**options, "skip_nonfinite": False}  # agreed across ranks here instead
-            return optimizer(_structure(params, pieces, layout), **inner)
-
-        self.optimizer, layout = self._check_same(build, params, options)
-        self._layout = layout
+    def _make_buffers(self, layout: Layout) -> None:
         self._setup_buffers()
         self.skipped_steps = 0
         self._sumsq = np.zeros(len(layout.tensors), np.float64)
-        if broadcast_params:
-            self._broadcast_params(layout)
 
     def _setup_buffers(self) -> None:
         MPI, k = self._MPI, self.world_size  # noqa: N806
@@ -134,15 +120,6 @@ class ShardedAdam(_DataParallel):
         )
 
     # -- what users read
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        """The local optimizer's groups (change options identically on every rank)."""
-        return self.optimizer.param_groups
-
-    @property
-    def step_count(self) -> int:
-        return self.optimizer.step_count
-
     @property
     def state(self) -> dict[Any, dict[str, np.ndarray]]:
         """This rank's shard of the state: 1-D arrays over the pieces it owns."""

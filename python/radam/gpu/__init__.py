@@ -10,7 +10,7 @@ uses this module; users also get:
   made from NumPy and read back with :meth:`DeviceArray.numpy`;
 * :func:`adapter_name` -- which adapter that is.
 
-How the optimizer lays out its buffers (``GpuEngine``):
+How the optimizer lays out its buffers (``GpuEngine``; the arithmetic is ``_layout.py``'s):
 
 * every parameter group's tensors are packed one after another into one flat
   ``params`` buffer and one flat ``grads`` buffer (groups start at offsets
@@ -24,18 +24,21 @@ How the optimizer lays out its buffers (``GpuEngine``):
   one per tensor. A dispatch is 2-D when a chunk needs more than 65535
   workgroups;
 * the per-step scalars (bias corrections, decay factors, NAdam's and RAdam's
-  terms, momentum and clipping factors) are computed on the host in float64 by
-  the Rust core's own ``StepScalars`` (``radam._core.step_scalars``, so CPU and
-  GPU share one set of formulas), rounded once to float32 and written, with each
-  dispatch's element range, to a uniform buffer bound with a dynamic offset. The
-  update rule (Adam, AdaMax, NAdam, RAdam's un-adapted step), AMSGrad, momentum,
-  L2 and element clipping are override constants of the pipeline, chosen per
-  step (RAdam switches rule at its step 6 with the default betas);
+  terms, momentum and clipping factors) are the CPU kernel's own coefficients:
+  the Rust core computes them in float64 and rounds them once to float32
+  (``radam._core.GpuStep``, rust/uniform.rs), as rows in the exact order of the
+  shader's ``Step`` struct (``radam._core.STEP_FIELDS``), so the host computes
+  no formula. Each row is written, with its dispatch's element range, to a
+  uniform buffer bound with a dynamic offset. The update rule (Adam, AdaMax,
+  NAdam, RAdam's un-adapted step), AMSGrad, momentum, L2 and element clipping
+  are override constants of the pipeline, also from the core, chosen per step
+  (RAdam switches rule at its step 6 with the default betas);
 * ``max_gradient_norm`` (per tensor, as on the CPU): the norm is measured on the
-  host, in float64 in the CPU step's summation order (``radam._core.grad_norm``),
-  from the float32 grads as packed for upload; the group is then dispatched once
-  per tensor per chunk, each with its own factor. It needs NumPy grads: device
-  grads in a group that clips by norm are refused with a ValueError;
+  host by the core, in float64 in the CPU step's summation order
+  (``GpuStep.tensor_row``), from the float32 grads as packed for upload; the group
+  is then dispatched once per tensor per chunk, each with its own row. It needs
+  NumPy grads: device grads in a group that clips by norm are refused with a
+  ValueError;
 * ``skip_nonfinite``: the packed NumPy grads are checked on the host
   (``np.isfinite``) before anything is sent; a step with device grads and
   ``skip_nonfinite=True`` is refused with a ValueError;
@@ -91,7 +94,7 @@ from ._device import (  # noqa: F401
     device,
     wait,
 )
-from ._engine import GpuEngine, check_options, unsupported_option  # noqa: F401
+from ._engine import GpuEngine
 
 __all__ = [
     "DeviceArray",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,6 @@ from .. import _core
 
 WORKGROUP_SIZE = 256
 _FLOAT32 = np.dtype(np.float32)
-# adam.wgsl's RULE override per rust/scalars.rs Rule.
-_RULES = {"adam": 0, "adamax": 1, "nadam": 2, "unadapted": 3}
 # adam.wgsl's STATE override: how the state values are stored.
 _STATE_KINDS = {"float32": 0, "bfloat16": 1, "float16": 2}
 INSTALL_HINT = 'pip install "radam[gpu]" (wgpu-py 0.32, which needs Python 3.11 or newer)'
@@ -125,25 +123,18 @@ class _Context:
 
     def pipeline(
         self,
-        *,
-        amsgrad: bool,
-        momentum: bool,
-        l2: bool,
-        clip: bool,
-        rule: str,
+        step: Mapping[str, int],
         state: np.dtype = _FLOAT32,
         param: np.dtype = _FLOAT32,
     ) -> Any:
-        """The compute pipeline of one variant (adam.wgsl's override constants),
-        compiled on first use. ``param``: the format each stored param is rounded to."""
-        key = (amsgrad, momentum, l2, clip, rule, state.name, param.name)
+        """The compute pipeline of one variant, compiled on first use: adam.wgsl's
+        override constants that a step sets (``step``: ``radam._core.GpuStep.constants``),
+        and those of the buffers: ``state``, how the state is stored, and ``param``, the
+        format each stored param is rounded to."""
+        key = (*sorted(step.items()), state.name, param.name)
         if key not in self._pipelines:
             constants = {
-                "AMSGRAD": amsgrad,
-                "MOMENTUM": momentum,
-                "L2": l2,
-                "CLIP": clip,
-                "RULE": _RULES[rule],
+                **step,
                 "STATE": _STATE_KINDS[state.name],
                 "PARAM": _STATE_KINDS[param.name],
                 "WORKGROUP_SIZE": WORKGROUP_SIZE,

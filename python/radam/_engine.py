@@ -1,0 +1,74 @@
+"""The engine contract: what ``radam.Adam`` hands an engine and asks of it.
+
+An engine steps a fixed list of tensors in place: ``radam._core.CpuEngine``
+(the Rust kernel on NumPy arrays) and ``radam.gpu.GpuEngine`` (the WGSL
+kernel). Both are built from one :class:`TensorBuffers` record per tensor and
+implement :class:`Engine`. The state buffers a tensor has, and their names
+(the keys of ``opt.state[key]``, of state dicts and checkpoints), are
+:func:`state_names`' (and MASTER's, for a master copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from ._options import EngineOptions
+
+# The state buffers, in the engines' order: the first moment; the second (AdaMax's
+# infinity norm is EXP_INF, as torch.optim.Adamax names it); AMSGrad's running max;
+# the momentum velocity; the float32 master copy of a 16-bit param.
+EXP_AVG, EXP_AVG_SQ, EXP_INF = "exp_avg", "exp_avg_sq", "exp_inf"
+MAX_EXP_AVG_SQ, VELOCITY, MASTER = "max_exp_avg_sq", "velocity", "master_param"
+# Those that hold running means or maxima of non-negative values.
+NON_NEGATIVE = (EXP_AVG_SQ, EXP_INF, MAX_EXP_AVG_SQ)
+
+
+def state_names(options: EngineOptions) -> tuple[str, ...]:
+    """The moments a group's tensors keep, in the engines' order (a 16-bit param
+    with master weights also has MASTER, last)."""
+    names = [EXP_AVG, EXP_INF if options.algorithm == "adamax" else EXP_AVG_SQ]
+    if options.amsgrad:
+        names.append(MAX_EXP_AVG_SQ)
+    if options.uses_velocity:
+        names.append(VELOCITY)
+    return tuple(names)
+
+
+class TensorBuffers(NamedTuple):
+    """One tensor an engine steps."""
+
+    label: str  # how messages name it, e.g. "[0]" or "['w']"
+    group: int  # the index of its parameter group
+    param: np.ndarray
+    state: Mapping[str, np.ndarray]  # its opt.state entry, in state_names' order
+
+
+class Engine(Protocol):
+    """What ``radam.Adam`` asks of an engine, built as ``Engine(tensors)`` from one
+    :class:`TensorBuffers` per tensor. The records' arrays are the host copies of
+    the params and state: current after every step on the CPU, after
+    :meth:`sync` on a device."""
+
+    def step(
+        self,
+        grads: Sequence[Any],
+        step: int,
+        configs: Sequence[Any],
+        carries: Sequence[float],
+        skip_nonfinite: bool = False,
+    ) -> list[float] | None:
+        """Step ``step`` (from 1) with each group's ``radam._core.AdamConfig`` and
+        what it carried from the previous step (NAdam's ``mu_product``). Returns the
+        carries for the next step, or None when ``skip_nonfinite`` found a NaN or
+        Inf in a gradient. Every check runs before anything is written: on an
+        error nothing changed."""
+        ...
+
+    def sync(self) -> None:
+        """Copy the params and state from the device into the records' arrays."""
+        ...
+
+    def __len__(self) -> int: ...

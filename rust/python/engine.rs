@@ -1,0 +1,382 @@
+//! `CpuEngine`: steps a fixed list of tensors in place with the Rust kernel.
+//! Built once by `radam.Adam` from one record per tensor (`radam._engine.TensorBuffers`);
+//! `step` is the one native call of each step.
+
+use numpy::{PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyMapping;
+use std::sync::{Mutex, PoisonError};
+
+use super::arrays::{as_array, borrow_grad, borrow_rw, stored, stored_mut, Compute, DType, Rw};
+use super::config::PyAdamConfig;
+use super::extents::WriteExtents;
+use crate::finite::all_finite_stored;
+use crate::{check_mixed, Buffer, Carry, MixedTensorMut, State, StepError, StepScalars, Tensor};
+
+/// One array the engine writes, with how messages name it.
+struct Held {
+    /// E.g. "params[0]" or "state['w']['exp_avg']".
+    what: String,
+    array: Py<PyUntypedArray>,
+    dtype: DType,
+}
+
+/// One tensor the engine steps: its arrays, checked at construction.
+type Slot = Tensor<Held, ()>;
+
+/// One tensor as Python passes it: a `radam._engine.TensorBuffers`, read by attribute.
+#[derive(FromPyObject)]
+struct Record<'py> {
+    /// How messages name the tensor, e.g. "[0]" or "['w']".
+    label: String,
+    group: usize,
+    param: Bound<'py, PyAny>,
+    /// Its `opt.state` entry: name -> array.
+    state: Bound<'py, PyAny>,
+}
+
+/// The state buffer Python names `name` (the core's names, but AdaMax's
+/// `exp_avg_sq`, which `opt.state` calls `exp_inf`, as `torch.optim.Adamax` does).
+fn state_buffer(name: &str) -> Option<Buffer> {
+    if name == "exp_inf" {
+        return Some(Buffer::ExpAvgSq);
+    }
+    Buffer::WRITTEN
+        .into_iter()
+        .find(|b| *b != Buffer::Param && b.name() == name)
+}
+
+/// A state array must have its param's shape, an allowed dtype, and be contiguous.
+fn check_state(
+    param: &Bound<'_, PyUntypedArray>,
+    state: &Bound<'_, PyUntypedArray>,
+    dtype: DType,
+    what: &str,
+) -> PyResult<()> {
+    if DType::of(state)? != Some(dtype) || state.shape() != param.shape() {
+        return Err(PyValueError::new_err(format!(
+            "{what} must have its param's shape and the state dtype {dtype:?}"
+        )));
+    }
+    if !state.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be C-contiguous"
+        )));
+    }
+    Ok(())
+}
+
+/// The slot of one record, every array checked.
+fn slot_of(record: Record<'_>) -> PyResult<Slot> {
+    let label = record.label;
+    let param = as_array(&record.param, || format!("params{label}"))?;
+    let param_dtype = DType::of(&param)?.ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "params{label} has dtype {}; radam updates float32, float64, float16 \
+             and bfloat16 arrays",
+            param.dtype()
+        ))
+    })?;
+    if !param.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "params{label} must be C-contiguous"
+        )));
+    }
+    let entries = record.state.cast::<PyMapping>()?.items()?;
+    let mut arrays: Vec<(Buffer, String, Bound<'_, PyUntypedArray>)> = Vec::new();
+    for item in entries.iter() {
+        let (name, array): (String, Bound<'_, PyAny>) = item.extract()?;
+        let what = format!("state{label}['{name}']");
+        let buffer = state_buffer(&name).ok_or_else(|| {
+            PyValueError::new_err(format!("{what}: radam keeps no state of that name"))
+        })?;
+        arrays.push((buffer, what.clone(), as_array(&array, || what.clone())?));
+    }
+    let first = |buffer: Buffer| arrays.iter().find(|(b, _, _)| *b == buffer);
+    let lacks = |buffer: Buffer| {
+        PyValueError::new_err(format!(
+            "state{label} lacks {:?}, which every tensor has",
+            buffer.name()
+        ))
+    };
+    let exp_avg = first(Buffer::ExpAvg).ok_or_else(|| lacks(Buffer::ExpAvg))?;
+    let state_dtype = DType::of(&exp_avg.2)?.unwrap_or(DType::F32);
+    let allowed = if param_dtype.computes_in_f64() {
+        state_dtype == DType::F64
+    } else {
+        state_dtype != DType::F64
+    };
+    if !allowed {
+        return Err(PyTypeError::new_err(format!(
+            "state{label} has dtype {state_dtype:?}, which does not go with a \
+             {param_dtype:?} param"
+        )));
+    }
+    let held = |buffer: Buffer| -> PyResult<Option<Held>> {
+        let Some((_, what, array)) = first(buffer) else {
+            return Ok(None);
+        };
+        let dtype = match buffer {
+            Buffer::MasterParam => DType::F32,
+            _ => state_dtype,
+        };
+        check_state(&param, array, dtype, what)?;
+        Ok(Some(Held {
+            what: what.clone(),
+            array: array.clone().unbind(),
+            dtype,
+        }))
+    };
+    let present = |buffer: Buffer| held(buffer)?.ok_or_else(|| lacks(buffer));
+    let master_param = held(Buffer::MasterParam)?;
+    if master_param.is_some() && !matches!(param_dtype, DType::F16 | DType::Bf16) {
+        return Err(PyValueError::new_err(format!(
+            "params{label}: a master copy is for float16 and bfloat16 params"
+        )));
+    }
+    let state = State {
+        exp_avg: present(Buffer::ExpAvg)?,
+        exp_avg_sq: present(Buffer::ExpAvgSq)?,
+        max_exp_avg_sq: held(Buffer::MaxExpAvgSq)?,
+        velocity: held(Buffer::Velocity)?,
+    };
+    Ok(Tensor {
+        param: Held {
+            what: format!("params{label}"),
+            array: param.unbind(),
+            dtype: param_dtype,
+        },
+        grad: (),
+        master_param,
+        state,
+        group: record.group,
+    })
+}
+
+/// Steps a fixed list of tensors in place with the Rust kernel: params of
+/// float32, float64, float16 or bfloat16, state of float32/float64 or 16 bits.
+#[pyclass(module = "radam._core", frozen)]
+pub(super) struct CpuEngine {
+    slots: Vec<Slot>,
+    /// Each slot's label, as the records gave it.
+    labels: Vec<String>,
+    /// The bytes every step writes, sorted, to check each grad against.
+    writes: Mutex<WriteExtents>,
+    /// How many slots compute in float64.
+    f64_slots: usize,
+}
+
+impl CpuEngine {
+    /// How messages name write number `index` (in [`Tensor::written`]'s order, slot by slot).
+    fn write_name(&self, index: usize) -> String {
+        let mut written = self.slots.iter().flat_map(|s| s.written());
+        written
+            .nth(index)
+            .map_or_else(|| format!("written array {index}"), |(_, h)| h.what.clone())
+    }
+
+    /// A core error about tensor `i` of the float32 or float64 list, with the
+    /// tensor and its buffer named as users name them.
+    fn step_error(&self, e: StepError, in_f64: bool) -> PyErr {
+        // The core names a tensor by its position in its list.
+        let nth = |i: usize| {
+            self.slots
+                .iter()
+                .zip(&self.labels)
+                .filter(|(s, _)| s.param.dtype.computes_in_f64() == in_f64)
+                .nth(i)
+        };
+        match e {
+            StepError::LengthMismatch {
+                index,
+                buffer,
+                expected,
+                got,
+            } => {
+                let Some((slot, label)) = nth(index) else {
+                    return PyValueError::new_err(e.to_string());
+                };
+                let what = match Buffer::WRITTEN.into_iter().find(|b| b.name() == buffer) {
+                    Some(b) => slot.get(b).map_or(buffer.to_string(), |h| h.what.clone()),
+                    None => format!("grads{label}"),
+                };
+                PyValueError::new_err(format!(
+                    "{what} has {got} elements but params{label} has {expected}"
+                ))
+            }
+            StepError::MissingBuffer { index, buffer } => {
+                let label = nth(index).map_or("[?]", |(_, l)| l.as_str());
+                PyValueError::new_err(format!(
+                    "params{label}: its group's options need a {buffer} buffer, which its \
+                     state lacks"
+                ))
+            }
+            other => PyValueError::new_err(other.to_string()),
+        }
+    }
+}
+
+/// The kernel's view of one tensor, in compute type `T`, from its write
+/// borrows and its grad's read borrow.
+fn core_tensor<'a, T: Compute>(
+    writes: &'a mut Tensor<Rw<'_>, ()>,
+    grad: &'a super::arrays::Ro<'_>,
+) -> PyResult<MixedTensorMut<'a, T>> {
+    let buffers = writes
+        .as_mut()
+        .try_map(|_, rw| stored_mut::<T>(rw), |_| Ok(()))?;
+    Ok(buffers.with_grad(stored(grad)?))
+}
+
+#[pymethods]
+impl CpuEngine {
+    /// One record per tensor: its label (how messages name it, e.g. "[0]" or
+    /// "['w']"), the index of its parameter group, its param, and its state
+    /// (name -> array, as `opt.state` holds it: `exp_avg`, `exp_avg_sq` or
+    /// AdaMax's `exp_inf`, and when used `max_exp_avg_sq`, `velocity`, and
+    /// `master_param`, the float32 master copy of a 16-bit param).
+    #[new]
+    fn new(tensors: Vec<Record<'_>>) -> PyResult<Self> {
+        let labels = tensors.iter().map(|r| r.label.clone()).collect();
+        let slots = tensors
+            .into_iter()
+            .map(slot_of)
+            .collect::<PyResult<Vec<Slot>>>()?;
+        Ok(CpuEngine {
+            f64_slots: slots
+                .iter()
+                .filter(|s| s.param.dtype.computes_in_f64())
+                .count(),
+            slots,
+            labels,
+            writes: Mutex::new(WriteExtents::default()),
+        })
+    }
+
+    /// One step (number `step`, counting from 1) with each group's options
+    /// (`AdamConfig`) and what it carries from the previous step (NAdam's
+    /// `mu_product`). Returns the carries for the next step, or None when
+    /// `skip_nonfinite` found a NaN or Inf in a gradient (then nothing was
+    /// written). Every check runs before any element is written; on error
+    /// nothing changed.
+    #[pyo3(signature = (grads, step, configs, carries, skip_nonfinite=false))]
+    fn step(
+        &self,
+        py: Python<'_>,
+        grads: Vec<Bound<'_, PyAny>>,
+        step: u64,
+        configs: Vec<Bound<'_, PyAdamConfig>>,
+        carries: Vec<f64>,
+        skip_nonfinite: bool,
+    ) -> PyResult<Option<Vec<f64>>> {
+        if grads.len() != self.slots.len() {
+            return Err(PyValueError::new_err(format!(
+                "expected {} grads (one per param), got {}",
+                self.slots.len(),
+                grads.len()
+            )));
+        }
+        if carries.len() != configs.len() {
+            return Err(PyValueError::new_err(
+                "carries must have one entry per group",
+            ));
+        }
+        let mut scalars = Vec::with_capacity(configs.len());
+        let mut next_carries = Vec::with_capacity(configs.len());
+        for (i, (config, mu_product)) in configs.iter().zip(carries).enumerate() {
+            let (s, carry) = StepScalars::next(&config.get().0, step, Carry { mu_product })
+                .map_err(|e| PyValueError::new_err(format!("param_groups[{i}]: {e}")))?;
+            scalars.push(s);
+            next_carries.push(carry.mu_product);
+        }
+        for (slot, label) in self.slots.iter().zip(&self.labels) {
+            let state = &slot.state;
+            let fits = scalars.get(slot.group).is_some_and(|s| {
+                (!s.amsgrad || state.max_exp_avg_sq.is_some())
+                    && (!s.velocity || state.velocity.is_some())
+            });
+            if !fits {
+                return Err(PyValueError::new_err(format!(
+                    "params{label}: its group's options do not match the optimizer's state"
+                )));
+            }
+        }
+        // Every write borrow first, then the bytes they cover (sorted, and
+        // checked disjoint), then the grads, each checked against those bytes.
+        let mut extents = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        extents.begin();
+        let mut writes = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let w = slot.as_ref().try_map(
+                |_, h| borrow_rw(h.array.bind(py), h.dtype, &|| h.what.clone()),
+                |_| Ok(()),
+            )?;
+            w.written().for_each(|(_, a)| extents.push(a.extent()));
+            writes.push(w);
+        }
+        extents.settle().map_err(|(first, second)| {
+            PyValueError::new_err(format!(
+                "{} shares memory with {}; the optimizer writes both, so each must be \
+                 its own array",
+                self.write_name(second),
+                self.write_name(first)
+            ))
+        })?;
+        let overlaps = |extent| extents.overlapping(extent).map(|i| self.write_name(i));
+        let mut reads = Vec::with_capacity(self.slots.len());
+        for ((slot, label), (grad, w)) in self
+            .slots
+            .iter()
+            .zip(&self.labels)
+            .zip(grads.iter().zip(&writes))
+        {
+            let what = || format!("grads{label}");
+            let shape = w.param.shape();
+            reads.push(borrow_grad(
+                grad,
+                slot.param.dtype,
+                shape,
+                &what,
+                &overlaps,
+            )?);
+        }
+        drop(extents);
+        // The tensors computed in float32 and in float64, each list in slot order.
+        let (mut t32, mut t64) = (
+            Vec::with_capacity(self.slots.len() - self.f64_slots),
+            Vec::with_capacity(self.f64_slots),
+        );
+        for ((slot, w), grad) in self.slots.iter().zip(&mut writes).zip(&reads) {
+            if slot.param.dtype.computes_in_f64() {
+                t64.push(core_tensor::<f64>(w, grad)?);
+            } else {
+                t32.push(core_tensor::<f32>(w, grad)?);
+            }
+        }
+        // Both lists are checked before either is stepped: an error writes nothing.
+        let t32 = check_mixed(t32, &scalars).map_err(|e| self.step_error(e, false))?;
+        let t64 = check_mixed(t64, &scalars).map_err(|e| self.step_error(e, true))?;
+        Ok(py.detach(|| {
+            if skip_nonfinite {
+                let g32: Vec<_> = t32.tensors().iter().map(|t| t.grad).collect();
+                let g64: Vec<_> = t64.tensors().iter().map(|t| t.grad).collect();
+                if !(all_finite_stored(&g32) && all_finite_stored(&g64)) {
+                    return None;
+                }
+            }
+            t32.step();
+            t64.step();
+            Some(next_carries)
+        }))
+    }
+
+    /// The host arrays are the ones stepped: nothing to copy (the engine
+    /// contract's `sync`, which the GPU engine needs).
+    fn sync(&self) {}
+
+    /// The number of tensors.
+    fn __len__(&self) -> usize {
+        self.slots.len()
+    }
+}
