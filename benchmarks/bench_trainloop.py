@@ -3,6 +3,7 @@
     python benchmarks/bench_trainloop.py                  # about 4 minutes on 2 cores
     python benchmarks/bench_trainloop.py --quick          # 1e6 only, fewer repeats
     python benchmarks/bench_trainloop.py --sizes 1e6 --libs radam-f32 --work spin
+    python benchmarks/bench_trainloop.py --compare A B    # two builds of radam side by side
 
 Run it with a Python that has radam (and, for their columns, torch and DeepSpeed)
 installed. A training loop computes its gradients and then steps, so the step
@@ -32,6 +33,12 @@ process the gaps take turns in blocks: a few untimed (work, step) cycles to
 reach the loop's steady state, then timed ones. Figures are medians with the
 interquartile range (IQR). The recovery table gives, for each of the first
 steps after the pause, the median over ``--pauses`` pauses.
+
+``--compare A B`` takes two folders that each hold a built ``radam`` package
+(as ``bench_overhead.py --compare`` takes them) and runs every radam column
+once per build, in processes that import radam from that folder (the two
+builds' processes take turns), then tabulates B / A: the ratio of the pooled
+medians.
 """
 
 from __future__ import annotations
@@ -67,6 +74,13 @@ UNIT_ROWS, UNIT_WIDTH = 64, 256  # one layer: (64 x 256) @ (256 x 256)
 
 class Skip(Exception):
     """The library is not available here; the message says why."""
+
+
+def radam_origin() -> str:
+    """The folder this process imports radam from (its package's parent)."""
+    import radam
+
+    return str(Path(radam.__file__).resolve().parent.parent)
 
 
 def make_step(lib: str, n: int) -> Callable[[], None]:
@@ -142,6 +156,8 @@ def run_worker(lib: str, sizes: list[int], args: argparse.Namespace) -> dict[str
     work = make_work(args.work)
     clock = time.perf_counter
     out: dict[str, Any] = {"lib": lib, "sizes": {}}
+    if lib in RADAM_STATE:
+        out["radam_from"] = radam_origin()
     for n in sizes:
         try:
             step = make_step(lib, n)
@@ -195,13 +211,26 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(xs), q[2]
 
 
-def worker_env(work: str) -> dict[str, str]:
+def worker_env(work: str, build: str | None) -> dict[str, str]:
+    env = dict(os.environ)
     # The gap's work stands for one thread's gradient computation: NumPy's
     # BLAS must not start threads of its own.
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    if work != "numpy":
-        env.pop("OPENBLAS_NUM_THREADS")
+    if work == "numpy":
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    if build is not None:
+        env["PYTHONPATH"] = os.pathsep.join([build] + env.get("PYTHONPATH", "").split(os.pathsep))
     return env
+
+
+def columns(libs: list[str], builds: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """(column, library, build folder or None): one radam column per build."""
+    out: list[tuple[str, str, str | None]] = []
+    for lib in libs:
+        if lib in RADAM_STATE and builds:
+            out += [(f"{lib} {label}", lib, folder) for label, folder in builds.items()]
+        else:
+            out.append((lib, lib, None))
+    return out
 
 
 def busy_seconds() -> float:
@@ -236,30 +265,32 @@ def run_worker_process(cmd: list[str], env: dict[str, str]) -> tuple[Any, float]
 
 def run_all(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     pooled: dict[str, dict[str, Any]] = {}
-    libs = list(args.libs)
+    cols = columns(args.libs, args.builds)
     for r in range(args.rounds):
-        k = r % len(libs)
-        for lib in libs[k:] + libs[:k]:
-            if pooled.get(lib, {}).get("skipped"):
+        k = r % len(cols)
+        for col, lib, build in cols[k:] + cols[:k]:
+            if pooled.get(col, {}).get("skipped"):
                 continue
             cmd = [sys.executable, __file__, "--_worker", lib] + args.worker_argv
-            proc, others = run_worker_process(cmd, worker_env(args.work))
+            proc, others = run_worker_process(cmd, worker_env(args.work, build))
             if proc.returncode != 0:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                pooled[lib] = {"skipped": f"worker failed: {tail[:120]}"}
+                pooled[col] = {"skipped": f"worker failed: {tail[:120]}"}
                 continue
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             if "skipped" in res:
-                pooled[lib] = {"skipped": res["skipped"]}
+                pooled[col] = {"skipped": res["skipped"]}
                 continue
-            into = pooled.setdefault(lib, {})
+            if build is not None and res["radam_from"] != build:
+                sys.exit(f"{col}: radam came from {res['radam_from']}, not {build}")
+            into = pooled.setdefault(col, {})
             into.setdefault("others_cores", []).append(others)
             for n, s in res["sizes"].items():
                 dst = into.setdefault(n, {"gaps": {}, "recovery": []})
                 for g, xs in s["gaps"].items():
                     dst["gaps"].setdefault(g, []).extend(xs)
                 dst["recovery"].extend(s["recovery"])
-            print(f"done: {lib}, round {r + 1} (others: {others:.2f} cores)", file=sys.stderr)
+            print(f"done: {col}, round {r + 1} (others: {others:.2f} cores)", file=sys.stderr)
     return pooled
 
 
@@ -318,6 +349,33 @@ def recovery_table(pooled: dict[str, Any], sizes: list[int], pause_ms: float) ->
     )
 
 
+def compare_table(
+    pooled: dict[str, Any], libs: list[str], sizes: list[int], gaps: list[float]
+) -> str:
+    """Build B against build A for each radam column: medians and B / A."""
+    head = ["params", "state"] + [f"after {g:g} ms: A / B us (B / A)" for g in gaps]
+    head += ["recovery steps A / B"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in sizes:
+        for lib in libs:
+            a, b = pooled.get(f"{lib} A", {}), pooled.get(f"{lib} B", {})
+            if str(n) not in a or str(n) not in b:
+                continue
+            row = [f"{n:.0e}".replace("e+0", "e"), lib]
+            for g in gaps:
+                ma, mb = (statistics.median(r[str(n)]["gaps"][str(g)]) for r in (a, b))
+                row.append(f"{fmt_us(ma)} / {fmt_us(mb)} ({mb / ma:.2f})")
+            steps = []
+            for r in (a, b):
+                per_step = [statistics.median(col) for col in zip(*r[str(n)]["recovery"])]
+                steps.append(
+                    str(recovered_after(per_step, statistics.median(r[str(n)]["gaps"]["0"])))
+                )
+            row.append(" / ".join(steps))
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def parse_size(text: str) -> int:
     return int(float(text))
 
@@ -338,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recovery-steps", type=int, default=60)
     ap.add_argument("--quick", action="store_true", help="1e6 only, one round, fewer repeats")
     ap.add_argument("--json", default=None, help="also write the samples as JSON")
+    ap.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="run the radam columns from two builds (folders that each hold a built radam package)",
+    )
     ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -351,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.libs) - set(LIBS)
     if unknown:
         ap.error(f"unknown --libs {sorted(unknown)}; choose from {LIBS}")
+    args.builds = {}
+    for label, folder in zip("AB", args.compare or []):
+        if not (Path(folder) / "radam" / "__init__.py").is_file():
+            ap.error(f"--compare: {folder} holds no radam package (no radam/__init__.py)")
+        args.builds[label] = str(Path(folder).resolve())
     args.worker_argv = [
         "--sizes", args.sizes, "--gaps", ",".join(map(str, args.gaps)), "--work", args.work,
         "--repeats", str(args.repeats), "--block", str(args.block),
@@ -371,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(recovery_table(pooled, sizes, args.pause_ms))
     print()
+    if args.builds:
+        print("\n".join(f"{label} = {folder}" for label, folder in args.builds.items()))
+        print()
+        print(compare_table(pooled, args.libs, sizes, args.gaps))
+        print()
     for lib, res in pooled.items():
         if "skipped" in res:
             print(f"- {lib} skipped: {res['skipped']}")
