@@ -32,15 +32,12 @@ shown beside it for reference.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 # Thread counts must be fixed before radam (rayon) and torch start their pools.
@@ -521,17 +518,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
 
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "when": _dt.datetime.now().isoformat(timespec="seconds"),
-            "argv": sys.argv,
-            "machine": info,
-            "repeats": repeats,
-            "results": results,
-        }
-        path.write_text(json.dumps(doc, indent=1))
-        print(f"wrote {path}", file=sys.stderr)
+        from bench_overhead import write_json
+
+        write_json(args.json, machine=info, repeats=repeats, results=results)
     return 0
 
 

@@ -17,14 +17,17 @@ per-batch ratios B / A, with their spread.
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import importlib
+import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,6 +82,15 @@ def _import_as(folder: str, name: str, into: str) -> Any:
         sys.exit(f"{folder} holds no radam package (expected {source}/__init__.py)")
     shutil.copytree(source, os.path.join(into, name), ignore=shutil.ignore_patterns("__pycache__"))
     return importlib.import_module(name)
+
+
+def write_json(path: str, **fields: Any) -> None:
+    """Write a benchmark's results with when and how it ran (for ``--json``)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    out.write_text(json.dumps({"when": when, "argv": sys.argv, **fields}, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def compare(a: str, b: str, batches: int) -> None:

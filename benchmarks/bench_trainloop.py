@@ -44,7 +44,6 @@ medians.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import os
@@ -453,16 +452,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {lib}: other programs used {cores} cores during its processes")
     print(f"\nload average at end {os.getloadavg()[0]:.2f}; took {time.time() - t0:.0f} s")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "when": _dt.datetime.now().isoformat(timespec="seconds"),
-            "argv": sys.argv,
-            "load_start": load0,
-            "results": pooled,
-        }
-        path.write_text(json.dumps(doc))
-        print(f"wrote {path}", file=sys.stderr)
+        from bench_overhead import write_json
+
+        write_json(args.json, load_start=load0, results=pooled)
     return 0
 
 
