@@ -222,13 +222,15 @@ def worker_env(work: str, build: str | None) -> dict[str, str]:
 
 
 def columns(libs: list[str], builds: dict[str, str]) -> list[tuple[str, str, str | None]]:
-    """(column, library, build folder or None): one radam column per build."""
+    """(column, library, build folder or None): one radam column per build. The
+    other columns' processes import radam too (DeepSpeed's loader lives in
+    ``report.py``, which does): from the first build."""
     out: list[tuple[str, str, str | None]] = []
     for lib in libs:
         if lib in RADAM_STATE and builds:
             out += [(f"{lib} {label}", lib, folder) for label, folder in builds.items()]
         else:
-            out.append((lib, lib, None))
+            out.append((lib, lib, next(iter(builds.values()), None)))
     return out
 
 
@@ -280,7 +282,7 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             if "skipped" in res:
                 pooled[col] = {"skipped": res["skipped"]}
                 continue
-            if build is not None and res["radam_from"] != build:
+            if build is not None and res.get("radam_from", build) != build:
                 sys.exit(f"{col}: radam came from {res['radam_from']}, not {build}")
             into = pooled.setdefault(col, {})
             into.setdefault("others_cores", []).append(others)
