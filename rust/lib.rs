@@ -21,6 +21,7 @@ mod finite;
 mod kernel;
 mod multi;
 mod optimizer;
+pub mod quant;
 mod scalars;
 mod simd;
 mod storage;

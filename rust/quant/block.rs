@@ -1,0 +1,196 @@
+//! One fused step over a piece of a tensor whose state is stored in 8 bits.
+//!
+//! Per block of [`BLOCK`] elements: decode each moment into an f32 buffer on
+//! the stack, run the f32 element kernel (the very one `kernel_for` picks for
+//! float32 state) on the param, the gradient and those buffers, take each
+//! moment's new absmax, and encode it back. The param update therefore uses
+//! the new moments before they are quantized, as bitsandbytes does.
+//!
+//! Maps: the first moment and the velocity (any sign) use the signed map;
+//! the second moment, AMSGrad's running max and AdaMax's infinity norm (all
+//! non-negative) the unsigned one.
+//!
+//! A piece must start on a block boundary of its tensor (element 0 of the
+//! tensor starts block 0) and end on one or at the tensor's end, so that no
+//! block is split between pieces; its `absmax` slices hold the absmax of
+//! exactly its blocks.
+
+use crate::error::StepError;
+use crate::kernel::{flags, Slices};
+use crate::scalars::{Coeffs, StepScalars};
+use crate::simd::{kernel_for, KernelFn, SimdLevel};
+
+use super::codec::{
+    blocks, check_len, decode_block, encode_block, run, Codebook, Job, BLOCK, SIGNED, UNSIGNED,
+};
+use super::lanes::Lanes;
+
+/// One buffer of 8-bit state: a code per element and an absmax per block.
+pub struct Q8State<'a> {
+    pub codes: &'a mut [u8],
+    pub absmax: &'a mut [f32],
+}
+
+/// The buffers of one piece: float32 param and gradient, 8-bit moments.
+pub struct Q8Piece<'a> {
+    pub param: &'a mut [f32],
+    pub grad: &'a [f32],
+    pub exp_avg: Q8State<'a>,
+    /// v for Adam; u, the infinity norm, for AdaMax.
+    pub exp_avg_sq: Q8State<'a>,
+    /// Required when the variant uses AMSGrad (ignored otherwise).
+    pub max_exp_avg_sq: Option<Q8State<'a>>,
+    /// Required when the variant uses momentum (ignored otherwise).
+    pub velocity: Option<Q8State<'a>>,
+}
+
+impl Q8Piece<'_> {
+    /// Every length against the param's, and the buffers `variant` needs.
+    fn check(&self, variant: u32) -> Result<(), StepError> {
+        let n = self.param.len();
+        check_len("grad", n, self.grad.len())?;
+        let state = |name: &'static str, s: &Q8State<'_>| {
+            check_len(name, n, s.codes.len())?;
+            check_len(name, blocks(n), s.absmax.len())
+        };
+        state("exp_avg", &self.exp_avg)?;
+        state("exp_avg_sq", &self.exp_avg_sq)?;
+        for (flag, name, buffer) in [
+            (flags::AMSGRAD, "max_exp_avg_sq", &self.max_exp_avg_sq),
+            (flags::MOMENTUM, "velocity", &self.velocity),
+        ] {
+            if variant & flag != 0 {
+                match buffer {
+                    Some(s) => state(name, s)?,
+                    None => {
+                        return Err(StepError::MissingBuffer {
+                            index: 0,
+                            buffer: name,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One step of `scalars` over `piece` at `level`; `norm_scale` is the
+/// tensor's gradient-norm clipping factor (1 when not clipping by norm).
+/// Every check runs before anything is written.
+pub fn step_q8(
+    level: SimdLevel,
+    scalars: &StepScalars,
+    norm_scale: f64,
+    piece: Q8Piece<'_>,
+) -> Result<(), StepError> {
+    if !level.is_supported() {
+        return Err(StepError::UnsupportedSimd(level.name()));
+    }
+    let c = scalars.coeffs::<f32>(norm_scale);
+    piece.check(c.variant)?;
+    run_piece(level, kernel_for(level, &c), &c, piece)
+}
+
+/// [`step_q8`] for a caller that has checked the piece and picked the kernel
+/// once (the multi-tensor planner).
+pub(crate) fn run_piece(
+    level: SimdLevel,
+    kernel: KernelFn<f32>,
+    c: &Coeffs<f32>,
+    piece: Q8Piece<'_>,
+) -> Result<(), StepError> {
+    run(level, Step { kernel, c, piece })
+}
+
+struct Step<'a> {
+    kernel: KernelFn<f32>,
+    c: &'a Coeffs<f32>,
+    piece: Q8Piece<'a>,
+}
+
+/// A state buffer of the current block, on the stack.
+struct Staged<'s, 'b> {
+    book: &'static Codebook,
+    state: Option<&'s mut Q8State<'b>>,
+    buf: [f32; BLOCK],
+}
+
+impl<'s, 'b> Staged<'s, 'b> {
+    fn new(book: &'static Codebook, state: Option<&'s mut Q8State<'b>>) -> Self {
+        Staged {
+            book,
+            state,
+            buf: [0.0; BLOCK],
+        }
+    }
+
+    /// Decode block `b` (elements `start..start + len`); the buffer to step
+    /// (empty when the state is off).
+    #[inline(always)]
+    unsafe fn load<L: Lanes>(&mut self, b: usize, start: usize, len: usize) -> &mut [f32] {
+        match &self.state {
+            Some(s) => {
+                let codes = &s.codes[start..start + len];
+                decode_block::<L>(self.book, codes, s.absmax[b], &mut self.buf[..len]);
+                &mut self.buf[..len]
+            }
+            None => &mut [],
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store<L: Lanes>(&mut self, b: usize, start: usize, len: usize) {
+        if let Some(s) = &mut self.state {
+            let codes = &mut s.codes[start..start + len];
+            s.absmax[b] = encode_block::<L>(self.book, &self.buf[..len], codes);
+        }
+    }
+}
+
+impl Job for Step<'_> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        let Step {
+            kernel,
+            c,
+            mut piece,
+        } = self;
+        let on = |flag| c.variant & flag != 0;
+        let amsgrad = if on(flags::AMSGRAD) {
+            piece.max_exp_avg_sq.as_mut()
+        } else {
+            None
+        };
+        let velocity = if on(flags::MOMENTUM) {
+            piece.velocity.as_mut()
+        } else {
+            None
+        };
+        let mut m = Staged::new(&SIGNED, Some(&mut piece.exp_avg));
+        let mut v = Staged::new(&UNSIGNED, Some(&mut piece.exp_avg_sq));
+        let mut x = Staged::new(&UNSIGNED, amsgrad);
+        let mut u = Staged::new(&SIGNED, velocity);
+        let n = piece.param.len();
+        for b in 0..blocks(n) {
+            let start = b * BLOCK;
+            let len = BLOCK.min(n - start);
+            kernel(
+                c,
+                Slices {
+                    param: &mut piece.param[start..start + len],
+                    grad: &piece.grad[start..start + len],
+                    exp_avg: m.load::<L>(b, start, len),
+                    exp_avg_sq: v.load::<L>(b, start, len),
+                    max_exp_avg_sq: x.load::<L>(b, start, len),
+                    velocity: u.load::<L>(b, start, len),
+                },
+            );
+            m.store::<L>(b, start, len);
+            v.store::<L>(b, start, len);
+            x.store::<L>(b, start, len);
+            u.store::<L>(b, start, len);
+        }
+    }
+}
