@@ -34,6 +34,9 @@ mod storage_tests;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+#[path = "python/quant.rs"]
+mod python_quant;
 
 pub use config::{AdamConfig, Algorithm, BiasCorrection};
 pub use convert::Store;

@@ -570,5 +570,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_rmw_probe, m)?)?;
     m.add_function(wrap_pyfunction!(_copy_probe, m)?)?;
     m.add_class::<CpuEngine>()?;
+    crate::python_quant::register(m)?;
     Ok(())
 }
