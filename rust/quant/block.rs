@@ -1,10 +1,13 @@
 //! One fused step over a piece of a tensor whose state is stored in 8 bits.
 //!
-//! Per block of [`BLOCK`] elements: decode each moment into an f32 buffer on
-//! the stack, run the f32 element kernel (the very one `kernel_for` picks for
-//! float32 state) on the param, the gradient and those buffers, take each
-//! moment's new absmax, and encode it back. The param update therefore uses
-//! the new moments before they are quantized, as bitsandbytes does.
+//! Per block of [`BLOCK`] elements (see `fused`): each vector of lanes
+//! decodes its moments, runs the element update in registers (the float32
+//! kernel's operations, in its order, so its bits), stores the param and
+//! keeps the new moments and their running absmax; then each moment is
+//! encoded. The param update therefore uses the new moments before they are
+//! quantized, as bitsandbytes does. A variant the fused loop does not know
+//! takes the staged way: decode into buffers, the float32 kernel itself
+//! (`kernel_for`), encode.
 //!
 //! Maps: the first moment and the velocity (any sign) use the signed map;
 //! the second moment, AMSGrad's running max and AdaMax's infinity norm (all
@@ -23,6 +26,7 @@ use crate::simd::{kernel_for, KernelFn, SimdLevel};
 use super::codec::{
     blocks, check_len, decode_block, encode_block, run, Codebook, Job, BLOCK, SIGNED, UNSIGNED,
 };
+use super::fused::{step_block, used, BlockState, BOOKS};
 use super::lanes::Lanes;
 
 /// One buffer of 8-bit state: a code per element and an absmax per block.
@@ -152,45 +156,116 @@ impl Job for Step<'_> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        let Step {
-            kernel,
-            c,
-            mut piece,
-        } = self;
-        let on = |flag| c.variant & flag != 0;
-        let amsgrad = if on(flags::AMSGRAD) {
-            piece.max_exp_avg_sq.as_mut()
-        } else {
-            None
-        };
-        let velocity = if on(flags::MOMENTUM) {
-            piece.velocity.as_mut()
-        } else {
-            None
-        };
-        let mut m = Staged::new(&SIGNED, Some(&mut piece.exp_avg));
-        let mut v = Staged::new(&UNSIGNED, Some(&mut piece.exp_avg_sq));
-        let mut x = Staged::new(&UNSIGNED, amsgrad);
-        let mut u = Staged::new(&SIGNED, velocity);
-        let n = piece.param.len();
-        for b in 0..blocks(n) {
-            let start = b * BLOCK;
-            let len = BLOCK.min(n - start);
-            kernel(
-                c,
-                Slices {
-                    param: &mut piece.param[start..start + len],
-                    grad: &piece.grad[start..start + len],
-                    exp_avg: m.load::<L>(b, start, len),
-                    exp_avg_sq: v.load::<L>(b, start, len),
-                    max_exp_avg_sq: x.load::<L>(b, start, len),
-                    velocity: u.load::<L>(b, start, len),
-                },
-            );
-            m.store::<L>(b, start, len);
-            v.store::<L>(b, start, len);
-            x.store::<L>(b, start, len);
-            u.store::<L>(b, start, len);
+        use flags::{ADAMAX, AMSGRAD as A, L2, MOMENTUM as M, NADAM, UNADAPTED};
+        // The variants `StepScalars::coeffs` builds, as `kernel_for` lists them.
+        macro_rules! fused {
+            ($($f:expr),+) => {
+                match self.c.variant {
+                    $(v if v == $f => fused::<L, { $f }>(self.c, self.piece),)+
+                    _ => staged::<L>(self.kernel, self.c, self.piece),
+                }
+            };
         }
+        fused!(
+            0,
+            L2,
+            M,
+            L2 | M,
+            A,
+            A | L2,
+            A | M,
+            A | L2 | M,
+            ADAMAX,
+            ADAMAX | L2,
+            ADAMAX | M,
+            ADAMAX | L2 | M,
+            NADAM,
+            NADAM | L2,
+            NADAM | M,
+            NADAM | L2 | M,
+            UNADAPTED,
+            UNADAPTED | L2,
+            UNADAPTED | M,
+            UNADAPTED | L2 | M
+        )
+    }
+}
+
+/// The fused step (see `fused`), block by block.
+#[inline(always)]
+unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>) {
+    let n = piece.param.len();
+    let used = used(F);
+    let mut new = [[0f32; BLOCK]; 4];
+    for b in 0..blocks(n) {
+        let range = b * BLOCK..n.min((b + 1) * BLOCK);
+        let mut state: [Option<BlockState<'_>>; 4] = [None, None, None, None];
+        let buffers = [
+            Some(&mut piece.exp_avg),
+            Some(&mut piece.exp_avg_sq),
+            piece.max_exp_avg_sq.as_mut(),
+            piece.velocity.as_mut(),
+        ];
+        for (k, buffer) in buffers.into_iter().enumerate() {
+            if let (true, Some(s)) = (used[k], buffer) {
+                state[k] = Some(BlockState {
+                    codes: &mut s.codes[range.clone()],
+                    absmax: &mut s.absmax[b],
+                    book: BOOKS[k],
+                });
+            }
+        }
+        step_block::<L, F>(
+            c,
+            &mut piece.param[range.clone()],
+            &piece.grad[range],
+            &mut state,
+            &mut new,
+        );
+    }
+}
+
+/// The staged step: decode each moment into a buffer, run the float32
+/// kernel on the buffers, encode (for a variant the fused step lacks).
+#[inline(always)]
+pub(super) unsafe fn staged<L: Lanes>(
+    kernel: KernelFn<f32>,
+    c: &Coeffs<f32>,
+    mut piece: Q8Piece<'_>,
+) {
+    let on = |flag| c.variant & flag != 0;
+    let amsgrad = if on(flags::AMSGRAD) {
+        piece.max_exp_avg_sq.as_mut()
+    } else {
+        None
+    };
+    let velocity = if on(flags::MOMENTUM) {
+        piece.velocity.as_mut()
+    } else {
+        None
+    };
+    let mut m = Staged::new(&SIGNED, Some(&mut piece.exp_avg));
+    let mut v = Staged::new(&UNSIGNED, Some(&mut piece.exp_avg_sq));
+    let mut x = Staged::new(&UNSIGNED, amsgrad);
+    let mut u = Staged::new(&SIGNED, velocity);
+    let n = piece.param.len();
+    for b in 0..blocks(n) {
+        let start = b * BLOCK;
+        let len = BLOCK.min(n - start);
+        kernel(
+            c,
+            Slices {
+                param: &mut piece.param[start..start + len],
+                grad: &piece.grad[start..start + len],
+                exp_avg: m.load::<L>(b, start, len),
+                exp_avg_sq: v.load::<L>(b, start, len),
+                max_exp_avg_sq: x.load::<L>(b, start, len),
+                velocity: u.load::<L>(b, start, len),
+            },
+        );
+        m.store::<L>(b, start, len);
+        v.store::<L>(b, start, len);
+        x.store::<L>(b, start, len);
+        u.store::<L>(b, start, len);
     }
 }

@@ -101,6 +101,11 @@ impl Tensor8 {
         grad: &[f32],
     ) -> Result<(), StepError> {
         let scale = Self::norm_scale(scalars, grad);
+        self.with_piece(grad, |piece| step_q8(level, scalars, scale, piece))
+    }
+
+    /// `f` on a piece over this tensor's buffers, with `grad` as its gradient.
+    fn with_piece<R>(&mut self, grad: &[f32], f: impl FnOnce(Q8Piece<'_>) -> R) -> R {
         let mut param: Vec<f32> = self.param.iter().map(|&b| f32::from_bits(b)).collect();
         let mut absmax: Vec<Vec<f32>> = (self.state.iter())
             .map(|s| s.absmax.iter().map(|&b| f32::from_bits(b)).collect())
@@ -109,31 +114,26 @@ impl Tensor8 {
         let [am, av, ax, au] = &mut absmax[..] else {
             unreachable!()
         };
-        let result = step_q8(
-            level,
-            scalars,
-            scale,
-            Q8Piece {
-                param: &mut param,
-                grad,
-                exp_avg: Q8State {
-                    codes: &mut m.codes,
-                    absmax: am,
-                },
-                exp_avg_sq: Q8State {
-                    codes: &mut v.codes,
-                    absmax: av,
-                },
-                max_exp_avg_sq: Some(Q8State {
-                    codes: &mut x.codes,
-                    absmax: ax,
-                }),
-                velocity: Some(Q8State {
-                    codes: &mut u.codes,
-                    absmax: au,
-                }),
+        let result = f(Q8Piece {
+            param: &mut param,
+            grad,
+            exp_avg: Q8State {
+                codes: &mut m.codes,
+                absmax: am,
             },
-        );
+            exp_avg_sq: Q8State {
+                codes: &mut v.codes,
+                absmax: av,
+            },
+            max_exp_avg_sq: Some(Q8State {
+                codes: &mut x.codes,
+                absmax: ax,
+            }),
+            velocity: Some(Q8State {
+                codes: &mut u.codes,
+                absmax: au,
+            }),
+        });
         self.param = param.iter().map(|v| v.to_bits()).collect();
         for (s, a) in self.state.iter_mut().zip(&absmax) {
             s.absmax = a.iter().map(|v| v.to_bits()).collect();
@@ -386,4 +386,73 @@ fn bad_pieces_are_errors_that_write_nothing() {
     assert!(p.iter().all(|&v| v == 1.0));
     assert!(absmax.iter().flatten().all(|&a| a == 2.0));
     assert_eq!(t.state, start.state);
+}
+
+/// The staged step (decode into buffers, the float32 kernel, encode), run
+/// through the same dispatch as the fused one.
+struct StagedStep<'a> {
+    c: &'a crate::scalars::Coeffs<f32>,
+    piece: Q8Piece<'a>,
+}
+
+impl super::codec::Job for StagedStep<'_> {
+    type Out = ();
+    unsafe fn run<L: super::lanes::Lanes>(self) {
+        let kernel = kernel_for::<f32, f32>(SimdLevel::Scalar, self.c);
+        super::block::staged::<L>(kernel, self.c, self.piece)
+    }
+}
+
+#[test]
+fn every_variant_steps_as_the_staged_kernel_does() {
+    use crate::Rule;
+    // All 20 kernel variants: each rule with and without L2 and momentum,
+    // and the Adam rule with AMSGrad.
+    let mut variants = Vec::new();
+    for rule in [Rule::Adam, Rule::Adamax, Rule::NAdam, Rule::Unadapted] {
+        for amsgrad in [false, true] {
+            if amsgrad && rule != Rule::Adam {
+                continue;
+            }
+            for (l2, velocity) in [(0.0, false), (0.05, false), (0.0, true), (0.05, true)] {
+                variants.push((rule, amsgrad, l2, velocity));
+            }
+        }
+    }
+    assert_eq!(variants.len(), 20);
+    let mut seen = std::collections::HashSet::new();
+    for (rule, amsgrad, l2, velocity) in variants {
+        let cfg = AdamConfig {
+            lr: 1e-2,
+            momentum: 0.7,
+            ..Default::default()
+        };
+        for &n in &[BLOCK + 13, 2 * BLOCK] {
+            let mut rng = Rng(n as u64 + 17);
+            let mut start = Tensor8::new(&mut rng, n);
+            // Nonzero moments to start from: one reference step.
+            start.reference_step(&StepScalars::new(&cfg, 1).unwrap(), &grads(&mut rng, n));
+            let g = grads(&mut rng, n);
+            let scalars = StepScalars {
+                rule,
+                amsgrad,
+                l2,
+                velocity,
+                nadam_grad: if rule == Rule::NAdam { 2e-3 } else { 0.0 },
+                ..StepScalars::new(&cfg, 2).unwrap()
+            };
+            let c = scalars.coeffs::<f32>(1.0);
+            seen.insert(c.variant);
+            for level in SimdLevel::supported() {
+                let (mut fused, mut staged) = (start.clone(), start.clone());
+                fused.fused_step(level, &scalars, &g).unwrap();
+                staged.with_piece(&g, |piece| {
+                    super::codec::run(level, StagedStep { c: &c, piece }).unwrap()
+                });
+                assert!(fused == staged, "variant {} n={n} {level}", c.variant);
+                assert_ne!(fused, start);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 20);
 }

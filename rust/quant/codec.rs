@@ -22,11 +22,15 @@
 //! more than one midpoint, so its entry gives the code at the cell's start
 //! and the one threshold on the low 16 bits of `|y|` past which the code is
 //! one higher. Negative `y` in the signed map take the mirrored code (the
-//! map's negative half is the exact negation of its positive half).
+//! map's negative half is the exact negation of its positive half). The
+//! vector levels first try arithmetic instead (`decades`: no gather), which
+//! decides nearly every value exactly and says where it cannot; a block with
+//! such a value goes through the table again.
 
 use crate::error::StepError;
 use crate::simd::SimdLevel;
 
+use super::decades::{Decades, Loaded, GUARD, INDEX_BITS_FROM};
 use super::lanes::{Lanes, Scalar};
 use super::map;
 
@@ -59,6 +63,8 @@ pub struct Codebook {
     mirror: u32,
     /// The code of 0.
     pub zero: u8,
+    /// The arithmetic search the vector levels try first.
+    decades: Decades,
 }
 
 /// The signed map (first moment, velocity).
@@ -108,7 +114,12 @@ impl Codebook {
             cells,
             mirror,
             zero: zero as u8,
+            decades: Decades::new(values, zero),
         }
+    }
+
+    pub(super) fn decades(&self) -> &Decades {
+        &self.decades
     }
 
     /// The code of one value `y` (already multiplied by its block's 1 / absmax;
@@ -121,12 +132,47 @@ impl Codebook {
     }
 }
 
-/// The codes of `L::N` values `x * scale`, one per lane; `SIGNED` when the
-/// map mirrors negative values (`mirror` != 0), else they all take code 0.
+/// The code of `|y|` in each lane (`magnitude` = `|y|`'s bits), by the cell table.
 ///
 /// # Safety
-/// `L`'s level must be enabled; `x` valid for `L::N` elements; `cells` is
-/// the codebook's table less [`FIRST_CELL`] entries.
+/// `L`'s level must be enabled; `cells` is the codebook's table less
+/// [`FIRST_CELL`] entries.
+#[inline(always)]
+unsafe fn magnitude_code<L: Lanes>(cells: *const u32, magnitude: L::U) -> L::U {
+    // |y|'s exponent and top 7 mantissa bits, clamped to the table.
+    let cell = L::shr16(magnitude);
+    let cell = L::min(L::max(cell, L::splat_u(FIRST_CELL)), L::splat_u(LAST_CELL));
+    let entry = L::gather_u(cells, cell);
+    // (1 + start code) - 1 unless |y|'s low 16 bits reach the threshold.
+    let threshold = L::and(entry, L::splat_u(0x1ffff));
+    let low = L::and(magnitude, L::splat_u(0xffff));
+    L::dec_where_gt(L::shr17(entry), threshold, low)
+}
+
+/// The code of `y` (its bits) from the code of `|y|`: `SIGNED` when the map
+/// mirrors negative values (`mirror` != 0), else they all take code 0.
+#[inline(always)]
+unsafe fn with_sign<L: Lanes, const SIGNED: bool>(mirror: u32, y: L::U, magnitude: L::U) -> L::U {
+    if SIGNED {
+        let mirror = L::splat_u(mirror);
+        let mirrored = L::sub(mirror, L::min(magnitude, mirror));
+        L::select_negative(y, mirrored, magnitude)
+    } else {
+        L::select_negative(y, L::splat_u(0), magnitude)
+    }
+}
+
+/// `|y|`'s bits.
+#[inline(always)]
+unsafe fn abs_bits<L: Lanes>(y: L::U) -> L::U {
+    L::and(y, L::splat_u(0x7fff_ffff))
+}
+
+/// The codes of `L::N` values `x * scale`, one per lane, by the cell table.
+///
+/// # Safety
+/// `L`'s level must be enabled; `x` valid for `L::N` elements; `cells` as
+/// for [`magnitude_code`].
 #[inline(always)]
 unsafe fn encode_lanes<L: Lanes, const SIGNED: bool>(
     cells: *const u32,
@@ -135,21 +181,7 @@ unsafe fn encode_lanes<L: Lanes, const SIGNED: bool>(
     scale: f32,
 ) -> L::U {
     let y = L::bits(L::mul(L::load(x), L::splat(scale)));
-    // |y|'s exponent and top 7 mantissa bits, clamped to the table.
-    let cell = L::and(L::shr16(y), L::splat_u(0x7fff));
-    let cell = L::min(L::max(cell, L::splat_u(FIRST_CELL)), L::splat_u(LAST_CELL));
-    let entry = L::gather_u(cells, cell);
-    // (1 + start code) - 1 unless |y|'s low 16 bits reach the threshold.
-    let threshold = L::and(entry, L::splat_u(0x1ffff));
-    let low = L::and(y, L::splat_u(0xffff));
-    let magnitude = L::dec_where_gt(L::shr17(entry), threshold, low);
-    if SIGNED {
-        let mirror = L::splat_u(mirror);
-        let mirrored = L::sub(mirror, L::min(magnitude, mirror));
-        L::select_negative(y, mirrored, magnitude)
-    } else {
-        L::select_negative(y, L::splat_u(0), magnitude)
-    }
+    with_sign::<L, SIGNED>(mirror, y, magnitude_code::<L>(cells, abs_bits::<L>(y)))
 }
 
 /// `codes[i]` = the code of `x[i] * scale`.
@@ -170,10 +202,46 @@ unsafe fn encode_loop<L: Lanes, const SIGNED: bool>(
     codes: &mut [u8],
 ) {
     let n = x.len().min(codes.len());
-    let cells = book.cells.as_ptr().wrapping_sub(FIRST_CELL as usize);
     let (x, out) = (x.as_ptr(), codes.as_mut_ptr());
-    let code = |i: usize| encode_lanes::<L, SIGNED>(cells, book.mirror, x.add(i), scale);
     let mut i = 0;
+    if L::N > 1 {
+        // By arithmetic; by the table again if any lane was undecided.
+        let decades = Loaded::<L, SIGNED>::new(book.decades());
+        let splat = L::splat(scale);
+        let y = |i: usize| L::bits(L::mul(L::load(x.add(i)), splat));
+        let mut undecided = L::splat_u(0);
+        while i + 4 * L::N <= n {
+            let (c0, u0) = decades.code(y(i));
+            let (c1, u1) = decades.code(y(i + L::N));
+            let (c2, u2) = decades.code(y(i + 2 * L::N));
+            let (c3, u3) = decades.code(y(i + 3 * L::N));
+            undecided = L::max_low16(
+                undecided,
+                L::max_low16(L::max_low16(u0, u1), L::max_low16(u2, u3)),
+            );
+            L::store_bytes4(out.add(i), c0, c1, c2, c3);
+            i += 4 * L::N;
+        }
+        const { assert!(INDEX_BITS_FROM == 16) };
+        if L::reduce_max_low16(undecided) >= (1 << INDEX_BITS_FROM) - GUARD {
+            i = 0;
+        }
+    }
+    encode_tail::<L, SIGNED>(book, x, scale, out, i, n)
+}
+
+/// [`encode_loop`] by the table, from element `i` on.
+#[inline(always)]
+unsafe fn encode_tail<L: Lanes, const SIGNED: bool>(
+    book: &Codebook,
+    x: *const f32,
+    scale: f32,
+    out: *mut u8,
+    mut i: usize,
+    n: usize,
+) {
+    let cells = book.cells.as_ptr().wrapping_sub(FIRST_CELL as usize);
+    let code = |i: usize| encode_lanes::<L, SIGNED>(cells, book.mirror, x.add(i), scale);
     while i + 4 * L::N <= n {
         let (a, b, c, d) = (
             code(i),
@@ -222,7 +290,18 @@ const RECIPROCAL_NORMAL: std::ops::RangeInclusive<u32> = 0x0080_0000..=0x7e80_00
 /// Encode one block (at most [`BLOCK`] values); returns its absmax.
 #[inline(always)]
 pub(super) unsafe fn encode_block<L: Lanes>(book: &Codebook, x: &[f32], codes: &mut [u8]) -> f32 {
-    let bits = abs_max_bits::<L>(x);
+    encode_block_with::<L>(book, x, abs_max_bits::<L>(x), codes)
+}
+
+/// [`encode_block`] given the block's largest `|x|` as bits (a NaN's above
+/// every number's), as a caller that has reduced it already passes it.
+#[inline(always)]
+pub(super) unsafe fn encode_block_with<L: Lanes>(
+    book: &Codebook,
+    x: &[f32],
+    bits: u32,
+    codes: &mut [u8],
+) -> f32 {
     if bits == 0 || bits >= INFINITY_BITS {
         codes.fill(book.zero);
         return if bits == 0 { 0.0 } else { f32::NAN };

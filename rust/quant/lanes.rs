@@ -4,9 +4,10 @@
 //! algorithm is written once over this trait, so every level runs the same
 //! integer and IEEE operations and gives the same bits.
 //!
-//! The tables (2945 cells per map for encode, 256 floats for decode) are too
-//! large for in-register permutes: they are read with gathers, or scalar
-//! loads where those measured faster (see `Avx2`).
+//! The 256 floats of a map are too many for in-register permutes on AVX2:
+//! decoding reads them with scalar loads (faster than a gather on Zen 3).
+//! Encoding uses small per-decade tables held in registers (`decades`), and
+//! the 2945-cell table (read with gathers) only where that is undecided.
 
 /// Vector operations over `N` lanes of `u32` (`U`) and `f32` (`F`).
 ///
@@ -54,6 +55,55 @@ pub(super) unsafe trait Lanes {
     }
     /// The largest lane (unsigned).
     unsafe fn reduce_max(v: Self::U) -> u32;
+
+    // For the arithmetic encoder (`decades`).
+    /// A table of 8 `u32`, 8 `f32` and 16 bytes, held as the level likes it.
+    type T8U: Copy;
+    type T8F: Copy;
+    type T16B: Copy;
+    unsafe fn table_u(t: &[u32; 8]) -> Self::T8U;
+    unsafe fn table_f(t: &[f32; 8]) -> Self::T8F;
+    unsafe fn table_b(t: &[u8; 16]) -> Self::T16B;
+    /// `t[idx & 7]` in each lane.
+    unsafe fn permute_u(t: Self::T8U, idx: Self::U) -> Self::U;
+    unsafe fn permute_f(t: Self::T8F, idx: Self::U) -> Self::F;
+    /// `t[(a >> 24) - 48]` in each lane (`a >> 24` in 48..64: `a` is the
+    /// bits of a float in [2^-31, 2)).
+    unsafe fn octave_pair_lookup(t: Self::T16B, a: Self::U) -> Self::U;
+    /// Shift left by 23 (onto a float's exponent field).
+    unsafe fn shl23(a: Self::U) -> Self::U;
+    /// Signed maximum.
+    unsafe fn max_i(a: Self::U, b: Self::U) -> Self::U;
+    /// `a`, negated in the lanes where `b` is negative (as signed), 0 where `b` is 0.
+    unsafe fn sign(a: Self::U, b: Self::U) -> Self::U;
+    unsafe fn add_u(a: Self::U, b: Self::U) -> Self::U;
+    unsafe fn xor(a: Self::U, b: Self::U) -> Self::U;
+    /// `x + 1` in the lanes where `a > b` (as signed), `x` elsewhere.
+    unsafe fn inc_where_gt(x: Self::U, a: Self::U, b: Self::U) -> Self::U;
+    /// `a * b + c`, rounded once.
+    unsafe fn fma(a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// `if a < b { a } else { b }` in each lane (`b` when either is NaN).
+    unsafe fn min_f(a: Self::F, b: Self::F) -> Self::F;
+    /// `if a > b { a } else { b }` in each lane (`b` when either is NaN).
+    unsafe fn max_f(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn sub_f(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn div(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn sqrt(a: Self::F) -> Self::F;
+    /// `x` in the lanes where `a > 0`, else 0.
+    unsafe fn where_positive(a: Self::F, x: Self::F) -> Self::F;
+    /// The float whose bits each lane holds.
+    unsafe fn from_bits(a: Self::U) -> Self::F;
+    unsafe fn add(a: Self::F, b: Self::F) -> Self::F;
+    /// Each lane truncated towards zero to an integer (`|x| < 2^31`), as bits of an `i32`.
+    unsafe fn trunc(a: Self::F) -> Self::U;
+    /// Lanes whose low 16 bits are the larger of `a`'s and `b`'s low 16
+    /// bits (the high 16 bits are whatever the level finds cheapest).
+    unsafe fn max_low16(a: Self::U, b: Self::U) -> Self::U;
+    /// The largest low 16 bits of any lane.
+    #[inline(always)]
+    unsafe fn reduce_max_low16(a: Self::U) -> u32 {
+        Self::reduce_max(Self::and(a, Self::splat_u(0xffff)))
+    }
 }
 
 /// One lane: the portable level, and the tails of the vector levels.
@@ -138,6 +188,117 @@ unsafe impl Lanes for Scalar {
     #[inline(always)]
     unsafe fn reduce_max(v: u32) -> u32 {
         v
+    }
+    type T8U = [u32; 8];
+    type T8F = [f32; 8];
+    type T16B = [u8; 16];
+    #[inline(always)]
+    unsafe fn table_u(t: &[u32; 8]) -> [u32; 8] {
+        *t
+    }
+    #[inline(always)]
+    unsafe fn table_f(t: &[f32; 8]) -> [f32; 8] {
+        *t
+    }
+    #[inline(always)]
+    unsafe fn table_b(t: &[u8; 16]) -> [u8; 16] {
+        *t
+    }
+    #[inline(always)]
+    unsafe fn permute_u(t: [u32; 8], idx: u32) -> u32 {
+        t[idx as usize & 7]
+    }
+    #[inline(always)]
+    unsafe fn permute_f(t: [f32; 8], idx: u32) -> f32 {
+        t[idx as usize & 7]
+    }
+    #[inline(always)]
+    unsafe fn octave_pair_lookup(t: [u8; 16], a: u32) -> u32 {
+        t[(a >> 24) as usize - 48] as u32
+    }
+    #[inline(always)]
+    unsafe fn shl23(a: u32) -> u32 {
+        a << 23
+    }
+    #[inline(always)]
+    unsafe fn max_i(a: u32, b: u32) -> u32 {
+        (a as i32).max(b as i32) as u32
+    }
+    #[inline(always)]
+    unsafe fn sign(a: u32, b: u32) -> u32 {
+        match (b as i32).signum() {
+            -1 => a.wrapping_neg(),
+            0 => 0,
+            _ => a,
+        }
+    }
+    #[inline(always)]
+    unsafe fn add_u(a: u32, b: u32) -> u32 {
+        a.wrapping_add(b)
+    }
+    #[inline(always)]
+    unsafe fn xor(a: u32, b: u32) -> u32 {
+        a ^ b
+    }
+    #[inline(always)]
+    unsafe fn inc_where_gt(x: u32, a: u32, b: u32) -> u32 {
+        x.wrapping_add(((a as i32) > (b as i32)) as u32)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    unsafe fn min_f(a: f32, b: f32) -> f32 {
+        if a < b {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    unsafe fn max_f(a: f32, b: f32) -> f32 {
+        if a > b {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    unsafe fn sub_f(a: f32, b: f32) -> f32 {
+        a - b
+    }
+    #[inline(always)]
+    unsafe fn div(a: f32, b: f32) -> f32 {
+        a / b
+    }
+    #[inline(always)]
+    unsafe fn sqrt(a: f32) -> f32 {
+        a.sqrt()
+    }
+    #[inline(always)]
+    unsafe fn where_positive(a: f32, x: f32) -> f32 {
+        if a > 0.0 {
+            x
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
+    unsafe fn from_bits(a: u32) -> f32 {
+        f32::from_bits(a)
+    }
+    #[inline(always)]
+    unsafe fn add(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    unsafe fn trunc(a: f32) -> u32 {
+        a as i32 as u32
+    }
+    #[inline(always)]
+    unsafe fn max_low16(a: u32, b: u32) -> u32 {
+        (a & 0xffff).max(b & 0xffff)
     }
 }
 
@@ -260,6 +421,104 @@ mod x86 {
             let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
             _mm_cvtsi128_si32(m) as u32
         }
+        type T8U = __m256i;
+        type T8F = __m256;
+        type T16B = __m256i;
+        #[inline(always)]
+        unsafe fn table_u(t: &[u32; 8]) -> __m256i {
+            _mm256_loadu_si256(t.as_ptr() as *const __m256i)
+        }
+        #[inline(always)]
+        unsafe fn table_f(t: &[f32; 8]) -> __m256 {
+            _mm256_loadu_ps(t.as_ptr())
+        }
+        #[inline(always)]
+        unsafe fn table_b(t: &[u8; 16]) -> __m256i {
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr() as *const __m128i))
+        }
+        #[inline(always)]
+        unsafe fn permute_u(t: __m256i, idx: __m256i) -> __m256i {
+            _mm256_permutevar8x32_epi32(t, idx)
+        }
+        #[inline(always)]
+        unsafe fn permute_f(t: __m256, idx: __m256i) -> __m256 {
+            _mm256_permutevar8x32_ps(t, idx)
+        }
+        #[inline(always)]
+        unsafe fn octave_pair_lookup(t: __m256i, a: __m256i) -> __m256i {
+            // The byte shuffle reads the low 4 bits of a key of 48..64 (its
+            // top bit clear). Bytes 1-3 of each lane are 0 after the shift:
+            // they pick t[0], which the caller's table holds as 0.
+            _mm256_shuffle_epi8(t, _mm256_srli_epi32::<24>(a))
+        }
+        #[inline(always)]
+        unsafe fn shl23(a: __m256i) -> __m256i {
+            _mm256_slli_epi32::<23>(a)
+        }
+        #[inline(always)]
+        unsafe fn max_i(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_max_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sign(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_sign_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn add_u(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_add_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn xor(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_xor_si256(a, b)
+        }
+        #[inline(always)]
+        unsafe fn inc_where_gt(x: __m256i, a: __m256i, b: __m256i) -> __m256i {
+            _mm256_sub_epi32(x, _mm256_cmpgt_epi32(a, b))
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn min_f(a: __m256, b: __m256) -> __m256 {
+            _mm256_min_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max_f(a: __m256, b: __m256) -> __m256 {
+            _mm256_max_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub_f(a: __m256, b: __m256) -> __m256 {
+            _mm256_sub_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn div(a: __m256, b: __m256) -> __m256 {
+            _mm256_div_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sqrt(a: __m256) -> __m256 {
+            _mm256_sqrt_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn where_positive(a: __m256, x: __m256) -> __m256 {
+            _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(a, _mm256_setzero_ps()), x)
+        }
+        #[inline(always)]
+        unsafe fn from_bits(a: __m256i) -> __m256 {
+            _mm256_castsi256_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn trunc(a: __m256) -> __m256i {
+            _mm256_cvttps_epi32(a)
+        }
+        #[inline(always)]
+        unsafe fn max_low16(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_max_epu16(a, b)
+        }
     }
 
     /// AVX-512F: 16 lanes, compare results in mask registers.
@@ -347,6 +606,114 @@ mod x86 {
         #[inline(always)]
         unsafe fn reduce_max(v: __m512i) -> u32 {
             _mm512_reduce_max_epu32(v)
+        }
+        // The 8-entry tables are held twice over 16 lanes, so an index of 8
+        // (or any i) reads entry i & 7, as on the other levels.
+        type T8U = __m512i;
+        type T8F = __m512;
+        type T16B = __m512i;
+        #[inline(always)]
+        unsafe fn table_u(t: &[u32; 8]) -> __m512i {
+            let half = _mm256_loadu_si256(t.as_ptr() as *const __m256i);
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half), half)
+        }
+        #[inline(always)]
+        unsafe fn table_f(t: &[f32; 8]) -> __m512 {
+            _mm512_castsi512_ps(Self::table_u(&t.map(f32::to_bits)))
+        }
+        #[inline(always)]
+        unsafe fn table_b(t: &[u8; 16]) -> __m512i {
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(t.as_ptr() as *const __m128i))
+        }
+        #[inline(always)]
+        unsafe fn permute_u(t: __m512i, idx: __m512i) -> __m512i {
+            _mm512_permutexvar_epi32(idx, t)
+        }
+        #[inline(always)]
+        unsafe fn permute_f(t: __m512, idx: __m512i) -> __m512 {
+            _mm512_permutexvar_ps(idx, t)
+        }
+        #[inline(always)]
+        unsafe fn octave_pair_lookup(t: __m512i, a: __m512i) -> __m512i {
+            // AVX-512F has no byte shuffle: a 16-entry dword permute, which
+            // reads the low 4 bits of a key of 48..64.
+            _mm512_permutexvar_epi32(_mm512_srli_epi32::<24>(a), t)
+        }
+        #[inline(always)]
+        unsafe fn shl23(a: __m512i) -> __m512i {
+            _mm512_slli_epi32::<23>(a)
+        }
+        #[inline(always)]
+        unsafe fn max_i(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_max_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sign(a: __m512i, b: __m512i) -> __m512i {
+            // No psignd in AVX-512: negate where b < 0, zero where b == 0.
+            let zero = _mm512_setzero_si512();
+            let negative = _mm512_cmplt_epi32_mask(b, zero);
+            let nonzero = _mm512_test_epi32_mask(b, b);
+            _mm512_maskz_mov_epi32(nonzero, _mm512_mask_sub_epi32(a, negative, zero, a))
+        }
+        #[inline(always)]
+        unsafe fn add_u(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_add_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn xor(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_xor_si512(a, b)
+        }
+        #[inline(always)]
+        unsafe fn inc_where_gt(x: __m512i, a: __m512i, b: __m512i) -> __m512i {
+            let gt = _mm512_cmpgt_epi32_mask(a, b);
+            _mm512_mask_add_epi32(x, gt, x, _mm512_set1_epi32(1))
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn min_f(a: __m512, b: __m512) -> __m512 {
+            _mm512_min_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max_f(a: __m512, b: __m512) -> __m512 {
+            _mm512_max_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub_f(a: __m512, b: __m512) -> __m512 {
+            _mm512_sub_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn div(a: __m512, b: __m512) -> __m512 {
+            _mm512_div_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sqrt(a: __m512) -> __m512 {
+            _mm512_sqrt_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn where_positive(a: __m512, x: __m512) -> __m512 {
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, _mm512_setzero_ps());
+            _mm512_maskz_mov_ps(positive, x)
+        }
+        #[inline(always)]
+        unsafe fn from_bits(a: __m512i) -> __m512 {
+            _mm512_castsi512_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn trunc(a: __m512) -> __m512i {
+            _mm512_cvttps_epi32(a)
+        }
+        #[inline(always)]
+        unsafe fn max_low16(a: __m512i, b: __m512i) -> __m512i {
+            // No 16-bit maximum in AVX-512F: the low halves' 32-bit maximum.
+            let low = _mm512_set1_epi32(0xffff);
+            _mm512_max_epu32(_mm512_and_si512(a, low), _mm512_and_si512(b, low))
         }
     }
 }
