@@ -24,10 +24,10 @@ use crate::scalars::{Coeffs, StepScalars};
 use crate::simd::{kernel_for, KernelFn, SimdLevel};
 
 use super::codec::{
-    blocks, check_len, decode_block, encode_block, run, Codebook, Job, BLOCK, SIGNED, UNSIGNED,
+    blocks, check_len, decode_block, run, Codebook, Encoder, Job, BLOCK, SIGNED, UNSIGNED,
 };
-use super::fused::{step_block, used, BlockState, BOOKS};
-use super::lanes::Lanes;
+use super::fused::{step_block, used, BlockState, Encoders, Splat};
+use super::lanes::{Lanes, Scalar};
 
 /// One buffer of 8-bit state: a code per element and an absmax per block.
 pub struct Q8State<'a> {
@@ -147,7 +147,12 @@ impl<'s, 'b> Staged<'s, 'b> {
     unsafe fn store<L: Lanes>(&mut self, b: usize, start: usize, len: usize) {
         if let Some(s) = &mut self.state {
             let codes = &mut s.codes[start..start + len];
-            s.absmax[b] = encode_block::<L>(self.book, &self.buf[..len], codes);
+            let x = &self.buf[..len];
+            s.absmax[b] = if self.book.mirrors() {
+                Encoder::<L, true>::new(self.book).block(x, codes)
+            } else {
+                Encoder::<L, false>::new(self.book).block(x, codes)
+            };
         }
     }
 }
@@ -197,6 +202,8 @@ unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>)
     let n = piece.param.len();
     let used = used(F);
     let mut new = [[0f32; BLOCK]; 4];
+    let (splat, scalar) = (Splat::<L>::new(c), Splat::<Scalar>::new(c));
+    let encoders = Encoders::<L>::new();
     for b in 0..blocks(n) {
         let range = b * BLOCK..n.min((b + 1) * BLOCK);
         let mut state: [Option<BlockState<'_>>; 4] = [None, None, None, None];
@@ -211,12 +218,13 @@ unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>)
                 state[k] = Some(BlockState {
                     codes: &mut s.codes[range.clone()],
                     absmax: &mut s.absmax[b],
-                    book: BOOKS[k],
                 });
             }
         }
         step_block::<L, F>(
-            c,
+            &splat,
+            &scalar,
+            &encoders,
             &mut piece.param[range.clone()],
             &piece.grad[range],
             &mut state,

@@ -118,6 +118,11 @@ impl Codebook {
         }
     }
 
+    /// Whether negative values take mirrored codes (the signed map).
+    pub(super) fn mirrors(&self) -> bool {
+        self.mirror != 0
+    }
+
     pub(super) fn decades(&self) -> &Decades {
         &self.decades
     }
@@ -126,8 +131,7 @@ impl Codebook {
     /// not NaN: a block holding one is poisoned before any value is encoded).
     pub fn nearest(&self, y: f32) -> u8 {
         let mut code = 0;
-        // SAFETY: the scalar lanes are plain Rust.
-        unsafe { encode_scaled::<Scalar>(self, &[y], 1.0, std::slice::from_mut(&mut code)) };
+        encode_scalar(self, &[y], 1.0, std::slice::from_mut(&mut code));
         code
     }
 }
@@ -184,50 +188,96 @@ unsafe fn encode_lanes<L: Lanes, const SIGNED: bool>(
     with_sign::<L, SIGNED>(mirror, y, magnitude_code::<L>(cells, abs_bits::<L>(y)))
 }
 
-/// `codes[i]` = the code of `x[i] * scale`.
-#[inline(always)]
-unsafe fn encode_scaled<L: Lanes>(book: &Codebook, x: &[f32], scale: f32, codes: &mut [u8]) {
-    if book.mirror != 0 {
-        encode_loop::<L, true>(book, x, scale, codes)
-    } else {
-        encode_loop::<L, false>(book, x, scale, codes)
+/// A map's block encoder at level `L` (`SIGNED`: the book mirrors negative
+/// values), with the arithmetic search's tables loaded once.
+pub(super) struct Encoder<'a, L: Lanes, const SIGNED: bool> {
+    book: &'a Codebook,
+    decades: Loaded<L, SIGNED>,
+}
+
+impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
+    /// # Safety
+    /// `L`'s level must be enabled; `SIGNED` must say whether `book` mirrors.
+    #[inline(always)]
+    pub(super) unsafe fn new(book: &'a Codebook) -> Self {
+        debug_assert_eq!(book.mirrors(), SIGNED);
+        Encoder {
+            book,
+            decades: Loaded::new(book.decades()),
+        }
+    }
+
+    /// Encode one block (at most [`BLOCK`] values); returns its absmax.
+    ///
+    /// # Safety
+    /// `L`'s level must be enabled.
+    #[inline(always)]
+    pub(super) unsafe fn block(&self, x: &[f32], codes: &mut [u8]) -> f32 {
+        self.block_with(x, abs_max_bits::<L>(x), codes)
+    }
+
+    /// [`Encoder::block`] given the block's largest `|x|` as bits (a NaN's
+    /// above every number's), as a caller that has reduced it passes it.
+    ///
+    /// # Safety
+    /// `L`'s level must be enabled.
+    #[inline(always)]
+    pub(super) unsafe fn block_with(&self, x: &[f32], bits: u32, codes: &mut [u8]) -> f32 {
+        if bits == 0 || bits >= INFINITY_BITS {
+            codes.fill(self.book.zero);
+            return if bits == 0 { 0.0 } else { f32::NAN };
+        }
+        let absmax = f32::from_bits(bits);
+        if RECIPROCAL_NORMAL.contains(&bits) {
+            self.scaled(x, 1.0 / absmax, codes);
+        } else {
+            encode_rescaled(self.book, x, absmax, codes);
+        }
+        absmax
+    }
+
+    /// `codes[i]` = the code of `x[i] * scale` (`|x[i] * scale| <= 1 + 2^-23`).
+    #[inline(always)]
+    unsafe fn scaled(&self, x: &[f32], scale: f32, codes: &mut [u8]) {
+        let n = x.len().min(codes.len());
+        let (x, out) = (x.as_ptr(), codes.as_mut_ptr());
+        let mut i = 0;
+        if L::N > 1 {
+            // By arithmetic; by the table again if any lane was undecided.
+            let splat = L::splat(scale);
+            let y = |i: usize| L::bits(L::mul(L::load(x.add(i)), splat));
+            let mut undecided = L::splat_u(0);
+            while i + 4 * L::N <= n {
+                let (c0, u0) = self.decades.code(y(i));
+                let (c1, u1) = self.decades.code(y(i + L::N));
+                let (c2, u2) = self.decades.code(y(i + 2 * L::N));
+                let (c3, u3) = self.decades.code(y(i + 3 * L::N));
+                undecided = L::max_low16(
+                    undecided,
+                    L::max_low16(L::max_low16(u0, u1), L::max_low16(u2, u3)),
+                );
+                L::store_bytes4(out.add(i), c0, c1, c2, c3);
+                i += 4 * L::N;
+            }
+            const { assert!(INDEX_BITS_FROM == 16) };
+            if L::reduce_max_low16(undecided) >= (1 << INDEX_BITS_FROM) - GUARD {
+                i = 0;
+            }
+        }
+        encode_tail::<L, SIGNED>(self.book, x, scale, out, i, n)
     }
 }
 
-#[inline(always)]
-unsafe fn encode_loop<L: Lanes, const SIGNED: bool>(
-    book: &Codebook,
-    x: &[f32],
-    scale: f32,
-    codes: &mut [u8],
-) {
-    let n = x.len().min(codes.len());
-    let (x, out) = (x.as_ptr(), codes.as_mut_ptr());
-    let mut i = 0;
-    if L::N > 1 {
-        // By arithmetic; by the table again if any lane was undecided.
-        let decades = Loaded::<L, SIGNED>::new(book.decades());
-        let splat = L::splat(scale);
-        let y = |i: usize| L::bits(L::mul(L::load(x.add(i)), splat));
-        let mut undecided = L::splat_u(0);
-        while i + 4 * L::N <= n {
-            let (c0, u0) = decades.code(y(i));
-            let (c1, u1) = decades.code(y(i + L::N));
-            let (c2, u2) = decades.code(y(i + 2 * L::N));
-            let (c3, u3) = decades.code(y(i + 3 * L::N));
-            undecided = L::max_low16(
-                undecided,
-                L::max_low16(L::max_low16(u0, u1), L::max_low16(u2, u3)),
-            );
-            L::store_bytes4(out.add(i), c0, c1, c2, c3);
-            i += 4 * L::N;
-        }
-        const { assert!(INDEX_BITS_FROM == 16) };
-        if L::reduce_max_low16(undecided) >= (1 << INDEX_BITS_FROM) - GUARD {
-            i = 0;
+/// `codes[i]` = the code of `x[i] * scale`, one lane at a time.
+fn encode_scalar(book: &Codebook, x: &[f32], scale: f32, codes: &mut [u8]) {
+    // SAFETY: the scalar lanes are plain Rust.
+    unsafe {
+        if book.mirrors() {
+            Encoder::<Scalar, true>::new(book).scaled(x, scale, codes)
+        } else {
+            Encoder::<Scalar, false>::new(book).scaled(x, scale, codes)
         }
     }
-    encode_tail::<L, SIGNED>(book, x, scale, out, i, n)
 }
 
 /// [`encode_loop`] by the table, from element `i` on.
@@ -287,35 +337,7 @@ const INFINITY_BITS: u32 = 0x7f80_0000;
 /// Absmax bits whose reciprocal is a normal float: [2^-126, 2^126].
 const RECIPROCAL_NORMAL: std::ops::RangeInclusive<u32> = 0x0080_0000..=0x7e80_0000;
 
-/// Encode one block (at most [`BLOCK`] values); returns its absmax.
-#[inline(always)]
-pub(super) unsafe fn encode_block<L: Lanes>(book: &Codebook, x: &[f32], codes: &mut [u8]) -> f32 {
-    encode_block_with::<L>(book, x, abs_max_bits::<L>(x), codes)
-}
-
-/// [`encode_block`] given the block's largest `|x|` as bits (a NaN's above
-/// every number's), as a caller that has reduced it already passes it.
-#[inline(always)]
-pub(super) unsafe fn encode_block_with<L: Lanes>(
-    book: &Codebook,
-    x: &[f32],
-    bits: u32,
-    codes: &mut [u8],
-) -> f32 {
-    if bits == 0 || bits >= INFINITY_BITS {
-        codes.fill(book.zero);
-        return if bits == 0 { 0.0 } else { f32::NAN };
-    }
-    let absmax = f32::from_bits(bits);
-    if RECIPROCAL_NORMAL.contains(&bits) {
-        encode_scaled::<L>(book, x, 1.0 / absmax, codes);
-    } else {
-        encode_rescaled(book, x, absmax, codes);
-    }
-    absmax
-}
-
-/// [`encode_block`] for an absmax whose reciprocal is not a normal float:
+/// [`Encoder::block`] for an absmax whose reciprocal is not a normal float:
 /// scale by 2^64 (or 2^-64) first. The scaling is exact for every value
 /// whose code it can change (the others are far below the smallest midpoint).
 #[cold]
@@ -331,8 +353,7 @@ fn encode_rescaled(book: &Codebook, x: &[f32], absmax: f32, codes: &mut [u8]) {
     for (s, &v) in scaled.iter_mut().zip(x) {
         *s = v * factor;
     }
-    // SAFETY: the scalar lanes are plain Rust.
-    unsafe { encode_scaled::<Scalar>(book, scaled, 1.0 / (absmax * factor), codes) };
+    encode_scalar(book, scaled, 1.0 / (absmax * factor), codes);
 }
 
 /// Decode one block: `out[i] = values[codes[i]] * absmax`.
@@ -426,13 +447,25 @@ struct Encode<'a> {
     absmax: &'a mut [f32],
 }
 
+impl Encode<'_> {
+    #[inline(always)]
+    unsafe fn blocks<L: Lanes, const SIGNED: bool>(self, encoder: &Encoder<'_, L, SIGNED>) {
+        let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
+        for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
+            *absmax = encoder.block(x, codes);
+        }
+    }
+}
+
 impl Job for Encode<'_> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
-        for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
-            *absmax = encode_block::<L>(self.book, x, codes);
+        let book = self.book;
+        if book.mirrors() {
+            self.blocks(&Encoder::<L, true>::new(book))
+        } else {
+            self.blocks(&Encoder::<L, false>::new(book))
         }
     }
 }

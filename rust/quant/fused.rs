@@ -12,11 +12,11 @@
 use crate::kernel::flags;
 use crate::scalars::Coeffs;
 
-use super::codec::{encode_block_with, Codebook, BLOCK, SIGNED, UNSIGNED};
-use super::lanes::Lanes;
+use super::codec::{Codebook, Encoder, BLOCK, SIGNED, UNSIGNED};
+use super::lanes::{Lanes, Scalar};
 
 /// The coefficients of one step, in every lane.
-struct Splat<L: Lanes> {
+pub(super) struct Splat<L: Lanes> {
     clip: L::F,
     neg_clip: L::F,
     grad_mul: L::F,
@@ -35,8 +35,10 @@ struct Splat<L: Lanes> {
 }
 
 impl<L: Lanes> Splat<L> {
+    /// # Safety
+    /// `L`'s level must be enabled.
     #[inline(always)]
-    unsafe fn new(c: &Coeffs<f32>) -> Self {
+    pub(super) unsafe fn new(c: &Coeffs<f32>) -> Self {
         Splat {
             clip: L::splat(c.clip),
             neg_clip: L::splat(-c.clip),
@@ -115,15 +117,33 @@ unsafe fn update<L: Lanes, const F: u32>(c: &Splat<L>, grad: L::F, old: Group<L>
     [p, m, v, x, u]
 }
 
-/// One 8-bit state buffer of a block: its codes, its absmax, and its map.
+/// One 8-bit state buffer of a block: its codes and its absmax.
 pub(super) struct BlockState<'a> {
     pub codes: &'a mut [u8],
     pub absmax: &'a mut f32,
-    pub book: &'static Codebook,
 }
 
-/// The books of `[exp_avg, exp_avg_sq, max_exp_avg_sq, velocity]`.
-pub(super) const BOOKS: [&Codebook; 4] = [&SIGNED, &UNSIGNED, &UNSIGNED, &SIGNED];
+/// The maps of `[exp_avg, exp_avg_sq, max_exp_avg_sq, velocity]`: signed
+/// for the first moment and the velocity, unsigned for the others.
+const BOOKS: [&Codebook; 4] = [&SIGNED, &UNSIGNED, &UNSIGNED, &SIGNED];
+
+/// The encoders of both maps, loaded once per piece.
+pub(super) struct Encoders<L: Lanes> {
+    signed: Encoder<'static, L, true>,
+    unsigned: Encoder<'static, L, false>,
+}
+
+impl<L: Lanes> Encoders<L> {
+    /// # Safety
+    /// `L`'s level must be enabled.
+    #[inline(always)]
+    pub(super) unsafe fn new() -> Self {
+        Encoders {
+            signed: Encoder::new(&SIGNED),
+            unsigned: Encoder::new(&UNSIGNED),
+        }
+    }
+}
 
 /// Which of the four state buffers variant `F` uses.
 pub(super) const fn used(variant: u32) -> [bool; 4] {
@@ -143,7 +163,9 @@ pub(super) const fn used(variant: u32) -> [bool; 4] {
 /// `L`'s level must be enabled; every buffer holds `param.len()` elements.
 #[inline(always)]
 pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
-    c: &Coeffs<f32>,
+    splat: &Splat<L>,
+    scalar: &Splat<Scalar>,
+    encoders: &Encoders<L>,
     param: &mut [f32],
     grad: &[f32],
     state: &mut [Option<BlockState<'_>>; 4],
@@ -153,8 +175,6 @@ pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
     let n = param.len();
     let mut largest = [L::splat_u(0); 4];
     let magnitude = L::splat_u(0x7fff_ffff);
-    let splat = Splat::<L>::new(c);
-    let scalar = Splat::<super::lanes::Scalar>::new(c);
     let mut scales = [0f32; 4];
     for k in 0..4 {
         if let Some(s) = &state[k] {
@@ -168,12 +188,12 @@ pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
         for k in 0..4 {
             if use_[k] {
                 if let Some(s) = &state[k] {
-                    let v = L::lookup(s.book.values.as_ptr(), s.codes.as_ptr().add(i));
+                    let v = L::lookup(BOOKS[k].values.as_ptr(), s.codes.as_ptr().add(i));
                     old[k + 1] = L::mul(v, L::splat(scales[k]));
                 }
             }
         }
-        let out = update::<L, F>(&splat, L::load(grad.as_ptr().add(i)), old);
+        let out = update::<L, F>(splat, L::load(grad.as_ptr().add(i)), old);
         L::store(param.as_mut_ptr().add(i), out[0]);
         for k in 0..4 {
             if use_[k] {
@@ -189,17 +209,16 @@ pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
     }
     let mut largest = largest_bits;
     while i < n {
-        use super::lanes::Scalar;
         let mut old = [0f32; 5];
         old[0] = param[i];
         for k in 0..4 {
             if use_[k] {
                 if let Some(s) = &state[k] {
-                    old[k + 1] = s.book.values[s.codes[i] as usize] * scales[k];
+                    old[k + 1] = BOOKS[k].values[s.codes[i] as usize] * scales[k];
                 }
             }
         }
-        let out = update::<Scalar, F>(&scalar, grad[i], old);
+        let out = update::<Scalar, F>(scalar, grad[i], old);
         param[i] = out[0];
         for k in 0..4 {
             if use_[k] {
@@ -212,7 +231,12 @@ pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
     for k in 0..4 {
         if use_[k] {
             if let Some(s) = &mut state[k] {
-                *s.absmax = encode_block_with::<L>(s.book, &new[k][..n], largest[k], s.codes);
+                let (x, bits) = (&new[k][..n], largest[k]);
+                *s.absmax = if BOOKS[k].mirrors() {
+                    encoders.signed.block_with(x, bits, s.codes)
+                } else {
+                    encoders.unsigned.block_with(x, bits, s.codes)
+                };
             }
         }
     }
