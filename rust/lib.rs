@@ -39,6 +39,8 @@ mod scalars;
 mod uniform;
 // Run-time SIMD dispatch of the element loop.
 mod simd;
+// 8-bit state codecs and stochastic rounding, per SIMD level.
+pub mod quant;
 // Pieces run through stack blocks (16-bit params, master copies).
 mod staged;
 // The threads of a step.

@@ -17,6 +17,7 @@ mod config;
 mod engine;
 mod extents;
 mod gpu;
+mod quant;
 #[cfg(feature = "bench")]
 mod probes;
 
@@ -59,5 +60,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gpu::PyGpuStep>()?;
     #[cfg(feature = "bench")]
     probes::register(m)?;
+    quant::register(m)?;
     Ok(())
 }

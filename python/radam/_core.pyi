@@ -45,7 +45,23 @@ class AdamConfig:
 
     def __new__(cls, options: Any) -> AdamConfig: ...
 
+<<<<<<< HEAD
 @final
+=======
+def _q8_map(signed: bool) -> np.ndarray:
+    """Test hook: the 256 float32 values of the signed or unsigned dynamic tree map."""
+
+def _q8_encode(
+    x: np.ndarray, signed: bool, level: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test hook: blockwise 8-bit codes (uint8) and absmax (float32 per 256) of float32 x."""
+
+def _q8_decode(
+    codes: np.ndarray, absmax: np.ndarray, signed: bool, level: str | None = None
+) -> np.ndarray:
+    """Test hook: values[codes] * absmax, block by block (float32)."""
+
+>>>>>>> q8speed
 class CpuEngine:
     """Steps a fixed list of tensors in place: params of float32, float64,
     float16 or bfloat16; state in the compute type or 16 bits. One record per
