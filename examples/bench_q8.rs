@@ -116,7 +116,11 @@ fn bench(n: usize, wall: bool) {
         let (mut enc, mut dec, mut sr_b, mut sr_h) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut b16, mut h16) = (vec![bf16::ZERO; n], vec![f16::ZERO; n]);
-        let key = StochasticKey { seed: 1, step: 2 };
+        let key = StochasticKey {
+            seed: 1,
+            step: 2,
+            tensor: 0,
+        };
         for _ in 0..reps {
             enc.push(time(&mut || {
                 run(encode(level, &SIGNED, &m0, &mut codes, &mut absmax))
@@ -152,6 +156,7 @@ fn bench(n: usize, wall: bool) {
                         velocity: None,
                     },
                     group: 0,
+                    origin: None,
                 };
                 run(step_tensors_with(level, vec![t], &[scalars]))
             }));

@@ -17,9 +17,9 @@ mod config;
 mod engine;
 mod extents;
 mod gpu;
-mod quant;
 #[cfg(feature = "bench")]
 mod probes;
+mod quant;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;

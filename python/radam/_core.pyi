@@ -45,9 +45,6 @@ class AdamConfig:
 
     def __new__(cls, options: Any) -> AdamConfig: ...
 
-<<<<<<< HEAD
-@final
-=======
 def _q8_map(signed: bool) -> np.ndarray:
     """Test hook: the 256 float32 values of the signed or unsigned dynamic tree map."""
 
@@ -61,11 +58,12 @@ def _q8_decode(
 ) -> np.ndarray:
     """Test hook: values[codes] * absmax, block by block (float32)."""
 
->>>>>>> q8speed
+@final
 class CpuEngine:
     """Steps a fixed list of tensors in place: params of float32, float64,
     float16 or bfloat16; state in the compute type or 16 bits. One record per
-    tensor (``radam._engine.TensorBuffers``: label, group, param, state)."""
+    tensor (``radam._engine.TensorBuffers``: label, group, param, state,
+    position, offset)."""
 
     def __new__(cls, tensors: Sequence[Any]) -> CpuEngine: ...
     def step(
@@ -97,8 +95,13 @@ class GpuStep:
     def clips_norm(self) -> bool:
         """Whether each tensor gets its own row."""
     @property
+    def rounds(self) -> bool:
+        """Whether 16-bit params are rounded stochastically (each tensor gets its own row)."""
+    def round_key(self, position: int) -> int:
+        """The row's ``round_key`` word for the tensor at ``position`` in the optimizer."""
+    @property
     def constants(self) -> Mapping[str, int]:
-        """AMSGRAD, MOMENTUM, L2, CLIP and RULE, as the shader names them."""
+        """AMSGRAD, MOMENTUM, L2, CLIP, RULE and STOCHASTIC, as the shader names them."""
     @property
     def rule(self) -> Literal["adam", "adamax", "nadam", "unadapted"]:
         """The step's update rule."""

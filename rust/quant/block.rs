@@ -31,14 +31,19 @@ use super::lanes::{Lanes, Scalar};
 
 /// One buffer of 8-bit state: a code per element and an absmax per block.
 pub struct Q8State<'a> {
+    /// One code per element.
     pub codes: &'a mut [u8],
+    /// One absmax per block of the elements.
     pub absmax: &'a mut [f32],
 }
 
 /// The buffers of one piece: float32 param and gradient, 8-bit moments.
 pub struct Q8Piece<'a> {
+    /// The params, updated in place.
     pub param: &'a mut [f32],
+    /// Their gradients.
     pub grad: &'a [f32],
+    /// The first moment m.
     pub exp_avg: Q8State<'a>,
     /// v for Adam; u, the infinity norm, for AdaMax.
     pub exp_avg_sq: Q8State<'a>,

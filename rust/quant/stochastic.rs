@@ -17,7 +17,7 @@
 //!
 //! The random bits are a counter-based hash, so every SIMD level, thread
 //! count and a GPU give the same bits: nested hashing of (seed, step,
-//! element index) as in Jarzynski and Olano, "Hash Functions for GPU
+//! tensor position, element index) as in Jarzynski and Olano, "Hash Functions for GPU
 //! Rendering" (JCGT 2020), with Chris Wellons' `lowbias32` integer mixer
 //! (the hash-prospector project). Only 32-bit wrapping multiplies, xors and
 //! shifts, so WGSL computes the same bits.
@@ -43,10 +43,14 @@ pub const fn lowbias32(mut x: u32) -> u32 {
 }
 
 /// What the random bits of one rounding depend on besides the element index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StochasticKey {
+    /// The user's seed (the `rounding_seed` option).
     pub seed: u64,
+    /// The step number (from 1).
     pub step: u64,
+    /// The tensor's position in its optimizer, counted over all groups.
+    pub tensor: u64,
 }
 
 impl StochasticKey {
@@ -58,6 +62,8 @@ impl StochasticKey {
         h = lowbias32(h ^ (self.seed >> 32) as u32);
         h = lowbias32(h ^ self.step as u32);
         h = lowbias32(h ^ (self.step >> 32) as u32);
+        h = lowbias32(h ^ self.tensor as u32);
+        h = lowbias32(h ^ (self.tensor >> 32) as u32);
         lowbias32(h ^ index_hi)
     }
 
@@ -141,6 +147,17 @@ struct Round<'a, D> {
     dst: &'a mut [D],
 }
 
+impl<'a, D> Round<'a, D> {
+    fn new(key: StochasticKey, first_index: u64, src: &'a [f32], dst: &'a mut [D]) -> Self {
+        Round {
+            key,
+            first_index,
+            src,
+            dst,
+        }
+    }
+}
+
 impl<D: Sixteen> Job for Round<'_, D> {
     type Out = ();
     #[inline(always)]
@@ -175,13 +192,23 @@ pub fn round_stochastic<D: Sixteen>(
     dst: &mut [D],
 ) -> Result<(), StepError> {
     check_len("dst", src.len(), dst.len())?;
-    run(
-        level,
-        Round {
-            key,
-            first_index,
-            src,
-            dst,
-        },
-    )
+    run(level, Round::new(key, first_index, src, dst))
+}
+
+/// [`round_stochastic`] for a step that checked its level and lengths.
+pub(crate) fn round_checked<D: Sixteen>(
+    level: SimdLevel,
+    key: StochasticKey,
+    first_index: u64,
+    src: &[f32],
+    dst: &mut [D],
+) {
+    // The step checked that this CPU has `level`; the scalar code gives the same bits anyway.
+    let level = if level.is_supported() {
+        level
+    } else {
+        SimdLevel::Scalar
+    };
+    let done = run(level, Round::new(key, first_index, src, dst));
+    debug_assert!(done.is_ok() && src.len() == dst.len());
 }
