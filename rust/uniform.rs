@@ -22,7 +22,8 @@ const DISPATCH_FIELDS: [&str; 7] = [
     "pad2",
 ];
 
-/// Words in one row of the WGSL `Step` struct: the coefficients, then [`DISPATCH_FIELDS`].
+/// Words in one row of the WGSL `Step` struct: the coefficients, then `lo`, `hi`,
+/// `round_key`, `round_first` and three pad words.
 pub const STEP_WORDS: usize = COEFFS + DISPATCH_FIELDS.len();
 
 /// The fields of the WGSL `Step` struct, in order.
