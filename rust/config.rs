@@ -83,6 +83,8 @@ pub trait Fields {
     fn real(&mut self, name: &'static str) -> Result<f64, Self::Error>;
     /// The flag named `name`.
     fn flag(&mut self, name: &'static str) -> Result<bool, Self::Error>;
+    /// The whole number named `name`, from 0 to 2^64 - 1.
+    fn integer(&mut self, name: &'static str) -> Result<u64, Self::Error>;
     /// The name of the choice named `name`.
     fn choice(&mut self, name: &'static str) -> Result<String, Self::Error>;
     /// The error for `value`, which no value of choice `name` is called.
@@ -103,6 +105,12 @@ impl Field for f64 {
 impl Field for bool {
     fn read<F: Fields>(fields: &mut F, name: &'static str) -> Result<Self, F::Error> {
         fields.flag(name)
+    }
+}
+
+impl Field for u64 {
+    fn read<F: Fields>(fields: &mut F, name: &'static str) -> Result<Self, F::Error> {
+        fields.integer(name)
     }
 }
 
@@ -210,6 +218,13 @@ adam_config! {
         momentum_decay: f64 = 4e-3,
         /// Gradients arrive multiplied by this (loss scaling); the kernel divides it out.
         grad_scale: f64 = 1.0,
+        /// Store each updated 16-bit param rounded up or down at random, with
+        /// probability proportional to its distance (unbiased), instead of to
+        /// nearest. Only for bfloat16 and float16 params without a master copy.
+        stochastic_rounding: bool = false,
+        /// The seed of that rounding's random bits, a counter-based hash of
+        /// (seed, step, tensor position, element index).
+        rounding_seed: u64 = 0,
     }
 }
 
@@ -453,6 +468,9 @@ mod tests {
         fn flag(&mut self, name: &'static str) -> Result<bool, String> {
             self.get(name)?.parse().map_err(|_| name.to_string())
         }
+        fn integer(&mut self, name: &'static str) -> Result<u64, String> {
+            self.get(name)?.parse().map_err(|_| name.to_string())
+        }
         fn choice(&mut self, name: &'static str) -> Result<String, String> {
             let debug = self.get(name)?;
             Ok(match name {
@@ -472,6 +490,8 @@ mod tests {
             nesterov: true,
             bias_correction: BiasCorrection::Downhill040,
             momentum_decay: 0.25,
+            stochastic_rounding: true,
+            rounding_seed: u64::MAX - 3,
             ..AdamConfig::nadam()
         };
         let mut fields = FromDebug::new(&cfg);

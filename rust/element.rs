@@ -47,10 +47,13 @@ pub trait Float:
     fn narrow_bf16(src: &[Self], dst: &mut [bf16]);
     /// Round into float16, to nearest even.
     fn narrow_f16(src: &[Self], dst: &mut [f16]);
+    /// The values as `f32`s when this type is `f32` (stochastic rounding reads
+    /// f32 only: f64 values would be rounded twice).
+    fn as_f32(src: &[Self]) -> Option<&[f32]>;
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $to:ident, $from:ident) => {
+    ($t:ty, $name:literal, $to:ident, $from:ident, |$s:ident| $as_f32:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const NAME: &'static str = $name;
@@ -90,9 +93,24 @@ macro_rules! impl_float {
             fn narrow_f16(src: &[Self], dst: &mut [f16]) {
                 dst.$from(src)
             }
+            fn as_f32($s: &[Self]) -> Option<&[f32]> {
+                $as_f32
+            }
         }
     };
 }
 
-impl_float!(f32, "float32", convert_to_f32_slice, convert_from_f32_slice);
-impl_float!(f64, "float64", convert_to_f64_slice, convert_from_f64_slice);
+impl_float!(
+    f32,
+    "float32",
+    convert_to_f32_slice,
+    convert_from_f32_slice,
+    |s| Some(s)
+);
+impl_float!(
+    f64,
+    "float64",
+    convert_to_f64_slice,
+    convert_from_f64_slice,
+    |_s| None
+);

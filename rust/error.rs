@@ -63,6 +63,16 @@ pub enum StepError {
         /// The tensor's position in the call.
         index: usize,
     },
+    /// Stochastic rounding asked of a tensor that is not a 16-bit param
+    /// computed in float32 without a master copy.
+    #[error(
+        "tensor {index}: stochastic_rounding is for bfloat16 and float16 params (computed \
+         in float32) without a master copy"
+    )]
+    RoundingNot16Bit {
+        /// The tensor's position in the call.
+        index: usize,
+    },
     /// A SIMD level was forced that this CPU cannot run.
     #[error("this CPU does not support the {0} kernels")]
     UnsupportedSimd(&'static str),

@@ -14,6 +14,7 @@ fn stack(lib: &str) -> (Vec<String>, HashMap<String, String>) {
     let mut order = Vec::new();
     let mut items = HashMap::new();
     for line in lib.lines().map(str::trim) {
+        let line = line.strip_prefix("pub ").unwrap_or(line);
         if let Some(name) = line.strip_prefix("mod ").and_then(|l| l.strip_suffix(';')) {
             if !TEST_MODULES.contains(&name) {
                 order.push(name.to_string());
@@ -41,15 +42,22 @@ fn stack(lib: &str) -> (Vec<String>, HashMap<String, String>) {
     (order, items)
 }
 
-/// A module's code: its files without their `#[cfg(test)]` modules (which
-/// come last) and without comments (a doc link is no import).
+/// A module's code: its files (`module.rs` or `module/mod.rs`, and the files
+/// under `module/`) without their `#[cfg(test)]` modules (which come last, or
+/// are files of their own, named `*_tests.rs`) and without comments (a doc
+/// link is no import).
 fn source_of(root: &Path, module: &str) -> String {
-    let mut files = vec![root.join(format!("{module}.rs"))];
+    let mut files: Vec<_> = [root.join(format!("{module}.rs"))]
+        .into_iter()
+        .filter(|f| f.exists())
+        .collect();
     if let Ok(dir) = fs::read_dir(root.join(module)) {
         let mut nested: Vec<_> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        nested.retain(|f| !f.to_string_lossy().ends_with("_tests.rs"));
         nested.sort();
         files.extend(nested);
     }
+    assert!(!files.is_empty(), "no source of module {module}");
     let mut text = String::new();
     for file in files {
         let source = fs::read_to_string(&file).unwrap();
@@ -126,7 +134,7 @@ fn the_check_sees_an_upward_import() {
     let items = HashMap::from([("Coeffs".to_string(), "kernel".to_string())]);
     let source = "use crate::{Coeffs, element::Float};\nfn f() { crate::kernel::update(); }";
     assert_eq!(imports(source, &order, &items), ["element", "kernel"]);
-    let lib = "mod element;\nmod kernel;\npub use kernel::{\n    Coeffs, flags,\n};\n";
+    let lib = "mod element;\npub mod kernel;\npub use kernel::{\n    Coeffs, flags,\n};\n";
     let (stacked, exported) = stack(lib);
     assert_eq!(stacked, order);
     assert_eq!(exported.get("flags").map(String::as_str), Some("kernel"));

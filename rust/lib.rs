@@ -35,10 +35,13 @@ mod tensor;
 mod kernel;
 // The per-step scalars, computed on the host, and the coefficients made from them.
 mod scalars;
-// The GPU kernel's per-step rows and pipeline constants, from those coefficients.
-mod uniform;
 // Run-time SIMD dispatch of the element loop.
 mod simd;
+// 8-bit state codecs and stochastic rounding, per SIMD level.
+pub mod quant;
+// The GPU kernel's per-step rows and pipeline constants, from those coefficients
+// (and stochastic rounding's keys).
+mod uniform;
 // Pieces run through stack blocks (16-bit params, master copies).
 mod staged;
 // The threads of a step.
@@ -78,7 +81,7 @@ pub use optimizer::{Adam, AdamState};
 pub use scalars::{Carry, Rule, StepScalars};
 pub use simd::SimdLevel;
 pub use storage::{Split, Stored, StoredMut};
-pub use tensor::{Buffer, MixedTensorMut, State, Tensor, TensorMut};
+pub use tensor::{Buffer, MixedTensorMut, Origin, State, Tensor, TensorMut};
 pub use uniform::{GpuStep, Pipeline, STEP_FIELDS, STEP_WORDS};
 
 /// The WGSL source of the GPU kernel (`shaders/adam.wgsl`), for running the

@@ -13,14 +13,15 @@ use std::sync::OnceLock;
 use crate::element::Float;
 use crate::error::StepError;
 use crate::kernel::{Coeffs, Slices};
+use crate::quant::StochasticKey;
 use crate::scalars::StepScalars;
 use crate::simd::{fused_16bit_kernel, kernel_for, SimdLevel};
-use crate::staged::run_staged;
+use crate::staged::{run_staged, Rounding};
 use crate::storage::{Kind, Split, Stored, StoredMut};
 use crate::team::Team;
 #[cfg(doc)]
 use crate::tensor::TensorMut;
-use crate::tensor::{Buffer, MixedTensorMut};
+use crate::tensor::{Buffer, MixedTensorMut, Origin};
 
 /// Elements per unit of parallel work: 32Ki elements keep the four f32
 /// streams of one unit (512 KiB) inside a core's L2 cache.
@@ -38,11 +39,12 @@ const MIN_UNIT: usize = 1 << 12;
 const CUT_ALIGN: usize = 256;
 
 /// One piece of one tensor: what a kernel call gets. `tensor` indexes the
-/// per-tensor coefficients; `start` is the piece's first element in its tensor.
+/// per-tensor coefficients and rounding keys; `origin` is where the piece's
+/// first element sits in its optimizer.
 struct Piece<'a, T> {
     buffers: MixedTensorMut<'a, T>,
     tensor: usize,
-    start: usize,
+    origin: Origin,
 }
 
 impl<'a, T> Piece<'a, T> {
@@ -52,17 +54,17 @@ impl<'a, T> Piece<'a, T> {
 
     fn split_at(self, mid: usize) -> (Self, Self) {
         let (head, tail) = self.buffers.split_at(mid);
-        let (tensor, start) = (self.tensor, self.start);
+        let (tensor, origin) = (self.tensor, self.origin);
         (
             Piece {
                 buffers: head,
                 tensor,
-                start,
+                origin,
             },
             Piece {
                 buffers: tail,
                 tensor,
-                start: start + mid,
+                origin: origin.advanced(mid),
             },
         )
     }
@@ -113,7 +115,7 @@ pub struct CheckedTensors<'a, 'g, T> {
 /// [`step_tensors`] does before it writes. A caller that steps several lists
 /// (float32 and float64 tensors, say) checks them all before stepping any, so
 /// that an error in one leaves the others unwritten too.
-pub fn check_mixed<'a, 'g, T>(
+pub fn check_mixed<'a, 'g, T: Float>(
     tensors: Vec<MixedTensorMut<'a, T>>,
     groups: &'g [StepScalars],
 ) -> Result<CheckedTensors<'a, 'g, T>, StepError> {
@@ -140,6 +142,12 @@ pub fn check_mixed<'a, 'g, T>(
         }
         if matches!(t.master_param, Some(StoredMut::Bf16(_) | StoredMut::F16(_))) {
             return Err(StepError::MasterNotNative { index });
+        }
+        // Stochastic rounding stores f32 results into a 16-bit param, nothing else.
+        let sixteen = matches!(t.param, StoredMut::Bf16(_) | StoredMut::F16(_));
+        let rounds = sixteen && t.master_param.is_none() && T::as_f32(&[]).is_some();
+        if scalars.rounding_seed.is_some() && !rounds {
+            return Err(StepError::RoundingNot16Bit { index });
         }
         let others = t.written().filter(|(b, _)| *b != Buffer::Param);
         let written = others.map(|(b, w)| (b, w.len()));
@@ -224,7 +232,14 @@ fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
     total.sqrt()
 }
 
-fn run_piece<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, T>) {
+/// What a step gives each tensor: its coefficients, and the key of its
+/// stochastic rounding when its group rounds so.
+struct PerTensor<T> {
+    coeffs: Vec<Coeffs<T>>,
+    keys: Vec<Option<StochasticKey>>,
+}
+
+fn run_piece<T: Float>(level: SimdLevel, per: &PerTensor<T>, piece: Piece<'_, T>) {
     // NumPy's large arrays start 16 bytes past a cache line, so every 64-byte
     // vector access would straddle two lines. A short head run up to the
     // param's first line boundary aligns the rest (and every buffer that
@@ -232,15 +247,24 @@ fn run_piece<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, 
     let head = piece.buffers.param.to_line_boundary();
     if head > 0 && head < piece.len() {
         let (head, rest) = piece.split_at(head);
-        run_aligned(level, coeffs, head);
-        run_aligned(level, coeffs, rest);
+        run_aligned(level, per, head);
+        run_aligned(level, per, rest);
     } else {
-        run_aligned(level, coeffs, piece);
+        run_aligned(level, per, piece);
     }
 }
 
-fn run_aligned<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_, T>) {
-    let c = &coeffs[piece.tensor];
+fn run_aligned<T: Float>(level: SimdLevel, per: &PerTensor<T>, piece: Piece<'_, T>) {
+    let c = &per.coeffs[piece.tensor];
+    // A 16-bit param rounded stochastically (checked: no master copy, f32) is staged.
+    if let Some(key) = per.keys[piece.tensor] {
+        let rounding = Rounding {
+            level,
+            key,
+            first: piece.origin.element,
+        };
+        return run_staged(kernel_for(level, c), c, piece.buffers, Some(rounding));
+    }
     // Native params and grads with state all of one kind run the fused
     // kernel, converting 16-bit state in its loop; anything else (16-bit
     // params, a master copy) is staged through f32 blocks.
@@ -250,13 +274,13 @@ fn run_aligned<T: Float>(level: SimdLevel, coeffs: &[Coeffs<T>], piece: Piece<'_
         }
         Some(Kind::Bf16) => match fused_16bit_kernel(level, c) {
             Some(kernel) => kernel(c, piece.into_slices(StoredMut::into_bf16)),
-            None => run_staged(kernel_for(level, c), c, piece.buffers),
+            None => run_staged(kernel_for(level, c), c, piece.buffers, None),
         },
         Some(Kind::F16) => match fused_16bit_kernel(level, c) {
             Some(kernel) => kernel(c, piece.into_slices(StoredMut::into_f16)),
-            None => run_staged(kernel_for(level, c), c, piece.buffers),
+            None => run_staged(kernel_for(level, c), c, piece.buffers, None),
         },
-        None => run_staged(kernel_for(level, c), c, piece.buffers),
+        None => run_staged(kernel_for(level, c), c, piece.buffers, None),
     }
 }
 
@@ -329,6 +353,12 @@ pub fn step_tensors_with<'a, T: Float>(
 /// One step over checked tensors, at a level this CPU supports.
 fn run_checked<T: Float>(level: SimdLevel, checked: CheckedTensors<'_, '_, T>) {
     let CheckedTensors { tensors, groups } = checked;
+    let origin = |i: usize, t: &MixedTensorMut<'_, T>| {
+        t.origin.unwrap_or(Origin {
+            tensor: i as u64,
+            element: 0,
+        })
+    };
     let coeffs: Vec<Coeffs<T>> = tensors
         .iter()
         .map(|t| {
@@ -341,14 +371,26 @@ fn run_checked<T: Float>(level: SimdLevel, checked: CheckedTensors<'_, '_, T>) {
             s.coeffs(scale)
         })
         .collect();
+    let keys = tensors.iter().enumerate().map(|(i, t)| {
+        let s = &groups[t.group];
+        s.rounding_seed.map(|seed| StochasticKey {
+            seed,
+            step: s.step,
+            tensor: origin(i, t).tensor,
+        })
+    });
+    let per = PerTensor {
+        keys: keys.collect(),
+        coeffs,
+    };
     let total: usize = tensors.iter().map(|t| t.param.len()).sum();
     let pieces = tensors
         .into_iter()
         .enumerate()
         .map(|(tensor, buffers)| Piece {
+            origin: origin(tensor, &buffers),
             buffers,
             tensor,
-            start: 0,
         });
     // Small steps never ask for the helpers (that costs a lock and a getpid).
     let team = (total > SERIAL_MAX).then(Team::current);
@@ -359,9 +401,9 @@ fn run_checked<T: Float>(level: SimdLevel, checked: CheckedTensors<'_, '_, T>) {
             let units = plan(pieces, unit_len(total, threads));
             team.for_each_owned(units, |unit| {
                 unit.into_iter()
-                    .for_each(|piece| run_piece(level, &coeffs, piece))
+                    .for_each(|piece| run_piece(level, &per, piece))
             });
         }
-        _ => pieces.for_each(|piece| run_piece(level, &coeffs, piece)),
+        _ => pieces.for_each(|piece| run_piece(level, &per, piece)),
     }
 }

@@ -117,6 +117,7 @@ impl<T: Float> Adam<T> {
                 master_param: None,
                 state: s.as_mut().map(|_, v| &mut v[..]),
                 group: 0,
+                origin: None,
             })
             .collect();
         step_tensors(tensors, &scalars)?;

@@ -19,6 +19,7 @@ mod extents;
 mod gpu;
 #[cfg(feature = "bench")]
 mod probes;
+mod quant;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -59,5 +60,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gpu::PyGpuStep>()?;
     #[cfg(feature = "bench")]
     probes::register(m)?;
+    quant::register(m)?;
     Ok(())
 }

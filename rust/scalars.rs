@@ -50,6 +50,10 @@ pub struct StepScalars {
     pub velocity: bool,
     /// The update rule of this step.
     pub rule: Rule,
+    /// The step's number (the first update is step 1).
+    pub step: u64,
+    /// With stochastic rounding of 16-bit params, its seed (else None).
+    pub rounding_seed: Option<u64>,
 }
 
 /// The update rule of one step, chosen on the host.
@@ -197,6 +201,8 @@ impl StepScalars {
             amsgrad: config.amsgrad,
             velocity: config.uses_velocity(),
             rule,
+            step,
+            rounding_seed: config.stochastic_rounding.then_some(config.rounding_seed),
         };
         Ok((scalars, carry))
     }

@@ -19,6 +19,27 @@ pub struct State<W> {
     pub velocity: Option<W>,
 }
 
+/// Where a tensor's first element sits in its optimizer: what the random
+/// bits of stochastic rounding depend on besides the seed and the step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The tensor's position in the optimizer, counted over all groups.
+    pub tensor: u64,
+    /// The index, in that tensor, of the record's first element (past 0 for
+    /// a shard of a tensor, or the tail of a split record).
+    pub element: u64,
+}
+
+impl Origin {
+    /// The origin `mid` elements further into the same tensor.
+    pub fn advanced(self, mid: usize) -> Self {
+        Origin {
+            element: self.element + mid as u64,
+            ..self
+        }
+    }
+}
+
 /// The buffers of one tensor for one step. `W` holds each buffer the step
 /// writes, `R` the one it reads (the gradient).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +55,9 @@ pub struct Tensor<W, R> {
     pub state: State<W>,
     /// The index of its group's [`crate::StepScalars`].
     pub group: usize,
+    /// Where it sits in its optimizer; None: its position in the list
+    /// stepped, from element 0.
+    pub origin: Option<Origin>,
 }
 
 /// The buffers of a tensor whose param, gradient and state are all stored as
@@ -167,6 +191,7 @@ impl<W, R> Tensor<W, R> {
             master_param: None,
             state,
             group,
+            origin: None,
         }
     }
 
@@ -186,6 +211,7 @@ impl<W, R> Tensor<W, R> {
             state: self.state.try_map(&mut w)?,
             grad: r(self.grad)?,
             group: self.group,
+            origin: self.origin,
         })
     }
 
@@ -207,6 +233,7 @@ impl<W, R> Tensor<W, R> {
             master_param: self.master_param.as_ref(),
             state: self.state.as_ref(),
             group: self.group,
+            origin: self.origin,
         }
     }
 
@@ -218,6 +245,7 @@ impl<W, R> Tensor<W, R> {
             master_param: self.master_param.as_mut(),
             state: self.state.as_mut(),
             group: self.group,
+            origin: self.origin,
         }
     }
 
@@ -229,6 +257,7 @@ impl<W, R> Tensor<W, R> {
             master_param: self.master_param,
             state: self.state,
             group: self.group,
+            origin: self.origin,
         }
     }
 
@@ -290,7 +319,7 @@ impl<W: Split, R: Split> Split for Tensor<W, R> {
         let (g0, g1) = self.grad.split_at(mid);
         let (w0, w1) = self.master_param.split_at(mid);
         let (s0, s1) = self.state.split_at(mid);
-        let group = self.group;
+        let (group, origin) = (self.group, self.origin);
         (
             Tensor {
                 param: p0,
@@ -298,6 +327,7 @@ impl<W: Split, R: Split> Split for Tensor<W, R> {
                 master_param: w0,
                 state: s0,
                 group,
+                origin,
             },
             Tensor {
                 param: p1,
@@ -305,6 +335,7 @@ impl<W: Split, R: Split> Split for Tensor<W, R> {
                 master_param: w1,
                 state: s1,
                 group,
+                origin: origin.map(|o| o.advanced(mid)),
             },
         )
     }
@@ -333,6 +364,10 @@ mod tests {
                 velocity: Some(ramp(6)),
             },
             group: 7,
+            origin: Some(Origin {
+                tensor: 3,
+                element: 10,
+            }),
         }
     }
 
@@ -375,6 +410,7 @@ mod tests {
             master_param: t.master_param.as_deref_mut(),
             state: t.state.as_mut().map(|_, v| &mut v[..]),
             group: t.group,
+            origin: t.origin,
         };
         let (head, tail) = views.split_at(2);
         assert_eq!(head.written().count(), 5);
@@ -389,6 +425,8 @@ mod tests {
             (&[100, 101][..], &[102, 103, 104][..])
         );
         assert_eq!((head.group, tail.group), (7, 7));
+        let at = |element| Some(Origin { tensor: 3, element });
+        assert_eq!((head.origin, tail.origin), (at(10), at(12)));
         assert_eq!(tail.state.velocity.unwrap()[0], 602);
     }
 

@@ -2,26 +2,42 @@
 //! parameter group: the rows of its `Step` uniform, field for field in the
 //! struct's order, and the override constants that pick its variant. Both
 //! come from the very [`Coeffs`] and flags the CPU kernel gets, so the host
-//! that drives the GPU computes no formula of its own.
+//! that drives the GPU computes no formula of its own. So do the keys of
+//! stochastic rounding, from the CPU's hash.
 
 use crate::kernel::{flags, Coeffs, COEFFS};
+use crate::quant::StochasticKey;
 use crate::scalars::StepScalars;
 
-/// Words in one row of the WGSL `Step` struct: the coefficients, then the
-/// dispatch's element range `lo..hi` and a pad to 16 bytes.
-pub const STEP_WORDS: usize = COEFFS + 3;
+/// The fields of the WGSL `Step` struct after the coefficients: the
+/// dispatch's element range `lo..hi`; with stochastic rounding, the key of
+/// its tensor and the index in that tensor of element `lo`; a pad to 16 bytes.
+const DISPATCH_FIELDS: [&str; 7] = [
+    "lo",
+    "hi",
+    "round_key",
+    "round_first",
+    "pad0",
+    "pad1",
+    "pad2",
+];
+
+/// Words in one row of the WGSL `Step` struct: the coefficients, then `lo`, `hi`,
+/// `round_key`, `round_first` and three pad words.
+pub const STEP_WORDS: usize = COEFFS + DISPATCH_FIELDS.len();
 
 /// The fields of the WGSL `Step` struct, in order.
 pub const STEP_FIELDS: [&str; STEP_WORDS] = {
     let mut fields = [""; STEP_WORDS];
     let mut i = 0;
-    while i < COEFFS {
-        fields[i] = Coeffs::<f32>::NAMES[i];
+    while i < STEP_WORDS {
+        fields[i] = if i < COEFFS {
+            Coeffs::<f32>::NAMES[i]
+        } else {
+            DISPATCH_FIELDS[i - COEFFS]
+        };
         i += 1;
     }
-    fields[COEFFS] = "lo";
-    fields[COEFFS + 1] = "hi";
-    fields[COEFFS + 2] = "pad0";
     fields
 };
 
@@ -40,17 +56,20 @@ pub struct Pipeline {
     pub clip: bool,
     /// `RULE`: the update rule, numbered as the shader's `RULE_*` constants.
     pub rule: u32,
+    /// `STOCHASTIC`: 16-bit params rounded stochastically.
+    pub stochastic: bool,
 }
 
 impl Pipeline {
     /// The constants by their names in the shader (flags as 0 or 1).
-    pub fn overrides(&self) -> [(&'static str, u32); 5] {
+    pub fn overrides(&self) -> [(&'static str, u32); 6] {
         [
             ("AMSGRAD", self.amsgrad as u32),
             ("MOMENTUM", self.momentum as u32),
             ("L2", self.l2 as u32),
             ("CLIP", self.clip as u32),
             ("RULE", self.rule),
+            ("STOCHASTIC", self.stochastic as u32),
         ]
     }
 }
@@ -99,7 +118,28 @@ impl GpuStep {
             l2: on(flags::L2),
             clip: self.scalars.max_gradient_elem > 0.0,
             rule: flags::rule_code(self.coeffs.variant),
+            stochastic: self.rounds(),
         }
+    }
+
+    /// Whether 16-bit params are rounded stochastically: then each tensor gets
+    /// its own row, with [`GpuStep::round_key`].
+    pub fn rounds(&self) -> bool {
+        self.scalars.rounding_seed.is_some()
+    }
+
+    /// The `round_key` of the tensor at `position` in the optimizer: the CPU's
+    /// per-element key for element indices under 2^32 (the shader hashes the
+    /// index into it as the CPU does); 0 without stochastic rounding.
+    pub fn round_key(&self, position: u64) -> u32 {
+        self.scalars.rounding_seed.map_or(0, |seed| {
+            let key = StochasticKey {
+                seed,
+                step: self.scalars.step,
+                tensor: position,
+            };
+            key.key(0)
+        })
     }
 }
 
@@ -212,5 +252,27 @@ mod tests {
         let gpu = GpuStep::new(&StepScalars::new(&clipped, 1).unwrap());
         assert!(gpu.pipeline().clip && !gpu.clips_norm());
         assert_eq!(gpu.pipeline().rule, 1);
+        assert!(!gpu.rounds() && !gpu.pipeline().stochastic && gpu.round_key(3) == 0);
+    }
+
+    #[test]
+    fn the_round_key_is_the_cpus_hash_key() {
+        let cfg = AdamConfig {
+            stochastic_rounding: true,
+            rounding_seed: 0x0123_4567_89ab_cdef,
+            ..Default::default()
+        };
+        let gpu = GpuStep::new(&StepScalars::new(&cfg, 1 << 40).unwrap());
+        assert!(gpu.rounds() && gpu.pipeline().stochastic);
+        let key = StochasticKey {
+            seed: cfg.rounding_seed,
+            step: 1 << 40,
+            tensor: 5,
+        };
+        assert_eq!(gpu.round_key(5), key.key(0));
+        // What the shader computes for element 77 is the CPU's bits.
+        let shader = crate::quant::stochastic::lowbias32(77 ^ gpu.round_key(5));
+        assert_eq!(shader, key.bits(77));
+        assert_ne!(gpu.round_key(5), gpu.round_key(6));
     }
 }

@@ -47,7 +47,11 @@ struct Step {
     momentum_step: f32,             // 1, or 1 + momentum for Nesterov
     lo: u32,                        // first element of the chunk this dispatch steps
     hi: u32,                        // one past its last
+    round_key: u32,                 // stochastic rounding: the key of the dispatch's tensor
+    round_first: u32,               // and the index in that tensor of element lo
     pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 // The update rule (rust/kernel.rs's flags::RULE), chosen on the host per step.
@@ -74,6 +78,9 @@ override STATE: u32 = 0u;
 // values exactly; each stored param is rounded to PARAM's format (STATE_* codes;
 // STATE_F32: not rounded), as the CPU's staging stores a 16-bit param.
 override PARAM: u32 = 0u;
+// With a 16-bit PARAM: round stochastically (rust/quant/stochastic.rs), with random
+// bits lowbias32(index in the tensor ^ round_key); one dispatch per tensor.
+override STOCHASTIC: bool = false;
 
 @group(0) @binding(0) var<uniform> s: Step;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
@@ -148,8 +155,62 @@ fn narrow(x: f32) -> u32 {
     return f32_to_f16(x);
 }
 
-// A param as stored: rounded once to PARAM's 16-bit format, or as is.
-fn round_param(x: f32) -> f32 {
+// -- stochastic rounding, bit for bit rust/quant/stochastic.rs ------------------------------
+
+// Chris Wellons' lowbias32 mixer (u32 products wrap, as Rust's wrapping_mul).
+fn lowbias32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+// f32 to bf16 bits, away from zero when the top 16 bits of r are below the 16
+// dropped bits; a NaN made quiet.
+fn f32_to_bf16_stochastic(x: f32, r: u32) -> u32 {
+    let b = bitcast<u32>(x);
+    let up = select(0u, 1u, (r >> 16u) < (b & 0xffffu));
+    let nan = (b & 0x7fffffffu) > 0x7f800000u;
+    return select((b >> 16u) + up, (b >> 16u) | 0x40u, nan) & 0xffffu;
+}
+
+// f32 to f16 bits: normal results drop 13 bits (against the top 13 of r); below
+// 2^-14 the dropped fraction of |x| * 2^24, taken to 32 bits, against all of r.
+fn f32_to_f16_stochastic(x: f32, r: u32) -> u32 {
+    let b = bitcast<u32>(x);
+    let sign = (b >> 16u) & 0x8000u;
+    let a = b & 0x7fffffffu;
+    let up = select(0u, 1u, (r >> 19u) < (a & 0x1fffu));
+    // (a >> 13) - ((127 - 15) << 10) as a wrapping u32, stopped at infinity.
+    let normal = min((a >> 13u) + 0xfffe4000u + up, 0x7c00u);
+    let e = max(a >> 23u, 1u);
+    let m = (a & 0x7fffffu) | select(0u, 0x800000u, (a >> 23u) != 0u);
+    let dropped = 126u - e; // wraps for exponents past 126, as in Rust
+    let whole = m >> min(dropped, 31u);
+    let fraction = select(
+        m >> (min(dropped - 32u, 31u)),
+        m << ((32u - dropped) & 31u),
+        dropped <= 32u,
+    );
+    let sub = whole + select(0u, 1u, r < fraction);
+    let nan = 0x7e00u | ((a >> 13u) & 0x3ffu);
+    let finite = select(sub, normal, a >= (113u << 23u));
+    return (select(finite, nan, a > 0x7f800000u) | sign) & 0xffffu;
+}
+
+// A param as stored: rounded once to PARAM's 16-bit format (to nearest, or
+// stochastically with the bits of element i of the dispatch), or as is.
+fn round_param(x: f32, i: u32) -> f32 {
+    if (STOCHASTIC && PARAM != STATE_F32) {
+        let r = lowbias32((i - s.lo + s.round_first) ^ s.round_key);
+        if (PARAM == STATE_BF16) {
+            return bf16_to_f32(f32_to_bf16_stochastic(x, r));
+        }
+        return f16_to_f32(f32_to_f16_stochastic(x, r));
+    }
     if (PARAM == STATE_BF16) {
         return bf16_to_f32(f32_to_bf16(x));
     }
@@ -264,7 +325,7 @@ fn adam_step(
         } else {
             store_word(k, 1u, vel, 0.0, false);
         }
-        param[i] = round_param(p + vel);
+        param[i] = round_param(p + vel, i);
     } else {
         if (AMSGRAD) {
             store_word(k, 1u, v_max, 0.0, false);
@@ -273,7 +334,7 @@ fn adam_step(
             // Applied before the first-moment term, as torch does.
             p = p - extra;
         }
-        param[i] = round_param(fma(-s.step_size, direction, p));
+        param[i] = round_param(fma(-s.step_size, direction, p), i);
     }
 }
 
@@ -317,4 +378,23 @@ fn convert16(
     conv_out[4u * i + 1u] = f32_to_f16(bitcast<f32>(x));
     conv_out[4u * i + 2u] = bitcast<u32>(bf16_to_f32(x));
     conv_out[4u * i + 3u] = bitcast<u32>(f16_to_f32(x));
+}
+
+// Stochastic rounding alone, for the tests: per input pair (x's bits, r), the bf16
+// and f16 bits of x rounded with random bits r, and lowbias32 of r.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn round16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = invocation(wid, nwg, lid);
+    if (2u * i + 1u >= arrayLength(&conv_in)) {
+        return;
+    }
+    let x = bitcast<f32>(conv_in[2u * i]);
+    let r = conv_in[2u * i + 1u];
+    conv_out[3u * i] = f32_to_bf16_stochastic(x, r);
+    conv_out[3u * i + 1u] = f32_to_f16_stochastic(x, r);
+    conv_out[3u * i + 2u] = lowbias32(r);
 }

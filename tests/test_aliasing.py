@@ -170,7 +170,7 @@ def test_write_arrays_that_overlap_are_refused_by_the_engine():
     p = np.zeros(8, np.float32)
     state = np.zeros(16, np.float32)
     m, v = state[:8], _ctypes_view(state, count=8, offset=16)  # v starts inside m
-    record = TensorBuffers("[0]", 0, p, {"exp_avg": m, "exp_avg_sq": v})
+    record = TensorBuffers("[0]", 0, p, {"exp_avg": m, "exp_avg_sq": v}, 0)
     engine = radam._core.CpuEngine([record])
     config = engine_options({**radam.Adam([np.ones(1)]).defaults}, "").config
     before = p.tobytes(), state.tobytes()

@@ -55,6 +55,15 @@ def test_matches_single_process_adam(ranks):
 
 
 @needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_stochastic_rounding_matches_single_process_adam_bit_for_bit(ranks):
+    """bfloat16 and float16 params, shards cutting tensors: each element's random
+    bits hash its place in the whole tensor (tests/mpi/rounding.py)."""
+    out = mpiexec(ranks, "rounding.py").stdout
+    assert out.count("rounding OK") == ranks
+
+
+@needs_mpi
 def test_checkpoint_reshards_from_3_to_2_ranks_and_one_process(tmp_path):
     path, saved, loaded = tmp_path / "ck.radam", tmp_path / "s3.npz", tmp_path / "l2.npz"
     mpiexec(3, "checkpoint.py", "save", str(path), str(saved))

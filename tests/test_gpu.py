@@ -1114,3 +1114,99 @@ def test_the_shader_ships_inside_the_extension():
     if os.path.exists(in_tree):
         with open(in_tree, encoding="utf-8") as f:
             assert f.read() == source  # one copy: the extension embeds the file
+
+
+# -- stochastic rounding of 16-bit params ------------------------------------------------------
+
+
+@needs_gpu
+def test_stochastic_rounding_functions_match_the_reference():
+    """adam.wgsl's stochastic bf16/f16 rounding and lowbias32 (its round16 entry
+    point), bit for bit against the NumPy reference written from the definition
+    (tests/test_stochastic_rounding.py), on every rounding boundary and random bits."""
+    import ml_dtypes
+    from test_stochastic_rounding import lowbias32, round_reference
+
+    x = _rounding_samples()
+    rng = np.random.default_rng(3)
+    extremes = np.array([0, 1, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF], np.uint32)
+    r = np.concatenate([rng.integers(0, 2**32, x.size - extremes.size, np.uint32), extremes])
+    pairs = np.stack([x, r], axis=1).reshape(-1)
+    out = _run_wgsl(_core.ADAM_WGSL, "round16", pairs, 3 * x.size).reshape(-1, 3)
+    np.testing.assert_array_equal(out[:, 2], lowbias32(r))
+    f = x.view(np.float32)
+    for col, dtype in ((0, np.dtype(ml_dtypes.bfloat16)), (1, np.dtype(np.float16))):
+        got = out[:, col]
+        assert (got >> 16 == 0).all()
+        inside = np.isfinite(f) & (np.abs(f) <= float(ml_dtypes.finfo(dtype).max))
+        want = round_reference(f[inside], r[inside], dtype).view(np.uint16)
+        bad = got[inside] != want
+        assert not bad.any(), f"{dtype}: {f[inside][bad][:5]} -> {got[inside][bad][:5]}"
+        # NaN stays NaN, made quiet; infinities stay; past the largest: the largest or infinity.
+        e, quiet = (0x7F80, 0x0040) if col == 0 else (0x7C00, 0x0200)
+        nan = np.isnan(f)
+        assert ((got[nan] & e) == e).all() and (got[nan] & quiet).all()
+        big = ~inside & ~nan
+        as_value = got[big].astype(np.uint16).view(dtype).astype(np.float64)
+        largest = float(ml_dtypes.finfo(dtype).max)
+        assert np.all((np.abs(as_value) == largest) | np.isinf(as_value))
+
+
+def _rounded_pair(dtype, shapes, groups, **options):
+    half = _half(dtype)
+    rng = np.random.default_rng(4)
+    cpu_p = [rng.standard_normal(s).astype(half) for s in shapes]
+    gpu_p = [p.copy() for p in cpu_p]
+
+    def grouped(params):
+        return [{"params": [params[i] for i in members]} for members in groups]
+
+    cpu_opt = radam.Adam(grouped(cpu_p), stochastic_rounding=True, **options)
+    gpu_opt = radam.Adam(grouped(gpu_p), stochastic_rounding=True, device="gpu", **options)
+    return cpu_p, gpu_p, cpu_opt, gpu_opt
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_stochastic_rounding_equals_the_cpu_bit_for_bit(dtype, monkeypatch):
+    # Zero gradients and AdamW's decay: each float32 result is param * (1 - lr * wd), one
+    # multiply on either device, so every difference would be the rounding's. Chunks of
+    # 256 elements cut the tensors, and the groups interleave, so tensor positions and
+    # element indices within tensors are both exercised.
+    monkeypatch.setattr(gpu._engine, "_MAX_BINDING_BYTES", 1024)
+    shapes = [(1000,), (3,), (16, 40), (257,), (1,)]
+    options = {"lr": 2.0**-9, "weight_decay": 1.0, "decoupled_weight_decay": True}
+    cpu_p, gpu_p, cpu_opt, gpu_opt = _rounded_pair(
+        dtype, shapes, [[0, 2, 4], [1, 3]], rounding_seed=2**64 - 2, **options
+    )
+    start = [p.copy() for p in cpu_p]
+    for _ in range(5):
+        grads = [[np.zeros_like(cpu_p[i]) for i in m] for m in ([0, 2, 4], [1, 3])]
+        cpu_opt.step(grads)
+        gpu_opt.step(grads)
+    for i, (c, g) in enumerate(zip(cpu_p, gpu_p)):
+        np.testing.assert_array_equal(g.view(np.uint16), c.view(np.uint16), f"params[{i}]")
+    assert sum(int(np.sum(c != s)) for c, s in zip(cpu_p, start)) > 100
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_stochastic_rounding_matches_the_cpu_with_gradients(dtype):
+    # With gradients the float32 results differ in the odd last bit (as
+    # test_16_bit_params_match_cpu measures); the rounding then differs only where
+    # the random threshold falls between the two: a few elements, at most.
+    shapes = [(1,), (255,), (16, 16), (257,), (3, 5, 7), (1000,)]
+    options = {"lr": 1e-3, "max_gradient_norm": 3.0, "momentum": 0.5}
+    cpu_p, gpu_p, cpu_opt, gpu_opt = _rounded_pair(
+        dtype, shapes, [[0, 1, 2], [3, 4, 5]], rounding_seed=11, **options
+    )
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        grads = [(rng.standard_normal(p.shape)).astype(p.dtype) for p in cpu_p]
+        nested = [grads[:3], grads[3:]]
+        cpu_opt.step(nested)
+        gpu_opt.step(nested)
+    differ = sum(int(np.sum(c.view(np.uint16) != g.view(np.uint16))) for c, g in zip(cpu_p, gpu_p))
+    total = sum(p.size for p in cpu_p)
+    assert differ <= HALF_PARAMS_DIFFER * total, f"{differ} of {total} params differ"
+    print(f"{dtype} stochastic rounding: {differ} of {total} params differ")

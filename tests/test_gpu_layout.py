@@ -20,7 +20,7 @@ LIMITS = {
 
 def test_the_step_row_is_the_shaders():
     assert _core.STEP_FIELDS[LO] == "lo" and _core.STEP_FIELDS[HI] == "hi"
-    assert STEP_WORDS == 16 and STEP_WORDS * 4 % 16 == 0
+    assert STEP_WORDS == 20 and STEP_WORDS * 4 % 16 == 0
 
 
 def test_groups_chunks_slots_and_dispatches():
@@ -36,10 +36,15 @@ def test_groups_chunks_slots_and_dispatches():
     assert g0.chunks == [(0, 8)] and g1.chunks == [(0, 4), (4, 4), (8, 2)]
     assert (layout.n_elements, layout.n_state_words) == (20, 48)
     # One slot per chunk, then one per tensor per chunk for norm clipping.
-    assert [tuple(d) for d in g0.whole] == [(0, 0, 0, 8, -1)]
-    assert [tuple(d) for d in g1.whole] == [(1, 1, 0, 4, -1), (2, 2, 0, 4, -1), (3, 3, 0, 2, -1)]
-    assert [tuple(d) for d in g0.per_tensor] == [(4, 0, 0, 5, 0), (5, 0, 5, 8, 1)]
-    assert [tuple(d) for d in g1.per_tensor] == [(6, 1, 0, 4, 2), (7, 2, 0, 4, 2), (8, 3, 0, 2, 2)]
+    # (slot, bind group, lo, hi, tensor, index in the tensor of element lo)
+    assert [tuple(d) for d in g0.whole] == [(0, 0, 0, 8, -1, 0)]
+    assert [tuple(d) for d in g1.whole] == [
+        (1, 1, 0, 4, -1, 0), (2, 2, 0, 4, -1, 0), (3, 3, 0, 2, -1, 0)
+    ]  # fmt: skip
+    assert [tuple(d) for d in g0.per_tensor] == [(4, 0, 0, 5, 0, 0), (5, 0, 5, 8, 1, 0)]
+    assert [tuple(d) for d in g1.per_tensor] == [
+        (6, 1, 0, 4, 2, 0), (7, 2, 0, 4, 2, 4), (8, 3, 0, 2, 2, 8)
+    ]  # fmt: skip
     assert (layout.whole_slots, layout.n_slots, layout.uniform_stride) == (4, 9, 256)
     uniforms = layout.uniforms()
     assert uniforms.shape == (9, 64) and uniforms.dtype == np.float32

@@ -36,6 +36,8 @@ EXAMPLES = {
     "max_gradient_norm": 1.0,
     "bias_correction": "downhill-0.4.0",
     "grad_scale": 4.0,
+    "stochastic_rounding": True,
+    "rounding_seed": 2**64 - 1,
     "skip_nonfinite": True,
     "state_dtype": "bfloat16",
     "master_weights": True,
@@ -44,7 +46,8 @@ CLASSES = {name: getattr(radam, name) for name in VARIANTS}
 
 
 def _params(option: str) -> list[np.ndarray]:
-    dtype = ml_dtypes.bfloat16 if option == "master_weights" else np.float32
+    sixteen = option in ("master_weights", "stochastic_rounding")
+    dtype = ml_dtypes.bfloat16 if sixteen else np.float32
     return [np.linspace(-1, 1, 6).astype(dtype), np.ones(3, dtype)]
 
 

@@ -15,16 +15,17 @@ import radam
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
-def quadratic(state_dtype, steps=1000, seed=0):
-    """A noisy quadratic with curvatures spread over 2.6 decades."""
+def quadratic(state_dtype, steps=1000, seed=0, lr=1e-2, dtype=np.float32, **options):
+    """A noisy quadratic with curvatures spread over 2.6 decades, its params (and
+    grads) of ``dtype``."""
     rng = np.random.default_rng(seed)
     n = 10000
     a = np.exp(rng.uniform(-3, 3, n)).astype(np.float32)
-    x = rng.standard_normal(n).astype(np.float32)
-    opt = radam.Adam([x], lr=1e-2, state_dtype=state_dtype)
+    x = rng.standard_normal(n).astype(np.float32).astype(dtype)
+    opt = radam.Adam([x], lr=lr, state_dtype=state_dtype, **options)
     noise = np.random.default_rng(seed + 1)
     for _ in range(steps):
-        opt.step([(a * x + 0.1 * noise.standard_normal(n)).astype(np.float32)])
+        opt.step([(a * x.astype(np.float32) + 0.1 * noise.standard_normal(n)).astype(dtype)])
     return x, float(0.5 * np.sum(a * x.astype(np.float64) ** 2)), opt
 
 
@@ -57,6 +58,36 @@ def test_bfloat16_and_float16_state_drift_on_a_quadratic():
     assert abs(f_bf - f32) < 0.2 * f32  # measured 8%
     assert relative(x_h, x32) < 0.01  # measured 0.0035
     assert abs(f_h - f32) < 0.02 * f32  # measured 0.3%
+
+
+def test_stochastic_rounding_keeps_the_updates_16_bit_params_lose():
+    # lr 1e-3: most steps are under half an ulp of a bfloat16 param near 1 (2^-8),
+    # so rounding to nearest drops them and the params stall; stochastic rounding
+    # keeps them on average. The README's table; the figures measured, in comments.
+    x32, f32, _ = quadratic(None, lr=1e-3)
+    rows = {}
+    for dtype in (BF16, np.dtype(np.float16)):
+        for rounding in (False, True):
+            x, f, _ = quadratic(None, lr=1e-3, dtype=dtype, stochastic_rounding=rounding)
+            rows[dtype.name, rounding] = (relative(x, x32), f / f32)
+    for (name, rounding), (drift, loss) in rows.items():
+        print(
+            f"{name} params, {'stochastic' if rounding else 'nearest'}: drift {drift:.3g}, "
+            f"loss {loss:.3f}x float32's ({f32:.1f})"
+        )
+    # For the README: a float32 master copy instead, and the same at lr 1e-2.
+    x, f, _ = quadratic(None, lr=1e-3, dtype=BF16, master_weights=True)
+    print(f"bfloat16 params, master weights: drift {relative(x, x32):.2g}, loss {f / f32:.3f}x")
+    x32_2, f32_2, _ = quadratic(None)
+    for rounding in (False, True):
+        x, f, _ = quadratic(None, dtype=BF16, stochastic_rounding=rounding)
+        print(f"lr 1e-2, bfloat16 params, stochastic {rounding}: loss {f / f32_2:.4f}x")
+    assert rows["bfloat16", False][1] > 3  # measured 4.64x: the params stall
+    assert rows["bfloat16", True][0] < 0.13  # measured 0.064
+    assert abs(rows["bfloat16", True][1] - 1) < 0.03  # measured 1.014x
+    assert rows["float16", False][1] > 1.1  # measured 1.22x
+    assert rows["float16", True][0] < 0.022  # measured 0.0108
+    assert abs(rows["float16", True][1] - 1) < 0.003  # measured 1.001x
 
 
 def test_bfloat16_state_drift_on_the_demo_logistic_regression():

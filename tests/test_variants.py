@@ -140,6 +140,8 @@ OPTION_VALUES = {
     "max_gradient_norm": 1.0,
     "bias_correction": "downhill-0.4.0",
     "grad_scale": 4.0,
+    "stochastic_rounding": True,
+    "rounding_seed": 12345,
     "skip_nonfinite": True,
     "state_dtype": "bfloat16",
     "master_weights": True,
@@ -164,7 +166,8 @@ def test_every_class_takes_every_option(cls, name):
     import ml_dtypes
 
     value = OPTION_VALUES[name]
-    dtype = ml_dtypes.bfloat16 if name == "master_weights" else np.float32
+    sixteen = name in ("master_weights", "stochastic_rounding")
+    dtype = ml_dtypes.bfloat16 if sixteen else np.float32
 
     def params():
         return [np.linspace(-1, 1, 6).astype(dtype), np.ones(3, dtype)]

@@ -18,6 +18,9 @@ __all__ = [
     "AdamConfig",
     "CpuEngine",
     "GpuStep",
+    "_q8_map",
+    "_q8_encode",
+    "_q8_decode",
 ]
 
 __version__: str
@@ -45,11 +48,25 @@ class AdamConfig:
 
     def __new__(cls, options: Any) -> AdamConfig: ...
 
+def _q8_map(signed: bool) -> np.ndarray:
+    """Test hook: the 256 float32 values of the signed or unsigned dynamic tree map."""
+
+def _q8_encode(
+    x: np.ndarray, signed: bool, level: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test hook: blockwise 8-bit codes (uint8) and absmax (float32 per 256) of float32 x."""
+
+def _q8_decode(
+    codes: np.ndarray, absmax: np.ndarray, signed: bool, level: str | None = None
+) -> np.ndarray:
+    """Test hook: values[codes] * absmax, block by block (float32)."""
+
 @final
 class CpuEngine:
     """Steps a fixed list of tensors in place: params of float32, float64,
     float16 or bfloat16; state in the compute type or 16 bits. One record per
-    tensor (``radam._engine.TensorBuffers``: label, group, param, state)."""
+    tensor (``radam._engine.TensorBuffers``: label, group, param, state,
+    position, offset)."""
 
     def __new__(cls, tensors: Sequence[Any]) -> CpuEngine: ...
     def step(
@@ -81,8 +98,13 @@ class GpuStep:
     def clips_norm(self) -> bool:
         """Whether each tensor gets its own row."""
     @property
+    def rounds(self) -> bool:
+        """Whether 16-bit params are rounded stochastically (each tensor gets its own row)."""
+    def round_key(self, position: int) -> int:
+        """The row's ``round_key`` word for the tensor at ``position`` in the optimizer."""
+    @property
     def constants(self) -> Mapping[str, int]:
-        """AMSGRAD, MOMENTUM, L2, CLIP and RULE, as the shader names them."""
+        """AMSGRAD, MOMENTUM, L2, CLIP, RULE and STOCHASTIC, as the shader names them."""
     @property
     def rule(self) -> Literal["adam", "adamax", "nadam", "unadapted"]:
         """The step's update rule."""

@@ -44,6 +44,11 @@ class TensorBuffers(NamedTuple):
     group: int  # the index of its parameter group
     param: np.ndarray
     state: Mapping[str, np.ndarray]  # its opt.state entry, in state_names' order
+    # Where its elements sit in the optimizer, which stochastic rounding's random bits
+    # depend on: its position over all groups, and the index of its first element in
+    # the whole tensor (a shard of radam.distributed starts past 0).
+    position: int
+    offset: int = 0
 
 
 class Engine(Protocol):

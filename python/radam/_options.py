@@ -42,7 +42,8 @@ class Option:
     default: Any
     # How a value is checked here (its range is the core's): "real", "schedulable"
     # (a real or a schedule), "betas" (a pair; beta1 may be a schedule), "flag" (True,
-    # False, 1 or 0), "switch" (True or False only), "choice", "state_dtype".
+    # False, 1 or 0), "switch" (True or False only), "choice", "state_dtype", "seed"
+    # (a whole number from 0 to 2**64 - 1).
     kind: str
     doc: str
     # In the signature before the keyword-only options.
@@ -192,6 +193,22 @@ OPTIONS: tuple[Option, ...] = (
         1.0,
         "real",
         "the loss scale the gradients carry, divided out, in [2^-126, 2^126]",
+    ),
+    Option(
+        "stochastic_rounding",
+        False,
+        "flag",
+        "store each updated bfloat16/float16 param rounded up or down at random, with "
+        "probability proportional to its distance (unbiased: updates under half an ulp "
+        "survive on average); only for 16-bit params without master_weights",
+    ),
+    Option(
+        "rounding_seed",
+        0,
+        "seed",
+        "the seed of stochastic_rounding's random bits, a hash of (seed, step, tensor "
+        "position, element index): the same on every CPU, thread count and the GPU; "
+        "0 to 2**64 - 1",
     ),
     Option(
         "skip_nonfinite",
@@ -400,6 +417,18 @@ def betas_pair(betas: Any, what: str = "betas") -> tuple[Any, Any]:
     return betas[0], betas[1]
 
 
+def _seed(value: Any, what: str) -> int:
+    """A seed: a whole number from 0 to 2**64 - 1 (the core's u64)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    value = int(value)
+    if not 0 <= value < 2**64:
+        # Its bit length past 256 bits: str() of a huge int is slow or refused.
+        shown = repr(value) if value.bit_length() <= 256 else f"{value.bit_length()} bits"
+        raise ValueError(f"{what} must be from 0 to 2**64 - 1, got {shown}")
+    return value
+
+
 def _flag(value: Any, what: str) -> bool:
     if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
         raise TypeError(f"{what} must be True or False, got {value!r}")
@@ -478,6 +507,8 @@ def _group_value(o: Option, value: Any, where: str, count: int) -> dict[str, Any
         if value not in o.choices:
             raise ValueError(f"{prefix}{o.name} must be one of {o.choices}, got {value!r}")
         return {o.name: value}
+    if o.kind == "seed":
+        return {o.name: _seed(value, f"{prefix}{o.name}")}
     return {o.name: _real(value, f"{prefix}{o.name}")}
 
 

@@ -152,6 +152,10 @@ class Adam:
         options_list = [
             engine_options(g, f"params[{i}]").options for i, g in enumerate(self.param_groups)
         ]
+        self._check_rounding(options_list, "params[{}]")
+        # Each param's first element's index in its whole tensor, which stochastic
+        # rounding hashes: 0, but for the shards radam.distributed steps.
+        self._first_elements = [0] * len(self._layout)
         self.device = _resolve_device(device, self._layout.tensors, options_list, self.state_dtype)
         self._group_params = [g["params"] for g in self.param_groups]
         # The length of a list of grads that is passed as it is (-1: none is).
@@ -322,12 +326,33 @@ class Adam:
         finally:
             self._busy = None
         options = [c.options for c in checked]
+        self._check_rounding(options, where)
         if self.device == "gpu":
             for i, o in enumerate(options):
                 _refuse_on_gpu(o, where.format(i))
         self._last_lrs = [o.lr for o in options]
         self._last_betas = [(o.beta1, o.beta2) for o in options]
         return _Evaluated(options, [c.config for c in checked])
+
+    def _check_rounding(self, options: list[EngineOptions], where: str) -> None:
+        """stochastic_rounding only where every param of the group is bfloat16 or
+        float16, stepped without a float32 master copy (``where`` names group i
+        once formatted with i)."""
+        for gi, o in enumerate(options):
+            if not o.stochastic_rounding:
+                continue
+            if self.master_weights:
+                raise ValueError(
+                    f"{where.format(gi)}: stochastic_rounding is for 16-bit params without "
+                    "master weights (master_weights=True keeps float32 copies, rounded to "
+                    "nearest); use one or the other"
+                )
+            for t in self._layout.tensors:
+                if t.group == gi and t.array.dtype not in HALF_DTYPES:
+                    raise ValueError(
+                        f"{where.format(gi)}: stochastic_rounding is for bfloat16 and float16 "
+                        f"params, but params{t.label} is {t.array.dtype}"
+                    )
 
     def _check_groups(self) -> None:
         """param_groups still has the groups this optimizer was built with, each a
@@ -355,8 +380,8 @@ class Adam:
         else:
             engine_class = _core.CpuEngine
         records = [
-            TensorBuffers(t.label, t.group, t.array, dict(state[t.key]))
-            for t in self._layout.tensors
+            TensorBuffers(t.label, t.group, t.array, dict(state[t.key]), i, offset)
+            for i, (t, offset) in enumerate(zip(self._layout.tensors, self._first_elements))
         ]
         return engine_class(records)
 

@@ -28,6 +28,10 @@ impl Fields for Attributes<'_, '_> {
         self.0.getattr(name)?.extract()
     }
 
+    fn integer(&mut self, name: &'static str) -> PyResult<u64> {
+        self.0.getattr(name)?.extract()
+    }
+
     fn choice(&mut self, name: &'static str) -> PyResult<String> {
         self.0.getattr(name)?.extract()
     }

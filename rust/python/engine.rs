@@ -12,7 +12,9 @@ use super::arrays::{as_array, borrow_grad, borrow_rw, stored, stored_mut, Comput
 use super::config::PyAdamConfig;
 use super::extents::WriteExtents;
 use crate::finite::all_finite_stored;
-use crate::{check_mixed, Buffer, Carry, MixedTensorMut, State, StepError, StepScalars, Tensor};
+use crate::{
+    check_mixed, Buffer, Carry, MixedTensorMut, Origin, State, StepError, StepScalars, Tensor,
+};
 
 /// One array the engine writes, with how messages name it.
 struct Held {
@@ -34,6 +36,10 @@ struct Record<'py> {
     param: Bound<'py, PyAny>,
     /// Its `opt.state` entry: name -> array.
     state: Bound<'py, PyAny>,
+    /// Its position in the optimizer, over all groups (what stochastic rounding hashes).
+    position: u64,
+    /// The index, in that tensor, of the param's first element (a shard's start).
+    offset: u64,
 }
 
 /// The state buffer Python names `name` (the core's names, but AdaMax's
@@ -151,6 +157,10 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
         master_param,
         state,
         group: record.group,
+        origin: Some(Origin {
+            tensor: record.position,
+            element: record.offset,
+        }),
     })
 }
 
@@ -205,6 +215,13 @@ impl CpuEngine {
                     "{what} has {got} elements but params{label} has {expected}"
                 ))
             }
+            StepError::RoundingNot16Bit { index } => {
+                let label = nth(index).map_or("[?]", |(_, l)| l.as_str());
+                PyValueError::new_err(format!(
+                    "params{label}: stochastic_rounding is for bfloat16 and float16 params \
+                     without master weights"
+                ))
+            }
             StepError::MissingBuffer { index, buffer } => {
                 let label = nth(index).map_or("[?]", |(_, l)| l.as_str());
                 PyValueError::new_err(format!(
@@ -232,7 +249,8 @@ fn core_tensor<'a, T: Compute>(
 #[pymethods]
 impl CpuEngine {
     /// One record per tensor: its label (how messages name it, e.g. "[0]" or
-    /// "['w']"), the index of its parameter group, its param, and its state
+    /// "['w']"), the index of its parameter group, its param, its position in
+    /// the optimizer and the offset of its first element there, and its state
     /// (name -> array, as `opt.state` holds it: `exp_avg`, `exp_avg_sq` or
     /// AdaMax's `exp_inf`, and when used `max_exp_avg_sq`, `velocity`, and
     /// `master_param`, the float32 master copy of a 16-bit param).

@@ -61,6 +61,18 @@ impl PyGpuStep {
         self.step.clips_norm()
     }
 
+    /// Whether 16-bit params are rounded stochastically: then each tensor's row
+    /// holds its `round_key` ([`PyGpuStep::round_key`]).
+    #[getter]
+    fn rounds(&self) -> bool {
+        self.step.rounds()
+    }
+
+    /// The `round_key` word of the tensor at `position` in the optimizer.
+    fn round_key(&self, position: u64) -> u32 {
+        self.step.round_key(position)
+    }
+
     /// The pipeline's override constants by their names in the shader.
     #[getter]
     fn constants<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -78,7 +78,10 @@ class ShardedAdam(_DataParallel):
             for t, (start, n) in zip(layout.tensors, (row[rank] for row in self._pieces))
         ]
         inner = {**options, "skip_nonfinite": False}  # agreed across ranks here instead
-        return optimizer(_structure(params, pieces, layout), **inner)
+        local = optimizer(_structure(params, pieces, layout), **inner)
+        # Stochastic rounding hashes each element's index in its whole tensor.
+        local._first_elements = [row[rank][0] for row in self._pieces]
+        return local
 
     def _make_buffers(self, layout: Layout) -> None:
         self._setup_buffers()

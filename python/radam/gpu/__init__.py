@@ -59,7 +59,14 @@ How the optimizer lays out its buffers (``GpuEngine``; the arithmetic is ``_layo
   (adam.wgsl's ``PARAM``); with ``master_weights`` the params buffer holds the
   float32 master copies, and the host rounds them into the 16-bit params when it
   reads them back. Their grads must be NumPy arrays of the params' dtype (device
-  arrays are float32). ``device="auto"`` picks the CPU for them.
+  arrays are float32). ``device="auto"`` picks the CPU for them;
+* ``stochastic_rounding`` (16-bit params without master weights): the kernel rounds
+  each stored param by the CPU's rule (adam.wgsl's ``STOCHASTIC``) with random bits
+  ``lowbias32(index in the tensor ^ round_key)``; the core computes each tensor's
+  ``round_key`` from (seed, step, the tensor's position) as the CPU does
+  (``GpuStep.round_key``), so the group is dispatched once per tensor per chunk, as
+  for norm clipping, each row with its tensor's key and the index in the tensor of
+  its first element (``round_first``).
 
 When the host arrays are current: the NumPy params and state arrays the
 optimizer was given (``opt.state[...]``) are the GPU buffers' host copies.

@@ -19,7 +19,7 @@ from ._device import (
     check_params,
     check_state_dtype,
 )
-from ._layout import STEP_WORDS, Layout
+from ._layout import ROUND_FIRST, ROUND_KEY, STEP_WORDS, Layout
 
 # Lowers the adapter's max_storage_buffer_binding_size for engines built while it is set:
 # the tests use it to exercise chunking on small arrays.
@@ -294,18 +294,27 @@ class GpuEngine:
     def _write_uniforms(self, steps: list[Any]) -> int:
         """Each group's rows into its uniform slots; returns how many slots the step uses."""
         used = self._layout.whole_slots
+        words = self._uniforms.view(np.uint32)
         for group, s in zip(self._groups, steps):
             row = s.row
             for d in group.whole:
                 self._uniforms[d.slot, : len(row)] = row
-            if not s.clips_norm:
+            if not (s.clips_norm or s.rounds):
                 continue
             # Each tensor's row holds its own norm-clipping factor, from its raw
-            # (loss-scaled) float32 gradient as packed for upload.
+            # (loss-scaled) float32 gradient as packed for upload, and its own
+            # stochastic rounding key, from its position in the optimizer.
             used = len(self._uniforms)
-            rows = {i: s.tensor_row(self._grad_views[i]) for i in group.tensors}
+            if s.clips_norm:
+                rows = {i: s.tensor_row(self._grad_views[i]) for i in group.tensors}
+            else:
+                rows = dict.fromkeys(group.tensors, row)
             for d in group.per_tensor:
                 self._uniforms[d.slot, : len(row)] = rows[d.tensor]
+                if s.rounds:
+                    record = self._records[d.tensor]
+                    words[d.slot, ROUND_KEY] = s.round_key(record.position)
+                    words[d.slot, ROUND_FIRST] = record.offset + d.first
         return used
 
     def step(
@@ -331,6 +340,17 @@ class GpuEngine:
         if len(carries) != len(self._groups):
             raise ValueError("carries must have one entry per group")
         steps = self._steps(step, configs, carries)
+        for gi, s in enumerate(steps):
+            if not s.rounds:
+                continue
+            # The shader hashes element indices under 2^32 only (a step checks, as the CPU's).
+            for i in self._groups[gi].tensors:
+                record = self._records[i]
+                if self._param_round == _FLOAT32 or record.offset + record.param.size > 2**32:
+                    raise ValueError(
+                        f"params{record.label}: stochastic_rounding on the GPU is for bfloat16 "
+                        "and float16 params without master weights, of under 2**32 elements"
+                    )
         for gi, (names, s) in enumerate(zip(self._group_state, steps)):
             held = (MAX_EXP_AVG_SQ in names, VELOCITY in names)
             if held != (bool(s.constants["AMSGRAD"]), bool(s.constants["MOMENTUM"])):
@@ -376,7 +396,7 @@ class GpuEngine:
             for group, s in zip(self._groups, steps):
                 pipeline = ctx.pipeline(s.constants, self._state_dtype, self._param_round)
                 compute.set_pipeline(pipeline)
-                for d in group.per_tensor if s.clips_norm else group.whole:
+                for d in group.per_tensor if s.clips_norm or s.rounds else group.whole:
                     offset = [d.slot * self._ustride]
                     compute.set_bind_group(0, self._bind_groups[d.bind_group], offset)
                     x, y = ctx.grid(d.hi - d.lo)

@@ -17,6 +17,7 @@ from ._device import GpuError
 # The uniform `Step` struct of adam.wgsl, as the Rust core lists its fields.
 STEP_WORDS = len(_core.STEP_FIELDS)
 LO, HI = _core.STEP_FIELDS.index("lo"), _core.STEP_FIELDS.index("hi")
+ROUND_KEY, ROUND_FIRST = (_core.STEP_FIELDS.index(f) for f in ("round_key", "round_first"))
 
 
 def _align(n: int, to: int) -> int:
@@ -25,14 +26,16 @@ def _align(n: int, to: int) -> int:
 
 class Dispatch(NamedTuple):
     """One dispatch of a step: its uniform slot, its bind group (one chunk), the
-    range ``lo..hi`` of the chunk's elements it steps, and the tensor whose
-    row its slot holds (-1: the group's row)."""
+    range ``lo..hi`` of the chunk's elements it steps, the tensor whose row its
+    slot holds (-1: the group's row) and the index in that tensor of element
+    ``lo`` (which stochastic rounding hashes)."""
 
     slot: int
     bind_group: int
     lo: int
     hi: int
     tensor: int
+    first: int = 0
 
 
 class GroupLayout:
@@ -51,7 +54,7 @@ class GroupLayout:
         self.chunks: list[tuple[int, int]] = []  # (first element in the group, length)
         self.bind_groups: list[int] = []  # per chunk, index into the engine's bind groups
         # One dispatch per chunk; and, for steps that clip by norm (whose factor is
-        # per tensor), one per tensor per chunk.
+        # per tensor) or round stochastically (whose key is), one per tensor per chunk.
         self.whole: list[Dispatch] = []
         self.per_tensor: list[Dispatch] = []
 
@@ -119,14 +122,15 @@ class Layout:
                     first = self.offsets[i] - group.start - start
                     lo, hi = max(first, 0), min(first + sizes[i], length)
                     if lo < hi:
-                        group.per_tensor.append(Dispatch(slots, bg, lo, hi, i))
+                        group.per_tensor.append(Dispatch(slots, bg, lo, hi, i, lo - first))
                         slots += 1
         self.n_slots = max(slots, 1)
         self._sizes, self._groups, self._per_word = list(sizes), list(groups), per_word
 
     def uniforms(self) -> np.ndarray:
         """The uniform rows, one per slot, as float32 words, with each dispatch's
-        ``lo`` and ``hi`` in place (a step writes the coefficients)."""
+        ``lo`` and ``hi`` in place (a step writes the coefficients, and with
+        stochastic rounding ``round_key`` and ``round_first``)."""
         uniforms = np.zeros((self.n_slots, self.uniform_stride // 4), np.float32)
         ranges = uniforms.view(np.uint32)
         for group in self.groups:
