@@ -39,6 +39,9 @@ mod scalars;
 mod uniform;
 // Run-time SIMD dispatch of the element loop.
 mod simd;
+// 8-bit state building blocks (maps, blockwise codec, fused block step) and
+// stochastic rounding.
+pub mod quant;
 // Pieces run through stack blocks (16-bit params, master copies).
 mod staged;
 // The threads of a step.
