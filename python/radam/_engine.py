@@ -26,6 +26,12 @@ MAX_EXP_AVG_SQ, VELOCITY, MASTER = "max_exp_avg_sq", "velocity", "master_param"
 NON_NEGATIVE = (EXP_AVG_SQ, EXP_INF, MAX_EXP_AVG_SQ)
 
 
+def absmax_name(name: str) -> str:
+    """8-bit state: the key of the float32 absmax (one per 256-element block) that
+    goes with the uint8 codes of state buffer ``name``."""
+    return name + "_absmax"
+
+
 def state_names(options: EngineOptions) -> tuple[str, ...]:
     """The moments a group's tensors keep, in the engines' order (a 16-bit param
     with master weights also has MASTER, last)."""

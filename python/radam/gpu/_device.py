@@ -116,9 +116,24 @@ class _Context:
             self.pipeline_layout = self.device.create_pipeline_layout(
                 bind_group_layouts=[self.layout]
             )
+            # adam_step_q8 (8-bit state) also reads the maps, as a uniform.
+            self.layout_q8 = self.device.create_bind_group_layout(
+                label="radam adam_step_q8",
+                entries=[
+                    _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform, dynamic=True),
+                    _layout_entry(wgpu, 1, storage),
+                    _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
+                    _layout_entry(wgpu, 3, storage),
+                    _layout_entry(wgpu, 4, wgpu.BufferBindingType.uniform),
+                ],
+            )
+            self.pipeline_layout_q8 = self.device.create_pipeline_layout(
+                bind_group_layouts=[self.layout_q8]
+            )
         except wgpu.GPUError as err:
             raise GpuError(f"could not set up the GPU device {self.name}: {err}") from err
         self._pipelines: dict[tuple[Any, ...], Any] = {}
+        self._maps: Any = None
         self.fence: Any = None  # a 4-byte buffer whose readback waits for the queue
 
     def pipeline(
@@ -126,12 +141,13 @@ class _Context:
         step: Mapping[str, int],
         state: np.dtype = _FLOAT32,
         param: np.dtype = _FLOAT32,
+        q8: bool = False,
     ) -> Any:
         """The compute pipeline of one variant, compiled on first use: adam.wgsl's
         override constants that a step sets (``step``: ``radam._core.GpuStep.constants``),
         and those of the buffers: ``state``, how the state is stored, and ``param``, the
-        format each stored param is rounded to."""
-        key = (*sorted(step.items()), state.name, param.name)
+        format each stored param is rounded to; ``q8``: the 8-bit state entry point."""
+        key = (*sorted(step.items()), state.name, param.name, q8)
         if key not in self._pipelines:
             constants = {
                 **step,
@@ -141,10 +157,30 @@ class _Context:
             }
             self._pipelines[key] = self.device.create_compute_pipeline(
                 label="radam adam_step " + " ".join(f"{k}={v}" for k, v in constants.items()),
-                layout=self.pipeline_layout,
-                compute={"module": self.module, "entry_point": "adam_step", "constants": constants},
+                layout=self.pipeline_layout_q8 if q8 else self.pipeline_layout,
+                compute={
+                    "module": self.module,
+                    "entry_point": "adam_step_q8" if q8 else "adam_step",
+                    "constants": constants,
+                },
             )
         return self._pipelines[key]
+
+    def maps(self) -> Any:
+        """adam_step_q8's uniform ``Maps``: the signed and unsigned maps of the Rust
+        core, each with its float32 midpoints, made on first use."""
+        if self._maps is None:
+            values = np.zeros((2, 256), _FLOAT32)
+            mids = np.zeros((2, 256), _FLOAT32)
+            for k, signed in enumerate((True, False)):
+                values[k] = _core._q8_map(signed)
+                mids[k, :255] = (values[k, :-1] + values[k, 1:]) * np.float32(0.5)
+            data = np.concatenate([values.ravel(), mids.ravel()])
+            usage = self.wgpu.BufferUsage
+            self._maps = self.device.create_buffer_with_data(
+                label="radam 8-bit maps", data=data, usage=usage.UNIFORM
+            )
+        return self._maps
 
     def grid(self, n: int) -> tuple[int, int]:
         """Workgroups (x, y) covering ``n`` elements; y > 1 past the per-dimension limit."""

@@ -1,0 +1,241 @@
+"""8-bit optimizer state on the GPU (adam.wgsl's adam_step_q8, driven by GpuEngine).
+
+The references, written from the format's rules (bitsandbytes' blockwise dynamic
+quantization): decode is ``values[code] * absmax`` per block of 256; encode takes the
+block's largest ``|x|`` (a NaN or infinity poisons the block: absmax NaN, every code
+that of 0) and gives each ``x`` the number of float32 midpoints
+``(values[k] + values[k + 1]) * 0.5`` below ``x * (1 / absmax)``, plus one where it
+equals a midpoint whose upper code is even. The float32 update between them is the one
+the float32-state GPU path computes (tests/test_gpu.py holds that against the CPU), so a
+step of 8-bit state is compared bit for bit with: decode (NumPy), one float32-state GPU
+step, encode (NumPy and the Rust core's encoder).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from radam import _core, gpu
+from radam._engine import (
+    EXP_AVG,
+    EXP_AVG_SQ,
+    EXP_INF,
+    MAX_EXP_AVG_SQ,
+    VELOCITY,
+    TensorBuffers,
+    absmax_name,
+)
+from radam._options import engine_options
+from radam.gpu._engine import GpuEngine
+
+needs_gpu = pytest.mark.usefixtures("adapter")
+
+BLOCK = 256
+SIGNED_NAMES = (EXP_AVG, VELOCITY)
+
+
+def values_of(name: str) -> np.ndarray:
+    return _core._q8_map(name in SIGNED_NAMES)
+
+
+def ref_decode(codes: np.ndarray, absmax: np.ndarray, name: str) -> np.ndarray:
+    flat = codes.reshape(-1)
+    scale = np.repeat(absmax, BLOCK)[: flat.size]
+    return (values_of(name)[flat] * scale).astype(np.float32).reshape(codes.shape)
+
+
+def ref_encode(x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    values = values_of(name)
+    mids = (values[:-1] + values[1:]) * np.float32(0.5)
+    zero = int(np.flatnonzero(values == 0)[0])
+    flat = x.reshape(-1).astype(np.float32)
+    codes = np.empty(flat.size, np.uint8)
+    absmax = np.empty(-(-flat.size // BLOCK), np.float32)
+    for b in range(absmax.size):
+        block = flat[b * BLOCK : (b + 1) * BLOCK]
+        if not np.isfinite(block).all():
+            absmax[b], codes[b * BLOCK : b * BLOCK + block.size] = np.nan, zero
+            continue
+        a = np.abs(block).max()
+        absmax[b] = a
+        if a == 0:
+            codes[b * BLOCK : b * BLOCK + block.size] = zero
+            continue
+        # Where 1 / absmax is not a normal float, both are first scaled by 2^64 or
+        # 2^-64 (exact), so the codes are those of the rule with an unbounded exponent.
+        factor = np.float32(2.0**64 if a < 2.0**-126 else 2.0**-64 if a > 2.0**126 else 1.0)
+        y = (block * factor) * (np.float32(1) / (a * factor))
+        c = np.searchsorted(mids, y, side="left")  # midpoints below y
+        tie = (c < 255) & (mids[np.minimum(c, 254)] == y) & (c % 2 == 1)
+        codes[b * BLOCK : b * BLOCK + block.size] = c + tie
+    return codes.reshape(x.shape), absmax
+
+
+def names_for(options: dict) -> list[str]:
+    names = [EXP_AVG, EXP_INF if options.get("algorithm") == "adamax" else EXP_AVG_SQ]
+    if options.get("amsgrad"):
+        names.append(MAX_EXP_AVG_SQ)
+    if options.get("momentum") or options.get("nesterov"):
+        names.append(VELOCITY)
+    return names
+
+
+def random_q8_state(shape, names, rng) -> dict[str, np.ndarray]:
+    """8-bit state of plausible moments: m ~ N(0, 0.1), v and max_v ~ 0.01 * chi2."""
+    state = {}
+    n = int(np.prod(shape))
+    for name in names:
+        if name in SIGNED_NAMES:
+            x = 0.1 * rng.standard_normal(shape)
+        else:
+            x = 0.01 * rng.standard_normal(shape) ** 2
+        codes, absmax = ref_encode(x.astype(np.float32), name)
+        state[name], state[absmax_name(name)] = codes, absmax
+    assert all(state[absmax_name(k)].size == -(-n // BLOCK) for k in names)
+    return state
+
+
+def step_f32_reference(params, states, grads, names, options, t):
+    """One float32-state GPU step of the decoded state, then the reference encode:
+    the new params and 8-bit state."""
+    records, decoded = [], []
+    for i, (p, state) in enumerate(zip(params, states)):
+        d = {n: ref_decode(state[n], state[absmax_name(n)], n) for n in names}
+        decoded.append(d)
+        records.append(TensorBuffers(f"[{i}]", 0, p.copy(), d))
+    engine = GpuEngine(records)
+    config = engine_options(options, "").config
+    engine.step(grads, t, [config], [1.0])
+    engine.sync()
+    out = []
+    for r, d in zip(records, decoded):
+        new = {}
+        for n in names:
+            new[n], new[absmax_name(n)] = ref_encode(d[n], n)
+        out.append((r.param, new, d))
+    return out
+
+
+OPTIONS = {
+    "adam": {},
+    "adamw": {"weight_decay": 0.1, "decoupled_weight_decay": True},
+    "l2-maximize": {"weight_decay": 0.1, "maximize": True},
+    "amsgrad": {"amsgrad": True},
+    "efficient-eps": {"efficient_form": True, "eps": 1e-3},
+    "adamax": {"algorithm": "adamax", "weight_decay": 0.1},
+    "nadam": {"algorithm": "nadam"},
+    "radam": {"algorithm": "radam"},
+    "momentum": {"momentum": 0.9},
+    "nesterov-amsgrad": {"momentum": 0.5, "nesterov": True, "amsgrad": True},
+    "clip-elem-scaled": {"max_gradient_elem": 0.05, "grad_scale": 8.0},
+    "clip-norm": {"max_gradient_norm": 3.0},
+}
+
+# Tensors of 8-bit state: whole blocks, block tails, exactly 4096 and odd sizes.
+SHAPES = [(4096,), (64, 65), (5000,), (3, 7, 311)]
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", ["adam", "nesterov-amsgrad", "clip-norm"])
+def test_8_bit_state_in_chunks(name, monkeypatch):
+    """Bindings of 16 KiB cut the tensors into chunks of 8 or 16 blocks (the chunks
+    hold whole blocks, and tensors span them)."""
+    monkeypatch.setattr(gpu._engine, "_MAX_BINDING_BYTES", 16384)
+    test_a_step_of_8_bit_state_is_decode_f32_step_encode(name)
+    engine = GpuEngine(
+        [
+            TensorBuffers(
+                "[0]",
+                0,
+                np.zeros(5000, np.float32),
+                random_q8_state((5000,), names_for(OPTIONS[name]), np.random.default_rng(0)),
+            )
+        ]
+    )
+    chunks = engine._layout.groups[1].chunks
+    assert len(chunks) >= 2 and all(length % BLOCK == 0 for _, length in chunks)
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_a_step_of_8_bit_state_is_decode_f32_step_encode(name):
+    options = {"lr": 1e-2, **OPTIONS[name]}
+    names = names_for(options)
+    rng = np.random.default_rng(1)
+    params = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    states = [random_q8_state(s, names, rng) for s in SHAPES]
+    engine = GpuEngine(
+        [TensorBuffers(f"[{i}]", 0, p, st) for i, (p, st) in enumerate(zip(params, states))]
+    )
+    config = engine_options(options, "").config
+    for t in (1, 2, 3):
+        grads = [(0.1 * rng.standard_normal(s)).astype(np.float32) for s in SHAPES]
+        before = [(p.copy(), {k: a.copy() for k, a in st.items()}) for p, st in zip(params, states)]
+        want = step_f32_reference(
+            [b[0] for b in before], [b[1] for b in before], grads, names, options, t
+        )
+        engine.step(grads, t, [config], [1.0])
+        engine.sync()
+        for i, ((p_want, s_want, moments), p, st) in enumerate(zip(want, params, states)):
+            np.testing.assert_array_equal(p, p_want, err_msg=f"step {t} params[{i}]")
+            for n in names:
+                np.testing.assert_array_equal(
+                    st[absmax_name(n)], s_want[absmax_name(n)], err_msg=f"step {t} [{i}] {n} absmax"
+                )
+                np.testing.assert_array_equal(st[n], s_want[n], err_msg=f"step {t} [{i}] {n} codes")
+                # The Rust core's encoder gives the same bytes.
+                codes, absmax = _core._q8_encode(moments[n].reshape(-1), n in SIGNED_NAMES)
+                np.testing.assert_array_equal(st[n].reshape(-1), codes)
+                np.testing.assert_array_equal(st[absmax_name(n)], absmax)
+        # The state really moved.
+        assert any((st[EXP_AVG] != b[1][EXP_AVG]).any() for st, b in zip(states, before))
+
+
+@needs_gpu
+def test_every_midpoint_tie_and_the_special_blocks():
+    """One step from zero state with beta1 = beta2 = eps = 0 (AdaMax): m = g and
+    u = |g| exactly, so the codes are the encode of the gradient itself. Blocks put
+    values exactly on every midpoint of both maps (ties), and test a zero block, a
+    NaN and an infinity (poisoned blocks), and absmax outside 1 / absmax's normal range."""
+    options = {"algorithm": "adamax", "lr": 1e-3, "betas": (0.0, 0.0), "eps": 0.0}
+    config = engine_options(options, "").config
+    signed, unsigned = _core._q8_map(True), _core._q8_map(False)
+    blocks = []
+    for values, scale in (
+        (signed, 1.0),
+        (unsigned, 2.0**-3),
+        (signed, 2.0**70),
+        (unsigned, 2.0**-140),
+    ):
+        mids = (values[:-1] + values[1:]) * np.float32(0.5)
+        blocks.append(np.concatenate([[np.float32(1.0)], mids]) * np.float32(scale))
+    rng = np.random.default_rng(5)
+    blocks.append(np.zeros(BLOCK, np.float32))
+    for bad in (np.nan, np.inf, -np.inf):
+        b = rng.standard_normal(BLOCK).astype(np.float32)
+        b[7] = bad
+        blocks.append(b)
+    blocks.append((rng.standard_normal(BLOCK) * 3e-39).astype(np.float32))  # subnormal absmax
+    blocks.append((rng.standard_normal(BLOCK) * 1e38).astype(np.float32))
+    blocks.append(rng.standard_normal(100).astype(np.float32))  # a tail
+    g = np.concatenate(blocks).astype(np.float32)
+    assert g.size % BLOCK
+    names = [EXP_AVG, EXP_INF]
+    zero_state = {}
+    for n in names:
+        zero_state[n], zero_state[absmax_name(n)] = ref_encode(np.zeros_like(g), n)
+    param = np.zeros_like(g)
+    engine = GpuEngine([TensorBuffers("[0]", 0, param, zero_state)])
+    engine.step([g], 1, [config], [1.0])
+    engine.sync()
+    for n, x in ((EXP_AVG, g), (EXP_INF, np.abs(g))):
+        codes, absmax = ref_encode(x, n)
+        np.testing.assert_array_equal(zero_state[absmax_name(n)], absmax, err_msg=n)
+        np.testing.assert_array_equal(zero_state[n], codes, err_msg=n)
+        rust_codes, rust_absmax = _core._q8_encode(x, n in SIGNED_NAMES)
+        np.testing.assert_array_equal(zero_state[n], rust_codes, err_msg=n)
+        np.testing.assert_array_equal(zero_state[absmax_name(n)], rust_absmax, err_msg=n)
+    # The ties really went both ways: even upper codes taken, odd ones not.
+    y = g[1:BLOCK]
+    assert (zero_state[EXP_AVG][1:BLOCK] == np.arange(255) + (np.arange(255) % 2 == 1)).all()
+    assert y.size == 255
