@@ -104,31 +104,21 @@ class _Context:
                 label="radam adam.wgsl", code=_core.ADAM_WGSL
             )
             storage = wgpu.BufferBindingType.storage
-            self.layout = self.device.create_bind_group_layout(
-                label="radam adam_step",
-                entries=[
-                    _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform, dynamic=True),
-                    _layout_entry(wgpu, 1, storage),
-                    _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
-                    _layout_entry(wgpu, 3, storage),
-                ],
-            )
-            self.pipeline_layout = self.device.create_pipeline_layout(
-                bind_group_layouts=[self.layout]
-            )
+            entries = [
+                _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform, dynamic=True),
+                _layout_entry(wgpu, 1, storage),
+                _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
+                _layout_entry(wgpu, 3, storage),
+            ]
             # adam_step_q8 (8-bit state) also reads the maps, as a uniform.
-            self.layout_q8 = self.device.create_bind_group_layout(
-                label="radam adam_step_q8",
-                entries=[
-                    _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform, dynamic=True),
-                    _layout_entry(wgpu, 1, storage),
-                    _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
-                    _layout_entry(wgpu, 3, storage),
-                    _layout_entry(wgpu, 4, wgpu.BufferBindingType.uniform),
-                ],
+            maps = _layout_entry(wgpu, 4, wgpu.BufferBindingType.uniform)
+            self.layout, self.layout_q8 = (
+                self.device.create_bind_group_layout(label=f"radam {entry}", entries=e)
+                for entry, e in (("adam_step", entries), ("adam_step_q8", [*entries, maps]))
             )
-            self.pipeline_layout_q8 = self.device.create_pipeline_layout(
-                bind_group_layouts=[self.layout_q8]
+            self.pipeline_layout, self.pipeline_layout_q8 = (
+                self.device.create_pipeline_layout(bind_group_layouts=[layout])
+                for layout in (self.layout, self.layout_q8)
             )
         except wgpu.GPUError as err:
             raise GpuError(f"could not set up the GPU device {self.name}: {err}") from err
