@@ -158,18 +158,18 @@ def test_8_bit_state_in_chunks(name, monkeypatch):
 
 @needs_gpu
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_a_step_of_8_bit_state_is_decode_f32_step_encode(name):
+def test_a_step_of_8_bit_state_is_decode_f32_step_encode(name, param_dtype="float32"):
     options = {"lr": 1e-2, **OPTIONS[name]}
     names = names_for(options)
     rng = np.random.default_rng(1)
-    params = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    params = [rng.standard_normal(s).astype(param_dtype) for s in SHAPES]
     states = [random_q8_state(s, names, rng) for s in SHAPES]
     engine = GpuEngine(
         [TensorBuffers(f"[{i}]", 0, p, st) for i, (p, st) in enumerate(zip(params, states))]
     )
     config = engine_options(options, "").config
     for t in (1, 2, 3):
-        grads = [(0.1 * rng.standard_normal(s)).astype(np.float32) for s in SHAPES]
+        grads = [(0.1 * rng.standard_normal(s)).astype(param_dtype) for s in SHAPES]
         before = [(p.copy(), {k: a.copy() for k, a in st.items()}) for p, st in zip(params, states)]
         want = step_f32_reference(
             [b[0] for b in before], [b[1] for b in before], grads, names, options, t
@@ -239,3 +239,31 @@ def test_every_midpoint_tie_and_the_special_blocks():
     y = g[1:BLOCK]
     assert (zero_state[EXP_AVG][1:BLOCK] == np.arange(255) + (np.arange(255) % 2 == 1)).all()
     assert y.size == 255
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_8_bit_state_with_16_bit_params(dtype):
+    """Each stored 16-bit param is rounded once, as with float32 state."""
+    import ml_dtypes
+
+    half = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(np.float16)
+    test_a_step_of_8_bit_state_is_decode_f32_step_encode("adamw", half)
+
+
+@needs_gpu
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda st: st.pop(absmax_name(EXP_AVG)), r"\['exp_avg_absmax'\] must be a float32"),
+        (lambda st: st.update(exp_avg_sq_absmax=np.zeros(3, np.float32)), "shape \\(20,\\)"),
+        (lambda st: st.update(exp_avg_sq=np.zeros(5000, np.uint8)), "codes of the param's shape"),
+        (lambda st: st.update(exp_avg_sq=np.zeros((50, 100), np.float32)), "8-bit"),
+    ],
+)
+def test_bad_8_bit_state_is_refused(bad, match):
+    rng = np.random.default_rng(0)
+    state = random_q8_state((50, 100), [EXP_AVG, EXP_AVG_SQ], rng)
+    bad(state)
+    with pytest.raises(TypeError, match=match):
+        GpuEngine([TensorBuffers("[0]", 0, np.zeros((50, 100), np.float32), state)])
