@@ -325,15 +325,16 @@ struct Maps {
 @group(0) @binding(4) var<uniform> maps: Maps;
 
 var<workgroup> q8_absmax: array<atomic<u32>, 4>;
+// The maps copied into workgroup memory (values, then midpoints), where lookups at
+// different addresses across invocations do not serialize as a uniform's may.
+var<workgroup> q8_maps: array<f32, 1024>;
 
 fn map_value(book: u32, code: u32) -> f32 {
-    let k = book * 256u + code;
-    return maps.values[k / 4u][k % 4u];
+    return q8_maps[book * 256u + code];
 }
 
 fn map_mid(book: u32, k: u32) -> f32 {
-    let j = book * 256u + k;
-    return maps.mids[j / 4u][j % 4u];
+    return q8_maps[512u + book * 256u + k];
 }
 
 // The map of state value j: signed for m (0) and the velocity (3).
@@ -446,6 +447,13 @@ fn adam_step_q8(
     let slot_w = used - 1u;
     if (lid < 4u) {
         atomicStore(&q8_absmax[lid], 0u);
+    }
+    for (var k = 0u; k < 4u; k = k + 1u) {
+        let row = lid * 4u + k;
+        let v = select(maps.values[row % 128u], maps.mids[row % 128u], row >= 128u);
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            q8_maps[row * 4u + c] = v[c];
+        }
     }
     workgroupBarrier();
     let live = first < s.hi;
