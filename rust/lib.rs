@@ -39,6 +39,8 @@ mod scalars;
 mod uniform;
 // Run-time SIMD dispatch of the element loop.
 mod simd;
+// 8-bit state (dynamic maps, blockwise codec, fused block step) and stochastic rounding.
+pub mod quant;
 // Pieces run through stack blocks (16-bit params, master copies).
 mod staged;
 // The threads of a step.
@@ -54,6 +56,8 @@ mod optimizer;
 mod kernel_tests;
 #[cfg(test)]
 mod layers_tests;
+#[cfg(test)]
+mod q8_tests;
 #[cfg(test)]
 mod storage_tests;
 

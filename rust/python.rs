@@ -10,6 +10,7 @@
 //! * `engine.rs`: `CpuEngine`, which steps NumPy arrays in place;
 //! * `gpu.rs`: `GpuStep`, the rows and pipeline constants of a GPU step;
 //! * `arrays.rs` and `extents.rs`: dtypes, borrows and byte ranges;
+//! * `quant.rs`: test-only hooks into the 8-bit codec (`_q8_map`, `_q8_encode`, `_q8_decode`);
 //! * `probes.rs` (only with the `bench` feature): the benchmarks' bandwidth probes.
 
 mod arrays;
@@ -19,6 +20,7 @@ mod extents;
 mod gpu;
 #[cfg(feature = "bench")]
 mod probes;
+mod quant;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -59,5 +61,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gpu::PyGpuStep>()?;
     #[cfg(feature = "bench")]
     probes::register(m)?;
+    quant::register(m)?;
     Ok(())
 }

@@ -45,6 +45,19 @@ class AdamConfig:
 
     def __new__(cls, options: Any) -> AdamConfig: ...
 
+def _q8_map(signed: bool) -> np.ndarray:
+    """Test hook: the 256 float32 values of the signed or unsigned dynamic tree map."""
+
+def _q8_encode(
+    x: np.ndarray, signed: bool, level: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test hook: blockwise 8-bit codes (uint8) and absmax (float32 per 256) of float32 x."""
+
+def _q8_decode(
+    codes: np.ndarray, absmax: np.ndarray, signed: bool, level: str | None = None
+) -> np.ndarray:
+    """Test hook: values[codes] * absmax, block by block (float32)."""
+
 @final
 class CpuEngine:
     """Steps a fixed list of tensors in place: params of float32, float64,

@@ -1,0 +1,532 @@
+//! Blockwise 8-bit encode and decode, as bitsandbytes' blockwise dynamic
+//! quantization stores optimizer state: blocks of [`BLOCK`] consecutive
+//! elements (block 0 starts at element 0), each with one float32 `absmax`,
+//! and one byte per element indexing a [`Codebook`].
+//!
+//! * decode: `values[code] * absmax`.
+//! * encode: `absmax` is the largest `|x|` of the block; each `x` becomes the
+//!   code nearest to `y = x * (1 / absmax)` (the reciprocal rounded once per
+//!   block, as bitsandbytes' `quantize_blockwise` does on CPU and CUDA).
+//!   "Nearest" is decided as bitsandbytes' CUDA kernels decide it: against the
+//!   float32 midpoint `(values[k] + values[k + 1]) * 0.5` of each neighbouring
+//!   pair, a `y` equal to a midpoint going to the even code of the pair.
+//! * A block of zeros has absmax 0 and the code of 0. A block holding a NaN
+//!   or an infinity has absmax NaN (so the whole block decodes to NaN: the
+//!   non-finite value is not silently dropped) and the code of 0.
+//! * Where `1 / absmax` would leave the normal range (absmax under 2^-126 or
+//!   over 2^126), `x` and `absmax` are first scaled by an exact power of two,
+//!   so the codes are those of the same rule with an unbounded exponent.
+//!
+//! Encode finds the nearest code without a search: `|y|`'s exponent and top
+//! seven mantissa bits index a table of cells (2945 per map); no cell holds
+//! more than one midpoint, so its entry gives the code at the cell's start
+//! and the one threshold on the low 16 bits of `|y|` past which the code is
+//! one higher. Negative `y` in the signed map take the mirrored code (the
+//! map's negative half is the exact negation of its positive half). The
+//! vector levels first try arithmetic instead (`decades`: no gather), which
+//! decides nearly every value exactly and says where it cannot; a block with
+//! such a value goes through the table again.
+
+use crate::error::StepError;
+use crate::simd::SimdLevel;
+
+use super::decades::{Decades, Loaded, GUARD, INDEX_BITS_FROM};
+use super::lanes::{Lanes, Scalar};
+use super::map;
+
+/// Elements per block, each block with one absmax.
+pub const BLOCK: usize = crate::storage::Q8_BLOCK;
+
+/// The number of blocks (and absmax values) of a tensor of `len` elements.
+pub const fn blocks(len: usize) -> usize {
+    len.div_ceil(BLOCK)
+}
+
+/// `|y|` bits >> 16 of the first cell, 2^-23: every smaller `|y|` (all
+/// under the smallest positive midpoint, 1.6e-7) has the code of 0.
+const FIRST_CELL: u32 = (127 - 23) << 7;
+/// The cell of `|y|` = 1: from it on, every `|y|` has code 255.
+const LAST_CELL: u32 = 127 << 7;
+const CELLS: usize = (LAST_CELL - FIRST_CELL + 1) as usize;
+/// A cell entry's threshold when the cell holds no midpoint (never reached).
+const NO_MIDPOINT: u32 = 1 << 16;
+
+/// A quantization map with what encoding needs.
+pub struct Codebook {
+    /// The value of each code, increasing.
+    pub values: [f32; 256],
+    /// Per cell of `|y|`: (1 + the code at the cell's start) << 17 | the
+    /// threshold on `|y|`'s low 16 bits from which the code is one higher.
+    cells: [u32; CELLS],
+    /// A negative `y` takes code `mirror - min(c, mirror)`, `c` being the
+    /// code of `|y|` (254 in the signed map; 0, the code of 0, in the unsigned).
+    mirror: u32,
+    /// The code of 0.
+    pub zero: u8,
+    /// The arithmetic search the vector levels try first.
+    decades: Decades,
+}
+
+/// The signed map (first moment, velocity).
+pub static SIGNED: Codebook = Codebook::new(&map::SIGNED, 254);
+/// The unsigned map (second moment, AMSGrad's max, AdaMax's norm).
+pub static UNSIGNED: Codebook = Codebook::new(&map::UNSIGNED, 0);
+
+impl Codebook {
+    const fn new(values: &[f32; 256], mirror: u32) -> Self {
+        let mut mid = [0f32; 255];
+        let mut zero = 0;
+        let mut k = 0;
+        while k < 255 {
+            mid[k] = (values[k] + values[k + 1]) * 0.5;
+            if values[k + 1] == 0.0 {
+                zero = k + 1;
+            }
+            k += 1;
+        }
+        let mut cells = [0u32; CELLS];
+        // Midpoints below the current cell's start (all the negative ones included).
+        let mut below = 0;
+        let mut c = 0;
+        while c < CELLS {
+            let start = f32::from_bits((FIRST_CELL + c as u32) << 16);
+            let end_bits = (FIRST_CELL + c as u32 + 1) << 16;
+            while below < 255 && mid[below] < start {
+                below += 1;
+            }
+            let mut threshold = NO_MIDPOINT;
+            if below < 255 && mid[below].to_bits() < end_bits {
+                // y == midpoint goes up only when the upper code (below + 1) is even.
+                threshold = (mid[below].to_bits() & 0xffff) + (below % 2 == 0) as u32;
+                assert!(
+                    below + 1 == 255 || mid[below + 1].to_bits() >= end_bits,
+                    "a cell holds at most one midpoint"
+                );
+            }
+            cells[c] = ((below as u32 + 1) << 17) | threshold;
+            c += 1;
+        }
+        // The first cell also serves every smaller |y|, the last every larger one.
+        assert!(cells[0] & 0x1ffff == NO_MIDPOINT && cells[CELLS - 1] & 0x1ffff == NO_MIDPOINT);
+        assert!(cells[0] >> 17 == zero as u32 + 1 && cells[CELLS - 1] >> 17 == 256);
+        Codebook {
+            values: *values,
+            cells,
+            mirror,
+            zero: zero as u8,
+            decades: Decades::new(values, zero),
+        }
+    }
+
+    /// Whether negative values take mirrored codes (the signed map).
+    pub(super) fn mirrors(&self) -> bool {
+        self.mirror != 0
+    }
+
+    pub(super) fn decades(&self) -> &Decades {
+        &self.decades
+    }
+
+    /// The code of one value `y` (already multiplied by its block's 1 / absmax;
+    /// not NaN: a block holding one is poisoned before any value is encoded).
+    pub fn nearest(&self, y: f32) -> u8 {
+        let mut code = 0;
+        encode_scalar(self, &[y], 1.0, std::slice::from_mut(&mut code));
+        code
+    }
+}
+
+/// The code of `|y|` in each lane (`magnitude` = `|y|`'s bits), by the cell table.
+///
+/// # Safety
+/// `L`'s level must be enabled; `cells` is the codebook's table less
+/// [`FIRST_CELL`] entries.
+#[inline(always)]
+unsafe fn magnitude_code<L: Lanes>(cells: *const u32, magnitude: L::U) -> L::U {
+    // |y|'s exponent and top 7 mantissa bits, clamped to the table.
+    let cell = L::shr16(magnitude);
+    let cell = L::min(L::max(cell, L::splat_u(FIRST_CELL)), L::splat_u(LAST_CELL));
+    let entry = L::gather_u(cells, cell);
+    // (1 + start code) - 1 unless |y|'s low 16 bits reach the threshold.
+    let threshold = L::and(entry, L::splat_u(0x1ffff));
+    let low = L::and(magnitude, L::splat_u(0xffff));
+    L::dec_where_gt(L::shr17(entry), threshold, low)
+}
+
+/// The code of `y` (its bits) from the code of `|y|`: `SIGNED` when the map
+/// mirrors negative values (`mirror` != 0), else they all take code 0.
+#[inline(always)]
+unsafe fn with_sign<L: Lanes, const SIGNED: bool>(mirror: u32, y: L::U, magnitude: L::U) -> L::U {
+    if SIGNED {
+        let mirror = L::splat_u(mirror);
+        let mirrored = L::sub(mirror, L::min(magnitude, mirror));
+        L::select_negative(y, mirrored, magnitude)
+    } else {
+        L::select_negative(y, L::splat_u(0), magnitude)
+    }
+}
+
+/// `|y|`'s bits.
+#[inline(always)]
+unsafe fn abs_bits<L: Lanes>(y: L::U) -> L::U {
+    L::and(y, L::splat_u(0x7fff_ffff))
+}
+
+/// The codes of `L::N` values `x * scale`, one per lane, by the cell table.
+///
+/// # Safety
+/// `L`'s level must be enabled; `x` valid for `L::N` elements; `cells` as
+/// for [`magnitude_code`].
+#[inline(always)]
+unsafe fn encode_lanes<L: Lanes, const SIGNED: bool>(
+    cells: *const u32,
+    mirror: u32,
+    x: *const f32,
+    scale: f32,
+) -> L::U {
+    let y = L::bits(L::mul(L::load(x), L::splat(scale)));
+    with_sign::<L, SIGNED>(mirror, y, magnitude_code::<L>(cells, abs_bits::<L>(y)))
+}
+
+/// A map's block encoder at level `L` (`SIGNED`: the book mirrors negative
+/// values), with the arithmetic search's tables loaded once.
+pub(super) struct Encoder<'a, L: Lanes, const SIGNED: bool> {
+    book: &'a Codebook,
+    decades: Loaded<L, SIGNED>,
+}
+
+impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
+    /// # Safety
+    /// `L`'s level must be enabled; `SIGNED` must say whether `book` mirrors.
+    #[inline(always)]
+    pub(super) unsafe fn new(book: &'a Codebook) -> Self {
+        debug_assert_eq!(book.mirrors(), SIGNED);
+        Encoder {
+            book,
+            decades: Loaded::new(book.decades()),
+        }
+    }
+
+    /// Encode one block (at most [`BLOCK`] values); returns its absmax.
+    ///
+    /// # Safety
+    /// `L`'s level must be enabled.
+    #[inline(always)]
+    pub(super) unsafe fn block(&self, x: &[f32], codes: &mut [u8]) -> f32 {
+        self.block_with(x, abs_max_bits::<L>(x), codes)
+    }
+
+    /// [`Encoder::block`] given the block's largest `|x|` as bits (a NaN's
+    /// above every number's), as a caller that has reduced it passes it.
+    ///
+    /// # Safety
+    /// `L`'s level must be enabled.
+    #[inline(always)]
+    pub(super) unsafe fn block_with(&self, x: &[f32], bits: u32, codes: &mut [u8]) -> f32 {
+        if bits == 0 || bits >= INFINITY_BITS {
+            codes.fill(self.book.zero);
+            return if bits == 0 { 0.0 } else { f32::NAN };
+        }
+        let absmax = f32::from_bits(bits);
+        if RECIPROCAL_NORMAL.contains(&bits) {
+            self.scaled(x, 1.0 / absmax, codes);
+        } else {
+            encode_rescaled(self.book, x, absmax, codes);
+        }
+        absmax
+    }
+
+    /// `codes[i]` = the code of `x[i] * scale` (`|x[i] * scale| <= 1 + 2^-23`).
+    #[inline(always)]
+    unsafe fn scaled(&self, x: &[f32], scale: f32, codes: &mut [u8]) {
+        let n = x.len().min(codes.len());
+        let (x, out) = (x.as_ptr(), codes.as_mut_ptr());
+        let mut i = 0;
+        if L::N > 1 {
+            // By arithmetic; by the table again if any lane was undecided.
+            let splat = L::splat(scale);
+            let y = |i: usize| L::bits(L::mul(L::load(x.add(i)), splat));
+            let mut undecided = L::splat_u(0);
+            while i + 4 * L::N <= n {
+                let (c0, u0) = self.decades.code(y(i));
+                let (c1, u1) = self.decades.code(y(i + L::N));
+                let (c2, u2) = self.decades.code(y(i + 2 * L::N));
+                let (c3, u3) = self.decades.code(y(i + 3 * L::N));
+                undecided = L::max_low16(
+                    undecided,
+                    L::max_low16(L::max_low16(u0, u1), L::max_low16(u2, u3)),
+                );
+                L::store_bytes4(out.add(i), c0, c1, c2, c3);
+                i += 4 * L::N;
+            }
+            const { assert!(INDEX_BITS_FROM == 16) };
+            if L::reduce_max_low16(undecided) >= (1 << INDEX_BITS_FROM) - GUARD {
+                i = 0;
+            }
+        }
+        encode_tail::<L, SIGNED>(self.book, x, scale, out, i, n)
+    }
+}
+
+/// `codes[i]` = the code of `x[i] * scale`, one lane at a time.
+fn encode_scalar(book: &Codebook, x: &[f32], scale: f32, codes: &mut [u8]) {
+    // SAFETY: the scalar lanes are plain Rust.
+    unsafe {
+        if book.mirrors() {
+            Encoder::<Scalar, true>::new(book).scaled(x, scale, codes)
+        } else {
+            Encoder::<Scalar, false>::new(book).scaled(x, scale, codes)
+        }
+    }
+}
+
+/// [`encode_loop`] by the table, from element `i` on.
+#[inline(always)]
+unsafe fn encode_tail<L: Lanes, const SIGNED: bool>(
+    book: &Codebook,
+    x: *const f32,
+    scale: f32,
+    out: *mut u8,
+    mut i: usize,
+    n: usize,
+) {
+    let cells = book.cells.as_ptr().wrapping_sub(FIRST_CELL as usize);
+    let code = |i: usize| encode_lanes::<L, SIGNED>(cells, book.mirror, x.add(i), scale);
+    while i + 4 * L::N <= n {
+        let (a, b, c, d) = (
+            code(i),
+            code(i + L::N),
+            code(i + 2 * L::N),
+            code(i + 3 * L::N),
+        );
+        L::store_bytes4(out.add(i), a, b, c, d);
+        i += 4 * L::N;
+    }
+    while i + L::N <= n {
+        L::store_bytes(out.add(i), code(i));
+        i += L::N;
+    }
+    while i < n {
+        let one = encode_lanes::<Scalar, SIGNED>(cells, book.mirror, x.add(i), scale);
+        Scalar::store_bytes(out.add(i), one);
+        i += 1;
+    }
+}
+
+/// The largest `|x|`, as bits (a NaN's bits are above every number's).
+#[inline(always)]
+unsafe fn abs_max_bits<L: Lanes>(x: &[f32]) -> u32 {
+    let n = x.len();
+    let magnitude = L::splat_u(0x7fff_ffff);
+    let (mut acc0, mut acc1) = (L::splat_u(0), L::splat_u(0));
+    let mut i = 0;
+    while i + 2 * L::N <= n {
+        let p = x.as_ptr().add(i);
+        acc0 = L::max(acc0, L::and(L::bits(L::load(p)), magnitude));
+        acc1 = L::max(acc1, L::and(L::bits(L::load(p.add(L::N))), magnitude));
+        i += 2 * L::N;
+    }
+    let mut m = L::reduce_max(L::max(acc0, acc1));
+    for v in &x[i..] {
+        m = m.max(v.to_bits() & 0x7fff_ffff);
+    }
+    m
+}
+
+const INFINITY_BITS: u32 = 0x7f80_0000;
+/// Absmax bits whose reciprocal is a normal float: [2^-126, 2^126].
+const RECIPROCAL_NORMAL: std::ops::RangeInclusive<u32> = 0x0080_0000..=0x7e80_0000;
+
+/// [`Encoder::block`] for an absmax whose reciprocal is not a normal float:
+/// scale by 2^64 (or 2^-64) first. The scaling is exact for every value
+/// whose code it can change (the others are far below the smallest midpoint).
+#[cold]
+#[inline(never)]
+fn encode_rescaled(book: &Codebook, x: &[f32], absmax: f32, codes: &mut [u8]) {
+    let factor = if absmax < 1.0 {
+        2f32.powi(64)
+    } else {
+        2f32.powi(-64)
+    };
+    let mut scaled = [0f32; BLOCK];
+    let scaled = &mut scaled[..x.len()];
+    for (s, &v) in scaled.iter_mut().zip(x) {
+        *s = v * factor;
+    }
+    encode_scalar(book, scaled, 1.0 / (absmax * factor), codes);
+}
+
+/// Decode one block: `out[i] = values[codes[i]] * absmax`.
+#[inline(always)]
+pub(super) unsafe fn decode_block<L: Lanes>(
+    book: &Codebook,
+    codes: &[u8],
+    absmax: f32,
+    out: &mut [f32],
+) {
+    let n = out.len().min(codes.len());
+    let table = book.values.as_ptr();
+    let mut i = 0;
+    while i + L::N <= n {
+        let v = L::lookup(table, codes.as_ptr().add(i));
+        L::store(out.as_mut_ptr().add(i), L::mul(v, L::splat(absmax)));
+        i += L::N;
+    }
+    while i < n {
+        out[i] = book.values[codes[i] as usize] * absmax;
+        i += 1;
+    }
+}
+
+/// Work compiled once per SIMD level (see [`run`]).
+pub(super) trait Job {
+    type Out;
+    /// # Safety
+    /// `L`'s level must be enabled in the calling function and supported by the CPU.
+    unsafe fn run<L: Lanes>(self) -> Self::Out;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512<J: Job>(job: J) -> J::Out {
+    job.run::<super::lanes::Avx512>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<J: Job>(job: J) -> J::Out {
+    job.run::<super::lanes::Avx2>()
+}
+
+/// NEON has no gather: the one-lane code, compiled for NEON (its other loops vectorize).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn run_neon<J: Job>(job: J) -> J::Out {
+    job.run::<Scalar>()
+}
+
+/// Run `job` at `level`, an error if this CPU lacks it.
+pub(super) fn run<J: Job>(level: SimdLevel, job: J) -> Result<J::Out, StepError> {
+    if !level.is_supported() {
+        return Err(StepError::UnsupportedSimd(level.name()));
+    }
+    // SAFETY (all arms): the CPU supports `level`, checked above.
+    Ok(match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { run_avx512(job) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { run_avx2(job) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { run_neon(job) },
+        _ => unsafe { job.run::<Scalar>() },
+    })
+}
+
+/// `got` elements where `expected` are needed: an error naming the buffer.
+pub(super) fn check_len(
+    buffer: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<(), StepError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(StepError::LengthMismatch {
+            index: 0,
+            buffer,
+            expected,
+            got,
+        })
+    }
+}
+
+struct Encode<'a> {
+    book: &'a Codebook,
+    x: &'a [f32],
+    codes: &'a mut [u8],
+    absmax: &'a mut [f32],
+}
+
+impl Encode<'_> {
+    #[inline(always)]
+    unsafe fn blocks<L: Lanes, const SIGNED: bool>(self, encoder: &Encoder<'_, L, SIGNED>) {
+        let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
+        for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
+            *absmax = encoder.block(x, codes);
+        }
+    }
+}
+
+impl Job for Encode<'_> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        let book = self.book;
+        if book.mirrors() {
+            self.blocks(&Encoder::<L, true>::new(book))
+        } else {
+            self.blocks(&Encoder::<L, false>::new(book))
+        }
+    }
+}
+
+struct Decode<'a> {
+    book: &'a Codebook,
+    codes: &'a [u8],
+    absmax: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl Job for Decode<'_> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        let blocks = self.codes.chunks(BLOCK).zip(self.out.chunks_mut(BLOCK));
+        for ((codes, out), &absmax) in blocks.zip(self.absmax) {
+            decode_block::<L>(self.book, codes, absmax, out);
+        }
+    }
+}
+
+/// Quantize `x` (one tensor, or a run of whole blocks of one) into `codes`
+/// (one per element) and `absmax` (one per block of [`BLOCK`]).
+pub fn encode(
+    level: SimdLevel,
+    book: &Codebook,
+    x: &[f32],
+    codes: &mut [u8],
+    absmax: &mut [f32],
+) -> Result<(), StepError> {
+    check_len("codes", x.len(), codes.len())?;
+    check_len("absmax", blocks(x.len()), absmax.len())?;
+    run(
+        level,
+        Encode {
+            book,
+            x,
+            codes,
+            absmax,
+        },
+    )
+}
+
+/// Dequantize `codes` and their blocks' `absmax` into `out`.
+pub fn decode(
+    level: SimdLevel,
+    book: &Codebook,
+    codes: &[u8],
+    absmax: &[f32],
+    out: &mut [f32],
+) -> Result<(), StepError> {
+    check_len("codes", out.len(), codes.len())?;
+    check_len("absmax", blocks(out.len()), absmax.len())?;
+    run(
+        level,
+        Decode {
+            book,
+            codes,
+            absmax,
+            out,
+        },
+    )
+}

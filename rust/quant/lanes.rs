@@ -1,0 +1,719 @@
+//! The handful of vector operations the 8-bit codec is written in, one
+//! implementation per SIMD level: plain `u32`/`f32` (one lane) for the scalar
+//! level, AVX2 (8 lanes) and AVX-512F (16 lanes) on x86_64. The codec's
+//! algorithm is written once over this trait, so every level runs the same
+//! integer and IEEE operations and gives the same bits.
+//!
+//! The 256 floats of a map are too many for in-register permutes on AVX2:
+//! decoding reads them with scalar loads (faster than a gather on Zen 3).
+//! Encoding uses small per-decade tables held in registers (`decades`), and
+//! the 2945-cell table (read with gathers) only where that is undecided.
+
+/// Vector operations over `N` lanes of `u32` (`U`) and `f32` (`F`).
+///
+/// # Safety
+/// An implementation may use instructions of its SIMD level: its methods may
+/// only run inside a function compiled for that level (`#[target_feature]`)
+/// on a CPU that has it. Pointer arguments must be valid for `N` elements
+/// (gathers: every lane's index inside the table).
+pub(super) unsafe trait Lanes {
+    const N: usize;
+    type U: Copy;
+    type F: Copy;
+    unsafe fn load(p: *const f32) -> Self::F;
+    unsafe fn store(p: *mut f32, v: Self::F);
+    unsafe fn splat(x: f32) -> Self::F;
+    unsafe fn mul(a: Self::F, b: Self::F) -> Self::F;
+    /// The IEEE bits of each lane.
+    unsafe fn bits(v: Self::F) -> Self::U;
+    unsafe fn splat_u(x: u32) -> Self::U;
+    unsafe fn and(a: Self::U, b: Self::U) -> Self::U;
+    /// Logical shifts right by 16 and by 17.
+    unsafe fn shr16(a: Self::U) -> Self::U;
+    unsafe fn shr17(a: Self::U) -> Self::U;
+    /// Unsigned maximum and minimum.
+    unsafe fn max(a: Self::U, b: Self::U) -> Self::U;
+    unsafe fn min(a: Self::U, b: Self::U) -> Self::U;
+    unsafe fn sub(a: Self::U, b: Self::U) -> Self::U;
+    /// `x - 1` in the lanes where `a > b`, `x` elsewhere (lanes below 2^31).
+    unsafe fn dec_where_gt(x: Self::U, a: Self::U, b: Self::U) -> Self::U;
+    /// `neg` in the lanes whose `sign` has its top bit set, `pos` elsewhere.
+    unsafe fn select_negative(sign: Self::U, neg: Self::U, pos: Self::U) -> Self::U;
+    /// `table[idx]` in each lane.
+    unsafe fn gather_u(table: *const u32, idx: Self::U) -> Self::U;
+    /// `table[codes[i]]` for the `N` bytes at `codes`.
+    unsafe fn lookup(table: *const f32, codes: *const u8) -> Self::F;
+    /// The low byte of each lane, into `N` bytes.
+    unsafe fn store_bytes(p: *mut u8, v: Self::U);
+    /// [`Lanes::store_bytes`] of four vectors, into `4 * N` bytes.
+    #[inline(always)]
+    unsafe fn store_bytes4(p: *mut u8, a: Self::U, b: Self::U, c: Self::U, d: Self::U) {
+        Self::store_bytes(p, a);
+        Self::store_bytes(p.add(Self::N), b);
+        Self::store_bytes(p.add(2 * Self::N), c);
+        Self::store_bytes(p.add(3 * Self::N), d);
+    }
+    /// The largest lane (unsigned).
+    unsafe fn reduce_max(v: Self::U) -> u32;
+
+    // For the arithmetic encoder (`decades`).
+    /// A table of 8 `u32`, 8 `f32` and 16 bytes, held as the level likes it.
+    type T8U: Copy;
+    type T8F: Copy;
+    type T16B: Copy;
+    unsafe fn table_u(t: &[u32; 8]) -> Self::T8U;
+    unsafe fn table_f(t: &[f32; 8]) -> Self::T8F;
+    unsafe fn table_b(t: &[u8; 16]) -> Self::T16B;
+    /// `t[idx & 7]` in each lane.
+    unsafe fn permute_u(t: Self::T8U, idx: Self::U) -> Self::U;
+    unsafe fn permute_f(t: Self::T8F, idx: Self::U) -> Self::F;
+    /// `t[(a >> 24) - 48]` in each lane (`a >> 24` in 48..64: `a` is the
+    /// bits of a float in [2^-31, 2)).
+    unsafe fn octave_pair_lookup(t: Self::T16B, a: Self::U) -> Self::U;
+    /// Shift left by 23 (onto a float's exponent field).
+    unsafe fn shl23(a: Self::U) -> Self::U;
+    /// Signed maximum.
+    unsafe fn max_i(a: Self::U, b: Self::U) -> Self::U;
+    /// `a`, negated in the lanes where `b` is negative (as signed), 0 where `b` is 0.
+    unsafe fn sign(a: Self::U, b: Self::U) -> Self::U;
+    unsafe fn add_u(a: Self::U, b: Self::U) -> Self::U;
+    unsafe fn xor(a: Self::U, b: Self::U) -> Self::U;
+    /// `x + 1` in the lanes where `a > b` (as signed), `x` elsewhere.
+    unsafe fn inc_where_gt(x: Self::U, a: Self::U, b: Self::U) -> Self::U;
+    /// `a * b + c`, rounded once.
+    unsafe fn fma(a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// `if a < b { a } else { b }` in each lane (`b` when either is NaN).
+    unsafe fn min_f(a: Self::F, b: Self::F) -> Self::F;
+    /// `if a > b { a } else { b }` in each lane (`b` when either is NaN).
+    unsafe fn max_f(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn sub_f(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn div(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn sqrt(a: Self::F) -> Self::F;
+    /// `x` in the lanes where `a > 0`, else 0.
+    unsafe fn where_positive(a: Self::F, x: Self::F) -> Self::F;
+    /// The float whose bits each lane holds.
+    unsafe fn from_bits(a: Self::U) -> Self::F;
+    unsafe fn add(a: Self::F, b: Self::F) -> Self::F;
+    /// Each lane truncated towards zero to an integer (`|x| < 2^31`), as bits of an `i32`.
+    unsafe fn trunc(a: Self::F) -> Self::U;
+    /// Lanes whose low 16 bits are the larger of `a`'s and `b`'s low 16
+    /// bits (the high 16 bits are whatever the level finds cheapest).
+    unsafe fn max_low16(a: Self::U, b: Self::U) -> Self::U;
+    /// The largest low 16 bits of any lane.
+    #[inline(always)]
+    unsafe fn reduce_max_low16(a: Self::U) -> u32 {
+        Self::reduce_max(Self::and(a, Self::splat_u(0xffff)))
+    }
+}
+
+/// One lane: the portable level, and the tails of the vector levels.
+pub(super) struct Scalar;
+
+unsafe impl Lanes for Scalar {
+    const N: usize = 1;
+    type U = u32;
+    type F = f32;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        *p
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: f32) {
+        *p = v
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    unsafe fn mul(a: f32, b: f32) -> f32 {
+        a * b
+    }
+    #[inline(always)]
+    unsafe fn bits(v: f32) -> u32 {
+        v.to_bits()
+    }
+    #[inline(always)]
+    unsafe fn splat_u(x: u32) -> u32 {
+        x
+    }
+    #[inline(always)]
+    unsafe fn and(a: u32, b: u32) -> u32 {
+        a & b
+    }
+    #[inline(always)]
+    unsafe fn shr16(a: u32) -> u32 {
+        a >> 16
+    }
+    #[inline(always)]
+    unsafe fn shr17(a: u32) -> u32 {
+        a >> 17
+    }
+    #[inline(always)]
+    unsafe fn max(a: u32, b: u32) -> u32 {
+        a.max(b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: u32, b: u32) -> u32 {
+        a.min(b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: u32, b: u32) -> u32 {
+        a.wrapping_sub(b)
+    }
+    #[inline(always)]
+    unsafe fn dec_where_gt(x: u32, a: u32, b: u32) -> u32 {
+        x - (a > b) as u32
+    }
+    #[inline(always)]
+    unsafe fn select_negative(sign: u32, neg: u32, pos: u32) -> u32 {
+        if sign >> 31 != 0 {
+            neg
+        } else {
+            pos
+        }
+    }
+    #[inline(always)]
+    unsafe fn gather_u(table: *const u32, idx: u32) -> u32 {
+        *table.add(idx as usize)
+    }
+    #[inline(always)]
+    unsafe fn lookup(table: *const f32, codes: *const u8) -> f32 {
+        *table.add(*codes as usize)
+    }
+    #[inline(always)]
+    unsafe fn store_bytes(p: *mut u8, v: u32) {
+        *p = v as u8
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(v: u32) -> u32 {
+        v
+    }
+    type T8U = [u32; 8];
+    type T8F = [f32; 8];
+    type T16B = [u8; 16];
+    #[inline(always)]
+    unsafe fn table_u(t: &[u32; 8]) -> [u32; 8] {
+        *t
+    }
+    #[inline(always)]
+    unsafe fn table_f(t: &[f32; 8]) -> [f32; 8] {
+        *t
+    }
+    #[inline(always)]
+    unsafe fn table_b(t: &[u8; 16]) -> [u8; 16] {
+        *t
+    }
+    #[inline(always)]
+    unsafe fn permute_u(t: [u32; 8], idx: u32) -> u32 {
+        t[idx as usize & 7]
+    }
+    #[inline(always)]
+    unsafe fn permute_f(t: [f32; 8], idx: u32) -> f32 {
+        t[idx as usize & 7]
+    }
+    #[inline(always)]
+    unsafe fn octave_pair_lookup(t: [u8; 16], a: u32) -> u32 {
+        t[(a >> 24) as usize - 48] as u32
+    }
+    #[inline(always)]
+    unsafe fn shl23(a: u32) -> u32 {
+        a << 23
+    }
+    #[inline(always)]
+    unsafe fn max_i(a: u32, b: u32) -> u32 {
+        (a as i32).max(b as i32) as u32
+    }
+    #[inline(always)]
+    unsafe fn sign(a: u32, b: u32) -> u32 {
+        match (b as i32).signum() {
+            -1 => a.wrapping_neg(),
+            0 => 0,
+            _ => a,
+        }
+    }
+    #[inline(always)]
+    unsafe fn add_u(a: u32, b: u32) -> u32 {
+        a.wrapping_add(b)
+    }
+    #[inline(always)]
+    unsafe fn xor(a: u32, b: u32) -> u32 {
+        a ^ b
+    }
+    #[inline(always)]
+    unsafe fn inc_where_gt(x: u32, a: u32, b: u32) -> u32 {
+        x.wrapping_add(((a as i32) > (b as i32)) as u32)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    unsafe fn min_f(a: f32, b: f32) -> f32 {
+        if a < b {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    unsafe fn max_f(a: f32, b: f32) -> f32 {
+        if a > b {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    unsafe fn sub_f(a: f32, b: f32) -> f32 {
+        a - b
+    }
+    #[inline(always)]
+    unsafe fn div(a: f32, b: f32) -> f32 {
+        a / b
+    }
+    #[inline(always)]
+    unsafe fn sqrt(a: f32) -> f32 {
+        a.sqrt()
+    }
+    #[inline(always)]
+    unsafe fn where_positive(a: f32, x: f32) -> f32 {
+        if a > 0.0 {
+            x
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
+    unsafe fn from_bits(a: u32) -> f32 {
+        f32::from_bits(a)
+    }
+    #[inline(always)]
+    unsafe fn add(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    unsafe fn trunc(a: f32) -> u32 {
+        a as i32 as u32
+    }
+    #[inline(always)]
+    unsafe fn max_low16(a: u32, b: u32) -> u32 {
+        (a & 0xffff).max(b & 0xffff)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Lanes;
+
+    /// AVX2: 8 lanes. Decoding reads the 256 values with eight scalar loads
+    /// (the codes are bytes in memory), which beats `vpgatherdd` on AMD Zen 3;
+    /// encoding's cell indices are in a register, where the gather beats
+    /// moving them out (both measured on Zen 3).
+    pub(in crate::quant) struct Avx2;
+
+    unsafe impl Lanes for Avx2 {
+        const N: usize = 8;
+        type U = __m256i;
+        type F = __m256;
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            _mm256_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            _mm256_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn bits(v: __m256) -> __m256i {
+            _mm256_castps_si256(v)
+        }
+        #[inline(always)]
+        unsafe fn splat_u(x: u32) -> __m256i {
+            _mm256_set1_epi32(x as i32)
+        }
+        #[inline(always)]
+        unsafe fn and(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_and_si256(a, b)
+        }
+        #[inline(always)]
+        unsafe fn shr16(a: __m256i) -> __m256i {
+            _mm256_srli_epi32::<16>(a)
+        }
+        #[inline(always)]
+        unsafe fn shr17(a: __m256i) -> __m256i {
+            _mm256_srli_epi32::<17>(a)
+        }
+        #[inline(always)]
+        unsafe fn max(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_max_epu32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn min(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_min_epu32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_sub_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn dec_where_gt(x: __m256i, a: __m256i, b: __m256i) -> __m256i {
+            // The comparison's all-ones lanes are -1.
+            _mm256_add_epi32(x, _mm256_cmpgt_epi32(a, b))
+        }
+        #[inline(always)]
+        unsafe fn select_negative(sign: __m256i, neg: __m256i, pos: __m256i) -> __m256i {
+            // blendv_ps picks by each lane's top bit.
+            _mm256_castps_si256(_mm256_blendv_ps(
+                _mm256_castsi256_ps(pos),
+                _mm256_castsi256_ps(neg),
+                _mm256_castsi256_ps(sign),
+            ))
+        }
+        #[inline(always)]
+        unsafe fn gather_u(table: *const u32, idx: __m256i) -> __m256i {
+            _mm256_i32gather_epi32::<4>(table as *const i32, idx)
+        }
+        #[inline(always)]
+        unsafe fn lookup(table: *const f32, codes: *const u8) -> __m256 {
+            let t = |k: usize| *table.add(*codes.add(k) as usize);
+            _mm256_setr_ps(t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7))
+        }
+        #[inline(always)]
+        unsafe fn store_bytes(p: *mut u8, v: __m256i) {
+            // Each 128-bit half gathers its four low bytes into its first
+            // dword; then dwords 0 and 4 are brought together.
+            let pick = _mm256_setr_epi8(
+                0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, //
+                0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+            );
+            let packed = _mm256_permutevar8x32_epi32(
+                _mm256_shuffle_epi8(v, pick),
+                _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1),
+            );
+            _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(packed));
+        }
+        #[inline(always)]
+        unsafe fn store_bytes4(p: *mut u8, a: __m256i, b: __m256i, c: __m256i, d: __m256i) {
+            // The packs work within 128-bit halves: the bytes come out as the
+            // dwords a0-3 b0-3 c0-3 d0-3 a4-7 b4-7 c4-7 d4-7, then reordered.
+            let bytes = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            _mm256_storeu_si256(p as *mut __m256i, _mm256_permutevar8x32_epi32(bytes, order));
+        }
+        #[inline(always)]
+        unsafe fn reduce_max(v: __m256i) -> u32 {
+            let m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+            let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+            _mm_cvtsi128_si32(m) as u32
+        }
+        type T8U = __m256i;
+        type T8F = __m256;
+        type T16B = __m256i;
+        #[inline(always)]
+        unsafe fn table_u(t: &[u32; 8]) -> __m256i {
+            _mm256_loadu_si256(t.as_ptr() as *const __m256i)
+        }
+        #[inline(always)]
+        unsafe fn table_f(t: &[f32; 8]) -> __m256 {
+            _mm256_loadu_ps(t.as_ptr())
+        }
+        #[inline(always)]
+        unsafe fn table_b(t: &[u8; 16]) -> __m256i {
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr() as *const __m128i))
+        }
+        #[inline(always)]
+        unsafe fn permute_u(t: __m256i, idx: __m256i) -> __m256i {
+            _mm256_permutevar8x32_epi32(t, idx)
+        }
+        #[inline(always)]
+        unsafe fn permute_f(t: __m256, idx: __m256i) -> __m256 {
+            _mm256_permutevar8x32_ps(t, idx)
+        }
+        #[inline(always)]
+        unsafe fn octave_pair_lookup(t: __m256i, a: __m256i) -> __m256i {
+            // The byte shuffle reads the low 4 bits of a key of 48..64 (its
+            // top bit clear). Bytes 1-3 of each lane are 0 after the shift:
+            // they pick t[0], which the caller's table holds as 0.
+            _mm256_shuffle_epi8(t, _mm256_srli_epi32::<24>(a))
+        }
+        #[inline(always)]
+        unsafe fn shl23(a: __m256i) -> __m256i {
+            _mm256_slli_epi32::<23>(a)
+        }
+        #[inline(always)]
+        unsafe fn max_i(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_max_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sign(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_sign_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn add_u(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_add_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn xor(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_xor_si256(a, b)
+        }
+        #[inline(always)]
+        unsafe fn inc_where_gt(x: __m256i, a: __m256i, b: __m256i) -> __m256i {
+            _mm256_sub_epi32(x, _mm256_cmpgt_epi32(a, b))
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn min_f(a: __m256, b: __m256) -> __m256 {
+            _mm256_min_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max_f(a: __m256, b: __m256) -> __m256 {
+            _mm256_max_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub_f(a: __m256, b: __m256) -> __m256 {
+            _mm256_sub_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn div(a: __m256, b: __m256) -> __m256 {
+            _mm256_div_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sqrt(a: __m256) -> __m256 {
+            _mm256_sqrt_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn where_positive(a: __m256, x: __m256) -> __m256 {
+            _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(a, _mm256_setzero_ps()), x)
+        }
+        #[inline(always)]
+        unsafe fn from_bits(a: __m256i) -> __m256 {
+            _mm256_castsi256_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn trunc(a: __m256) -> __m256i {
+            _mm256_cvttps_epi32(a)
+        }
+        #[inline(always)]
+        unsafe fn max_low16(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_max_epu16(a, b)
+        }
+    }
+
+    /// AVX-512F: 16 lanes, compare results in mask registers.
+    pub(in crate::quant) struct Avx512;
+
+    // The AVX-512 intrinsics are stable since Rust 1.89, as is the `avx512f`
+    // target feature that `simd.rs` already enables: the crate's declared
+    // rust-version (1.85) predates both.
+    #[allow(clippy::incompatible_msrv)]
+    unsafe impl Lanes for Avx512 {
+        const N: usize = 16;
+        type U = __m512i;
+        type F = __m512;
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            _mm512_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+            _mm512_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn bits(v: __m512) -> __m512i {
+            _mm512_castps_si512(v)
+        }
+        #[inline(always)]
+        unsafe fn splat_u(x: u32) -> __m512i {
+            _mm512_set1_epi32(x as i32)
+        }
+        #[inline(always)]
+        unsafe fn and(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_and_si512(a, b)
+        }
+        #[inline(always)]
+        unsafe fn shr16(a: __m512i) -> __m512i {
+            _mm512_srli_epi32::<16>(a)
+        }
+        #[inline(always)]
+        unsafe fn shr17(a: __m512i) -> __m512i {
+            _mm512_srli_epi32::<17>(a)
+        }
+        #[inline(always)]
+        unsafe fn max(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_max_epu32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn min(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_min_epu32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_sub_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn dec_where_gt(x: __m512i, a: __m512i, b: __m512i) -> __m512i {
+            let gt = _mm512_cmpgt_epi32_mask(a, b);
+            _mm512_mask_sub_epi32(x, gt, x, _mm512_set1_epi32(1))
+        }
+        #[inline(always)]
+        unsafe fn select_negative(sign: __m512i, neg: __m512i, pos: __m512i) -> __m512i {
+            let negative = _mm512_cmplt_epi32_mask(sign, _mm512_setzero_si512());
+            _mm512_mask_blend_epi32(negative, pos, neg)
+        }
+        #[inline(always)]
+        unsafe fn gather_u(table: *const u32, idx: __m512i) -> __m512i {
+            _mm512_i32gather_epi32::<4>(idx, table as *const i32)
+        }
+        #[inline(always)]
+        unsafe fn lookup(table: *const f32, codes: *const u8) -> __m512 {
+            let idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(codes as *const __m128i));
+            _mm512_i32gather_ps::<4>(idx, table)
+        }
+        #[inline(always)]
+        unsafe fn store_bytes(p: *mut u8, v: __m512i) {
+            _mm_storeu_si128(p as *mut __m128i, _mm512_cvtepi32_epi8(v))
+        }
+        #[inline(always)]
+        unsafe fn reduce_max(v: __m512i) -> u32 {
+            _mm512_reduce_max_epu32(v)
+        }
+        // The 8-entry tables are held twice over 16 lanes, so an index of 8
+        // (or any i) reads entry i & 7, as on the other levels.
+        type T8U = __m512i;
+        type T8F = __m512;
+        type T16B = __m512i;
+        #[inline(always)]
+        unsafe fn table_u(t: &[u32; 8]) -> __m512i {
+            let half = _mm256_loadu_si256(t.as_ptr() as *const __m256i);
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half), half)
+        }
+        #[inline(always)]
+        unsafe fn table_f(t: &[f32; 8]) -> __m512 {
+            _mm512_castsi512_ps(Self::table_u(&t.map(f32::to_bits)))
+        }
+        #[inline(always)]
+        unsafe fn table_b(t: &[u8; 16]) -> __m512i {
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(t.as_ptr() as *const __m128i))
+        }
+        #[inline(always)]
+        unsafe fn permute_u(t: __m512i, idx: __m512i) -> __m512i {
+            _mm512_permutexvar_epi32(idx, t)
+        }
+        #[inline(always)]
+        unsafe fn permute_f(t: __m512, idx: __m512i) -> __m512 {
+            _mm512_permutexvar_ps(idx, t)
+        }
+        #[inline(always)]
+        unsafe fn octave_pair_lookup(t: __m512i, a: __m512i) -> __m512i {
+            // AVX-512F has no byte shuffle: a 16-entry dword permute, which
+            // reads the low 4 bits of a key of 48..64.
+            _mm512_permutexvar_epi32(_mm512_srli_epi32::<24>(a), t)
+        }
+        #[inline(always)]
+        unsafe fn shl23(a: __m512i) -> __m512i {
+            _mm512_slli_epi32::<23>(a)
+        }
+        #[inline(always)]
+        unsafe fn max_i(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_max_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sign(a: __m512i, b: __m512i) -> __m512i {
+            // No psignd in AVX-512: negate where b < 0, zero where b == 0.
+            let zero = _mm512_setzero_si512();
+            let negative = _mm512_cmplt_epi32_mask(b, zero);
+            let nonzero = _mm512_test_epi32_mask(b, b);
+            _mm512_maskz_mov_epi32(nonzero, _mm512_mask_sub_epi32(a, negative, zero, a))
+        }
+        #[inline(always)]
+        unsafe fn add_u(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_add_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn xor(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_xor_si512(a, b)
+        }
+        #[inline(always)]
+        unsafe fn inc_where_gt(x: __m512i, a: __m512i, b: __m512i) -> __m512i {
+            let gt = _mm512_cmpgt_epi32_mask(a, b);
+            _mm512_mask_add_epi32(x, gt, x, _mm512_set1_epi32(1))
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn min_f(a: __m512, b: __m512) -> __m512 {
+            _mm512_min_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max_f(a: __m512, b: __m512) -> __m512 {
+            _mm512_max_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub_f(a: __m512, b: __m512) -> __m512 {
+            _mm512_sub_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn div(a: __m512, b: __m512) -> __m512 {
+            _mm512_div_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sqrt(a: __m512) -> __m512 {
+            _mm512_sqrt_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn where_positive(a: __m512, x: __m512) -> __m512 {
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, _mm512_setzero_ps());
+            _mm512_maskz_mov_ps(positive, x)
+        }
+        #[inline(always)]
+        unsafe fn from_bits(a: __m512i) -> __m512 {
+            _mm512_castsi512_ps(a)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn trunc(a: __m512) -> __m512i {
+            _mm512_cvttps_epi32(a)
+        }
+        #[inline(always)]
+        unsafe fn max_low16(a: __m512i, b: __m512i) -> __m512i {
+            // No 16-bit maximum in AVX-512F: the low halves' 32-bit maximum.
+            let low = _mm512_set1_epi32(0xffff);
+            _mm512_max_epu32(_mm512_and_si512(a, low), _mm512_and_si512(b, low))
+        }
+    }
+}
