@@ -81,7 +81,7 @@ pub use multi::{
 pub use optimizer::{Adam, AdamState};
 pub use scalars::{Carry, Rule, StepScalars};
 pub use simd::SimdLevel;
-pub use storage::{Split, Stored, StoredMut};
+pub use storage::{Split, Stored, StoredMut, Q8_BLOCK};
 pub use tensor::{Buffer, MixedTensorMut, State, Tensor, TensorMut};
 pub use uniform::{GpuStep, Pipeline, STEP_FIELDS, STEP_WORDS};
 

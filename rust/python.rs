@@ -52,6 +52,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BIAS_CORRECTIONS", PyTuple::new(py, corrections)?)?;
     // The fields an AdamConfig is read from, by name (EngineOptions' fields).
     m.add("CONFIG_FIELDS", PyTuple::new(py, AdamConfig::FIELDS)?)?;
+    // Elements per block of 8-bit state (one float32 absmax each).
+    m.add("Q8_BLOCK", crate::Q8_BLOCK)?;
     // The fields of the GPU kernel's `Step` uniform, in order.
     m.add("STEP_FIELDS", PyTuple::new(py, STEP_FIELDS)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

@@ -11,10 +11,19 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _core, _state_dict
-from ._engine import MASTER, Engine, TensorBuffers, state_names
+from ._engine import (
+    EIGHT_BIT,
+    MASTER,
+    Engine,
+    TensorBuffers,
+    is_eight_bit,
+    state_arrays,
+    state_names,
+)
 from ._errors import ReentrantCallError
 from ._frozen import STATE_INSTEAD, ParamList, state_entry, state_mapping
 from ._options import (
+    BY_NAME,
     VARIANTS,
     EngineOptions,
     betas_pair,
@@ -135,7 +144,9 @@ class Adam:
         self.skip_nonfinite = check_switch(options["skip_nonfinite"], "skip_nonfinite")
         self.skipped_steps = 0  # steps skipped for a NaN or Inf gradient
         self.master_weights = check_switch(options["master_weights"], "master_weights")
-        self.state_dtype = resolve_state_dtype(options["state_dtype"])
+        self.state_dtype = resolve_state_dtype(
+            options["state_dtype"], BY_NAME["state_dtype"].choices
+        )
         device = check_choice(options["device"], "device")
         self._layout, overrides = layout_of(params)
         check_state_dtype(self.state_dtype, self._layout.tensors)
@@ -157,6 +168,9 @@ class Adam:
         # The length of a list of grads that is passed as it is (-1: none is).
         self._flat_list = len(self._layout) if self._layout.kind == "list" else -1
         self._state = state_mapping({})
+        # key -> the size of the whole tensor a param is a shard of (set by
+        # radam.distributed), which decides whether it keeps 8-bit state.
+        self._whole_sizes: dict[Any, int] = {}
         self._step = 0
         self._engine: Engine | None = None
         self._state_names: list[tuple[str, ...]] = []  # per group, fixed once state exists
@@ -360,21 +374,28 @@ class Adam:
         ]
         return engine_class(records)
 
-    def _tensor_state(self, names: list[tuple[str, ...]], t: Tensor) -> dict[str, np.dtype]:
-        """The state arrays of tensor ``t`` and their dtypes: the moments in the
-        state dtype, and for a 16-bit param with ``master_weights`` its float32 copy."""
+    def _tensor_state(
+        self, names: list[tuple[str, ...]], t: Tensor
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The state arrays of tensor ``t``, name -> (shape, dtype): the moments in
+        the state dtype (8-bit: codes and absmax, see ``_engine.state_arrays``), and
+        for a 16-bit param with ``master_weights`` its float32 copy."""
         dtype = self.state_dtype or (
             np.dtype(np.float64) if t.array.dtype == np.float64 else np.dtype(np.float32)
         )
-        arrays = {name: dtype for name in names[t.group]}
+        # A shard of a tensor (radam.distributed) keeps the whole tensor's kind of state.
+        numel = self._whole_sizes.get(t.key, t.array.size)
+        eight_bit = is_eight_bit(dtype, numel)
+        arrays = state_arrays(names[t.group], t.array.shape, dtype, eight_bit)
         if self.master_weights and t.array.dtype in HALF_DTYPES:
-            arrays[MASTER] = np.dtype(np.float32)
+            arrays[MASTER] = (t.array.shape, np.dtype(np.float32))
         return arrays
 
     def _fresh_state(self, names: list[tuple[str, ...]]) -> Mapping[Any, Any]:
         state = {}
         for t in self._layout.tensors:
-            entry = {n: np.zeros(t.array.shape, d) for n, d in self._tensor_state(names, t).items()}
+            arrays = self._tensor_state(names, t)
+            entry = {n: np.zeros(shape, d) for n, (shape, d) in arrays.items()}
             if MASTER in entry:
                 entry[MASTER][...] = t.array
             state[t.key] = state_entry(t.key, entry)
@@ -611,13 +632,18 @@ def _resolve_device(
 
     if device == "auto":
         if (
-            all(t.array.dtype == np.float32 for t in tensors)
+            state_dtype != EIGHT_BIT
+            and all(t.array.dtype == np.float32 for t in tensors)
             and all(unsupported_on_gpu(o) is None for o in options)
             and gpu.available(allow_cpu_adapter=False)
         ):
             return "gpu"
         return "cpu"
     gpu.check_params([t.array for t in tensors], [t.label for t in tensors])
+    if state_dtype == EIGHT_BIT:
+        raise ValueError(
+            "state_dtype='8bit' is not supported with device='gpu' yet; use device='cpu'"
+        )
     gpu.check_state_dtype(state_dtype)
     for i, o in enumerate(options):
         _refuse_on_gpu(o, f"params[{i}]")
