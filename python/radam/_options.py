@@ -36,6 +36,11 @@ RULES = _core.ALGORITHMS  # the update rules: "adam", "adamax", "nadam", "radam"
 Q8_BLOCK = _core.Q8_BLOCK
 
 
+def q8_map(signed: bool) -> np.ndarray:
+    """The 256 values of the signed or unsigned dynamic map of 8-bit state."""
+    return _core._q8_map(signed)
+
+
 @dataclass(frozen=True)
 class Option:
     """One option of the optimizers."""

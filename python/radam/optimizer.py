@@ -288,10 +288,12 @@ class Adam:
     ) -> None:
         """Load the ``state_dict()`` of the torch optimizer matching this class
         (users moving over; torch itself is not needed): ``torch.optim.Adam`` or
-        ``AdamW`` into radam.Adam/AdamW, and ``NAdam`` (its ``mu_product``),
-        ``RAdam`` and ``Adamax`` into the radam class of the same name; another
-        optimizer's dict is an error that names it. This optimizer must be built
-        over the same params in the same order and groups, as NumPy arrays.
+        ``AdamW`` into radam.Adam/AdamW (bitsandbytes' ``Adam8bit``/``AdamW8bit``
+        into one with ``state_dtype="8bit"``: its maps must be radam's, and its
+        decoupled decay needs a decoupled decay here when ``weight_decay != 0``),
+        and ``NAdam`` (its ``mu_product``), ``RAdam`` and ``Adamax`` into the
+        radam class of the same name; another optimizer's dict is an error that
+        names it. This optimizer must be built over the same params in the same order and groups, as NumPy arrays.
         Tensors become NumPy copies, ``step`` tensors ints; the options both
         have map one to one; foreach, fused, capturable, differentiable and the
         LR schedulers' initial_lr, max_lr, min_lr, base_momentum and
@@ -305,6 +307,18 @@ class Adam:
         from ._torch_import import load_torch_state_dict
 
         load_torch_state_dict(self, state_dict, decoupled_weight_decay)
+
+    def bitsandbytes_state_dict(self) -> dict[str, Any]:
+        """This optimizer's state as bitsandbytes' ``Adam8bit``/``AdamW8bit``
+        ``state_dict`` (torch tensors; needs torch), which their
+        ``load_state_dict`` takes: for radam.Adam/AdamW with ``state_dtype="8bit"``
+        and only the options bitsandbytes' 8-bit Adam has (lr, betas, eps, a
+        decoupled weight decay). The other way, ``load_torch_state_dict`` takes
+        their state dicts (the maps checked equal to radam's)."""
+        from . import _bnb
+
+        with self._lock:
+            return _bnb.export(self)
 
     def _options(self, caller: str = "step") -> _Evaluated:
         """Every group's options, validated. Validating costs microseconds per
