@@ -286,23 +286,21 @@ class Adam:
     def load_torch_state_dict(
         self, state_dict: Mapping[str, Any], *, decoupled_weight_decay: bool | None = None
     ) -> None:
-        """Load the ``state_dict()`` of the torch optimizer matching this class
-        (users moving over; torch itself is not needed): ``torch.optim.Adam`` or
-        ``AdamW`` into radam.Adam/AdamW (bitsandbytes' ``Adam8bit``/``AdamW8bit``
-        into one with ``state_dtype="8bit"``: its maps must be radam's, and its
-        decoupled decay needs a decoupled decay here when ``weight_decay != 0``),
-        and ``NAdam`` (its ``mu_product``), ``RAdam`` and ``Adamax`` into the
-        radam class of the same name; another optimizer's dict is an error that
-        names it. This optimizer must be built over the same params in the same order and groups, as NumPy arrays.
-        Tensors become NumPy copies, ``step`` tensors ints; the options both
-        have map one to one; foreach, fused, capturable, differentiable and the
-        LR schedulers' initial_lr, max_lr, min_lr, base_momentum and
-        max_momentum are ignored (they do not change the math: the lr and
-        betas in effect are in lr and betas); other keys are rejected. For
-        torch < 2.6, whose AdamW state_dict does not say that its decay is
-        decoupled, pass ``decoupled_weight_decay=True`` for AdamW. Options
-        torch lacks keep this optimizer's values. Checked fully before anything
-        changes.
+        """Load the ``state_dict()`` of the torch optimizer matching this class (users
+        moving over; torch itself is not needed): ``torch.optim.Adam`` or ``AdamW`` into
+        radam.Adam/AdamW (bitsandbytes' ``Adam8bit``/``AdamW8bit`` into one with
+        ``state_dtype="8bit"``: its maps must be radam's, and its decoupled decay needs
+        a decoupled decay here when ``weight_decay != 0``), and ``NAdam`` (its
+        ``mu_product``), ``RAdam`` and ``Adamax`` into the radam class of the same name;
+        another optimizer's dict is an error that names it. This optimizer must be built
+        over the same params in the same order and groups, as NumPy arrays. Tensors
+        become NumPy copies, ``step`` tensors ints; the options both have map one to
+        one; foreach, fused, capturable, differentiable and the LR schedulers'
+        initial_lr, max_lr, min_lr, base_momentum and max_momentum are ignored (they do
+        not change the math: the lr and betas in effect are in lr and betas); other keys
+        are rejected. For torch < 2.6, whose AdamW state_dict does not say that its
+        decay is decoupled, pass ``decoupled_weight_decay=True`` for AdamW. Options
+        torch lacks keep this optimizer's values. Checked fully before anything changes.
         """
         from ._torch_import import load_torch_state_dict
 
