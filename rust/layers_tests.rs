@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
-const TEST_MODULES: [&str; 3] = ["kernel_tests", "storage_tests", "layers_tests"];
+const TEST_MODULES: [&str; 4] = ["kernel_tests", "storage_tests", "layers_tests", "q8_tests"];
 
 /// The modules in `lib.rs`'s order, and the module each re-exported item comes from.
 fn stack(lib: &str) -> (Vec<String>, HashMap<String, String>) {
     let mut order = Vec::new();
     let mut items = HashMap::new();
     for line in lib.lines().map(str::trim) {
+        let line = line.strip_prefix("pub ").unwrap_or(line);
         if let Some(name) = line.strip_prefix("mod ").and_then(|l| l.strip_suffix(';')) {
             if !TEST_MODULES.contains(&name) {
                 order.push(name.to_string());
@@ -42,11 +43,19 @@ fn stack(lib: &str) -> (Vec<String>, HashMap<String, String>) {
 }
 
 /// A module's code: its files without their `#[cfg(test)]` modules (which
-/// come last) and without comments (a doc link is no import).
+/// come last, or live in files named `*_tests.rs`) and without comments (a
+/// doc link is no import).
 fn source_of(root: &Path, module: &str) -> String {
-    let mut files = vec![root.join(format!("{module}.rs"))];
+    // `module.rs` or `module/mod.rs`, and the module's other files but its tests'.
+    let mut files: Vec<_> = [root.join(format!("{module}.rs"))]
+        .into_iter()
+        .filter(|f| f.exists())
+        .collect();
     if let Ok(dir) = fs::read_dir(root.join(module)) {
-        let mut nested: Vec<_> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut nested: Vec<_> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.to_string_lossy().ends_with("_tests.rs"))
+            .collect();
         nested.sort();
         files.extend(nested);
     }

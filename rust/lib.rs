@@ -39,8 +39,7 @@ mod scalars;
 mod uniform;
 // Run-time SIMD dispatch of the element loop.
 mod simd;
-// 8-bit state building blocks (maps, blockwise codec, fused block step) and
-// stochastic rounding.
+// 8-bit state (dynamic maps, blockwise codec, fused block step) and stochastic rounding.
 pub mod quant;
 // Pieces run through stack blocks (16-bit params, master copies).
 mod staged;
@@ -57,6 +56,8 @@ mod optimizer;
 mod kernel_tests;
 #[cfg(test)]
 mod layers_tests;
+#[cfg(test)]
+mod q8_tests;
 #[cfg(test)]
 mod storage_tests;
 
@@ -80,7 +81,7 @@ pub use multi::{
 pub use optimizer::{Adam, AdamState};
 pub use scalars::{Carry, Rule, StepScalars};
 pub use simd::SimdLevel;
-pub use storage::{Split, Stored, StoredMut};
+pub use storage::{Split, Stored, StoredMut, Q8_BLOCK};
 pub use tensor::{Buffer, MixedTensorMut, State, Tensor, TensorMut};
 pub use uniform::{GpuStep, Pipeline, STEP_FIELDS, STEP_WORDS};
 

@@ -34,17 +34,17 @@ use super::lanes::{Lanes, Scalar};
 pub struct Q8State<'a> {
     /// One code per element.
     pub codes: &'a mut [u8],
-    /// One absmax per block of 256 elements.
+    /// One absmax per block of [`BLOCK`] elements.
     pub absmax: &'a mut [f32],
 }
 
 /// The buffers of one piece: float32 param and gradient, 8-bit moments.
 pub struct Q8Piece<'a> {
-    /// The float32 params, updated in place.
+    /// The param, updated in place.
     pub param: &'a mut [f32],
-    /// The float32 gradient.
+    /// Its gradient.
     pub grad: &'a [f32],
-    /// m, the first moment (signed map).
+    /// The first moment m.
     pub exp_avg: Q8State<'a>,
     /// v for Adam; u, the infinity norm, for AdaMax.
     pub exp_avg_sq: Q8State<'a>,

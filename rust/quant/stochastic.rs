@@ -45,7 +45,7 @@ pub const fn lowbias32(mut x: u32) -> u32 {
 /// What the random bits of one rounding depend on besides the element index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StochasticKey {
-    /// The optimizer's rounding seed.
+    /// The user's seed.
     pub seed: u64,
     /// The step number.
     pub step: u64,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._engine import EIGHT_BIT
 
 WORKGROUP_SIZE = 256
 _FLOAT32 = np.dtype(np.float32)
@@ -251,7 +252,9 @@ def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
 
 
 def check_state_dtype(state_dtype: Any) -> None:
-    """The kernel stores state as float32, bfloat16 or float16."""
+    """The kernel stores state as float32, bfloat16 or float16, or 8-bit."""
+    if state_dtype == EIGHT_BIT:
+        return
     if state_dtype is not None and np.dtype(state_dtype).name not in _STATE_KINDS:
         raise TypeError(
             f"state_dtype={np.dtype(state_dtype).name}: device='gpu' stores state as "

@@ -19,7 +19,7 @@ STEP_WORDS = len(_core.STEP_FIELDS)
 LO, HI = _core.STEP_FIELDS.index("lo"), _core.STEP_FIELDS.index("hi")
 # 8-bit state: elements per block (one absmax each), and code words per block of
 # one state value (four codes to a u32), as adam.wgsl's Q8_BLOCK and Q8_LANES.
-BLOCK = 256
+BLOCK = _core.Q8_BLOCK
 BLOCK_WORDS = BLOCK // 4
 
 
