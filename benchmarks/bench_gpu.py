@@ -9,13 +9,13 @@ GPU: ``apt-get install mesa-vulkan-drivers`` gives Mesa's lavapipe).
 
 For each size it prints, in one run:
 
-* ``gpu step``: the GPU engine's step with the grads already on the GPU (a
+* ``gpu step``: ``opt.step`` with the grads already on the GPU (a
   ``radam.gpu.DeviceArray``), timed as a batch of steps ended by a wait for the
   queue: the kernel's own speed. Effective GB/s counts 28 bytes per parameter
   (reads param, grad, m, v; writes param, m, v), although the GPU path moves a
   little more (the device grad is first copied into the optimizer's packed grads
   buffer, 8 bytes per parameter);
-* ``8-bit step``: the same with 8-bit state (bitsandbytes' blockwise format:
+* ``8-bit step``: the same with ``state_dtype="8bit"`` (bitsandbytes' blockwise format:
   a byte per moment and a float32 absmax per 256 elements), 16.0625 bytes per
   parameter (param 4 + 4, grad 4, m and v 1 + 1 each, absmax 2 x 8 / 256);
 * ``copy``: a WGSL copy kernel (``copy`` in shaders/adam.wgsl, 8 bytes per
@@ -43,10 +43,7 @@ import time
 
 import numpy as np
 import radam
-from radam import _core, gpu
-from radam._engine import EXP_AVG, EXP_AVG_SQ, TensorBuffers, absmax_name
-from radam._options import engine_options
-from radam.gpu._engine import GpuEngine
+from radam import gpu
 
 if not os.environ.get("XDG_RUNTIME_DIR"):
     os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="radam-xdg-")
@@ -115,32 +112,21 @@ class CopyKernel:
         dev.queue.submit([encoder.finish()])
 
 
-def engine(n: int, eight_bit: bool) -> GpuEngine:
-    """A GPU engine of one n-element float32 tensor with Adam's state, float32 or
-    8-bit (zero moments: codes of 0, absmax 0)."""
-    params = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
-    state: dict[str, np.ndarray] = {}
-    for name in (EXP_AVG, EXP_AVG_SQ):
-        if eight_bit:
-            zero = int(np.flatnonzero(_core._q8_map(name == EXP_AVG) == 0)[0])
-            state[name] = np.full(n, zero, np.uint8)
-            state[absmax_name(name)] = np.zeros(-(-n // 256), np.float32)
-        else:
-            state[name] = np.zeros(n, np.float32)
-    return GpuEngine([TensorBuffers("[0]", 0, params, state)])
-
-
 def bench_gpu(n: int, grad: np.ndarray, repeats: int, batch: int) -> dict[str, float]:
     device_grad = gpu.asarray(grad)
-    config = engine_options({"lr": 1e-3}, "").config
-    engines = {"gpu": engine(n, False), "q8": engine(n, True)}
+    opts = {
+        kind: radam.Adam(
+            [np.random.default_rng(1).standard_normal(n, dtype=np.float32)],
+            device="gpu",
+            state_dtype=state,
+        )
+        for kind, state in (("gpu", "float32"), ("q8", "8bit"))
+    }
     copy = CopyKernel(n)
-    steps = dict.fromkeys(engines, 0)
 
     def step_batch(kind: str) -> None:
         for _ in range(batch):
-            steps[kind] += 1
-            engines[kind].step([device_grad], steps[kind], [config], [1.0])
+            opts[kind].step([device_grad])
         gpu.wait()
 
     def copy_batch() -> None:
@@ -158,9 +144,7 @@ def bench_gpu(n: int, grad: np.ndarray, repeats: int, batch: int) -> dict[str, f
             if repeat:  # the first round warms up
                 times[kind].append((time.perf_counter() - start) / batch)
     result = {k: statistics.median(t) for k, t in times.items()}
-    params = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
-    opt = radam.Adam([params], device="gpu")
-    result["numpy"] = timed(lambda: opt.step([grad]), repeats, max(1, batch // 5))
+    result["numpy"] = timed(lambda: opts["gpu"].step([grad]), repeats, max(1, batch // 5))
     return result
 
 
