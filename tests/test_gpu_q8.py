@@ -324,7 +324,7 @@ def test_8_bit_state_matches_cpu(variant):
                 assert a.dtype == np.float32 and got[name].dtype == np.float32
                 np.testing.assert_allclose(got[name], a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
                 continue
-            assert a.dtype == got[name].dtype == np.uint8 and a.shape == shape
+            assert a.dtype == got[name].dtype == np.uint8 and a.shape == got[name].shape == shape
             differ += int((a != got[name]).sum())
             codes += a.size
             np.testing.assert_allclose(
