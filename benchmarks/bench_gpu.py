@@ -1,4 +1,5 @@
-"""One float32 Adam step on the GPU (WGSL through wgpu-py) on whatever adapter is found.
+"""One Adam step on the GPU (WGSL through wgpu-py), float32 and 8-bit state, on whatever
+adapter is found.
 
     python benchmarks/bench_gpu.py                       # 1e6, 1e7 and 1e8 params
     python benchmarks/bench_gpu.py --sizes 1e7 --repeats 5
@@ -14,6 +15,9 @@ For each size it prints, in one run:
   (reads param, grad, m, v; writes param, m, v), although the GPU path moves a
   little more (the device grad is first copied into the optimizer's packed grads
   buffer, 8 bytes per parameter);
+* ``8-bit step``: the same with ``state_dtype="8bit"`` (bitsandbytes' blockwise format:
+  a byte per moment and a float32 absmax per 256 elements), 16.0625 bytes per
+  parameter (param 4 + 4, grad 4, m and v 1 + 1 each, absmax 2 x 8 / 256);
 * ``copy``: a WGSL copy kernel (``copy`` in shaders/adam.wgsl, 8 bytes per
   element: one read, one write) over the same number of elements, bound in the
   same chunks, measured in the same run: the adapter's practical bandwidth. The
@@ -45,6 +49,7 @@ if not os.environ.get("XDG_RUNTIME_DIR"):
     os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="radam-xdg-")
 
 BYTES_PER_PARAM = 28
+BYTES_PER_PARAM_8BIT = 4 + 4 + 4 + 2 * (1 + 1) + 2 * 8 / 256
 
 
 def timed(fn, repeats: int, batch: int) -> float:
@@ -108,14 +113,20 @@ class CopyKernel:
 
 
 def bench_gpu(n: int, grad: np.ndarray, repeats: int, batch: int) -> dict[str, float]:
-    params = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
-    opt = radam.Adam([params], device="gpu")
     device_grad = gpu.asarray(grad)
+    opts = {
+        kind: radam.Adam(
+            [np.random.default_rng(1).standard_normal(n, dtype=np.float32)],
+            device="gpu",
+            state_dtype=state,
+        )
+        for kind, state in (("gpu", "float32"), ("q8", "8bit"))
+    }
     copy = CopyKernel(n)
 
-    def gpu_batch() -> None:
+    def step_batch(kind: str) -> None:
         for _ in range(batch):
-            opt.step([device_grad])
+            opts[kind].step([device_grad])
         gpu.wait()
 
     def copy_batch() -> None:
@@ -123,19 +134,18 @@ def bench_gpu(n: int, grad: np.ndarray, repeats: int, batch: int) -> dict[str, f
             copy.run()
         gpu.wait()
 
-    # Interleaved repeats, so machine noise hits both alike.
-    gpu_batch()
-    copy_batch()
-    t_gpu, t_copy = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        gpu_batch()
-        t_gpu.append((time.perf_counter() - start) / batch)
-        start = time.perf_counter()
-        copy_batch()
-        t_copy.append((time.perf_counter() - start) / batch)
-    t_numpy = timed(lambda: opt.step([grad]), repeats, max(1, batch // 5))
-    return {"gpu": statistics.median(t_gpu), "copy": statistics.median(t_copy), "numpy": t_numpy}
+    runs = {"gpu": lambda: step_batch("gpu"), "q8": lambda: step_batch("q8"), "copy": copy_batch}
+    # Interleaved repeats, so machine noise hits all alike.
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for repeat in range(repeats + 1):
+        for kind, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if repeat:  # the first round warms up
+                times[kind].append((time.perf_counter() - start) / batch)
+    result = {k: statistics.median(t) for k, t in times.items()}
+    result["numpy"] = timed(lambda: opts["gpu"].step([grad]), repeats, max(1, batch // 5))
+    return result
 
 
 def bench(n: int, repeats: int) -> dict[str, float]:
@@ -168,18 +178,21 @@ def main() -> None:
             "than the Rust CPU path (device='cpu'); its figures say nothing about GPU speed."
         )
     print(
-        f"{'params':>9}  {'gpu step':>10} {'GB/s':>7}  {'copy':>10} {'GB/s':>7}  "
-        f"{'ratio':>5}  {'numpy step':>10}  {'cpu step':>10} {'GB/s':>7}"
+        f"{'params':>9}  {'gpu step':>10} {'GB/s':>7} {'ratio':>5}  {'8-bit step':>10} "
+        f"{'GB/s':>7} {'ratio':>5}  {'copy':>10} {'GB/s':>7}  {'numpy step':>10}  "
+        f"{'cpu step':>10} {'GB/s':>7}"
     )
     for size in args.sizes:
         n = int(size)
         r = bench(n, args.repeats)
         gbs = BYTES_PER_PARAM * n / r["gpu"] / 1e9
+        q8_gbs = BYTES_PER_PARAM_8BIT * n / r["q8"] / 1e9
         copy_gbs = 8 * n / r["copy"] / 1e9
         cpu_gbs = BYTES_PER_PARAM * n / r["cpu"] / 1e9
         print(
-            f"{n:>9.0e}  {r['gpu'] * 1e3:>8.2f}ms {gbs:>7.1f}  {r['copy'] * 1e3:>8.2f}ms "
-            f"{copy_gbs:>7.1f}  {gbs / copy_gbs:>5.2f}  {r['numpy'] * 1e3:>8.2f}ms  "
+            f"{n:>9.0e}  {r['gpu'] * 1e3:>8.2f}ms {gbs:>7.1f} {gbs / copy_gbs:>5.2f}  "
+            f"{r['q8'] * 1e3:>8.2f}ms {q8_gbs:>7.1f} {q8_gbs / copy_gbs:>5.2f}  "
+            f"{r['copy'] * 1e3:>8.2f}ms {copy_gbs:>7.1f}  {r['numpy'] * 1e3:>8.2f}ms  "
             f"{r['cpu'] * 1e3:>8.2f}ms {cpu_gbs:>7.1f}"
         )
 

@@ -145,19 +145,8 @@ fn bench(n: usize, wall: bool) {
         let (mut f32_times, mut q8_times) = (Vec::new(), Vec::new());
         for _ in 0..reps {
             f32_times.push(time(&mut || {
-                let t = TensorMut {
-                    param: &mut p32,
-                    grad: &grad,
-                    master_param: None,
-                    state: State {
-                        exp_avg: &mut m32,
-                        exp_avg_sq: &mut v32,
-                        max_exp_avg_sq: None,
-                        velocity: None,
-                    },
-                    group: 0,
-                    origin: None,
-                };
+                let state = State::new(&mut m32[..], &mut v32[..], None, None);
+                let t = TensorMut::new(&mut p32[..], &grad[..], state, 0);
                 run(step_tensors_with(level, vec![t], &[scalars]))
             }));
             q8_times.push(time(&mut || {

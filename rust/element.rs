@@ -47,13 +47,15 @@ pub trait Float:
     fn narrow_bf16(src: &[Self], dst: &mut [bf16]);
     /// Round into float16, to nearest even.
     fn narrow_f16(src: &[Self], dst: &mut [f16]);
-    /// The values as `f32`s when this type is `f32` (stochastic rounding reads
-    /// f32 only: f64 values would be rounded twice).
-    fn as_f32(src: &[Self]) -> Option<&[f32]>;
+    /// The slice as f32, when this type is f32 (the 8-bit state's fused step is f32 only).
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// The slice as f32, when this type is f32 (stochastic rounding reads f32
+    /// only: f64 values would be rounded twice).
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $to:ident, $from:ident, |$s:ident| $as_f32:expr) => {
+    ($t:ty, $name:literal, $to:ident, $from:ident, $as_f32:expr, $as_f32_mut:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const NAME: &'static str = $name;
@@ -93,8 +95,11 @@ macro_rules! impl_float {
             fn narrow_f16(src: &[Self], dst: &mut [f16]) {
                 dst.$from(src)
             }
-            fn as_f32($s: &[Self]) -> Option<&[f32]> {
-                $as_f32
+            fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32_mut(s)
+            }
+            fn as_f32(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
             }
         }
     };
@@ -105,12 +110,14 @@ impl_float!(
     "float32",
     convert_to_f32_slice,
     convert_from_f32_slice,
-    |s| Some(s)
+    Some,
+    Some
 );
 impl_float!(
     f64,
     "float64",
     convert_to_f64_slice,
     convert_from_f64_slice,
-    |_s| None
+    |_| None,
+    |_| None
 );

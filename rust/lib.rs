@@ -58,6 +58,8 @@ mod kernel_tests;
 #[cfg(test)]
 mod layers_tests;
 #[cfg(test)]
+mod q8_tests;
+#[cfg(test)]
 mod storage_tests;
 
 #[cfg(feature = "python")]
@@ -80,7 +82,7 @@ pub use multi::{
 pub use optimizer::{Adam, AdamState};
 pub use scalars::{Carry, Rule, StepScalars};
 pub use simd::SimdLevel;
-pub use storage::{Split, Stored, StoredMut};
+pub use storage::{Split, Stored, StoredMut, Q8_BLOCK};
 pub use tensor::{Buffer, MixedTensorMut, Origin, State, Tensor, TensorMut};
 pub use uniform::{GpuStep, Pipeline, STEP_FIELDS, STEP_WORDS};
 

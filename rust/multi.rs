@@ -13,11 +13,11 @@ use std::sync::OnceLock;
 use crate::element::Float;
 use crate::error::StepError;
 use crate::kernel::{Coeffs, Slices};
-use crate::quant::StochasticKey;
+use crate::quant::{blocks, Q8Piece, Q8State, StochasticKey};
 use crate::scalars::StepScalars;
 use crate::simd::{fused_16bit_kernel, kernel_for, SimdLevel};
 use crate::staged::{run_staged, Rounding};
-use crate::storage::{Kind, Split, Stored, StoredMut};
+use crate::storage::{Kind, Split, Stored, StoredMut, Q8_BLOCK};
 use crate::team::Team;
 #[cfg(doc)]
 use crate::tensor::TensorMut;
@@ -37,6 +37,9 @@ const MIN_UNIT: usize = 1 << 12;
 /// Cuts inside a tensor fall on multiples of this many elements (a 64-byte
 /// cache line of f32 times 16), so pieces start aligned when the tensor does.
 const CUT_ALIGN: usize = 256;
+// Cuts fall on 8-bit state's block boundaries too, so no block is split
+// between units (and threads).
+const _: () = assert!(CUT_ALIGN % Q8_BLOCK == 0);
 
 /// One piece of one tensor: what a kernel call gets. `tensor` indexes the
 /// per-tensor coefficients and rounding keys; `origin` is where the piece's
@@ -83,6 +86,36 @@ impl<'a, T> Piece<'a, T> {
         let mut kinds = b.state.buffers().map(|(_, s)| s.kind());
         let first = kinds.next().unwrap_or(Kind::Native);
         kinds.all(|k| k == first).then_some(first)
+    }
+}
+
+impl<'a, T: Float> Piece<'a, T> {
+    /// The 8-bit fused step's view, for f32 (None for another compute type).
+    fn into_q8(self) -> Option<Q8Piece<'a>> {
+        let b = self.buffers;
+        let q8 = |s: StoredMut<'a, T>| {
+            let (codes, absmax) = s.into_q8();
+            Q8State { codes, absmax }
+        };
+        Some(Q8Piece {
+            param: T::as_f32_mut(b.param.into_native())?,
+            grad: match b.grad {
+                Stored::Native(g) => T::as_f32(g)?,
+                _ => &[],
+            },
+            exp_avg: q8(b.state.exp_avg),
+            exp_avg_sq: q8(b.state.exp_avg_sq),
+            max_exp_avg_sq: b.state.max_exp_avg_sq.map(q8),
+            velocity: b.state.velocity.map(q8),
+        })
+    }
+
+    /// Whether any state buffer is stored in 8 bits (then the piece is only cut on blocks).
+    fn has_q8(&self) -> bool {
+        self.buffers
+            .state
+            .buffers()
+            .any(|(_, s)| s.kind() == Kind::Q8)
     }
 
     /// The kernel's view, with the state taken by `state` (which sees only
@@ -150,12 +183,18 @@ pub fn check_mixed<'a, 'g, T: Float>(
             return Err(StepError::RoundingNot16Bit { index });
         }
         let others = t.written().filter(|(b, _)| *b != Buffer::Param);
-        let written = others.map(|(b, w)| (b, w.len()));
-        for (buffer, got) in std::iter::once((Buffer::Grad, t.grad.len())).chain(written) {
+        let written = others.map(|(b, w)| (b.name(), w.len(), expected));
+        // An 8-bit buffer's absmax: one per block.
+        let scales = t.state.buffers().filter_map(|(b, w)| match w {
+            StoredMut::Q8 { absmax, .. } => Some((b.absmax_name(), absmax.len(), blocks(expected))),
+            _ => None,
+        });
+        let lengths = std::iter::once((Buffer::Grad.name(), t.grad.len(), expected));
+        for (buffer, got, expected) in lengths.chain(written).chain(scales) {
             if got != expected {
                 return Err(StepError::LengthMismatch {
                     index,
-                    buffer: buffer.name(),
+                    buffer,
                     expected,
                     got,
                 });
@@ -244,8 +283,9 @@ fn run_piece<T: Float>(level: SimdLevel, per: &PerTensor<T>, piece: Piece<'_, T>
     // vector access would straddle two lines. A short head run up to the
     // param's first line boundary aligns the rest (and every buffer that
     // shares the param's offset, as NumPy's allocations do).
+    // 8-bit state is cut on its blocks only.
     let head = piece.buffers.param.to_line_boundary();
-    if head > 0 && head < piece.len() {
+    if head > 0 && head < piece.len() && !piece.has_q8() {
         let (head, rest) = piece.split_at(head);
         run_aligned(level, per, head);
         run_aligned(level, per, rest);
@@ -258,29 +298,40 @@ fn run_aligned<T: Float>(level: SimdLevel, per: &PerTensor<T>, piece: Piece<'_, 
     let c = &per.coeffs[piece.tensor];
     // A 16-bit param rounded stochastically (checked: no master copy, f32) is staged.
     if let Some(key) = per.keys[piece.tensor] {
-        let rounding = Rounding {
-            level,
+        let rounding = Some(Rounding {
             key,
             first: piece.origin.element,
-        };
-        return run_staged(kernel_for(level, c), c, piece.buffers, Some(rounding));
+        });
+        return run_staged(level, kernel_for(level, c), c, piece.buffers, rounding);
     }
     // Native params and grads with state all of one kind run the fused
-    // kernel, converting 16-bit state in its loop; anything else (16-bit
-    // params, a master copy) is staged through f32 blocks.
+    // kernel, converting 16-bit state in its loop (8-bit state: `quant`'s
+    // fused block step, for f32); anything else (16-bit params, a master
+    // copy) is staged through f32 blocks.
     match piece.fused_kind() {
         Some(Kind::Native) => {
             kernel_for::<T, T>(level, c)(c, piece.into_slices(StoredMut::into_native))
         }
         Some(Kind::Bf16) => match fused_16bit_kernel(level, c) {
             Some(kernel) => kernel(c, piece.into_slices(StoredMut::into_bf16)),
-            None => run_staged(kernel_for(level, c), c, piece.buffers, None),
+            None => run_staged(level, kernel_for(level, c), c, piece.buffers, None),
         },
         Some(Kind::F16) => match fused_16bit_kernel(level, c) {
             Some(kernel) => kernel(c, piece.into_slices(StoredMut::into_f16)),
-            None => run_staged(kernel_for(level, c), c, piece.buffers, None),
+            None => run_staged(level, kernel_for(level, c), c, piece.buffers, None),
         },
-        None => run_staged(kernel_for(level, c), c, piece.buffers, None),
+        Some(Kind::Q8) => match (c as &dyn std::any::Any).downcast_ref::<Coeffs<f32>>() {
+            Some(c32) => {
+                let q8 = piece.into_q8();
+                // Some for f32, which the downcast found; the level is supported
+                // (checked by the caller), so the step cannot fail.
+                if let Some(q8) = q8 {
+                    let _ = crate::quant::run_piece(level, kernel_for(level, c32), c32, q8);
+                }
+            }
+            None => run_staged(level, kernel_for(level, c), c, piece.buffers, None),
+        },
+        None => run_staged(level, kernel_for(level, c), c, piece.buffers, None),
     }
 }
 

@@ -2,7 +2,9 @@
 //! (computed in the compute type), and the conversions of a run of it to and
 //! from the compute type: widening is exact, narrowing rounds to nearest even
 //! (the `half` crate's conversions, which use F16C where the CPU has it), so
-//! the result does not depend on the SIMD level.
+//! the result does not depend on the SIMD level. 8-bit state (a code per
+//! element and a float32 absmax per block of [`Q8_BLOCK`]) is decoded and
+//! encoded by `quant`, above this module.
 
 use half::{bf16, f16};
 
@@ -16,7 +18,21 @@ pub enum StoredMut<'a, T> {
     Bf16(&'a mut [bf16]),
     /// Stored as IEEE float16, widened into `T` for the arithmetic.
     F16(&'a mut [f16]),
+    /// Stored in 8 bits: a code per element of the dynamic map (signed for the
+    /// first moment and the velocity, unsigned for the others) and the absmax of
+    /// each block of [`Q8_BLOCK`] elements; decoded into f32 for the arithmetic.
+    Q8 {
+        /// One code per element.
+        codes: &'a mut [u8],
+        /// One absmax per block (`codes.len().div_ceil(Q8_BLOCK)`).
+        absmax: &'a mut [f32],
+    },
 }
+
+/// Elements per block of 8-bit state, each with one float32 absmax (as
+/// bitsandbytes' blockwise quantization). An 8-bit buffer is only ever split
+/// on a multiple of it (or at its end), so no block is shared by two pieces.
+pub const Q8_BLOCK: usize = 256;
 
 /// A read-only buffer (a gradient) as it is stored.
 #[derive(Clone, Copy)]
@@ -35,6 +51,7 @@ pub(crate) enum Kind {
     Native,
     Bf16,
     F16,
+    Q8,
 }
 
 /// Elements of `s` before the first one at a 64-byte (cache line) boundary,
@@ -55,6 +72,7 @@ impl<'a, T> StoredMut<'a, T> {
             StoredMut::Native(_) => Kind::Native,
             StoredMut::Bf16(_) => Kind::Bf16,
             StoredMut::F16(_) => Kind::F16,
+            StoredMut::Q8 { .. } => Kind::Q8,
         }
     }
 
@@ -80,12 +98,22 @@ impl<'a, T> StoredMut<'a, T> {
         }
     }
 
-    /// [`to_line_boundary`] of the buffer, whatever it is stored as.
+    /// The codes and absmax of an 8-bit buffer; empty otherwise (callers check the kind).
+    pub(crate) fn into_q8(self) -> (&'a mut [u8], &'a mut [f32]) {
+        match self {
+            StoredMut::Q8 { codes, absmax } => (codes, absmax),
+            _ => (&mut [], &mut []),
+        }
+    }
+
+    /// [`to_line_boundary`] of the buffer, whatever it is stored as (0 for
+    /// 8-bit state, which is only cut on block boundaries).
     pub(crate) fn to_line_boundary(&self) -> usize {
         match self {
             StoredMut::Native(s) => to_line_boundary(s),
             StoredMut::Bf16(s) => to_line_boundary(s),
             StoredMut::F16(s) => to_line_boundary(s),
+            StoredMut::Q8 { .. } => 0,
         }
     }
 }
@@ -109,9 +137,10 @@ impl<T> Split for &[T] {
 }
 
 /// The length and the split of a holder ([`StoredMut`], [`Stored`]), whatever
-/// its variant holds.
+/// its variant holds; `$len` and `$split` are the arms of variants beyond the
+/// three every holder has.
 macro_rules! holder {
-    ($holder:ident) => {
+    ($holder:ident $(, $len:pat => $len_of:expr, $split:pat => |$mid:ident| $split_of:expr)?) => {
         impl<T> $holder<'_, T> {
             /// The number of elements.
             pub fn len(&self) -> usize {
@@ -119,6 +148,7 @@ macro_rules! holder {
                     $holder::Native(s) => s.len(),
                     $holder::Bf16(s) => s.len(),
                     $holder::F16(s) => s.len(),
+                    $($len => $len_of,)?
                 }
             }
 
@@ -143,14 +173,45 @@ macro_rules! holder {
                         let (a, b) = Split::split_at(s, mid);
                         ($holder::F16(a), $holder::F16(b))
                     }
+                    $($split => {
+                        let $mid = mid;
+                        $split_of
+                    }
+                    )?
                 }
             }
         }
     };
 }
 
-holder!(StoredMut);
+holder!(
+    StoredMut,
+    StoredMut::Q8 { codes, .. } => codes.len(),
+    StoredMut::Q8 { codes, absmax } => |at| split_q8(codes, absmax, at)
+);
 holder!(Stored);
+
+/// An 8-bit buffer cut at element `mid`, a multiple of [`Q8_BLOCK`] or its end
+/// (the planner cuts nowhere else), with the absmax of the blocks on each side.
+fn split_q8<'a, T>(
+    codes: &'a mut [u8],
+    absmax: &'a mut [f32],
+    mid: usize,
+) -> (StoredMut<'a, T>, StoredMut<'a, T>) {
+    debug_assert!(mid % Q8_BLOCK == 0 || mid == codes.len());
+    let (c0, c1) = codes.split_at_mut(mid);
+    let (a0, a1) = absmax.split_at_mut(mid.div_ceil(Q8_BLOCK).min(absmax.len()));
+    (
+        StoredMut::Q8 {
+            codes: c0,
+            absmax: a0,
+        },
+        StoredMut::Q8 {
+            codes: c1,
+            absmax: a1,
+        },
+    )
+}
 
 impl<'a, T> Default for StoredMut<'a, T> {
     fn default() -> Self {
@@ -168,6 +229,8 @@ pub(crate) fn load<T: Float>(src: &StoredMut<'_, T>, start: usize, dst: &mut [T]
         StoredMut::Native(s) => dst.copy_from_slice(&s[start..end]),
         StoredMut::Bf16(s) => T::widen_bf16(&s[start..end], dst),
         StoredMut::F16(s) => T::widen_f16(&s[start..end], dst),
+        // Decoded by the caller (`staged.rs`), which has the codebooks.
+        StoredMut::Q8 { .. } => {}
     }
 }
 
@@ -191,6 +254,8 @@ pub(crate) fn store<T: Float>(src: &[T], dst: &mut StoredMut<'_, T>, start: usiz
         StoredMut::Native(d) => d[start..end].copy_from_slice(src),
         StoredMut::Bf16(d) => T::narrow_bf16(src, &mut d[start..end]),
         StoredMut::F16(d) => T::narrow_f16(src, &mut d[start..end]),
+        // Encoded by the caller (`staged.rs`).
+        StoredMut::Q8 { .. } => {}
     }
 }
 

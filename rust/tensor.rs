@@ -112,6 +112,19 @@ impl Buffer {
             Buffer::Velocity => "velocity",
         }
     }
+
+    /// The name of the absmax array of the buffer stored in 8 bits: its name
+    /// and `_absmax`, as Python's `opt.state` keys it.
+    pub const fn absmax_name(self) -> &'static str {
+        match self {
+            Buffer::ExpAvg => "exp_avg_absmax",
+            Buffer::ExpAvgSq => "exp_avg_sq_absmax",
+            Buffer::MaxExpAvgSq => "max_exp_avg_sq_absmax",
+            Buffer::Velocity => "velocity_absmax",
+            // Params and master copies are never stored in 8 bits.
+            other => other.name(),
+        }
+    }
 }
 
 impl<W> State<W> {

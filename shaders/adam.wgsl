@@ -250,6 +250,71 @@ fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
 }
 
+// One element's values before and after a step: its param and its state (m, v or
+// AdaMax's u, AMSGrad's running max x, the momentum velocity w; those unused are 0).
+struct Values {
+    p: f32,
+    m: f32,
+    v: f32,
+    x: f32,
+    w: f32,
+}
+
+// The step of dispatch element i from its raw gradient `raw`: the same operations
+// in the same order as rust/kernel.rs. Every state layout (f32, 16-bit, 8-bit blocks) loads
+// `old` and stores the result in its own way around this one function.
+fn update(raw: f32, old: Values, i: u32) -> Values {
+    var out = old;
+    var p = old.p;
+    var g = raw;
+    if (CLIP) {
+        g = cpu_max(-s.clip, g);
+        g = select(g, s.clip, g > s.clip);
+    }
+    g = g * s.grad_mul;
+    if (L2) {
+        g = fma(s.l2, p, g);
+    }
+    p = p * s.decay;
+    // m.lerp(g, 1 - beta1), as torch computes it.
+    out.m = fma(s.one_minus_beta1, g - old.m, old.m);
+    var extra = 0.0;
+    var direction: f32;
+    if (RULE == RULE_ADAMAX) {
+        out.v = cpu_max(s.beta2 * old.v, abs(g) + s.eps);
+        // u == 0 only where every gradient so far was 0, so m is 0 too.
+        direction = select(0.0, out.m / out.v, out.v > 0.0);
+    } else {
+        out.v = fma(s.beta2, old.v, (s.one_minus_beta2 * g) * g);
+        if (RULE == RULE_UNADAPTED) {
+            direction = out.m;
+        } else {
+            var v_used = out.v;
+            if (AMSGRAD) {
+                out.x = cpu_max(out.v, old.x);
+                v_used = out.x;
+            }
+            let denom = fma(sqrt(v_used), s.inv_bias_correction2_sqrt, s.eps);
+            if (RULE == RULE_NADAM) {
+                extra = s.nadam_grad * (g / denom);
+            }
+            direction = out.m / denom;
+        }
+    }
+    if (MOMENTUM) {
+        let delta = fma(s.step_size, direction, extra);
+        out.w = fma(s.momentum_keep, old.w, -(s.momentum_step * delta));
+        out.p = round_param(p + out.w, i);
+    } else {
+        if (RULE == RULE_NADAM) {
+            // Applied before the first-moment term, as torch does.
+            p = p - extra;
+        }
+        out.p = round_param(fma(-s.step_size, direction, p), i);
+    }
+    return out;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn adam_step(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -263,79 +328,268 @@ fn adam_step(
     // Values per element, and the words they take (16-bit: two per word, padded).
     let stride = 2u + select(0u, 1u, AMSGRAD) + select(0u, 1u, MOMENTUM);
     let k = i * select((stride + 1u) / 2u, stride, STATE == STATE_F32);
-
-    // The same operations in the same order as rust/kernel.rs; each state value is
-    // widened when loaded and rounded once when stored, as S::load / S::store there.
-    var p = param[i];
-    var g = grad[i];
-    if (CLIP) {
-        g = cpu_max(-s.clip, g);
-        g = select(g, s.clip, g > s.clip);
-    }
-    g = g * s.grad_mul;
-    if (L2) {
-        g = fma(s.l2, p, g);
-    }
-    p = p * s.decay;
-    let m_old = load_state(k, 0u);
-    // m.lerp(g, 1 - beta1), as torch computes it.
-    let m = fma(s.one_minus_beta1, g - m_old, m_old);
-    store_f32(k, 0u, m);
-    // AMSGrad's max: 16-bit state stores it with the velocity, so it is stored back
-    // unchanged where the rule does not update it.
-    var v_max = 0.0;
-    if (AMSGRAD && STATE != STATE_F32) {
-        v_max = load_state(k, 2u);
-    }
-    var extra = 0.0;
-    var direction: f32;
-    if (RULE == RULE_ADAMAX) {
-        let u = cpu_max(s.beta2 * load_state(k, 1u), abs(g) + s.eps);
-        store_f32(k, 1u, u);
-        store_word(k, 0u, m, u, true);
-        // u == 0 only where every gradient so far was 0, so m is 0 too.
-        direction = select(0.0, m / u, u > 0.0);
-    } else {
-        let v = fma(s.beta2, load_state(k, 1u), (s.one_minus_beta2 * g) * g);
-        store_f32(k, 1u, v);
-        store_word(k, 0u, m, v, true);
-        if (RULE == RULE_UNADAPTED) {
-            direction = m;
-        } else {
-            var v_used = v;
-            if (AMSGRAD) {
-                v_used = cpu_max(v, load_state(k, 2u));
-                v_max = v_used;
-                store_f32(k, 2u, v_max);
-            }
-            let denom = fma(sqrt(v_used), s.inv_bias_correction2_sqrt, s.eps);
-            if (RULE == RULE_NADAM) {
-                extra = s.nadam_grad * (g / denom);
-            }
-            direction = m / denom;
-        }
+    let kw = stride - 1u;
+    // Each state value is widened when loaded and rounded once when stored, as
+    // S::load / S::store in rust/kernel.rs.
+    var old = Values(param[i], load_state(k, 0u), load_state(k, 1u), 0.0, 0.0);
+    if (AMSGRAD) {
+        old.x = load_state(k, 2u);
     }
     if (MOMENTUM) {
-        let kv = stride - 1u;
-        let delta = fma(s.step_size, direction, extra);
-        let vel = fma(s.momentum_keep, load_state(k, kv), -(s.momentum_step * delta));
-        store_f32(k, kv, vel);
-        if (AMSGRAD) {
-            store_word(k, 1u, v_max, vel, true);
-        } else {
-            store_word(k, 1u, vel, 0.0, false);
-        }
-        param[i] = round_param(p + vel, i);
-    } else {
-        if (AMSGRAD) {
-            store_word(k, 1u, v_max, 0.0, false);
-        }
-        if (RULE == RULE_NADAM) {
-            // Applied before the first-moment term, as torch does.
-            p = p - extra;
-        }
-        param[i] = round_param(fma(-s.step_size, direction, p), i);
+        old.w = load_state(k, kw);
     }
+    let stepped = update(grad[i], old, i);
+    store_f32(k, 0u, stepped.m);
+    store_f32(k, 1u, stepped.v);
+    store_word(k, 0u, stepped.m, stepped.v, true);
+    if (AMSGRAD) {
+        store_f32(k, 2u, stepped.x);
+    }
+    if (MOMENTUM) {
+        store_f32(k, kw, stepped.w);
+    }
+    // 16-bit state: AMSGrad's max shares the second word with the velocity.
+    if (AMSGRAD && MOMENTUM) {
+        store_word(k, 1u, stepped.x, stepped.w, true);
+    } else if (AMSGRAD) {
+        store_word(k, 1u, stepped.x, 0.0, false);
+    } else if (MOMENTUM) {
+        store_word(k, 1u, stepped.w, 0.0, false);
+    }
+    param[i] = stepped.p;
+}
+
+// -- 8-bit state (blockwise dynamic quantization, as rust/quant/codec.rs) -------------------
+//
+// The entry point adam_step_q8 steps the tensors whose state is 8-bit: one workgroup
+// per block of 256 consecutive elements of one tensor, 64 invocations of 4 elements.
+// Each dispatch steps one tensor's part of a chunk, lo..hi, lo on a block boundary
+// (the host lays every such tensor out from a block boundary). The state binding
+// holds one record per block: for each used state value j (m, v, x, w as in
+// adam_step), 64 words of codes (element 4i + b's code in byte b of word i, so the
+// words viewed as bytes are the host's code array), then one absmax (f32 bits) per
+// value. Decoding is values[code] * absmax; encoding takes the block's new absmax
+// (its largest |value|, NaN or infinity poisoning the block: absmax NaN, every code
+// that of 0) and each value's code nearest to value * (1 / absmax), ties between
+// two codes to the even one, decided on the float32 midpoints as bitsandbytes does.
+
+const Q8_BLOCK: u32 = 256u;
+const Q8_LANES: u32 = 64u;
+
+// The two maps (signed for m and the velocity, unsigned for v and x): their 256
+// values and 255 midpoints (values[k] + values[k + 1]) * 0.5, each padded to 256,
+// signed first. Filled by the host from the Rust core's maps.
+struct Maps {
+    values: array<vec4<f32>, 128>,
+    mids: array<vec4<f32>, 128>,
+}
+@group(0) @binding(4) var<uniform> maps: Maps;
+
+var<workgroup> q8_absmax: array<atomic<u32>, 4>;
+// The maps copied into workgroup memory (values, then midpoints), where lookups at
+// different addresses across invocations do not serialize as a uniform's may.
+var<workgroup> q8_maps: array<f32, 1024>;
+
+fn map_value(book: u32, code: u32) -> f32 {
+    return q8_maps[book * 256u + code];
+}
+
+fn map_mid(book: u32, k: u32) -> f32 {
+    return q8_maps[512u + book * 256u + k];
+}
+
+// The map of state value j: signed for m (0) and the velocity (3).
+fn book_of(j: u32) -> u32 {
+    return select(1u, 0u, j == 0u || j == 3u);
+}
+
+// The code of y (not NaN): the number of midpoints below y, plus one where y is
+// a midpoint whose upper code is even. A binary search over the sorted midpoints.
+fn nearest_code(book: u32, y: f32) -> u32 {
+    var c = 0u;
+    for (var step = 128u; step > 0u; step = step >> 1u) {
+        let k = c + step - 1u;
+        if (k < 255u && map_mid(book, k) < y) {
+            c = c + step;
+        }
+    }
+    if (c < 255u && map_mid(book, c) == y && (c & 1u) == 1u) {
+        c = c + 1u;
+    }
+    return c;
+}
+
+// 1 / a rounded to nearest, for a normal, positive a whose reciprocal is normal,
+// as the CPU's division gives it (WGSL's division may be off by 2.5 ulp): the
+// quotient of the significands by long division, rounded on its remainder.
+fn reciprocal(a: f32) -> f32 {
+    let bits = bitcast<u32>(a);
+    let mant = (bits & 0x7fffffu) | 0x800000u;
+    let e = i32(bits >> 23u) - 127;
+    if (mant == 0x800000u) {
+        return ldexp(1.0, -e);
+    }
+    // q = floor(2^47 / mant), 2^23 <= q < 2^24, built a bit at a time.
+    var r = 0x800000u;
+    var q = 0u;
+    for (var b = 0u; b < 24u; b = b + 1u) {
+        r = r << 1u;
+        q = q << 1u;
+        if (r >= mant) {
+            r = r - mant;
+            q = q | 1u;
+        }
+    }
+    // Round to nearest, ties to even (a tie cannot occur, but the rule costs nothing).
+    if (2u * r > mant || (2u * r == mant && (q & 1u) == 1u)) {
+        q = q + 1u;
+    }
+    // 1/a = 2^(-e-1) * (2^24 / mant) = q * 2^(-e-24); q <= 2^24 is exact in f32.
+    return ldexp(f32(q), -e - 24);
+}
+
+const Q8_INFINITY: u32 = 0x7f800000u;
+
+// Codes of the 4 values x of an invocation under the block absmax whose bits
+// are `bits`, packed into one word; the block's absmax is returned through the
+// caller (absmax_of). A block of zeros or with a NaN or infinity gets the code of 0.
+fn encode4(book: u32, x: vec4<f32>, bits: u32) -> u32 {
+    var word = 0u;
+    if (bits == 0u || bits >= Q8_INFINITY) {
+        let zero = nearest_code(book, 0.0);
+        return zero | (zero << 8u) | (zero << 16u) | (zero << 24u);
+    }
+    let absmax = bitcast<f32>(bits);
+    // Where 1 / absmax would leave the normal range, scale by an exact power of two
+    // first, as the CPU does.
+    var factor = 1.0;
+    if (bits < 0x00800000u) {
+        factor = ldexp(1.0, 64);
+    } else if (bits > 0x7e800000u) {
+        factor = ldexp(1.0, -64);
+    }
+    let scale = reciprocal(absmax * factor);
+    for (var b = 0u; b < 4u; b = b + 1u) {
+        word = word | (nearest_code(book, (x[b] * factor) * scale) << (8u * b));
+    }
+    return word;
+}
+
+fn absmax_of(bits: u32) -> f32 {
+    if (bits >= Q8_INFINITY) {
+        return bitcast<f32>(0x7fc00000u);
+    }
+    return bitcast<f32>(bits);
+}
+
+// The largest |x| of 4 values, as bits: a NaN's are above every number's.
+fn abs_bits4(x: vec4<f32>, valid: vec4<bool>) -> u32 {
+    var m = 0u;
+    for (var b = 0u; b < 4u; b = b + 1u) {
+        m = max(m, select(0u, bitcast<u32>(x[b]) & 0x7fffffffu, valid[b]));
+    }
+    return m;
+}
+
+@compute @workgroup_size(64)
+fn adam_step_q8(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // The block's first element in the chunk; every invocation reaches the barriers.
+    let first = s.lo + (wid.y * nwg.x + wid.x) * Q8_BLOCK;
+    let block = first / Q8_BLOCK;
+    let used = 2u + select(0u, 1u, AMSGRAD) + select(0u, 1u, MOMENTUM);
+    // State values j present: m, v, then x (AMSGRAD), then w (MOMENTUM); the slot
+    // each takes in the record.
+    let base = block * used * (Q8_LANES + 1u);
+    let slot_x = 2u;
+    let slot_w = used - 1u;
+    if (lid < 4u) {
+        atomicStore(&q8_absmax[lid], 0u);
+    }
+    for (var k = 0u; k < 4u; k = k + 1u) {
+        let row = lid * 4u + k;
+        let v = select(maps.values[row % 128u], maps.mids[row % 128u], row >= 128u);
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            q8_maps[row * 4u + c] = v[c];
+        }
+    }
+    workgroupBarrier();
+    let live = first < s.hi;
+    var new_vals: array<Values, 4>;
+    var valid: vec4<bool>;
+    if (live) {
+        var words: vec4<u32>;
+        var scales: vec4<f32>;
+        for (var j = 0u; j < used; j = j + 1u) {
+            words[j] = state[base + j * Q8_LANES + lid];
+            scales[j] = bitcast<f32>(state[base + used * Q8_LANES + j]);
+        }
+        for (var b = 0u; b < 4u; b = b + 1u) {
+            let i = first + 4u * lid + b;
+            valid[b] = i < s.hi;
+            var decoded: vec4<f32>;
+            for (var j = 0u; j < used; j = j + 1u) {
+                let code = (words[j] >> (8u * b)) & 0xffu;
+                decoded[j] = map_value(book_of_slot(j, used), code) * scales[j];
+            }
+            if (valid[b]) {
+                var old = Values(param[i], decoded[0], decoded[1], 0.0, 0.0);
+                if (AMSGRAD) {
+                    old.x = decoded[slot_x];
+                }
+                if (MOMENTUM) {
+                    old.w = decoded[slot_w];
+                }
+                new_vals[b] = update(grad[i], old, i);
+                param[i] = new_vals[b].p;
+            } else {
+                new_vals[b] = Values(0.0, 0.0, 0.0, 0.0, 0.0);
+            }
+        }
+        for (var j = 0u; j < used; j = j + 1u) {
+            atomicMax(&q8_absmax[j], abs_bits4(slot_values(new_vals, j, used), valid));
+        }
+    }
+    workgroupBarrier();
+    if (live) {
+        for (var j = 0u; j < used; j = j + 1u) {
+            let bits = atomicLoad(&q8_absmax[j]);
+            let book = book_of_slot(j, used);
+            state[base + j * Q8_LANES + lid] = encode4(book, slot_values(new_vals, j, used), bits);
+            if (lid == 0u) {
+                state[base + used * Q8_LANES + j] = bitcast<u32>(absmax_of(bits));
+            }
+        }
+    }
+}
+
+// The state value in record slot j: m, v, then x where AMSGRAD, then w where MOMENTUM.
+fn slot_of(j: u32, used: u32) -> u32 {
+    if (j < 2u) {
+        return j;
+    }
+    if (MOMENTUM && j == used - 1u) {
+        return 3u;
+    }
+    return 2u;
+}
+
+fn book_of_slot(j: u32, used: u32) -> u32 {
+    return book_of(slot_of(j, used));
+}
+
+// Slot j's new values of the invocation's 4 elements.
+fn slot_values(v: array<Values, 4>, j: u32, used: u32) -> vec4<f32> {
+    var out: vec4<f32>;
+    let which = slot_of(j, used);
+    for (var b = 0u; b < 4u; b = b + 1u) {
+        let e = v[b];
+        out[b] = select(select(select(e.w, e.x, which == 2u), e.v, which == 1u), e.m, which == 0u);
+    }
+    return out;
 }
 
 // A copy kernel with the same access pattern shape, for the benchmark's
@@ -397,4 +651,19 @@ fn round16(
     conv_out[3u * i] = f32_to_bf16_stochastic(x, r);
     conv_out[3u * i + 1u] = f32_to_f16_stochastic(x, r);
     conv_out[3u * i + 2u] = lowbias32(r);
+}
+
+// adam_step_q8's reciprocal alone, for the tests (tests/test_gpu_q8.py compares it with
+// the correctly rounded 1 / a of NumPy): per input word, the bits of reciprocal(a).
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn q8_reciprocal(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = invocation(wid, nwg, lid);
+    if (i >= arrayLength(&conv_in)) {
+        return;
+    }
+    conv_out[i] = bitcast<u32>(reciprocal(bitcast<f32>(conv_in[i])));
 }

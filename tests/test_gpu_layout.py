@@ -75,3 +75,29 @@ def test_limits_that_cannot_hold_the_tensors_are_errors():
         Layout([1 << 20], [0], [2], 1, LIMITS)
     # A lower binding limit (the tests' chunking switch) cuts finer.
     assert len(Layout([64], [0], [2], 1, LIMITS, max_binding=32).groups[0].chunks) == 16
+
+
+def test_8_bit_state_lays_tensors_out_in_whole_blocks():
+    # Group 0 keeps float32 state (a 10-element tensor), group 1 8-bit state (m, v:
+    # records of 2 * 64 code words + 2 absmax words per 256-element block). Tensors 0
+    # (300 elements) and 2 (600) each start on a block boundary: 2 + 3 blocks. 4 KiB
+    # bindings hold 4 blocks of params (1 KiB each): chunks of 1024 elements.
+    limits = {**LIMITS, "max-storage-buffer-binding-size": 4096}
+    layout = Layout([300, 10, 600], [1, 0, 1], [2, 2], 1, limits, q8=[False, True])
+    g0, g1 = layout.groups
+    assert (g0.q8, g1.q8, g1.record) == (False, True, 130)
+    assert layout.offsets == [12, 0, 524]
+    assert (g1.start, g1.size, g1.state_start) == (12, 1280, 20)
+    assert g1.chunks == [(0, 1024), (1024, 256)]
+    assert (layout.n_elements, layout.n_state_words) == (1292, 672)
+    # 8-bit state is stepped a tensor at a time, each dispatch from a block boundary.
+    # The last field: the index in the tensor of element lo (stochastic rounding's).
+    assert [tuple(d) for d in g1.per_tensor] == [
+        (4, 1, 0, 300, 0, 0),
+        (5, 1, 512, 1024, 2, 0),
+        (6, 2, 0, 88, 2, 512),
+    ]
+    # Tensor 2's records: blocks 2..5 of group 1.
+    image = np.arange(672, dtype=np.uint32)
+    records = layout.block_records(2, image)
+    assert records.shape == (3, 130) and records[0, 0] == 20 + 2 * 130

@@ -100,13 +100,23 @@ def as_groups(arrays: list[list[np.ndarray]], **options) -> list[dict]:
 # -- against the reference -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("state_dtype", ["float32", "8bit"])
 @pytest.mark.parametrize("dtype", [BF16, F16], ids=["bfloat16", "float16"])
-def test_each_param_is_the_f32_result_rounded_with_the_hash_of_its_place(dtype):
+def test_each_param_is_the_f32_result_rounded_with_the_hash_of_its_place(dtype, state_dtype):
+    """With 8-bit state (tensors of at least 4096 elements; the staged path both
+    decodes/encodes it and rounds the param) the state, codes and absmax, is also
+    the master-weights run's byte for byte."""
     seed = 2**63 + 12345
-    rounded = groups_of(dtype)
-    exact = groups_of(dtype)
-    sr = radam.Adam(as_groups(rounded, lr=3e-3), stochastic_rounding=True, rounding_seed=seed)
-    master = radam.Adam(as_groups(exact, lr=3e-3), master_weights=True)
+    sizes = ((1000, 7), (3, 4096)) if state_dtype == "float32" else ((5000, 7), (4096, 70_001))
+    rounded = groups_of(dtype, sizes)
+    exact = groups_of(dtype, sizes)
+    sr = radam.Adam(
+        as_groups(rounded, lr=3e-3),
+        stochastic_rounding=True,
+        rounding_seed=seed,
+        state_dtype=state_dtype,
+    )
+    master = radam.Adam(as_groups(exact, lr=3e-3), master_weights=True, state_dtype=state_dtype)
     for step in range(1, 4):
         grads = grads_like(rounded, step)
         sr.step(grads)
@@ -116,7 +126,13 @@ def test_each_param_is_the_f32_result_rounded_with_the_hash_of_its_place(dtype):
         position, moved = 0, 0
         for gi, group in enumerate(rounded):
             for j, p in enumerate(group):
-                f32 = master.state[position]["master_param"]
+                got, want_state = sr.state[position], master.state[position]
+                eight_bit = state_dtype == "8bit" and p.size >= 4096
+                assert (got["exp_avg"].dtype == np.uint8) == eight_bit
+                assert set(got) == set(want_state) - {"master_param"}
+                for name, a in got.items():
+                    np.testing.assert_array_equal(a, want_state[name], f"step {step} {name}")
+                f32 = want_state["master_param"]
                 r = random_bits(seed, step, position, np.arange(p.size, dtype=np.uint64))
                 want = round_reference(f32, r, dtype)
                 np.testing.assert_array_equal(bits(p), bits(want), f"step {step} params[{gi}][{j}]")
@@ -196,19 +212,26 @@ rng = np.random.default_rng(0)
 params = [rng.standard_normal(n).astype(ml_dtypes.bfloat16) for n in (300_001, 5, 70_000)]
 params.append(rng.standard_normal(100_000).astype(np.float16))
 opt = radam.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=1e-3,
-                 stochastic_rounding=True, rounding_seed=77)
+                 stochastic_rounding=True, rounding_seed=77, state_dtype=sys.argv[1])
 for t in range(3):
     opt.step([rng.standard_normal(p.shape).astype(p.dtype) for p in params])
-print(radam.num_threads(), hashlib.sha256(b"".join(p.tobytes() for p in params)).hexdigest())
+state = [np.asarray(a) for i in range(len(params)) for a in opt.state[i].values()]
+digest = hashlib.sha256(b"".join(a.tobytes() for a in params + state)).hexdigest()
+print(radam.num_threads(), digest)
 """
 
 
-def test_the_same_bits_on_any_thread_count():
+@pytest.mark.parametrize("state_dtype", ["float32", "8bit"])
+def test_the_same_bits_on_any_thread_count(state_dtype):
     digests = set()
     for threads in (1, 2, 3):
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
         out = subprocess.run(
-            [sys.executable, "-c", RUN], capture_output=True, text=True, env=env, check=True
+            [sys.executable, "-c", RUN, state_dtype],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         ).stdout.split()
         assert out[0] == str(threads)
         digests.add(out[1])

@@ -13,6 +13,7 @@ __all__ = [
     "BIAS_CORRECTIONS",
     "CONFIG_FIELDS",
     "STEP_FIELDS",
+    "Q8_BLOCK",
     "simd_level",
     "num_threads",
     "AdamConfig",
@@ -34,6 +35,8 @@ CONFIG_FIELDS: tuple[str, ...]
 """The fields of the core's AdamConfig, each read from the attribute of its name."""
 STEP_FIELDS: tuple[str, ...]
 """The fields of the GPU kernel's ``Step`` uniform struct, in order."""
+Q8_BLOCK: int
+"""Elements per block of 8-bit state, each block with one float32 absmax."""
 
 def simd_level() -> Literal["avx512", "avx2+fma", "neon", "scalar"]:
     """The instruction set the kernels use here."""

@@ -32,6 +32,13 @@ from . import _core
 from ._errors import ReentrantCallError
 
 RULES = _core.ALGORITHMS  # the update rules: "adam", "adamax", "nadam", "radam"
+# Elements per block of state_dtype="8bit" state, each with one float32 absmax.
+Q8_BLOCK = _core.Q8_BLOCK
+
+
+def q8_map(signed: bool) -> np.ndarray:
+    """The 256 values of the signed or unsigned dynamic map of 8-bit state."""
+    return _core._q8_map(signed)
 
 
 @dataclass(frozen=True)
@@ -221,8 +228,11 @@ OPTIONS: tuple[Option, ...] = (
         "state_dtype",
         None,
         "state_dtype",
-        "None (the param's compute type), 'float32', 'bfloat16' or 'float16'",
+        "None (the param's compute type), 'float32', 'bfloat16', 'float16' or '8bit' "
+        "(blockwise 8-bit moments, bitsandbytes' format; tensors under 4096 elements keep "
+        "float32 state)",
         group=False,
+        choices=(None, "float32", "bfloat16", "float16", "8bit"),
     ),
     Option(
         "master_weights",

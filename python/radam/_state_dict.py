@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._engine import NON_NEGATIVE, state_names
+from ._engine import ABSMAX, CODES, NON_NEGATIVE, state_names
 from ._frozen import FrozenMapping, state_entry, state_mapping
 from ._options import EngineOptions
 
@@ -154,22 +154,22 @@ def _checked_state(opt: Any, saved: Any, names: list[tuple[str, ...]]) -> tuple[
         entry, where = saved[i], f"state_dict['state'][{i}]"
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict name -> value, got {type(entry).__name__}")
-        dtypes = opt._tensor_state(names, t)
-        missing = [n for n in (*dtypes, "step") if n not in entry]
+        arrays = opt._tensor_state(names, t)
+        missing = [n for n in (*arrays, "step") if n not in entry]
         if missing:
             raise ValueError(f"{where} lacks {missing}")
         steps.add(_saved_step(entry["step"], f"{where}['step']"))
         copies = {}
-        for n in dtypes:
+        for n, (shape, dtype) in arrays.items():
             value = entry[n]
             if not isinstance(value, np.ndarray):
                 raise TypeError(
                     f"{where}[{n!r}] must be a numpy.ndarray, got {type(value).__name__}"
                 )
-            if value.shape != t.array.shape or value.dtype != dtypes[n]:
+            if value.shape != shape or value.dtype != dtype:
                 raise ValueError(
                     f"{where}[{n!r}] has shape {value.shape} and dtype {value.dtype}; "
-                    f"this optimizer's has shape {t.array.shape} and dtype {dtypes[n]}"
+                    f"this optimizer's has shape {shape} and dtype {dtype}"
                 )
             _check_reachable(value, n, f"{where}[{n!r}]")
             copies[n] = np.array(value, order="C", copy=True)
@@ -192,8 +192,14 @@ def _check_reachable(value: np.ndarray, name: str, where: str) -> None:
     a load. The other arrays (the first moment, the velocity, a master copy)
     are finite until the params themselves turn Inf or NaN, and NaN appears
     nowhere before that: a state holding those would make the next steps'
-    params NaN."""
-    if name in NON_NEGATIVE:
+    params NaN. 8-bit codes may hold any code; an absmax is finite and >= 0
+    (a block's largest magnitude; an Inf would decode its zeros to NaN)."""
+    if value.dtype == CODES:
+        return  # 8-bit codes: every code is a value of its map
+    if name.endswith(ABSMAX):
+        bad = ~(np.isfinite(value) & (value >= 0))
+        rule = "an 8-bit buffer's absmax is a block's largest magnitude: finite and >= 0"
+    elif name in NON_NEGATIVE:
         with np.errstate(invalid="ignore"):
             bad = ~(value >= 0)  # NaN fails the comparison too
         rule = f"{name} is a running mean or max of non-negative values: >= 0 (+Inf allowed)"

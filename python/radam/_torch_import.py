@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _bnb
+
 
 class TorchKind(NamedTuple):
     """What one torch optimizer's state_dict holds, and where it loads."""
@@ -318,8 +320,12 @@ def load_torch_state_dict(
 ) -> None:
     """Check that ``torch_sd`` comes from the torch optimizer matching ``opt``'s
     class, convert, then ``opt.load_state_dict``: everything is checked before
-    anything changes. Options torch does not have keep ``opt``'s values."""
+    anything changes. Options torch does not have keep ``opt``'s values. A
+    bitsandbytes 8-bit Adam's dict goes through ``_bnb.to_radam``."""
     _check_shape(torch_sd)
+    if _bnb.is_bnb(torch_sd):
+        opt.load_state_dict(_bnb.to_radam(opt, torch_sd, decoupled_weight_decay))
+        return
     algorithm = opt._algorithm
     found = torch_kind(torch_sd)
     if found != algorithm and not (found is None and algorithm in ("adamax", "radam")):

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, _state_dict
+from ._engine import ABSMAX, Q8_BLOCK
 from ._options import BY_NAME, SCHEDULABLE
 
 try:
@@ -673,12 +674,17 @@ def _fit(opt: Any, meta: dict[str, Any], misfit: str) -> list[dict[str, Any]]:
                 f"params{t.label} in group {t.group}"
             )
         param = [] if rec["param"] is None else [("the param", rec["param"])]
+        # An 8-bit buffer's absmax has one value per block; every other array the
+        # param's shape.
+        blocks = [-(-math.prod(rec["shape"]) // Q8_BLOCK)]
         for what, r in param + [(f"state {n!r}", r) for n, r in rec["state"].items()]:
-            if r["shape"] != rec["shape"] or (what == "the param" and r["dtype"] != rec["dtype"]):
+            shape = blocks if what.endswith(f"{ABSMAX}'") else rec["shape"]
+            if r["shape"] != shape or (what == "the param" and r["dtype"] != rec["dtype"]):
                 raise CheckpointError(
                     f"{misfit}: the {what} of params{t.label} in it has shape "
-                    f"{tuple(r['shape'])} and dtype {r['dtype']}, the param has shape "
-                    f"{t.array.shape} and dtype {t.array.dtype}"
+                    f"{tuple(r['shape'])} and dtype {r['dtype']}, this optimizer's has "
+                    f"shape {tuple(shape)} (its param has shape {t.array.shape} and dtype "
+                    f"{t.array.dtype})"
                 )
     return saved_groups
 

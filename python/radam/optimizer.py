@@ -11,10 +11,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _core, _state_dict
-from ._engine import MASTER, Engine, TensorBuffers, state_names
+from ._engine import (
+    MASTER,
+    Engine,
+    TensorBuffers,
+    is_eight_bit,
+    state_arrays,
+    state_names,
+)
 from ._errors import ReentrantCallError
 from ._frozen import STATE_INSTEAD, ParamList, state_entry, state_mapping
 from ._options import (
+    BY_NAME,
     VARIANTS,
     EngineOptions,
     betas_pair,
@@ -135,7 +143,9 @@ class Adam:
         self.skip_nonfinite = check_switch(options["skip_nonfinite"], "skip_nonfinite")
         self.skipped_steps = 0  # steps skipped for a NaN or Inf gradient
         self.master_weights = check_switch(options["master_weights"], "master_weights")
-        self.state_dtype = resolve_state_dtype(options["state_dtype"])
+        self.state_dtype = resolve_state_dtype(
+            options["state_dtype"], BY_NAME["state_dtype"].choices
+        )
         device = check_choice(options["device"], "device")
         self._layout, overrides = layout_of(params)
         check_state_dtype(self.state_dtype, self._layout.tensors)
@@ -161,6 +171,9 @@ class Adam:
         # The length of a list of grads that is passed as it is (-1: none is).
         self._flat_list = len(self._layout) if self._layout.kind == "list" else -1
         self._state = state_mapping({})
+        # key -> the size of the whole tensor a param is a shard of (set by
+        # radam.distributed), which decides whether it keeps 8-bit state.
+        self._whole_sizes: dict[Any, int] = {}
         self._step = 0
         self._engine: Engine | None = None
         self._state_names: list[tuple[str, ...]] = []  # per group, fixed once state exists
@@ -276,25 +289,37 @@ class Adam:
     def load_torch_state_dict(
         self, state_dict: Mapping[str, Any], *, decoupled_weight_decay: bool | None = None
     ) -> None:
-        """Load the ``state_dict()`` of the torch optimizer matching this class
-        (users moving over; torch itself is not needed): ``torch.optim.Adam`` or
-        ``AdamW`` into radam.Adam/AdamW, and ``NAdam`` (its ``mu_product``),
-        ``RAdam`` and ``Adamax`` into the radam class of the same name; another
-        optimizer's dict is an error that names it. This optimizer must be built
-        over the same params in the same order and groups, as NumPy arrays.
-        Tensors become NumPy copies, ``step`` tensors ints; the options both
-        have map one to one; foreach, fused, capturable, differentiable and the
-        LR schedulers' initial_lr, max_lr, min_lr, base_momentum and
-        max_momentum are ignored (they do not change the math: the lr and
-        betas in effect are in lr and betas); other keys are rejected. For
-        torch < 2.6, whose AdamW state_dict does not say that its decay is
-        decoupled, pass ``decoupled_weight_decay=True`` for AdamW. Options
-        torch lacks keep this optimizer's values. Checked fully before anything
-        changes.
+        """Load the ``state_dict()`` of the torch optimizer matching this class (users
+        moving over; torch itself is not needed): ``torch.optim.Adam`` or ``AdamW`` into
+        radam.Adam/AdamW (bitsandbytes' ``Adam8bit``/``AdamW8bit`` into one with
+        ``state_dtype="8bit"``: its maps must be radam's, and its decoupled decay needs
+        a decoupled decay here when ``weight_decay != 0``), and ``NAdam`` (its
+        ``mu_product``), ``RAdam`` and ``Adamax`` into the radam class of the same name;
+        another optimizer's dict is an error that names it. This optimizer must be built
+        over the same params in the same order and groups, as NumPy arrays. Tensors
+        become NumPy copies, ``step`` tensors ints; the options both have map one to
+        one; foreach, fused, capturable, differentiable and the LR schedulers'
+        initial_lr, max_lr, min_lr, base_momentum and max_momentum are ignored (they do
+        not change the math: the lr and betas in effect are in lr and betas); other keys
+        are rejected. For torch < 2.6, whose AdamW state_dict does not say that its
+        decay is decoupled, pass ``decoupled_weight_decay=True`` for AdamW. Options
+        torch lacks keep this optimizer's values. Checked fully before anything changes.
         """
         from ._torch_import import load_torch_state_dict
 
         load_torch_state_dict(self, state_dict, decoupled_weight_decay)
+
+    def bitsandbytes_state_dict(self) -> dict[str, Any]:
+        """This optimizer's state as bitsandbytes' ``Adam8bit``/``AdamW8bit``
+        ``state_dict`` (torch tensors; needs torch), which their
+        ``load_state_dict`` takes: for radam.Adam/AdamW with ``state_dtype="8bit"``
+        and only the options bitsandbytes' 8-bit Adam has (lr, betas, eps, a
+        decoupled weight decay). The other way, ``load_torch_state_dict`` takes
+        their state dicts (the maps checked equal to radam's)."""
+        from . import _bnb
+
+        with self._lock:
+            return _bnb.export(self)
 
     def _options(self, caller: str = "step") -> _Evaluated:
         """Every group's options, validated. Validating costs microseconds per
@@ -385,21 +410,28 @@ class Adam:
         ]
         return engine_class(records)
 
-    def _tensor_state(self, names: list[tuple[str, ...]], t: Tensor) -> dict[str, np.dtype]:
-        """The state arrays of tensor ``t`` and their dtypes: the moments in the
-        state dtype, and for a 16-bit param with ``master_weights`` its float32 copy."""
+    def _tensor_state(
+        self, names: list[tuple[str, ...]], t: Tensor
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The state arrays of tensor ``t``, name -> (shape, dtype): the moments in
+        the state dtype (8-bit: codes and absmax, see ``_engine.state_arrays``), and
+        for a 16-bit param with ``master_weights`` its float32 copy."""
         dtype = self.state_dtype or (
             np.dtype(np.float64) if t.array.dtype == np.float64 else np.dtype(np.float32)
         )
-        arrays = {name: dtype for name in names[t.group]}
+        # A shard of a tensor (radam.distributed) keeps the whole tensor's kind of state.
+        numel = self._whole_sizes.get(t.key, t.array.size)
+        eight_bit = is_eight_bit(dtype, numel)
+        arrays = state_arrays(names[t.group], t.array.shape, dtype, eight_bit)
         if self.master_weights and t.array.dtype in HALF_DTYPES:
-            arrays[MASTER] = np.dtype(np.float32)
+            arrays[MASTER] = (t.array.shape, np.dtype(np.float32))
         return arrays
 
     def _fresh_state(self, names: list[tuple[str, ...]]) -> Mapping[Any, Any]:
         state = {}
         for t in self._layout.tensors:
-            entry = {n: np.zeros(t.array.shape, d) for n, d in self._tensor_state(names, t).items()}
+            arrays = self._tensor_state(names, t)
+            entry = {n: np.zeros(shape, d) for n, (shape, d) in arrays.items()}
             if MASTER in entry:
                 entry[MASTER][...] = t.array
             state[t.key] = state_entry(t.key, entry)

@@ -23,6 +23,9 @@ pub(super) enum DType {
     F64,
     F16,
     Bf16,
+    /// 8-bit state: uint8 codes, with a float32 absmax array beside them
+    /// (never a param's dtype, so `of` does not return it).
+    Q8,
 }
 
 impl DType {
@@ -36,6 +39,17 @@ impl DType {
             "bfloat16" => Some(DType::Bf16),
             _ => None,
         })
+    }
+
+    /// The dtype as messages name it (NumPy's names; "uint8" for 8-bit codes).
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+            DType::F16 => "float16",
+            DType::Bf16 => "bfloat16",
+            DType::Q8 => "uint8",
+        }
     }
 
     /// Whether arithmetic for this param dtype runs in f64 (else f32).
@@ -79,21 +93,25 @@ pub(super) enum Rw<'py> {
     F64(PyReadwriteArrayDyn<'py, f64>),
     F16(PyReadwriteArrayDyn<'py, f16>),
     Bf16(PyReadwriteArrayDyn<'py, bf16>),
+    /// 8-bit state: the codes and the absmax of each block.
+    Q8(PyReadwriteArrayDyn<'py, u8>, PyReadwriteArrayDyn<'py, f32>),
 }
 
 impl Rw<'_> {
-    /// The bytes of this (C-contiguous) array.
-    pub(super) fn extent(&self) -> Extent {
+    /// The bytes of this (C-contiguous) array, and of an 8-bit buffer's absmax.
+    pub(super) fn extents(&self) -> impl Iterator<Item = Extent> {
         fn of<T: Element>(a: &PyReadwriteArrayDyn<'_, T>) -> Extent {
             let start = a.data() as usize;
             (start, start + a.len() * std::mem::size_of::<T>())
         }
-        match self {
-            Rw::F32(a) => of(a),
-            Rw::F64(a) => of(a),
-            Rw::F16(a) => of(a),
-            Rw::Bf16(a) => of(a),
-        }
+        let (first, absmax) = match self {
+            Rw::F32(a) => (of(a), None),
+            Rw::F64(a) => (of(a), None),
+            Rw::F16(a) => (of(a), None),
+            Rw::Bf16(a) => (of(a), None),
+            Rw::Q8(c, a) => (of(c), Some(of(a))),
+        };
+        std::iter::once(first).chain(absmax)
     }
 
     pub(super) fn shape(&self) -> &[usize] {
@@ -102,6 +120,7 @@ impl Rw<'_> {
             Rw::F64(a) => a.shape(),
             Rw::F16(a) => a.shape(),
             Rw::Bf16(a) => a.shape(),
+            Rw::Q8(c, _) => c.shape(),
         }
     }
 }
@@ -144,17 +163,28 @@ fn typed_rw<'py, T: Element>(
     Ok(borrowed)
 }
 
-/// Borrow `array` (of dtype `dtype`) for writing.
+/// Borrow `array` (of dtype `dtype`) for writing; for 8-bit state, `absmax`
+/// is its absmax array and `absmax_what` how messages name it.
 pub(super) fn borrow_rw<'py>(
     array: &Bound<'py, PyUntypedArray>,
     dtype: DType,
     what: &dyn Fn() -> String,
+    absmax: Option<(&Bound<'py, PyUntypedArray>, &dyn Fn() -> String)>,
 ) -> PyResult<Rw<'py>> {
-    Ok(match dtype {
-        DType::F32 => Rw::F32(typed_rw(array, what)?),
-        DType::F64 => Rw::F64(typed_rw(array, what)?),
-        DType::F16 => Rw::F16(typed_rw(array, what)?),
-        DType::Bf16 => Rw::Bf16(typed_rw(array, what)?),
+    Ok(match (dtype, absmax) {
+        (DType::F32, _) => Rw::F32(typed_rw(array, what)?),
+        (DType::F64, _) => Rw::F64(typed_rw(array, what)?),
+        (DType::F16, _) => Rw::F16(typed_rw(array, what)?),
+        (DType::Bf16, _) => Rw::Bf16(typed_rw(array, what)?),
+        (DType::Q8, Some((scales, scales_what))) => {
+            Rw::Q8(typed_rw(array, what)?, typed_rw(scales, scales_what)?)
+        }
+        (DType::Q8, None) => {
+            return Err(PyValueError::new_err(format!(
+                "{} holds 8-bit codes but has no absmax array",
+                what()
+            )))
+        }
     })
 }
 
@@ -228,6 +258,13 @@ pub(super) fn borrow_grad<'py>(
         DType::F64 => Ro::F64(typed_ro(&grad, shape, what, "float64", overlaps)?),
         DType::F16 => Ro::F16(typed_ro(&grad, shape, what, "float16", overlaps)?),
         DType::Bf16 => Ro::Bf16(typed_ro(&grad, shape, what, "bfloat16", overlaps)?),
+        // Not a param's dtype (the engine refuses such a param).
+        DType::Q8 => {
+            return Err(PyTypeError::new_err(format!(
+                "{} has no float param",
+                what()
+            )))
+        }
     })
 }
 
@@ -270,12 +307,13 @@ fn mixed() -> PyErr {
 /// A function viewing a borrow (`Rw`, `Ro`) as the kernel's holder of it for
 /// compute type `T`: a 16-bit array as it is stored, the compute type's own natively.
 macro_rules! view {
-    ($(#[$doc:meta])* $name:ident($($mut:ident)?), $borrow:ident, $holder:ident, $slice:ident, $native:ident) => {
+    ($(#[$doc:meta])* $name:ident($($mut:ident)?), $borrow:ident, $holder:ident, $slice:ident, $native:ident $(, $extra:pat => $extra_of:expr)?) => {
         $(#[$doc])*
         pub(super) fn $name<'a, T: Compute>(b: &'a $($mut)? $borrow<'_>) -> PyResult<$holder<'a, T>> {
             Ok(match b {
                 $borrow::F16(a) => $holder::F16(a.$slice().map_err(not_contiguous)?),
                 $borrow::Bf16(a) => $holder::Bf16(a.$slice().map_err(not_contiguous)?),
+                $($extra => $extra_of,)?
                 other => $holder::Native(T::$native(other).ok_or_else(mixed)?),
             })
         }
@@ -284,7 +322,11 @@ macro_rules! view {
 
 view!(
     /// A write borrow as the kernel's buffer for compute type `T`.
-    stored_mut(mut), Rw, StoredMut, as_slice_mut, native_mut
+    stored_mut(mut), Rw, StoredMut, as_slice_mut, native_mut,
+    Rw::Q8(codes, absmax) => StoredMut::Q8 {
+        codes: codes.as_slice_mut().map_err(not_contiguous)?,
+        absmax: absmax.as_slice_mut().map_err(not_contiguous)?,
+    }
 );
 view!(
     /// A read borrow (a gradient) as the kernel's buffer for compute type `T`.

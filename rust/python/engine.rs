@@ -14,6 +14,7 @@ use super::extents::WriteExtents;
 use crate::finite::all_finite_stored;
 use crate::{
     check_mixed, Buffer, Carry, MixedTensorMut, Origin, State, StepError, StepScalars, Tensor,
+    Q8_BLOCK,
 };
 
 /// One array the engine writes, with how messages name it.
@@ -22,7 +23,36 @@ struct Held {
     what: String,
     array: Py<PyUntypedArray>,
     dtype: DType,
+    /// For 8-bit state (`DType::Q8`): the absmax array, and how messages name it.
+    absmax: Option<(String, Py<PyUntypedArray>)>,
 }
+
+impl Held {
+    /// How messages name the arrays it holds, in the order of `Rw::extents`.
+    fn names(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.what).chain(self.absmax.as_ref().map(|(w, _)| w))
+    }
+
+    fn borrow<'py>(&self, py: Python<'py>) -> PyResult<Rw<'py>> {
+        let absmax_what = || {
+            self.absmax
+                .as_ref()
+                .map(|(w, _)| w.clone())
+                .unwrap_or_default()
+        };
+        let absmax =
+            (self.absmax.as_ref()).map(|(_, a)| (a.bind(py), &absmax_what as &dyn Fn() -> String));
+        borrow_rw(
+            self.array.bind(py),
+            self.dtype,
+            &|| self.what.clone(),
+            absmax,
+        )
+    }
+}
+
+/// The suffix of the `opt.state` key of an 8-bit buffer's absmax array.
+const ABSMAX: &str = "_absmax";
 
 /// One tensor the engine steps: its arrays, checked at construction.
 type Slot = Tensor<Held, ()>;
@@ -60,12 +90,37 @@ fn check_state(
     dtype: DType,
     what: &str,
 ) -> PyResult<()> {
-    if DType::of(state)? != Some(dtype) || state.shape() != param.shape() {
+    let got = match DType::of(state)? {
+        None if dtype == DType::Q8 => {
+            let name: String = state.dtype().getattr("name")?.extract()?;
+            (name == "uint8").then_some(DType::Q8)
+        }
+        other => other,
+    };
+    if got != Some(dtype) || state.shape() != param.shape() {
         return Err(PyValueError::new_err(format!(
-            "{what} must have its param's shape and the state dtype {dtype:?}"
+            "{what} must have its param's shape and the state dtype {}",
+            dtype.name()
         )));
     }
     if !state.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be C-contiguous"
+        )));
+    }
+    Ok(())
+}
+
+/// An 8-bit buffer's absmax: float32, one per block of its `n` elements, contiguous.
+fn check_absmax(n: usize, absmax: &Bound<'_, PyUntypedArray>, what: &str) -> PyResult<()> {
+    let blocks = n.div_ceil(Q8_BLOCK);
+    if DType::of(absmax)? != Some(DType::F32) || absmax.shape() != [blocks] {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be a float32 array of shape ({blocks},): one absmax per block of \
+             {Q8_BLOCK} elements"
+        )));
+    }
+    if !absmax.is_c_contiguous() {
         return Err(PyValueError::new_err(format!(
             "{what} must be C-contiguous"
         )));
@@ -91,15 +146,25 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
     }
     let entries = record.state.cast::<PyMapping>()?.items()?;
     let mut arrays: Vec<(Buffer, String, Bound<'_, PyUntypedArray>)> = Vec::new();
+    let mut scales: Vec<(Buffer, String, Bound<'_, PyUntypedArray>)> = Vec::new();
     for item in entries.iter() {
         let (name, array): (String, Bound<'_, PyAny>) = item.extract()?;
         let what = format!("state{label}['{name}']");
-        let buffer = state_buffer(&name).ok_or_else(|| {
-            PyValueError::new_err(format!("{what}: radam keeps no state of that name"))
-        })?;
-        arrays.push((buffer, what.clone(), as_array(&array, || what.clone())?));
+        let (base, list) = match name.strip_suffix(ABSMAX) {
+            Some(base) => (base, &mut scales),
+            None => (name.as_str(), &mut arrays),
+        };
+        let is_scale = base.len() < name.len();
+        let buffer = state_buffer(base)
+            .filter(|b| !(is_scale && *b == Buffer::MasterParam))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("{what}: radam keeps no state of that name"))
+            })?;
+        let array = as_array(&array, || what.clone())?;
+        list.push((buffer, what, array));
     }
     let first = |buffer: Buffer| arrays.iter().find(|(b, _, _)| *b == buffer);
+    let scale_of = |buffer: Buffer| scales.iter().find(|(b, _, _)| *b == buffer);
     let lacks = |buffer: Buffer| {
         PyValueError::new_err(format!(
             "state{label} lacks {:?}, which every tensor has",
@@ -107,12 +172,24 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
         ))
     };
     let exp_avg = first(Buffer::ExpAvg).ok_or_else(|| lacks(Buffer::ExpAvg))?;
-    let state_dtype = DType::of(&exp_avg.2)?.unwrap_or(DType::F32);
+    let codes = exp_avg.2.dtype().getattr("name")?.extract::<String>()? == "uint8";
+    let state_dtype = match DType::of(&exp_avg.2)? {
+        _ if codes => DType::Q8,
+        dtype => dtype.unwrap_or(DType::F32),
+    };
     let allowed = if param_dtype.computes_in_f64() {
         state_dtype == DType::F64
     } else {
         state_dtype != DType::F64
     };
+    if let Some((_, what, _)) = scales
+        .iter()
+        .find(|(b, _, _)| first(*b).is_none() || !codes)
+    {
+        return Err(PyValueError::new_err(format!(
+            "{what} is the absmax of 8-bit state, which state{label} does not hold"
+        )));
+    }
     if !allowed {
         return Err(PyTypeError::new_err(format!(
             "state{label} has dtype {state_dtype:?}, which does not go with a \
@@ -128,10 +205,25 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
             _ => state_dtype,
         };
         check_state(&param, array, dtype, what)?;
+        let absmax = match dtype {
+            DType::Q8 => {
+                let Some((_, scale_what, scale)) = scale_of(buffer) else {
+                    return Err(PyValueError::new_err(format!(
+                        "state{label} lacks the absmax of {what} ('{}{ABSMAX}'), which \
+                         8-bit state has",
+                        buffer.name()
+                    )));
+                };
+                check_absmax(param.len(), scale, scale_what)?;
+                Some((scale_what.clone(), scale.clone().unbind()))
+            }
+            _ => None,
+        };
         Ok(Some(Held {
             what: what.clone(),
             array: array.clone().unbind(),
             dtype,
+            absmax,
         }))
     };
     let present = |buffer: Buffer| held(buffer)?.ok_or_else(|| lacks(buffer));
@@ -152,6 +244,7 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
             what: format!("params{label}"),
             array: param.unbind(),
             dtype: param_dtype,
+            absmax: None,
         },
         grad: (),
         master_param,
@@ -180,10 +273,11 @@ pub(super) struct CpuEngine {
 impl CpuEngine {
     /// How messages name write number `index` (in [`Tensor::written`]'s order, slot by slot).
     fn write_name(&self, index: usize) -> String {
-        let mut written = self.slots.iter().flat_map(|s| s.written());
-        written
+        let written = self.slots.iter().flat_map(|s| s.written());
+        let mut names = written.flat_map(|(_, h)| h.names());
+        names
             .nth(index)
-            .map_or_else(|| format!("written array {index}"), |(_, h)| h.what.clone())
+            .map_or_else(|| format!("written array {index}"), Clone::clone)
     }
 
     /// A core error about tensor `i` of the float32 or float64 list, with the
@@ -207,8 +301,12 @@ impl CpuEngine {
                 let Some((slot, label)) = nth(index) else {
                     return PyValueError::new_err(e.to_string());
                 };
-                let what = match Buffer::WRITTEN.into_iter().find(|b| b.name() == buffer) {
-                    Some(b) => slot.get(b).map_or(buffer.to_string(), |h| h.what.clone()),
+                let named = |b: &Buffer| b.name() == buffer || b.absmax_name() == buffer;
+                let what = match Buffer::WRITTEN.into_iter().find(named) {
+                    Some(b) => slot.get(b).map_or(buffer.to_string(), |h| {
+                        let absmax = h.absmax.as_ref().filter(|_| b.name() != buffer);
+                        absmax.map_or(&h.what, |(w, _)| w).clone()
+                    }),
                     None => format!("grads{label}"),
                 };
                 PyValueError::new_err(format!(
@@ -326,11 +424,10 @@ impl CpuEngine {
         extents.begin();
         let mut writes = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
-            let w = slot.as_ref().try_map(
-                |_, h| borrow_rw(h.array.bind(py), h.dtype, &|| h.what.clone()),
-                |_| Ok(()),
-            )?;
-            w.written().for_each(|(_, a)| extents.push(a.extent()));
+            let w = slot.as_ref().try_map(|_, h| h.borrow(py), |_| Ok(()))?;
+            w.written()
+                .flat_map(|(_, a)| a.extents())
+                .for_each(|e| extents.push(e));
             writes.push(w);
         }
         extents.settle().map_err(|(first, second)| {

@@ -35,7 +35,7 @@ use super::lanes::{Lanes, Scalar};
 use super::map;
 
 /// Elements per block, each block with one absmax.
-pub const BLOCK: usize = 256;
+pub const BLOCK: usize = crate::storage::Q8_BLOCK;
 
 /// The number of blocks (and absmax values) of a tensor of `len` elements.
 pub const fn blocks(len: usize) -> usize {

@@ -35,6 +35,7 @@ mod decades_tests;
 #[cfg(test)]
 mod stochastic_tests;
 
+pub(crate) use block::run_piece;
 pub use block::{step_q8, Q8Piece, Q8State};
 pub use codec::{blocks, decode, encode, Codebook, BLOCK, SIGNED, UNSIGNED};
 pub use stochastic::{round_stochastic, Sixteen, StochasticKey};

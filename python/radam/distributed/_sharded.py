@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from .._engine import ABSMAX, EIGHT_BIT, Q8_BLOCK
 from .._params import Layout
 from ..optimizer import Adam
 from ._common import (
@@ -24,6 +26,32 @@ from ._common import (
 def _shard_range(numel: int, world_size: int, rank: int) -> tuple[int, int]:
     """Rank ``rank``'s part [lo, hi) of ``numel`` elements: sizes differ by at most one."""
     return rank * numel // world_size, (rank + 1) * numel // world_size
+
+
+def _block_ranges(numel: int, world_size: int, offsets: list[int], sizes: list[int]) -> list:
+    """Each rank's part [lo, hi) as :func:`_shard_range`'s, every cut inside a tensor
+    moved down to a block boundary of its 8-bit state, so that each block (and its
+    absmax) lives on one rank, as in a single process."""
+    cuts = []
+    for r in range(world_size + 1):
+        cut = r * numel // world_size
+        for offset, size in zip(offsets, sizes):
+            if offset < cut < offset + size:
+                cut = offset + (cut - offset) // Q8_BLOCK * Q8_BLOCK
+                break
+        cuts.append(cut)
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _extents(row: list, name: str, shape: tuple[int, ...]) -> tuple[list, list, tuple]:
+    """The counts and displacements of each rank's part of state array ``name`` of
+    a tensor of ``shape`` cut into ``row``'s pieces, and the whole array's shape:
+    elements, or for an 8-bit buffer's absmax blocks (the pieces start on blocks)."""
+    if not name.endswith(ABSMAX):
+        return [n for _, n in row], [s for s, _ in row], shape
+    counts = [-(-(s + n) // Q8_BLOCK) - s // Q8_BLOCK if n else 0 for s, n in row]
+    displs = [s // Q8_BLOCK for s, _ in row]
+    return counts, displs, (-(-math.prod(shape) // Q8_BLOCK),)
 
 
 class ShardedAdam(_DataParallel):
@@ -62,13 +90,17 @@ class ShardedAdam(_DataParallel):
         sizes = [t.array.size for t in layout.tensors]
         self.numel = sum(sizes)
         self._buckets, self._offsets = _make_buckets(layout)
-        self.shard = _shard_range(self.numel, k, rank)
+        if options.get("state_dtype") == EIGHT_BIT:
+            self._ranges = _block_ranges(self.numel, k, self._offsets, sizes)
+        else:
+            self._ranges = [_shard_range(self.numel, k, r) for r in range(k)]
+        self.shard = self._ranges[rank]
         # Each tensor's piece on each rank: (start within the tensor, size).
         self._pieces = []
         for i, size in enumerate(sizes):
             row = []
             for r in range(k):
-                lo, hi = _shard_range(self.numel, k, r)
+                lo, hi = self._ranges[r]
                 a = min(max(self._offsets[i], lo), self._offsets[i] + size)
                 b = max(min(self._offsets[i] + size, hi), a)
                 row.append((a - self._offsets[i], b - a))
@@ -81,6 +113,8 @@ class ShardedAdam(_DataParallel):
         local = optimizer(_structure(params, pieces, layout), **inner)
         # Stochastic rounding hashes each element's index in its whole tensor.
         local._first_elements = [row[rank][0] for row in self._pieces]
+        # Each piece keeps its whole tensor's kind of state (8-bit from 4096 elements).
+        local._whole_sizes = {t.key: size for t, size in zip(local._layout.tensors, sizes)}
         return local
 
     def _make_buffers(self, layout: Layout) -> None:
@@ -89,11 +123,11 @@ class ShardedAdam(_DataParallel):
         self._sumsq = np.zeros(len(layout.tensors), np.float64)
 
     def _setup_buffers(self) -> None:
-        MPI, k = self._MPI, self.world_size  # noqa: N806
+        MPI = self._MPI  # noqa: N806
         tensors = self._layout.tensors
         self._pack = _views(self._buckets, self._offsets, self._layout, "grads")
         self._gather = _views(self._buckets, self._offsets, self._layout, "params")
-        ranges = [_shard_range(self.numel, k, r) for r in range(k)]
+        ranges = self._ranges
         self._grad_views: list[np.ndarray] = [None] * len(tensors)  # type: ignore[list-item]
         self._casts: list[tuple[np.ndarray, np.ndarray]] = []
         self._outgoing: list[tuple[np.ndarray, np.ndarray]] = []  # (buffer view, param piece)
@@ -251,14 +285,14 @@ class ShardedAdam(_DataParallel):
         full: dict[int, dict[str, Any]] = {}
         for i, entry in state.items():
             t, row = self._layout.tensors[i], self._pieces[i]
-            counts, displs = [n for _, n in row], [s for s, _ in row]
             out = {}
             for name, value in entry.items():
                 if not isinstance(value, np.ndarray):
                     out[name] = value
                     continue
+                counts, displs, shape = _extents(row, name, t.array.shape)
                 kind = _mpi_type(MPI, value.dtype)
-                whole = np.empty(t.array.shape, value.dtype) if root else None
+                whole = np.empty(shape, value.dtype) if root else None
                 recv = [_raw(whole.reshape(-1)), counts, displs, kind] if root else None
                 self.comm.Gatherv([_raw(value), kind], recv, root=0)
                 out[name] = whole
@@ -304,12 +338,12 @@ class ShardedAdam(_DataParallel):
         state = {}
         for i, entry in meta["state"].items():
             row = self._pieces[i]
-            counts, displs = [n for _, n in row], [s for s, _ in row]
             out = {}
             for name, value in entry.items():
                 if not (isinstance(value, tuple) and value[:1] == ("array",)):
                     out[name] = value
                     continue
+                counts, displs, _ = _extents(row, name, self._layout.tensors[i].array.shape)
                 dtype = np.dtype(value[1])
                 kind = _mpi_type(MPI, dtype)
                 piece = np.empty(counts[self.rank], dtype)

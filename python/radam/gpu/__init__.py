@@ -67,6 +67,21 @@ How the optimizer lays out its buffers (``GpuEngine``; the arithmetic is ``_layo
   (``GpuStep.round_key``), so the group is dispatched once per tensor per chunk, as
   for norm clipping, each row with its tensor's key and the index in the tensor of
   its first element (``round_first``).
+* 8-bit state (``state_dtype="8bit"``, bitsandbytes' blockwise format: uint8
+  codes and a float32 absmax per 256-element block; tensors under 4096 elements
+  keep float32 state): each group's 8-bit tensors are laid out apart from its
+  others, each from a block boundary, in chunks of whole blocks; the state buffer
+  holds one record per block, the 64 words of each state value's codes (four to a
+  word, element 4i + j's in byte j, so the words viewed as bytes are the host's
+  code array) and then each value's absmax. The entry point ``adam_step_q8`` steps
+  a tensor at a time, one workgroup of 64 invocations per block: decode through
+  the Rust core's maps, the float32 update of ``adam_step`` (one WGSL function
+  for both), the block's new absmax reduced in workgroup memory, and the encode of
+  rust/quant/codec.rs (``1 / absmax`` correctly rounded, the nearest code by
+  binary search over the float32 midpoints, ties to the even code), so the bytes
+  are the CPU's up to the odd code an unfused ``fma`` moves across a midpoint.
+  16-bit params are rounded as ``adam_step`` rounds them, stochastically too (the
+  per-tensor dispatches carry ``round_key`` and ``round_first``).
 
 When the host arrays are current: the NumPy params and state arrays the
 optimizer was given (``opt.state[...]``) are the GPU buffers' host copies.

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._engine import EIGHT_BIT
 
 WORKGROUP_SIZE = 256
 _FLOAT32 = np.dtype(np.float32)
@@ -104,21 +105,26 @@ class _Context:
                 label="radam adam.wgsl", code=_core.ADAM_WGSL
             )
             storage = wgpu.BufferBindingType.storage
-            self.layout = self.device.create_bind_group_layout(
-                label="radam adam_step",
-                entries=[
-                    _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform, dynamic=True),
-                    _layout_entry(wgpu, 1, storage),
-                    _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
-                    _layout_entry(wgpu, 3, storage),
-                ],
+            entries = [
+                _layout_entry(wgpu, 0, wgpu.BufferBindingType.uniform, dynamic=True),
+                _layout_entry(wgpu, 1, storage),
+                _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
+                _layout_entry(wgpu, 3, storage),
+            ]
+            # adam_step_q8 (8-bit state) also reads the maps, as a uniform.
+            maps = _layout_entry(wgpu, 4, wgpu.BufferBindingType.uniform)
+            self.layout, self.layout_q8 = (
+                self.device.create_bind_group_layout(label=f"radam {entry}", entries=e)
+                for entry, e in (("adam_step", entries), ("adam_step_q8", [*entries, maps]))
             )
-            self.pipeline_layout = self.device.create_pipeline_layout(
-                bind_group_layouts=[self.layout]
+            self.pipeline_layout, self.pipeline_layout_q8 = (
+                self.device.create_pipeline_layout(bind_group_layouts=[layout])
+                for layout in (self.layout, self.layout_q8)
             )
         except wgpu.GPUError as err:
             raise GpuError(f"could not set up the GPU device {self.name}: {err}") from err
         self._pipelines: dict[tuple[Any, ...], Any] = {}
+        self._maps: Any = None
         self.fence: Any = None  # a 4-byte buffer whose readback waits for the queue
 
     def pipeline(
@@ -126,12 +132,13 @@ class _Context:
         step: Mapping[str, int],
         state: np.dtype = _FLOAT32,
         param: np.dtype = _FLOAT32,
+        q8: bool = False,
     ) -> Any:
         """The compute pipeline of one variant, compiled on first use: adam.wgsl's
         override constants that a step sets (``step``: ``radam._core.GpuStep.constants``),
         and those of the buffers: ``state``, how the state is stored, and ``param``, the
-        format each stored param is rounded to."""
-        key = (*sorted(step.items()), state.name, param.name)
+        format each stored param is rounded to; ``q8``: the 8-bit state entry point."""
+        key = (*sorted(step.items()), state.name, param.name, q8)
         if key not in self._pipelines:
             constants = {
                 **step,
@@ -141,10 +148,30 @@ class _Context:
             }
             self._pipelines[key] = self.device.create_compute_pipeline(
                 label="radam adam_step " + " ".join(f"{k}={v}" for k, v in constants.items()),
-                layout=self.pipeline_layout,
-                compute={"module": self.module, "entry_point": "adam_step", "constants": constants},
+                layout=self.pipeline_layout_q8 if q8 else self.pipeline_layout,
+                compute={
+                    "module": self.module,
+                    "entry_point": "adam_step_q8" if q8 else "adam_step",
+                    "constants": constants,
+                },
             )
         return self._pipelines[key]
+
+    def maps(self) -> Any:
+        """adam_step_q8's uniform ``Maps``: the signed and unsigned maps of the Rust
+        core, each with its float32 midpoints, made on first use."""
+        if self._maps is None:
+            values = np.zeros((2, 256), _FLOAT32)
+            mids = np.zeros((2, 256), _FLOAT32)
+            for k, signed in enumerate((True, False)):
+                values[k] = _core._q8_map(signed)
+                mids[k, :255] = (values[k, :-1] + values[k, 1:]) * np.float32(0.5)
+            data = np.concatenate([values.ravel(), mids.ravel()])
+            usage = self.wgpu.BufferUsage
+            self._maps = self.device.create_buffer_with_data(
+                label="radam 8-bit maps", data=data, usage=usage.UNIFORM
+            )
+        return self._maps
 
     def grid(self, n: int) -> tuple[int, int]:
         """Workgroups (x, y) covering ``n`` elements; y > 1 past the per-dimension limit."""
@@ -225,7 +252,9 @@ def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
 
 
 def check_state_dtype(state_dtype: Any) -> None:
-    """The kernel stores state as float32, bfloat16 or float16."""
+    """The kernel stores state as float32, bfloat16 or float16, or 8-bit."""
+    if state_dtype == EIGHT_BIT:
+        return
     if state_dtype is not None and np.dtype(state_dtype).name not in _STATE_KINDS:
         raise TypeError(
             f"state_dtype={np.dtype(state_dtype).name}: device='gpu' stores state as "

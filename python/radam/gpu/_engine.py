@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from .._engine import MASTER, MAX_EXP_AVG_SQ, VELOCITY, TensorBuffers
+from .._engine import EXP_AVG, MASTER, MAX_EXP_AVG_SQ, VELOCITY, TensorBuffers, absmax_name
 from ._arrays import DeviceArray
 from ._device import (
     _FLOAT32,
@@ -19,7 +19,9 @@ from ._device import (
     check_params,
     check_state_dtype,
 )
-from ._layout import ROUND_FIRST, ROUND_KEY, STEP_WORDS, Layout
+from ._layout import BLOCK, BLOCK_WORDS, ROUND_FIRST, ROUND_KEY, STEP_WORDS, Layout
+
+_UINT8 = np.dtype(np.uint8)
 
 # Lowers the adapter's max_storage_buffer_binding_size for engines built while it is set:
 # the tests use it to exercise chunking on small arrays.
@@ -29,6 +31,9 @@ _MAX_BINDING_BYTES: int | None = None
 class GpuEngine:
     """Steps a fixed list of tensors (float32, or bfloat16/float16 computed in float32)
     on the GPU (the ``device="gpu"`` backend), as ``radam._engine.Engine`` says.
+    A tensor's state is float32 or 16-bit, or 8-bit: each moment's uint8 codes of
+    the param's shape beside its float32 absmax per 256-element block (under
+    ``radam._engine.absmax_name``), as bitsandbytes' blockwise quantization.
 
     Built from one ``radam._engine.TensorBuffers`` per tensor, as
     ``radam._core.CpuEngine``. Building uploads the params and state; the host
@@ -41,8 +46,14 @@ class GpuEngine:
         check_params(params, labels)
         n = len(tensors)
         masters = [t.state.get(MASTER) for t in tensors]
-        # Each tensor's moments, in the engines' order (radam._engine.state_names).
-        moments = [[a for name, a in t.state.items() if name != MASTER] for t in tensors]
+        # Which tensors keep 8-bit state, and each tensor's moments, in the engines'
+        # order (radam._engine.state_names); 8-bit: (codes, absmax) per moment.
+        self._q8 = [t.state.get(EXP_AVG, np.empty(0)).dtype == _UINT8 for t in tensors]
+        self._q8_moments = [_q8_moments(t) if q else [] for t, q in zip(tensors, self._q8)]
+        moments = [
+            [] if q else [a for name, a in t.state.items() if name != MASTER]
+            for t, q in zip(tensors, self._q8)
+        ]
         self._param_dtype = params[0].dtype if n else _FLOAT32
         self._masters = masters
         for label, p, master in zip(labels, params, masters):
@@ -56,8 +67,13 @@ class GpuEngine:
         # The format the kernel rounds each stored param to: none with master copies
         # (the params buffer holds them) or float32 params.
         self._param_round = self._param_dtype if masters and masters[0] is None else _FLOAT32
-        # One storage type for the whole state: float32, bfloat16 or float16.
-        self._state_dtype = moments[0][0].dtype if n else _FLOAT32
+        # One storage type for the state that is not 8-bit: float32, bfloat16 or float16.
+        self._state_dtype = next((m[0].dtype for m in moments if m), _FLOAT32)
+        if any(self._q8) and self._state_dtype != _FLOAT32:
+            raise TypeError(
+                f"state{labels[self._q8.index(True)]} is 8-bit, but the state of smaller "
+                f"tensors is {self._state_dtype}; with 8-bit state they keep float32"
+            )
         for label, arrays in zip(labels, moments):
             for a in arrays:
                 if a.dtype != self._state_dtype:
@@ -80,17 +96,28 @@ class GpuEngine:
         self._host_layout = [(a.shape, a.dtype) for _, a in self._hosts()]
         self._broken: str | None = None
         n_groups = max(self._tensor_group) + 1 if n else 0
+        self._n_groups = n_groups
         # Each group's state names (those of its first tensor: a group shares them).
         self._group_state = [
             next((tuple(t.state) for t in tensors if t.group == gi), ()) for gi in range(n_groups)
         ]
+        # Each group's moments per element: the names that are neither a master copy
+        # nor an absmax.
+        n_moments = [
+            sum(name != MASTER and name not in {absmax_name(m) for m in names} for name in names)
+            for names in self._group_state
+        ]
+        # Two layout groups per parameter group: its tensors with float32 or 16-bit
+        # state (2 g), then those with 8-bit state (2 g + 1), each stepped with the
+        # group's options.
         self._layout = layout = Layout(
             [p.size for p in params],
-            self._tensor_group,
-            [sum(name != MASTER for name in names) for names in self._group_state],
+            [2 * t.group + q for t, q in zip(tensors, self._q8)],
+            [n_moments[lg // 2] for lg in range(2 * n_groups)],
             self._per_word,
             ctx.limits,
             _MAX_BINDING_BYTES,
+            [lg % 2 == 1 for lg in range(2 * n_groups)],
         )
         self._groups = layout.groups
         self._offsets = layout.offsets
@@ -128,6 +155,12 @@ class GpuEngine:
     def _bind_group(self, gi: int, start: int, length: int) -> Any:
         group = self._groups[gi]
         first = group.start + start
+        if group.q8:
+            state_first = group.state_start + start // BLOCK * group.record
+            state_words = length // BLOCK * group.record
+        else:
+            state_first = group.state_start + start * group.words
+            state_words = length * group.words
         entries = [
             {
                 # One slot of the uniforms, chosen per dispatch by the dynamic offset.
@@ -146,21 +179,42 @@ class GpuEngine:
                 "binding": 3,
                 "resource": {
                     "buffer": self._state_buf,
-                    "offset": 4 * (group.state_start + start * group.words),
-                    "size": 4 * length * group.words,
+                    "offset": 4 * state_first,
+                    "size": 4 * state_words,
                 },
             },
         ]
-        return self._ctx.device.create_bind_group(layout=self._ctx.layout, entries=entries)
+        if not group.q8:
+            return self._ctx.device.create_bind_group(layout=self._ctx.layout, entries=entries)
+        maps = self._ctx.maps()
+        entries.append({"binding": 4, "resource": {"buffer": maps, "offset": 0, "size": maps.size}})
+        return self._ctx.device.create_bind_group(layout=self._ctx.layout_q8, entries=entries)
 
     def _state_views(self, image: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
         """For each tensor: (host array, its strided view in a flat state image) per
         moment. ``image`` is the state buffer's bytes as state values (float32 or 16-bit)."""
         out = []
         for i, (p, moments) in enumerate(zip(self._params, self._moments)):
+            if self._q8[i]:
+                out.append([])
+                continue
             rows = self._layout.state_rows(i, image)
             out.append([(h, rows[:, k].reshape(p.shape)) for k, h in enumerate(moments)])
         return out
+
+    def _q8_views(self, i: int, words: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Tensor ``i``'s 8-bit state in a flat image of the state buffer (u32 words),
+        per moment: its codes as uint8 (blocks, 256), contiguous when ``words`` is,
+        and its absmax's bits (blocks,)."""
+        records = self._layout.block_records(i, words)
+        k = len(self._q8_moments[i])
+        return [
+            (
+                records[:, j * BLOCK_WORDS : (j + 1) * BLOCK_WORDS].view(_UINT8),
+                records[:, k * BLOCK_WORDS + j],
+            )
+            for j in range(k)
+        ]
 
     def _upload(self) -> None:
         """Params (or their master copies) and state from the host arrays into the
@@ -173,6 +227,13 @@ class GpuEngine:
         for roles in self._state_views(image):
             for host, view in roles:
                 np.copyto(view, host)
+        words = image.view(np.uint32)
+        for i, pairs in enumerate(self._q8_moments):
+            for (codes, absmax), (code_view, absmax_view) in zip(pairs, self._q8_views(i, words)):
+                padded = np.zeros(code_view.size, _UINT8)
+                padded[: codes.size] = codes.reshape(-1)
+                code_view[:] = padded.reshape(code_view.shape)
+                absmax_view[:] = absmax.view(np.uint32)
         queue.write_buffer(self._state_buf, 0, image.view(np.uint32))
         self._staging[:] = 0
 
@@ -295,20 +356,21 @@ class GpuEngine:
         """Each group's rows into its uniform slots; returns how many slots the step uses."""
         used = self._layout.whole_slots
         words = self._uniforms.view(np.uint32)
-        for group, s in zip(self._groups, steps):
+        for lg, group in enumerate(self._groups):
+            s = steps[lg // 2]
             row = s.row
             for d in group.whole:
                 self._uniforms[d.slot, : len(row)] = row
-            if not (s.clips_norm or s.rounds):
+            if not (s.clips_norm or s.rounds or group.q8):
                 continue
             # Each tensor's row holds its own norm-clipping factor, from its raw
             # (loss-scaled) float32 gradient as packed for upload, and its own
-            # stochastic rounding key, from its position in the optimizer.
+            # stochastic rounding key, from its position in the optimizer; 8-bit
+            # state is stepped a tensor at a time (its blocks end where the tensor does).
             used = len(self._uniforms)
-            if s.clips_norm:
-                rows = {i: s.tensor_row(self._grad_views[i]) for i in group.tensors}
-            else:
-                rows = dict.fromkeys(group.tensors, row)
+            rows = {
+                i: s.tensor_row(self._grad_views[i]) if s.clips_norm else row for i in group.tensors
+            }
             for d in group.per_tensor:
                 self._uniforms[d.slot, : len(row)] = rows[d.tensor]
                 if s.rounds:
@@ -335,16 +397,16 @@ class GpuEngine:
         if self._broken:
             raise GpuError(self._broken)
         self._check_hosts()
-        if len(configs) != len(self._groups):
-            raise ValueError(f"expected options for {len(self._groups)} groups, got {len(configs)}")
-        if len(carries) != len(self._groups):
+        if len(configs) != self._n_groups:
+            raise ValueError(f"expected options for {self._n_groups} groups, got {len(configs)}")
+        if len(carries) != self._n_groups:
             raise ValueError("carries must have one entry per group")
         steps = self._steps(step, configs, carries)
-        for gi, s in enumerate(steps):
-            if not s.rounds:
+        for lg, group in enumerate(self._groups):
+            if not steps[lg // 2].rounds:
                 continue
             # The shader hashes element indices under 2^32 only (a step checks, as the CPU's).
-            for i in self._groups[gi].tensors:
+            for i in group.tensors:
                 record = self._records[i]
                 if self._param_round == _FLOAT32 or record.offset + record.param.size > 2**32:
                     raise ValueError(
@@ -393,10 +455,13 @@ class GpuEngine:
                         kind[0], kind[1], self._grad_buf, 4 * offset, p.nbytes
                     )
             compute = encoder.begin_compute_pass(label="radam adam_step")
-            for group, s in zip(self._groups, steps):
-                pipeline = ctx.pipeline(s.constants, self._state_dtype, self._param_round)
+            for lg, group in enumerate(self._groups):
+                s = steps[lg // 2]
+                if not group.size:
+                    continue
+                pipeline = ctx.pipeline(s.constants, self._state_dtype, self._param_round, group.q8)
                 compute.set_pipeline(pipeline)
-                for d in group.per_tensor if s.clips_norm or s.rounds else group.whole:
+                for d in group.per_tensor if s.clips_norm or s.rounds or group.q8 else group.whole:
                     offset = [d.slot * self._ustride]
                     compute.set_bind_group(0, self._bind_groups[d.bind_group], offset)
                     x, y = ctx.grid(d.hi - d.lo)
@@ -447,6 +512,11 @@ class GpuEngine:
         for roles in self._state_views(image):
             for host, view in roles:
                 np.copyto(host, view)
+        words = image.view(np.uint32)
+        for i, pairs in enumerate(self._q8_moments):
+            for (codes, absmax), (code_view, absmax_view) in zip(pairs, self._q8_views(i, words)):
+                np.copyto(codes, code_view.reshape(-1)[: codes.size].reshape(codes.shape))
+                np.copyto(absmax, absmax_view.view(_FLOAT32))
 
     def _params_from(self, flat: np.ndarray) -> None:
         """The host params (and master copies) from the params buffer's contents:
@@ -460,3 +530,27 @@ class GpuEngine:
 
     def __len__(self) -> int:
         return len(self._params)
+
+
+def _q8_moments(t: TensorBuffers) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A tensor's 8-bit state, checked: (uint8 codes of the param's shape, float32
+    absmax of one per block) per moment, in the engines' order."""
+    absmaxes = {absmax_name(name) for name in t.state}
+    pairs = []
+    for name, codes in t.state.items():
+        if name == MASTER or name in absmaxes:
+            continue
+        absmax = t.state.get(absmax_name(name))
+        blocks = -(-t.param.size // BLOCK)
+        if codes.dtype != _UINT8 or codes.shape != t.param.shape:
+            raise TypeError(
+                f"state{t.label}[{name!r}] has dtype {codes.dtype} and shape {codes.shape}; "
+                f"8-bit state needs uint8 codes of the param's shape {t.param.shape}"
+            )
+        if absmax is None or absmax.dtype != _FLOAT32 or absmax.shape != (blocks,):
+            raise TypeError(
+                f"state{t.label}[{absmax_name(name)!r}] must be a float32 array of shape "
+                f"({blocks},), one absmax per block of {BLOCK} elements"
+            )
+        pairs.append((codes, absmax))
+    return pairs

@@ -18,6 +18,10 @@ from ._device import GpuError
 STEP_WORDS = len(_core.STEP_FIELDS)
 LO, HI = _core.STEP_FIELDS.index("lo"), _core.STEP_FIELDS.index("hi")
 ROUND_KEY, ROUND_FIRST = (_core.STEP_FIELDS.index(f) for f in ("round_key", "round_first"))
+# 8-bit state: elements per block (one absmax each), and code words per block of
+# one state value (four codes to a u32), as adam.wgsl's Q8_BLOCK and Q8_LANES.
+BLOCK = _core.Q8_BLOCK
+BLOCK_WORDS = BLOCK // 4
 
 
 def _align(n: int, to: int) -> int:
@@ -41,12 +45,16 @@ class Dispatch(NamedTuple):
 class GroupLayout:
     """Where one parameter group lives in the flat buffers."""
 
-    def __init__(self, moments: int, per_word: int) -> None:
+    def __init__(self, moments: int, per_word: int, q8: bool = False) -> None:
         # State values per element (m, v[, max_v][, velocity]), their slots (16-bit
         # state: padded to whole u32 words) and the words they take.
         self.moments = moments
         self.slots = _align(moments, per_word)
         self.words = self.slots // per_word
+        # 8-bit state: each tensor starts on a block boundary, and each block has one
+        # record of words: per state value its codes, then per state value its absmax.
+        self.q8 = q8
+        self.record = moments * (BLOCK_WORDS + 1) if q8 else 0
         self.start = 0  # first element in params/grads
         self.state_start = 0  # first word in state
         self.size = 0
@@ -62,8 +70,9 @@ class GroupLayout:
 class Layout:
     """The flat buffers of ``sizes[i]``-element tensors in groups ``groups[i]``,
     each group's tensors holding ``moments[g]`` state values per element stored
-    ``per_word`` to a u32 word, on an adapter with ``limits`` (its binding size
-    lowered to ``max_binding`` bytes when given)."""
+    ``per_word`` to a u32 word (or, where ``q8[g]``, as 8-bit codes in blocks), on
+    an adapter with ``limits`` (its binding size lowered to ``max_binding`` bytes
+    when given)."""
 
     def __init__(
         self,
@@ -73,25 +82,40 @@ class Layout:
         per_word: int,
         limits: Mapping[str, int],
         max_binding: int | None = None,
+        q8: Sequence[bool] | None = None,
     ) -> None:
         align = max(limits["min-storage-buffer-offset-alignment"], 4) // 4
         binding = limits["max-storage-buffer-binding-size"]
         if max_binding is not None:
             binding = min(binding, max_binding)
-        self.groups = [GroupLayout(k, per_word) for k in moments]
+        q8 = q8 or [False] * len(moments)
+        self.groups = [GroupLayout(k, per_word, q) for k, q in zip(moments, q8)]
         # Each tensor's first element in the flat params/grads buffers.
         self.offsets = [0] * len(sizes)
         elements, words = 0, 0
         for gi, group in enumerate(self.groups):
             group.start, group.state_start = elements, words
+            # 8-bit state: whole blocks per tensor, so no block spans two tensors.
+            to = BLOCK if group.q8 else 1
             for i, g in enumerate(groups):
                 if g == gi:
+                    group.size = _align(group.size, to)
                     self.offsets[i] = elements + group.size
                     group.size += sizes[i]
                     group.tensors.append(i)
+            group.size = _align(group.size, to)
             elements = _align(elements + group.size, align)
-            words = _align(words + group.size * group.words, align)
-            chunk = (binding // (4 * max(group.words, 1))) // align * align
+            if group.q8:
+                # Chunks of whole blocks, a multiple of `align` of them, so that both
+                # the params' and the records' chunks start aligned.
+                words = _align(words + group.size // BLOCK * group.record, align)
+                blocks = binding // (4 * max(group.record, BLOCK)) // align * align
+                chunk = blocks * BLOCK
+            else:
+                words = _align(words + group.size * group.words, align)
+                chunk = (binding // (4 * max(group.words, 1))) // align * align
+            if not group.size:
+                continue  # e.g. a group with no tensor of 8-bit state
             if chunk <= 0:
                 raise GpuError(f"the adapter's storage binding limit ({binding} B) is too small")
             group.chunks = [(s, min(chunk, group.size - s)) for s in range(0, group.size, chunk)]
@@ -146,3 +170,12 @@ class Layout:
         first += (self.offsets[i] - group.start) * group.slots
         size = self._sizes[i]
         return image[first : first + size * group.slots].reshape(size, group.slots)
+
+    def block_records(self, i: int, image: np.ndarray) -> np.ndarray:
+        """Tensor ``i``'s 8-bit state in a flat image of the state buffer (as u32
+        words): one row per block, its record's words (codes of each state value,
+        then their absmax)."""
+        group = self.groups[self._groups[i]]
+        blocks = -(-self._sizes[i] // BLOCK)
+        first = group.state_start + (self.offsets[i] - group.start) // BLOCK * group.record
+        return image[first : first + blocks * group.record].reshape(blocks, group.record)

@@ -1,0 +1,352 @@
+//! 8-bit state through the multi-tensor step (`StoredMut::Q8`): the fused
+//! block step for float32 params, the staged way for 16-bit params and
+//! master copies, cut into units and run on any number of threads. Each is
+//! held bit for bit against a reference that decodes the whole state, runs
+//! the scalar float32 kernel and encodes it again.
+
+use half::bf16;
+
+use crate::kernel::{flags, Slices};
+use crate::kernel_tests::Rng;
+use crate::quant::{decode, encode, Codebook, BLOCK, SIGNED, UNSIGNED};
+use crate::simd::kernel_for;
+use crate::storage::{Stored, StoredMut};
+use crate::tensor::{MixedTensorMut, State, Tensor};
+use crate::{step_tensors_with, AdamConfig, SimdLevel, StepError, StepScalars, CHUNK};
+
+/// The maps of exp_avg, exp_avg_sq, max_exp_avg_sq and velocity.
+const BOOKS: [&Codebook; 4] = [&SIGNED, &UNSIGNED, &UNSIGNED, &SIGNED];
+
+/// How a test tensor's param is stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Param {
+    F32,
+    Bf16,
+    Bf16Master,
+}
+
+/// A tensor with 8-bit state, owned: params as bits, codes and absmax.
+#[derive(Clone, Debug, PartialEq)]
+struct Owned {
+    kind: Param,
+    /// f32 bits, or bf16 bits widened.
+    param: Vec<u32>,
+    master: Vec<f32>,
+    codes: [Vec<u8>; 4],
+    absmax: [Vec<f32>; 4],
+}
+
+impl Owned {
+    fn new(rng: &mut Rng, n: usize, kind: Param) -> Self {
+        let p: Vec<f32> = rng.vec(n, 1.0);
+        let param = match kind {
+            Param::F32 => p.iter().map(|x| x.to_bits()).collect(),
+            _ => p
+                .iter()
+                .map(|&x| u32::from(bf16::from_f32(x).to_bits()))
+                .collect(),
+        };
+        let master = if kind == Param::Bf16Master {
+            p.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
+        } else {
+            Vec::new()
+        };
+        Owned {
+            kind,
+            param,
+            master,
+            codes: std::array::from_fn(|_| vec![0; n]),
+            absmax: std::array::from_fn(|_| vec![0.0; n.div_ceil(BLOCK)]),
+        }
+    }
+
+    fn params_f32(&self) -> Vec<f32> {
+        match self.kind {
+            Param::F32 => self.param.iter().map(|&b| f32::from_bits(b)).collect(),
+            _ => (self.param.iter())
+                .map(|&b| bf16::from_bits(b as u16).to_f32())
+                .collect(),
+        }
+    }
+
+    /// The reference: decode everything, the scalar f32 kernel, encode.
+    fn reference_step(&mut self, scalars: &StepScalars, grad: &[f32]) {
+        let n = grad.len();
+        let scale = if scalars.clips_norm() {
+            let g: Vec<f32> = match self.kind {
+                Param::F32 => grad.to_vec(),
+                _ => grad.iter().map(|&x| bf16::from_f32(x).to_f32()).collect(),
+            };
+            scalars.norm_scale(crate::grad_norm(&g))
+        } else {
+            1.0
+        };
+        let c = scalars.coeffs::<f32>(scale);
+        let mut state: [Vec<f32>; 4] = std::array::from_fn(|k| {
+            let mut out = vec![0f32; n];
+            decode(
+                SimdLevel::Scalar,
+                BOOKS[k],
+                &self.codes[k],
+                &self.absmax[k],
+                &mut out,
+            )
+            .unwrap();
+            out
+        });
+        let grad: Vec<f32> = match self.kind {
+            Param::F32 => grad.to_vec(),
+            _ => grad.iter().map(|&x| bf16::from_f32(x).to_f32()).collect(),
+        };
+        let mut param = match self.kind {
+            Param::Bf16Master => self.master.clone(),
+            _ => self.params_f32(),
+        };
+        let [m, v, x, u] = &mut state;
+        kernel_for::<f32, f32>(SimdLevel::Scalar, &c)(
+            &c,
+            Slices {
+                param: &mut param,
+                grad: &grad,
+                exp_avg: m,
+                exp_avg_sq: v,
+                max_exp_avg_sq: if c.variant & flags::AMSGRAD != 0 {
+                    x
+                } else {
+                    &mut []
+                },
+                velocity: if c.variant & flags::MOMENTUM != 0 {
+                    u
+                } else {
+                    &mut []
+                },
+            },
+        );
+        match self.kind {
+            Param::F32 => self.param = param.iter().map(|x| x.to_bits()).collect(),
+            Param::Bf16 | Param::Bf16Master => {
+                self.param = (param.iter())
+                    .map(|&x| u32::from(bf16::from_f32(x).to_bits()))
+                    .collect();
+                if self.kind == Param::Bf16Master {
+                    self.master = param;
+                }
+            }
+        }
+        let used = [
+            true,
+            true,
+            c.variant & flags::AMSGRAD != 0,
+            c.variant & flags::MOMENTUM != 0,
+        ];
+        for k in 0..4 {
+            if used[k] {
+                let (codes, absmax) = (&mut self.codes[k], &mut self.absmax[k]);
+                encode(SimdLevel::Scalar, BOOKS[k], &state[k], codes, absmax).unwrap();
+            }
+        }
+    }
+}
+
+fn q8<'a>(codes: &'a mut [u8], absmax: &'a mut [f32]) -> StoredMut<'a, f32> {
+    StoredMut::Q8 { codes, absmax }
+}
+
+/// One step of `tensors` through `step_tensors_with` at `level`.
+fn run(
+    level: SimdLevel,
+    scalars: &StepScalars,
+    tensors: &mut [Owned],
+    grads: &[Vec<f32>],
+    params: &mut [Vec<f32>],
+    halves: &mut [Vec<bf16>],
+    grads16: &[Vec<bf16>],
+) -> Result<(), StepError> {
+    // Params into their holders.
+    for ((t, p), h) in tensors.iter().zip(params.iter_mut()).zip(halves.iter_mut()) {
+        match t.kind {
+            Param::F32 => *p = t.params_f32(),
+            _ => *h = t.param.iter().map(|&b| bf16::from_bits(b as u16)).collect(),
+        }
+    }
+    let mut views: Vec<MixedTensorMut<'_, f32>> = Vec::new();
+    for (((t, g), (p, h)), g16) in tensors
+        .iter_mut()
+        .zip(grads)
+        .zip(params.iter_mut().zip(halves.iter_mut()))
+        .zip(grads16)
+    {
+        let [c0, c1, c2, c3] = &mut t.codes;
+        let [a0, a1, a2, a3] = &mut t.absmax;
+        let state = State::new(q8(c0, a0), q8(c1, a1), Some(q8(c2, a2)), Some(q8(c3, a3)));
+        let (param, grad) = match t.kind {
+            Param::F32 => (StoredMut::Native(&mut p[..]), Stored::Native(&g[..])),
+            _ => (StoredMut::Bf16(&mut h[..]), Stored::Bf16(&g16[..])),
+        };
+        let mut view = Tensor::new(param, grad, state, 0);
+        if t.kind == Param::Bf16Master {
+            view.master_param = Some(StoredMut::Native(&mut t.master[..]));
+        }
+        views.push(view);
+    }
+    step_tensors_with(level, views, std::slice::from_ref(scalars))?;
+    for ((t, p), h) in tensors.iter_mut().zip(params.iter()).zip(halves.iter()) {
+        match t.kind {
+            Param::F32 => t.param = p.iter().map(|x| x.to_bits()).collect(),
+            _ => t.param = h.iter().map(|x| u32::from(x.to_bits())).collect(),
+        }
+    }
+    Ok(())
+}
+
+fn configs() -> Vec<AdamConfig> {
+    let base = AdamConfig {
+        lr: 1e-2,
+        ..Default::default()
+    };
+    vec![
+        base,
+        AdamConfig {
+            weight_decay: 0.1,
+            decoupled_weight_decay: true,
+            ..base
+        },
+        AdamConfig {
+            weight_decay: 0.01,
+            amsgrad: true,
+            max_gradient_norm: 2.0,
+            grad_scale: 8.0,
+            ..base
+        },
+        AdamConfig {
+            momentum: 0.9,
+            nesterov: true,
+            max_gradient_elem: 0.5,
+            ..base
+        },
+        AdamConfig {
+            lr: 1e-2,
+            ..AdamConfig::adamax()
+        },
+        AdamConfig {
+            lr: 1e-2,
+            ..AdamConfig::nadam()
+        },
+    ]
+}
+
+/// Every tensor of `sizes` (each param kind in turn) stepped 3 times at
+/// every level and on 1, 2 and 3 threads, against the reference.
+fn check(sizes: &[usize], cfg: &AdamConfig) {
+    let kinds = [Param::F32, Param::Bf16, Param::Bf16Master];
+    let mut rng = Rng(sizes.iter().sum::<usize>() as u64);
+    let start: Vec<Owned> = (sizes.iter().enumerate())
+        .map(|(i, &n)| Owned::new(&mut rng, n, kinds[i % 3]))
+        .collect();
+    let grads: Vec<Vec<Vec<f32>>> = (0..3)
+        .map(|_| {
+            sizes
+                .iter()
+                .map(|&n| {
+                    let v: Vec<f32> = rng.vec(n, 1.0);
+                    // A different scale per block, so each absmax matters.
+                    let scaled = v.iter().enumerate();
+                    scaled
+                        .map(|(i, &g)| g * 10f32.powi((i / BLOCK) as i32 % 4 - 2))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let grads16: Vec<Vec<Vec<bf16>>> = (grads.iter())
+        .map(|gs| {
+            (gs.iter())
+                .map(|g| g.iter().map(|&x| bf16::from_f32(x)).collect())
+                .collect()
+        })
+        .collect();
+    let scalars: Vec<StepScalars> = (1..=3).map(|t| StepScalars::new(cfg, t).unwrap()).collect();
+    let mut want = start.clone();
+    for (s, g) in scalars.iter().zip(&grads) {
+        for (t, g) in want.iter_mut().zip(g) {
+            t.reference_step(s, g);
+        }
+    }
+    assert!(want != start, "the steps changed something");
+    for level in SimdLevel::supported() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut got = start.clone();
+            let mut params = vec![Vec::new(); sizes.len()];
+            let mut halves = vec![Vec::new(); sizes.len()];
+            pool.install(|| {
+                for (k, s) in scalars.iter().enumerate() {
+                    let g = &grads[k];
+                    run(level, s, &mut got, g, &mut params, &mut halves, &grads16[k]).unwrap();
+                }
+            });
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g == w,
+                    "{cfg:?} {level} threads={threads} tensor {i} ({:?}, n={})",
+                    g.kind,
+                    sizes[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn eight_bit_state_matches_the_reference_on_every_level_and_thread_count() {
+    for cfg in configs() {
+        // Block tails, tensors around 4096, and a step large enough to be cut into
+        // units and shared between threads.
+        check(&[1, 255, 257, 4095, 4096, 4097, 3 * BLOCK + 5], &cfg);
+        check(&[CHUNK * 3 + 17, 70_001, 4097], &cfg);
+    }
+}
+
+#[test]
+fn a_misfit_absmax_is_an_error_that_writes_nothing() {
+    let n = 600; // three blocks
+    let mut p = vec![1f32; n];
+    let g = vec![0.5f32; n];
+    let (mut codes, mut absmax) = ([vec![7u8; n], vec![7u8; n]], [vec![1f32; 3], vec![1f32; 2]]);
+    let [c0, c1] = &mut codes;
+    let [a0, a1] = &mut absmax;
+    let state = State::new(
+        StoredMut::Q8 {
+            codes: &mut c0[..],
+            absmax: &mut a0[..],
+        },
+        StoredMut::Q8 {
+            codes: &mut c1[..],
+            absmax: &mut a1[..],
+        },
+        None,
+        None,
+    );
+    let t: MixedTensorMut<'_, f32> = Tensor::new(
+        StoredMut::Native(&mut p[..]),
+        Stored::Native(&g[..]),
+        state,
+        0,
+    );
+    let scalars = [StepScalars::new(&AdamConfig::default(), 1).unwrap()];
+    let err = step_tensors_with(SimdLevel::Scalar, vec![t], &scalars).unwrap_err();
+    assert_eq!(
+        err,
+        StepError::LengthMismatch {
+            index: 0,
+            buffer: "exp_avg_sq_absmax",
+            expected: 3,
+            got: 2
+        }
+    );
+    assert!(p.iter().all(|&x| x == 1.0));
+    assert!(codes.iter().all(|c| c.iter().all(|&x| x == 7)));
+}
