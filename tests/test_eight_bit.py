@@ -17,7 +17,7 @@ import radam
 from helpers import assert_unchanged, snapshot
 from radam import _core, checkpoint
 from test_quant_maps import reference_encode
-from test_reduced_precision import logistic_regression, quadratic, relative
+from test_reduced_precision import logistic_regression, quadratic, relative, train_demo
 
 BLOCK = 256
 F32 = np.float32
@@ -307,23 +307,6 @@ def test_an_eight_bit_checkpoint_does_not_load_into_float32_state(tmp_path):
     assert_unchanged(twin, before)
 
 
-def _mlp(state_dtype, steps=1000, seed=0):
-    """The demo's MLP (64-128-10) on scikit-learn's digits, minibatches of 64; its
-    64x128 weight (8192 elements) keeps 8-bit state, the others float32."""
-    demo = pytest.importorskip("radam.demo")
-    pytest.importorskip("sklearn")
-    data = demo.load_data(seed)
-    params = demo._mlp_init(np.random.default_rng(seed), data.x_train.shape[1], 10)
-    opt = radam.Adam(params, lr=1e-2, state_dtype=state_dtype)
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        idx = rng.integers(0, len(data.y_train), 64)
-        _, grads = demo._mlp_loss(params, data.x_train[idx], data.y_train[idx])
-        opt.step(grads)
-    accuracy = float((demo._mlp_logits(params, data.x_test).argmax(1) == data.y_test).mean())
-    return params, accuracy, opt
-
-
 def test_eight_bit_drift_after_1000_steps():
     """The README's accuracy figures, bounded about 2x (measured in the comments)."""
     x32, f32, _ = quadratic(None)
@@ -339,8 +322,9 @@ def test_eight_bit_drift_after_1000_steps():
     p32, acc32 = logistic_regression(None)
     p8, acc8 = logistic_regression("8bit")
     assert all(np.array_equal(p8[k], p32[k]) for k in p32) and acc8 == acc32
-    m32, macc32, _ = _mlp(None)
-    m8, macc8, opt = _mlp("8bit")
+    # The demo's MLP (64-128-10): its 64x128 weight keeps 8-bit state, the others float32.
+    m32, macc32, _ = train_demo("mlp", None)
+    m8, macc8, opt = train_demo("mlp", "8bit")
     assert opt.state["W1"]["exp_avg"].dtype == np.uint8
     assert opt.state["W2"]["exp_avg"].dtype == np.float32
     assert max(relative(m8[k], m32[k]) for k in m32) < 0.16  # measured 0.079
