@@ -19,6 +19,9 @@ __all__ = [
     "AdamConfig",
     "CpuEngine",
     "GpuStep",
+    "_q8_map",
+    "_q8_encode",
+    "_q8_decode",
 ]
 
 __version__: str
