@@ -329,3 +329,16 @@ def test_eight_bit_drift_after_1000_steps():
     assert opt.state["W2"]["exp_avg"].dtype == np.float32
     assert max(relative(m8[k], m32[k]) for k in m32) < 0.16  # measured 0.079
     assert abs(macc8 - macc32) < 0.02  # measured 0.980 vs 0.980
+
+
+def test_a_skipped_step_leaves_eight_bit_state_alone():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal(5000).astype(F32)
+    opt = radam.Adam([w], lr=1e-2, state_dtype="8bit", skip_nonfinite=True)
+    opt.step([rng.standard_normal(5000).astype(F32)])
+    before = snapshot(opt)
+    g = rng.standard_normal(5000).astype(F32)
+    g[4321] = np.nan
+    opt.step([g])
+    assert opt.skipped_steps == 1
+    assert_unchanged(opt, before)
