@@ -65,11 +65,16 @@ except Exception as err:  # any import failure means "no torch column"
 
 LR = 1e-3
 BYTES_PER_PARAM = 28  # fp32: read p, g, m, v; write p, m, v
+STATE_BYTES: dict[str, float] = {}  # bytes of optimizer state per parameter, by runner
 
 RADAM = "radam"
 NUMPY = "numpy"
 FUSED = "torch fused"
 FOREACH = "torch foreach"
+BF16_STATE = "radam, bfloat16 state"
+Q8_STATE = "radam, 8-bit state"
+BNB_8BIT = "bitsandbytes Adam8bit"
+STATE_KINDS = {BF16_STATE: "bfloat16", Q8_STATE: "8bit"}
 PROBE_RADAM = "probe: rmw 4R+3W (radam, MT)"
 PROBE_TORCH = "probe: a.add_(b) (torch, MT)"
 PROBE_NUMPY = "probe: a += b (NumPy, 1 thread)"
@@ -96,8 +101,8 @@ def transformer_shapes(blocks: int = 24, width: int = 384) -> list[tuple[int, ..
 def cases(quick: bool) -> list[dict[str, Any]]:
     blocks = 6 if quick else 24
     return [
-        {"name": "1 x 2e7", "shapes": [(20_000_000,)], "probe": True},
-        {"name": "1 x 1e6", "shapes": [(1_000_000,)], "warm": True},
+        {"name": "1 x 2e7", "shapes": [(20_000_000,)], "probe": True, "states": True},
+        {"name": "1 x 1e6", "shapes": [(1_000_000,)], "warm": True, "states": True},
         {"name": f"{12 * blocks} tensors (transformer)", "shapes": transformer_shapes(blocks)},
         {"name": "1 x 1000", "shapes": [(1000,)], "tiny": True},
     ]
@@ -106,8 +111,12 @@ def cases(quick: bool) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- runners
 
 
-def make_runners(shapes, seed: int, probe: bool) -> dict[str, Callable[[], None]]:
-    """name -> a callable doing one step. Each optimizer owns its params."""
+def make_runners(
+    shapes, seed: int, probe: bool, states: bool = False, bnb: bool = False
+) -> dict[str, Callable[[], None]]:
+    """name -> a callable doing one step. Each optimizer owns its params. With
+    ``states``, radam with bfloat16 and 8-bit state too (and bitsandbytes' CPU
+    Adam8bit with ``bnb``); their state bytes per parameter go in STATE_BYTES."""
     rng = np.random.default_rng(seed)
     grads = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
     init = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
@@ -122,6 +131,27 @@ def make_runners(shapes, seed: int, probe: bool) -> dict[str, Callable[[], None]
 
     np_opt = NumpyAdam(fresh(), lr=LR)
     runners[NUMPY] = lambda opt=np_opt, g=grads: opt.step(g)
+
+    if states:
+        n = sum(int(np.prod(s)) for s in shapes)
+        opt.step(grads)
+        STATE_BYTES[RADAM] = sum(a.nbytes for e in opt.state.values() for a in e.values()) / n
+        for name, dtype in STATE_KINDS.items():
+            kind = radam.Adam(fresh(), lr=LR, state_dtype=dtype)
+            kind.step(grads)
+            STATE_BYTES[name] = sum(a.nbytes for e in kind.state.values() for a in e.values()) / n
+            runners[name] = lambda opt=kind, g=grads: opt.step(g)
+    if states and bnb and torch is not None:
+        try:
+            import bitsandbytes
+        except Exception as err:  # any import failure means "no bitsandbytes row"
+            print(f"> bitsandbytes is not importable ({type(err).__name__}): no row\n")
+        else:
+            ps = [torch.nn.Parameter(torch.from_numpy(a)) for a in fresh()]
+            for p, g in zip(ps, grads):
+                p.grad = torch.from_numpy(g)
+            b_opt = bitsandbytes.optim.Adam8bit(ps, lr=LR)
+            runners[BNB_8BIT] = b_opt.step
 
     if torch is not None:
         for name, kw in ((FUSED, {"fused": True}), (FOREACH, {"foreach": True})):
@@ -302,6 +332,37 @@ def table(results: list[dict[str, Any]], have_torch: bool) -> str:
     return "\n".join(lines)
 
 
+def states_table(results: list[dict[str, Any]]) -> str:
+    """The state kinds side by side: medians, per-repeat ratios to float32 state."""
+    lines = [
+        "| case | state | median (IQR) | ratio to float32 state: median (best of each) "
+        "| state bytes / param |",
+        "|---|---|---|---|---|",
+    ]
+    for res in results:
+        s, samples = res["summary"], res["samples"]
+        if Q8_STATE not in s:
+            continue
+        unit = "ms"
+        for name in (RADAM, BF16_STATE, Q8_STATE, BNB_8BIT):
+            if name not in s:
+                continue
+            med = (
+                f"{fmt_time(s[name]['median_s'], unit)} {unit} ({fmt_time(s[name]['iqr_s'], unit)})"
+            )
+            r = ratio(samples, name, RADAM)
+            best = s[name]["min_s"] / s[RADAM]["min_s"]
+            label = "radam, float32 state" if name == RADAM else name
+            nbytes = f"{STATE_BYTES[name]:.3f}" if name in STATE_BYTES else ""
+            lines.append(
+                f"| {res['name']} | {label} | {med} | {r[0]:.3f} ({best:.3f}) | {nbytes} |"
+            )
+        if BNB_8BIT in s:
+            r = ratio(samples, BNB_8BIT, Q8_STATE)
+            lines.append(f"| {res['name']} | bitsandbytes / radam 8-bit | | {r[0]:.1f}x | |")
+    return "\n".join(lines)
+
+
 def probe_table(res: dict[str, Any]) -> str:
     lines = [
         f"| bandwidth probe (same loop as {res['name']}) | bytes/elem | median ms (IQR) | GB/s |",
@@ -423,6 +484,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--cases", default=None, help="comma-separated case indices, e.g. 0,2")
     ap.add_argument(
+        "--no-states", action="store_true", help="leave out the bfloat16 and 8-bit state rows"
+    )
+    ap.add_argument(
+        "--bnb",
+        action="store_true",
+        help="time bitsandbytes' CPU Adam8bit at 2e7 too (about 1 s a step; needs torch and "
+        "bitsandbytes)",
+    )
+    ap.add_argument(
         "--json", default=None, help="also write JSON results, e.g. benchmarks/results/x.json"
     )
     ap.add_argument(
@@ -465,7 +535,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for ci, case in enumerate(selected):
         n = sum(int(np.prod(s)) for s in case["shapes"])
-        runners = make_runners(case["shapes"], seed=ci, probe=case.get("probe", False))
+        runners = make_runners(
+            case["shapes"],
+            seed=ci,
+            probe=case.get("probe", False),
+            states=case.get("states", False) and not args.no_states,
+            bnb=args.bnb and case.get("probe", False),
+        )
         samples = measure(
             runners,
             repeats,
@@ -497,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(results, torch is not None))
     print()
+    if any(Q8_STATE in res["summary"] for res in results):
+        print("## State kinds (same repeats as above)\n")
+        print(states_table(results))
+        print()
     for res in results:
         if any(k.startswith("probe") for k in res["summary"]):
             print(probe_table(res))

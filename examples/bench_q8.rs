@@ -1,5 +1,6 @@
 //! Times the 8-bit state building blocks on one thread at each SIMD level
-//! this CPU has: blockwise encode and decode, and the fused 8-bit step,
+//! this CPU has: blockwise encode and decode, and the 8-bit step (through
+//! `step_tensors`, as radam runs it: the fused block step for float32 params)
 //! against the float32-state step on the same data in the same run (the two
 //! steps alternate, so drift on a busy machine hits both alike); and
 //! stochastic rounding of f32 into bfloat16 and float16.
@@ -40,11 +41,11 @@ fn now(wall: bool) -> f64 {
 }
 
 use half::{bf16, f16};
-use radam::quant::{
-    blocks, decode, encode, round_stochastic, step_q8, Q8Piece, Q8State, StochasticKey, SIGNED,
-    UNSIGNED,
+use radam::quant::{blocks, decode, encode, round_stochastic, StochasticKey, SIGNED, UNSIGNED};
+use radam::{
+    step_tensors_with, AdamConfig, MixedTensorMut, SimdLevel, State, StepScalars, Stored,
+    StoredMut, Tensor, TensorMut,
 };
-use radam::{step_tensors_with, AdamConfig, SimdLevel, State, StepScalars, TensorMut};
 
 fn median(mut t: Vec<f64>) -> f64 {
     t.sort_by(f64::total_cmp);
@@ -150,21 +151,21 @@ fn bench(n: usize, wall: bool) {
                 run(step_tensors_with(level, vec![t], &[scalars]))
             }));
             q8_times.push(time(&mut || {
-                let piece = Q8Piece {
-                    param: &mut p8,
-                    grad: &grad,
-                    exp_avg: Q8State {
-                        codes: &mut mc,
-                        absmax: &mut ma,
-                    },
-                    exp_avg_sq: Q8State {
-                        codes: &mut vc,
-                        absmax: &mut va,
-                    },
-                    max_exp_avg_sq: None,
-                    velocity: None,
-                };
-                run(step_q8(level, &scalars, 1.0, piece))
+                // Through the multi-tensor step, as radam runs it.
+                let q8 = |codes, absmax| StoredMut::Q8 { codes, absmax };
+                let state = State::new(
+                    q8(&mut mc[..], &mut ma[..]),
+                    q8(&mut vc[..], &mut va[..]),
+                    None,
+                    None,
+                );
+                let t: MixedTensorMut<'_, f32> = Tensor::new(
+                    StoredMut::Native(&mut p8[..]),
+                    Stored::Native(&grad[..]),
+                    state,
+                    0,
+                );
+                run(step_tensors_with(level, vec![t], &[scalars]))
             }));
         }
         let (f, q) = (median(f32_times), median(q8_times));

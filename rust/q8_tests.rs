@@ -199,42 +199,6 @@ fn run(
     Ok(())
 }
 
-fn configs() -> Vec<AdamConfig> {
-    let base = AdamConfig {
-        lr: 1e-2,
-        ..Default::default()
-    };
-    vec![
-        base,
-        AdamConfig {
-            weight_decay: 0.1,
-            decoupled_weight_decay: true,
-            ..base
-        },
-        AdamConfig {
-            weight_decay: 0.01,
-            amsgrad: true,
-            max_gradient_norm: 2.0,
-            grad_scale: 8.0,
-            ..base
-        },
-        AdamConfig {
-            momentum: 0.9,
-            nesterov: true,
-            max_gradient_elem: 0.5,
-            ..base
-        },
-        AdamConfig {
-            lr: 1e-2,
-            ..AdamConfig::adamax()
-        },
-        AdamConfig {
-            lr: 1e-2,
-            ..AdamConfig::nadam()
-        },
-    ]
-}
-
 /// Every tensor of `sizes` (each param kind in turn) stepped 3 times at
 /// every level and on 1, 2 and 3 threads, against the reference.
 fn check(sizes: &[usize], cfg: &AdamConfig) {
@@ -302,7 +266,8 @@ fn check(sizes: &[usize], cfg: &AdamConfig) {
 
 #[test]
 fn eight_bit_state_matches_the_reference_on_every_level_and_thread_count() {
-    for cfg in configs() {
+    // One configuration per kernel flag and rule, with clipping, decay and grad_scale.
+    for cfg in crate::quant::block_tests::configs() {
         // Block tails, tensors around 4096, and a step large enough to be cut into
         // units and shared between threads.
         check(&[1, 255, 257, 4095, 4096, 4097, 3 * BLOCK + 5], &cfg);

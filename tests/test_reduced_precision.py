@@ -29,19 +29,27 @@ def quadratic(state_dtype, steps=1000, seed=0, lr=1e-2, dtype=np.float32, **opti
     return x, float(0.5 * np.sum(a * x.astype(np.float64) ** 2)), opt
 
 
-def logistic_regression(state_dtype, steps=1000, seed=0):
-    """The demo's logistic regression on scikit-learn's digits, minibatches of 64."""
+def train_demo(model, state_dtype, steps=1000, seed=0):
+    """One of the demo's models (``"logreg"``, ``"mlp"``) on scikit-learn's digits,
+    minibatches of 64: its params, test accuracy and optimizer."""
     demo = pytest.importorskip("radam.demo")
     pytest.importorskip("sklearn")
+    init, loss, logits = (getattr(demo, f"_{model}_{part}") for part in ("init", "loss", "logits"))
     data = demo.load_data(seed)
-    params = demo._logreg_init(None, data.x_train.shape[1], 10)
+    params = init(np.random.default_rng(seed), data.x_train.shape[1], 10)
     opt = radam.Adam(params, lr=1e-2, state_dtype=state_dtype)
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         idx = rng.integers(0, len(data.y_train), 64)
-        _, grads = demo._logreg_loss(params, data.x_train[idx], data.y_train[idx])
+        _, grads = loss(params, data.x_train[idx], data.y_train[idx])
         opt.step(grads)
-    accuracy = float((demo._logreg_logits(params, data.x_test).argmax(1) == data.y_test).mean())
+    accuracy = float((logits(params, data.x_test).argmax(1) == data.y_test).mean())
+    return params, accuracy, opt
+
+
+def logistic_regression(state_dtype, steps=1000, seed=0):
+    """The demo's logistic regression on scikit-learn's digits, minibatches of 64."""
+    params, accuracy, _ = train_demo("logreg", state_dtype, steps, seed)
     return params, accuracy
 
 

@@ -143,7 +143,7 @@ impl Tensor8 {
 }
 
 /// One configuration per kernel flag and rule, with clipping and decay.
-fn configs() -> Vec<AdamConfig> {
+pub(crate) fn configs() -> Vec<AdamConfig> {
     let base = AdamConfig {
         lr: 1e-2,
         ..Default::default()

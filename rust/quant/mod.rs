@@ -27,7 +27,7 @@ pub mod map;
 pub mod stochastic;
 
 #[cfg(test)]
-mod block_tests;
+pub(crate) mod block_tests;
 #[cfg(test)]
 mod codec_tests;
 #[cfg(test)]
