@@ -8,7 +8,8 @@ use half::bf16;
 
 use crate::kernel::{flags, Slices};
 use crate::kernel_tests::Rng;
-use crate::quant::{decode, encode, Codebook, BLOCK, SIGNED, UNSIGNED};
+use crate::quant::stochastic::bf16_bits;
+use crate::quant::{decode, encode, Codebook, StochasticKey, BLOCK, SIGNED, UNSIGNED};
 use crate::simd::kernel_for;
 use crate::storage::{Stored, StoredMut};
 use crate::tensor::{MixedTensorMut, State, Tensor};
@@ -314,4 +315,111 @@ fn a_misfit_absmax_is_an_error_that_writes_nothing() {
     );
     assert!(p.iter().all(|&x| x == 1.0));
     assert!(codes.iter().all(|c| c.iter().all(|&x| x == 7)));
+}
+
+#[test]
+fn eight_bit_state_with_stochastic_rounding_is_the_master_step_rounded_at_every_level_and_thread_count(
+) {
+    // bfloat16 params rounded stochastically with 8-bit state (the staged way does
+    // both): each step's codes and absmax are those of the same step on an f32
+    // master copy, and each param that master's result rounded with the bits of
+    // (seed, step, tensor position, element index); every level and thread count
+    // gives the same bytes.
+    let sizes = [CHUNK * 3 + 17, 4096, 70_001, 5000];
+    let mut rng = Rng(21);
+    let start: Vec<Owned> = (sizes.iter())
+        .map(|&n| Owned::new(&mut rng, n, Param::Bf16))
+        .collect();
+    let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec(n, 1.0)).collect();
+    let grads16: Vec<Vec<bf16>> = (grads.iter())
+        .map(|g| g.iter().map(|&x| bf16::from_f32(x)).collect())
+        .collect();
+    let seed = 0x5eed_0000_0001;
+    let cfg = AdamConfig {
+        lr: 3e-3,
+        weight_decay: 0.1,
+        stochastic_rounding: true,
+        rounding_seed: seed,
+        ..Default::default()
+    };
+    let scalars: Vec<StepScalars> = (1..=2)
+        .map(|t| StepScalars::new(&cfg, t).unwrap())
+        .collect();
+    let steps = |level: SimdLevel| {
+        let mut got = start.clone();
+        let mut params = vec![Vec::new(); sizes.len()];
+        let mut halves = vec![Vec::new(); sizes.len()];
+        let mut each = Vec::new();
+        for s in &scalars {
+            run(
+                level,
+                s,
+                &mut got,
+                &grads,
+                &mut params,
+                &mut halves,
+                &grads16,
+            )
+            .unwrap();
+            each.push(got.clone());
+        }
+        each
+    };
+    let truth = steps(SimdLevel::Scalar);
+    // The reference, a step at a time from the rounded params.
+    let mut before = start.clone();
+    for (k, (s, after)) in scalars.iter().zip(&truth).enumerate() {
+        let nearest = StepScalars {
+            rounding_seed: None,
+            ..*s
+        };
+        let mut master: Vec<Owned> = before.clone();
+        for t in &mut master {
+            t.kind = Param::Bf16Master;
+            t.master = t.params_f32();
+        }
+        let mut params = vec![Vec::new(); sizes.len()];
+        let mut halves = vec![Vec::new(); sizes.len()];
+        let (level, m) = (SimdLevel::Scalar, &mut master);
+        run(
+            level,
+            &nearest,
+            m,
+            &grads,
+            &mut params,
+            &mut halves,
+            &grads16,
+        )
+        .unwrap();
+        let mut moved = 0;
+        for (i, (m, got)) in master.iter().zip(after).enumerate() {
+            assert_eq!(
+                (&m.codes, &m.absmax),
+                (&got.codes, &got.absmax),
+                "step {k} [{i}]"
+            );
+            let key = StochasticKey {
+                seed,
+                step: k as u64 + 1,
+                tensor: i as u64,
+            };
+            for (j, (&x, &p)) in m.master.iter().zip(&got.param).enumerate() {
+                let want = bf16_bits(x, key.bits(j as u64));
+                assert_eq!(p, u32::from(want), "step {k} [{i}] element {j}");
+                moved += (want != bf16::from_f32(x).to_bits()) as usize;
+            }
+        }
+        assert!(moved > 1000, "{moved}");
+        before = after.clone();
+    }
+    for level in SimdLevel::supported() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| steps(level));
+            assert!(got == truth, "{level} threads={threads}");
+        }
+    }
 }
