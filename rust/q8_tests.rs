@@ -200,6 +200,14 @@ fn run(
     Ok(())
 }
 
+/// A pool of `threads` threads, for running a step on that many.
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
 /// Every tensor of `sizes` (each param kind in turn) stepped 3 times at
 /// every level and on 1, 2 and 3 threads, against the reference.
 fn check(sizes: &[usize], cfg: &AdamConfig) {
@@ -240,10 +248,7 @@ fn check(sizes: &[usize], cfg: &AdamConfig) {
     assert!(want != start, "the steps changed something");
     for level in SimdLevel::supported() {
         for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = pool(threads);
             let mut got = start.clone();
             let mut params = vec![Vec::new(); sizes.len()];
             let mut halves = vec![Vec::new(); sizes.len()];
@@ -414,10 +419,7 @@ fn eight_bit_state_with_stochastic_rounding_is_the_master_step_rounded_at_every_
     }
     for level in SimdLevel::supported() {
         for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = pool(threads);
             let got = pool.install(|| steps(level));
             assert!(got == truth, "{level} threads={threads}");
         }
