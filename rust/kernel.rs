@@ -32,6 +32,39 @@ pub mod flags {
     }
 }
 
+/// Calls `$callback!(args.., variants..)` with every kernel variant that
+/// `StepScalars::coeffs` builds (AMSGrad goes with the Adam rule only): the
+/// one list of them, for the SIMD dispatch and the 8-bit fused step.
+macro_rules! with_variants {
+    ($callback:ident!($($args:tt)*)) => {{
+        use $crate::kernel::flags::{ADAMAX, AMSGRAD as A, L2, MOMENTUM as M, NADAM, UNADAPTED};
+        $callback!(
+            $($args)*
+            0,
+            L2,
+            M,
+            L2 | M,
+            A,
+            A | L2,
+            A | M,
+            A | L2 | M,
+            ADAMAX,
+            ADAMAX | L2,
+            ADAMAX | M,
+            ADAMAX | L2 | M,
+            NADAM,
+            NADAM | L2,
+            NADAM | M,
+            NADAM | L2 | M,
+            UNADAPTED,
+            UNADAPTED | L2,
+            UNADAPTED | M,
+            UNADAPTED | L2 | M
+        )
+    }};
+}
+pub(crate) use with_variants;
+
 /// Declares [`Coeffs`] from one list of its fields, and the list of their
 /// names in that order (the order of the WGSL `Step` struct).
 macro_rules! coefficients {

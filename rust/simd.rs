@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use crate::convert::Store;
 use crate::element::Float;
-use crate::kernel::{flags, update, Coeffs, Slices};
+use crate::kernel::{update, with_variants, Coeffs, Slices};
 
 /// An instruction set the kernels are compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,32 +149,7 @@ pub(crate) fn kernel_for<T: Float, S: Store<T>>(
     } else {
         SimdLevel::Scalar
     };
-    use flags::{ADAMAX, AMSGRAD as A, L2, MOMENTUM as M, NADAM, UNADAPTED};
-    // Every valid variant: AMSGrad goes with the Adam rule only.
-    pick_variant!(
-        level,
-        coeffs.variant,
-        0,
-        L2,
-        M,
-        L2 | M,
-        A,
-        A | L2,
-        A | M,
-        A | L2 | M,
-        ADAMAX,
-        ADAMAX | L2,
-        ADAMAX | M,
-        ADAMAX | L2 | M,
-        NADAM,
-        NADAM | L2,
-        NADAM | M,
-        NADAM | L2 | M,
-        UNADAPTED,
-        UNADAPTED | L2,
-        UNADAPTED | M,
-        UNADAPTED | L2 | M
-    )
+    with_variants!(pick_variant!(level, coeffs.variant,))
 }
 
 /// The kernel that reads and writes `S`-stored state (bfloat16 or float16) in

@@ -19,7 +19,7 @@
 //! exactly its blocks.
 
 use crate::error::StepError;
-use crate::kernel::{flags, Coeffs, Slices};
+use crate::kernel::{flags, with_variants, Coeffs, Slices};
 use crate::scalars::StepScalars;
 use crate::simd::{kernel_for, KernelFn, SimdLevel};
 
@@ -166,8 +166,7 @@ impl Job for Step<'_> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        use flags::{ADAMAX, AMSGRAD as A, L2, MOMENTUM as M, NADAM, UNADAPTED};
-        // The variants `StepScalars::coeffs` builds, as `kernel_for` lists them.
+        // Every variant `StepScalars::coeffs` builds.
         macro_rules! fused {
             ($($f:expr),+) => {
                 match self.c.variant {
@@ -176,28 +175,7 @@ impl Job for Step<'_> {
                 }
             };
         }
-        fused!(
-            0,
-            L2,
-            M,
-            L2 | M,
-            A,
-            A | L2,
-            A | M,
-            A | L2 | M,
-            ADAMAX,
-            ADAMAX | L2,
-            ADAMAX | M,
-            ADAMAX | L2 | M,
-            NADAM,
-            NADAM | L2,
-            NADAM | M,
-            NADAM | L2 | M,
-            UNADAPTED,
-            UNADAPTED | L2,
-            UNADAPTED | M,
-            UNADAPTED | L2 | M
-        )
+        with_variants!(fused!())
     }
 }
 
