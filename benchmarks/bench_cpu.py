@@ -238,6 +238,21 @@ def measure(
     return samples
 
 
+def measure_case(
+    runners: dict[str, Any], case: dict[str, Any], repeats: int, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """:func:`measure` with the case's and the command line's settings."""
+    return measure(
+        runners,
+        repeats,
+        args.warmup,
+        tiny=case.get("tiny", False),
+        warm=case.get("warm", False),
+        settle=args.settle_ms / 1e3,
+        budget=args.budget_s,
+    )
+
+
 # ----------------------------------------------------------------------------- stats
 
 
@@ -438,15 +453,7 @@ def compare_builds(a: str, b: str, args: argparse.Namespace, repeats: int) -> in
             for label, module in builds.items():
                 opt = module.Adam([x.copy() for x in init], lr=LR)
                 runners[label] = lambda opt=opt, g=grads: opt.step(g)
-            samples = measure(
-                runners,
-                repeats,
-                args.warmup,
-                tiny=case.get("tiny", False),
-                warm=case.get("warm", False),
-                settle=args.settle_ms / 1e3,
-                budget=args.budget_s,
-            )
+            samples = measure_case(runners, case, repeats, args)
             s, unit = summarize(samples, n), "us" if n < 100_000 else "ms"
             med, iqr = ratio(samples, "B", "A")
             cells = [
@@ -542,15 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             states=case.get("states", False) and not args.no_states,
             bnb=args.bnb and case.get("probe", False),
         )
-        samples = measure(
-            runners,
-            repeats,
-            args.warmup,
-            tiny=case.get("tiny", False),
-            warm=case.get("warm", False),
-            settle=args.settle_ms / 1e3,
-            budget=args.budget_s,
-        )
+        samples = measure_case(runners, case, repeats, args)
         del runners
         gc.collect()
         res = {

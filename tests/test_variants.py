@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import radam
+from test_option_table import EXAMPLES
 from variant_reference import RefNAdam, RefRAdam, radam_rho
 
 
@@ -123,29 +124,9 @@ def test_variants_converge_on_a_quadratic():
         assert np.max(np.abs(x)) < 1e-3, cls.__name__
 
 
-# A value other than the default for every option of radam.Adam (issue 12, item 8).
-OPTION_VALUES = {
-    "lr": 0.01,
-    "betas": (0.8, 0.99),
-    "eps": 1e-6,
-    "weight_decay": 0.05,
-    "decoupled_weight_decay": True,
-    "amsgrad": True,
-    "maximize": True,
-    "efficient_form": True,
-    "beta1_decay": 0.99,
-    "momentum": 0.5,
-    "nesterov": True,
-    "max_gradient_elem": 0.5,
-    "max_gradient_norm": 1.0,
-    "bias_correction": "downhill-0.4.0",
-    "grad_scale": 4.0,
-    "stochastic_rounding": True,
-    "rounding_seed": 12345,
-    "skip_nonfinite": True,
-    "state_dtype": "bfloat16",
-    "master_weights": True,
-}
+# A value other than the default for every option of radam.Adam (issue 12, item 8):
+# test_option_table's, but for NAdam's own momentum_decay and device (not stepped here).
+OPTION_VALUES = {k: v for k, v in EXAMPLES.items() if k not in ("momentum_decay", "device")}
 # Options only the Adam update rule has (the variants refuse them by name).
 ADAM_RULE_ONLY = ("amsgrad", "efficient_form", "bias_correction")
 WHOLE_OPTIMIZER = ("skip_nonfinite", "state_dtype", "master_weights")
