@@ -24,7 +24,7 @@ import pytest
 import radam
 from fingerprint import fingerprint
 from helpers import assert_unchanged, raises_named, snapshot
-from radam import checkpoint
+from radam import _atomic_file, checkpoint
 from radam.checkpoint import CheckpointError
 from radam.schedules import ExponentialDecay, StepDecay, WarmupCosineDecay
 
@@ -1076,7 +1076,7 @@ def test_a_temporary_removed_before_its_save_locks_it_is_replaced(tmp_path, monk
         fd, name = real(*args, **kwargs)
         made.append(name)
         if len(made) == 1:  # another save's cleanup runs now, before the lock
-            checkpoint._remove_dead_temporaries(str(tmp_path), "run.ckpt")
+            _atomic_file.remove_dead_temporaries(str(tmp_path), "run.ckpt")
         return fd, name
 
     monkeypatch.setattr(tempfile, "mkstemp", racing)
