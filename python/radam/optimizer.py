@@ -21,6 +21,7 @@ from ._engine import (
 )
 from ._errors import ReentrantCallError
 from ._frozen import STATE_INSTEAD, ParamList, state_entry, state_mapping
+from ._option_cache import OptionCache
 from ._options import (
     BY_NAME,
     VARIANTS,
@@ -189,7 +190,7 @@ class Adam:
         self._torn_by_fork = False  # set while a fork could not wait for a call of it
         self._last_lrs = [o.lr for o in options_list]
         self._last_betas = [(o.beta1, o.beta2) for o in options_list]
-        self._option_cache = _OptionCache()
+        self._option_cache: OptionCache[_Evaluated] = OptionCache()
         _LIVE.add(self)
 
     @property
@@ -324,7 +325,7 @@ class Adam:
     def _options(self, caller: str = "step") -> _Evaluated:
         """Every group's options, validated. Validating costs microseconds per
         group, the whole budget of a small step: the last result is reused
-        while no group's options changed (see :class:`_OptionCache`)."""
+        while no group's options changed (see :class:`radam._option_cache.OptionCache`)."""
         groups = self.param_groups
         cached = self._option_cache.get(groups, self._state_names)
         if cached is not None:
@@ -564,86 +565,6 @@ class Adam:
 def _copy_params(tensors: list[Tensor], values: list[np.ndarray]) -> None:
     for t, value in zip(tensors, values):
         np.copyto(t.array, value)
-
-
-_SCALARS = (float, int, bool, str, type(None))
-
-
-def _immutable_options(group: dict[str, Any]) -> bool:
-    """Whether every option of a group (params aside) is an immutable scalar or
-    a tuple of them, so that an equal value can only mean an equal option."""
-    for k, v in group.items():
-        if k == "params" or k == "param_names":
-            continue
-        if type(v) is tuple:
-            if not all(type(x) in _SCALARS for x in v):
-                return False
-        elif type(v) not in _SCALARS:
-            return False
-    return True
-
-
-def _option_values(group: dict[str, Any]) -> list[tuple[str, Any]] | None:
-    """A group's options as plain values (lists copied to tuples), to detect
-    changes; None when one is callable (a schedule: it changes every step),
-    or holds one (a beta1 schedule in betas)."""
-    values = []
-    for k, v in group.items():
-        if k == "params" or k == "param_names":
-            continue
-        if callable(v) or (type(v) in (tuple, list) and any(callable(x) for x in v)):
-            return None
-        values.append((k, tuple(v) if type(v) is list else v))
-    return values
-
-
-class _OptionCache:
-    """The options an optimizer validated last, reused while no group changed.
-
-    A group whose every option value is immutable (numbers, strings, tuples of
-    them) is compared by its keys and values as they are: tuples compare items
-    by identity first, a few hundred ns per group (and a group's ParamList is
-    equal only to itself, so a replaced one differs). Otherwise by a copy of
-    its values (lists as tuples), taken when the options were validated. A
-    group holding a schedule is never reused: a schedule's value changes with
-    the step count. The entry is also tied to the state names it was checked
-    against (a new state checks again)."""
-
-    __slots__ = ("_names", "_copied", "_key", "_value")
-
-    def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self._names: Any = None
-        self._copied = False
-        self._key: Any = None
-        self._value: _Evaluated | None = None
-
-    def get(self, groups: list[Any], names: Any) -> _Evaluated | None:
-        if self._names is not names:  # also None: nothing cached
-            return None
-        try:
-            if self._copied:
-                key: Any = [_option_values(g) for g in groups]
-            else:
-                key = [(tuple(g), tuple(g.values())) for g in groups]
-            if key == self._key:
-                return self._value
-        except Exception:  # an odd value (e.g. an array): validate it
-            pass
-        return None
-
-    def put(self, groups: list[Any], names: Any, value: _Evaluated) -> None:
-        self.clear()
-        if all(_immutable_options(g) for g in groups):
-            self._key = [(tuple(g), tuple(g.values())) for g in groups]
-        else:
-            copies = [_option_values(g) for g in groups]
-            if None in copies:
-                return  # a schedule: validated at every step
-            self._key, self._copied = copies, True
-        self._names, self._value = names, value
 
 
 def _refuse_on_gpu(options: EngineOptions, where: str) -> None:
