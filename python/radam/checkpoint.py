@@ -112,7 +112,7 @@ def _snapshot(opt: Any, include_params: bool) -> tuple[dict[str, Any], list[np.n
     """``opt.state_dict()`` and copies of the params, from the same step (retried
     if another thread stepped in between)."""
     while True:
-        sd = opt.state_dict()
+        sd = opt._saved_state("save")
         step = _step_of(sd)
         with opt._lock:
             if opt.step_count != step:
@@ -544,7 +544,7 @@ def _fit(opt: Any, meta: dict[str, Any], misfit: str) -> list[dict[str, Any]]:
         options = {k: _decode_option(v) for k, v in g["options"].items()}
         for name in SCHEDULABLE:  # lr, and betas (whose beta1 may be a schedule)
             if name in options:
-                value, current = g["options"][name], ours[name]
+                value, current = g["options"][name], ours.get(name)
                 if BY_NAME[name].kind == "betas":
                     options[name] = _decode_betas(value, current, where, misfit)
                 else:
@@ -613,8 +613,10 @@ def _decode_betas(saved: Any, live: Any, where: str, misfit: str) -> Any:
     (betas[0] may be a schedule)."""
     if not isinstance(saved, list) or len(saved) != 2:
         raise CheckpointError(f"{misfit}: its {where}['betas'] is {saved!r}, not a pair")
+    # This optimizer's betas, which may have been set to anything since a step refused them.
+    pair = live if isinstance(live, (tuple, list)) and len(live) == 2 else (None, None)
     return tuple(
-        _decode_schedulable(s, live[i], f"{where}['betas'][{i}]", misfit)
+        _decode_schedulable(s, pair[i], f"{where}['betas'][{i}]", misfit)
         for i, s in enumerate(saved)
     )
 

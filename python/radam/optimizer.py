@@ -332,17 +332,49 @@ class Adam:
             return cached
         self._check_groups()
         evaluated = self._evaluate(groups, "param_groups[{}]", self._step, caller)
+        self._check_state_names(evaluated.options)
+        self._option_cache.put(groups, self._state_names, evaluated)
+        return evaluated
+
+    def _check_state_names(self, options: list[EngineOptions]) -> None:
         if self._engine is not None:
-            for i, (opts, names) in enumerate(zip(evaluated.options, self._state_names)):
+            for i, (opts, names) in enumerate(zip(options, self._state_names)):
                 if state_names(opts) != names:
                     raise ValueError(
                         f"param_groups[{i}]: amsgrad, and whether momentum is on, "
                         "cannot change once state exists"
                     )
-        self._option_cache.put(groups, self._state_names, evaluated)
-        return evaluated
+
+    def _check_savable(self, caller: str) -> None:
+        """Refuse to write (``caller``: state_dict, save) what ``load_state_dict``
+        would refuse: each group's options checked as a load checks them (its
+        schedules called at count 0), and the state arrays' values. From inside
+        a schedule of this optimizer only the state is checked: the options are
+        being checked by the call that runs the schedule. Under the lock."""
+        try:
+            if self._busy is None:
+                self._check_groups()
+                self._check_state_names(
+                    self._validate(self.param_groups, "param_groups[{}]", 0, caller).options
+                )
+            _state_dict.check_values(self)
+        except ReentrantCallError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise type(err)(
+                f"{caller}() refused: {err}; radam writes only what load_state_dict() "
+                "accepts (nothing was written)"
+            ) from None
 
     def _evaluate(self, groups: list[Any], where: str, count: int, caller: str) -> _Evaluated:
+        """:meth:`_validate`, and keep the lrs and betas computed (which
+        ``current_lr`` reads from inside a schedule)."""
+        evaluated = self._validate(groups, where, count, caller)
+        self._last_lrs = [o.lr for o in evaluated.options]
+        self._last_betas = [(o.beta1, o.beta2) for o in evaluated.options]
+        return evaluated
+
+    def _validate(self, groups: list[Any], where: str, count: int, caller: str) -> _Evaluated:
         """Validate each group's options, calling its schedules at ``count``
         (``where`` names group i once formatted with i) as part of ``caller``
         (marked busy meanwhile). Under the lock."""
@@ -356,8 +388,6 @@ class Adam:
         if self.device == "gpu":
             for i, o in enumerate(options):
                 _refuse_on_gpu(o, where.format(i))
-        self._last_lrs = [o.lr for o in options]
-        self._last_betas = [(o.beta1, o.beta2) for o in options]
         return _Evaluated(options, [c.config for c in checked])
 
     def _check_rounding(self, options: list[EngineOptions], where: str) -> None:
@@ -499,10 +529,19 @@ class Adam:
         ``{"state": {index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}},
         "param_groups": [{options..., "params": [indices][, "param_names": [...]]}]}``.
         The arrays are copies: later steps do not change a saved dict.
+
+        It holds only what :meth:`load_state_dict` accepts: options that a step
+        refuses (set in ``param_groups`` since), or a state holding values no
+        healthy run reaches (a NaN), raise the error a load would, naming them.
         """
+        return self._saved_state("state_dict")
+
+    def _saved_state(self, caller: str) -> dict[str, Any]:
+        """:meth:`state_dict`, as part of ``caller`` (which its errors name)."""
         with self._lock:
-            self._refuse_torn("state_dict")
+            self._refuse_torn(caller)
             self._sync_host()
+            self._check_savable(caller)
             return _state_dict.build(self)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
