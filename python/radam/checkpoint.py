@@ -195,7 +195,7 @@ def _add_array(members: list[tuple[str, bytes]], member: str, array: np.ndarray)
 
 
 def _encode_number(value: Any, what: str) -> Any:
-    if isinstance(value, np.generic):
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         value = value.item()
     if isinstance(value, (bool, int, float)) or value is None:
         return value

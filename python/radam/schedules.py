@@ -42,6 +42,8 @@ import math
 import numbers
 from typing import Any, ClassVar
 
+import numpy as np
+
 __all__ = [
     "Constant",
     "ExponentialDecay",
@@ -58,8 +60,14 @@ __all__ = [
 ]
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d array as the NumPy scalar it holds (taken where that scalar is)."""
+    return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
 def _value(cls: str, name: str, value: Any, *, positive: bool = False) -> float:
     """A finite real number >= 0 (> 0 with ``positive``)."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{cls}: {name} must be a real number, got {value!r}")
     v = float(value)
@@ -71,7 +79,8 @@ def _value(cls: str, name: str, value: Any, *, positive: bool = False) -> float:
 
 def _steps(cls: str, name: str, value: Any, *, positive: bool = False) -> int:
     """A whole number of steps >= 0 (> 0 with ``positive``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    value = _scalar(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{cls}: {name} must be an integer number of steps, got {value!r}")
     v = int(value)
     if v < 0 or (positive and v == 0):
@@ -81,8 +90,11 @@ def _steps(cls: str, name: str, value: Any, *, positive: bool = False) -> int:
 
 
 def _count(cls: str, count: Any) -> int:
-    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
+    count = _scalar(count)
+    if isinstance(count, (bool, np.bool_)) or not isinstance(count, numbers.Integral):
         raise TypeError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
+    if count < 0:
+        raise ValueError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
     return int(count)
 
 
