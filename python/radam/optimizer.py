@@ -43,6 +43,7 @@ from ._params import (
     resolve_state_dtype,
 )
 from ._state_dict import LAST_STEP
+from .schedules import ScheduleEnded
 
 # Every live optimizer, for the fork handlers below.
 _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -190,6 +191,8 @@ class Adam:
         self._torn_by_fork = False  # set while a fork could not wait for a call of it
         self._last_lrs = [o.lr for o in options_list]
         self._last_betas = [(o.beta1, o.beta2) for o in options_list]
+        # Each group's (lr, betas) in the last step this object took (None: none yet).
+        self._stepped: list[tuple[float, tuple[float, float]]] | None = None
         self._option_cache: OptionCache[_Evaluated] = OptionCache()
         _LIVE.add(self)
 
@@ -240,21 +243,106 @@ class Adam:
     def current_lr(self) -> list[float]:
         """Each group's lr for the next step: the float, or the group's schedule
         called with ``step_count`` (see ``radam.schedules`` for the convention).
+        Past the end of a group's schedule (``OneCycle`` after its
+        ``transition_steps`` updates: :class:`radam.schedules.ScheduleEnded`)
+        there is no next step, and that group's :attr:`last_lr` is given.
         Read from inside a schedule of this optimizer, the lrs last computed
         (those of the last step, or of construction)."""
         with self._lock:
             if self._busy is not None:
                 return list(self._last_lrs)
-            return [o.lr for o in self._options("current_lr").options]
+            return [lr for lr, _ in self._next_values("current_lr")]
 
     @property
     def current_betas(self) -> list[tuple[float, float]]:
         """Each group's (beta1, beta2) for the next step: betas[0] may be a
-        schedule (e.g. ``radam.schedules.OneCycle.momentum()``), called like lr's."""
+        schedule (e.g. ``radam.schedules.OneCycle.momentum()``), called like lr's
+        (past its end, the last step's, as :attr:`current_lr`)."""
         with self._lock:
             if self._busy is not None:
                 return list(self._last_betas)
-            return [(o.beta1, o.beta2) for o in self._options("current_betas").options]
+            return [betas for _, betas in self._next_values("current_betas")]
+
+    @property
+    def last_lr(self) -> list[float]:
+        """Each group's lr in the last step taken (torch's ``get_last_lr()``).
+        Before this optimizer steps (built, or just loaded), the float or the
+        schedule at ``step_count - 1``, the lr of the step counted last (at 0
+        before any step: the first step's, as torch gives before stepping)."""
+        with self._lock:
+            return [lr for lr, _ in self._last_values("last_lr")]
+
+    @property
+    def last_betas(self) -> list[tuple[float, float]]:
+        """Each group's (beta1, beta2) in the last step taken, as :attr:`last_lr`."""
+        with self._lock:
+            return [betas for _, betas in self._last_values("last_betas")]
+
+    def _next_values(self, caller: str) -> list[tuple[float, tuple[float, float]]]:
+        """Each group's (lr, betas) for the next step, a schedule that has ended
+        giving its value in the last step instead (see :attr:`current_lr`).
+        Under the lock."""
+        try:
+            return _values(self._options(caller).options)
+        except ValueError as err:
+            if self._step == 0 or not isinstance(err.__cause__, ScheduleEnded):
+                raise
+        last = self._last_values(caller)
+        values = []
+        for i, group in enumerate(self.param_groups):
+            group = dict(group)
+            if self._has_ended(group.get("lr"), caller):
+                group["lr"] = last[i][0]
+            betas = group.get("betas")
+            if (
+                isinstance(betas, (tuple, list))
+                and len(betas) == 2
+                and self._has_ended(betas[0], caller)
+            ):
+                group["betas"] = (last[i][1][0], betas[1])
+            self._busy = caller
+            try:
+                values += _values([engine_options(group, f"param_groups[{i}]", self._step).options])
+            finally:
+                self._busy = None
+        return values
+
+    def _has_ended(self, schedule: Any, caller: str) -> bool:
+        """Whether ``schedule`` (a group's lr or betas[0]) is a schedule past its
+        end at the next step. Under the lock."""
+        if not callable(schedule):
+            return False
+        self._busy = caller
+        try:
+            schedule(self._step)
+        except ScheduleEnded:
+            return True
+        except Exception:  # reported as it is by engine_options
+            return False
+        finally:
+            self._busy = None
+        return False
+
+    def _last_values(self, caller: str) -> list[tuple[float, tuple[float, float]]]:
+        """Each group's (lr, betas) in the last step taken (see :attr:`last_lr`).
+        Under the lock."""
+        if self._stepped is not None:
+            return self._stepped
+        if self._busy is not None:  # inside a schedule: the values last computed
+            return list(zip(self._last_lrs, self._last_betas))
+        count = max(self._step - 1, 0)
+        return _values(
+            [self._group_options(i, count, caller) for i in range(len(self.param_groups))]
+        )
+
+    def _group_options(self, i: int, count: int, caller: str) -> EngineOptions:
+        """Group ``i``'s options, its schedules called at ``count`` as part of
+        ``caller``. Under the lock."""
+        self._busy = caller
+        try:
+            return engine_options(self.param_groups[i], f"param_groups[{i}]", count).options
+        finally:
+            self._busy = None
 
     def save(self, path: Any, *, include_params: bool = True) -> None:
         """Write a checkpoint to ``path`` atomically: options (a built-in
@@ -507,6 +595,7 @@ class Adam:
                 return
             self._engine, self._state, self._state_names, self._step = engine, state, names, t
             self._carries = carries
+            self._stepped = _values(evaluated.options)
 
     def sync(self) -> None:
         """Copy params and state from the device into the host arrays (no-op on the CPU).
@@ -591,6 +680,7 @@ class Adam:
                 ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
             self._engine, self._state, self._state_names = engine, loaded.state, loaded.names
             self._step, self._carries = loaded.step, loaded.carries
+            self._stepped = None  # last_lr: computed from the loaded groups until a step
             self._option_cache.clear()
 
     def __repr__(self) -> str:
@@ -599,6 +689,11 @@ class Adam:
             opts = ", ".join(f"{k}={g[k]!r}" for k in self.defaults)
             lines.append(f"  group {i}: {len(g['params'])} params, {opts}")
         return "\n".join(lines)
+
+
+def _values(options: list[EngineOptions]) -> list[tuple[float, tuple[float, float]]]:
+    """Each group's (lr, (beta1, beta2))."""
+    return [(o.lr, (o.beta1, o.beta2)) for o in options]
 
 
 def _copy_params(tensors: list[Tensor], values: list[np.ndarray]) -> None:

@@ -14,7 +14,10 @@ The convention, shared with optax and with PyTorch's LR schedulers:
   raises an error naming ``param_groups[i]['lr']`` and the step does not
   happen (params, state and step count untouched).
 - ``opt.current_lr`` gives each group's lr for the next step (it calls the
-  schedules with ``opt.step_count``), ``opt.current_betas`` its betas.
+  schedules with ``opt.step_count``), ``opt.current_betas`` its betas; past
+  the end of a schedule (:class:`ScheduleEnded`) there is no next step, and
+  they give that group's last step's. ``opt.last_lr`` and ``opt.last_betas``
+  give the values the last step used (torch's ``get_last_lr()``).
 - A schedule's position is the optimizer's step count, so it survives
   ``state_dict``/``load_state_dict`` and ``save``/``load`` with nothing extra.
 
@@ -96,6 +99,12 @@ def _count(cls: str, count: Any) -> int:
     if count < 0:
         raise ValueError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
     return int(count)
+
+
+class ScheduleEnded(ValueError):
+    """A schedule called past its last update (:class:`OneCycle` after its
+    ``transition_steps`` updates), where it has no value. A step there fails;
+    ``opt.current_lr`` reports the last step's values instead."""
 
 
 class Schedule:
@@ -319,7 +328,7 @@ def _one_cycle_at(schedule: Any, count: int, values: tuple[tuple[float, float], 
     order of operations, over phases that start and end at ``values``."""
     steps, pct_start = schedule.transition_steps, schedule.pct_start
     if count >= steps:
-        raise ValueError(
+        raise ScheduleEnded(
             f"{type(schedule).__name__}: step count {count} is past the cycle, whose "
             f"transition_steps={steps} updates have counts 0 to {steps - 1} (torch's OneCycleLR "
             "refuses to go on too); build a longer cycle, or set a number in its place"
