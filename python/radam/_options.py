@@ -41,6 +41,14 @@ def q8_map(signed: bool) -> np.ndarray:
     return _core._q8_map(signed)
 
 
+def q8_encode(values: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``values`` as 8-bit state: the codes (uint8, of ``values``' shape),
+    each the nearest value of the map, and the float32 absmax of each block."""
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    codes, absmax = _core._q8_encode(flat, signed)
+    return codes.reshape(values.shape), absmax
+
+
 @dataclass(frozen=True)
 class Option:
     """One option of the optimizers."""

@@ -382,8 +382,9 @@ class Adam:
         moving over; torch itself is not needed): ``torch.optim.Adam`` or ``AdamW`` into
         radam.Adam/AdamW (bitsandbytes' ``Adam8bit``/``AdamW8bit`` into one with
         ``state_dtype="8bit"``: its maps must be radam's, and its decoupled decay needs
-        a decoupled decay here when ``weight_decay != 0``), and ``NAdam`` (its
-        ``mu_product``), ``RAdam`` and ``Adamax`` into the radam class of the same name;
+        a decoupled decay here when ``weight_decay != 0``; its ``Adam32bit`` too), and
+        ``NAdam`` (its ``mu_product``), ``RAdam`` and ``Adamax`` into the radam class of
+        the same name;
         another optimizer's dict is an error that names it. This optimizer must be built
         over the same params in the same order and groups, as NumPy arrays. Tensors
         become NumPy copies, ``step`` tensors ints; the options both have map one to
@@ -392,7 +393,11 @@ class Adam:
         not change the math: the lr and betas in effect are in lr and betas); other keys
         are rejected. For torch < 2.6, whose AdamW state_dict does not say that its
         decay is decoupled, pass ``decoupled_weight_decay=True`` for AdamW. Options
-        torch lacks keep this optimizer's values. Checked fully before anything changes.
+        torch lacks keep this optimizer's values. What this optimizer keeps and the
+        dict lacks is made from what it has: with ``master_weights``, the float32
+        master copies from the params now; with 8-bit state, float32 moments quantized
+        (to the nearest code, as radam's steps store them). Checked fully before
+        anything changes; an error names the dict's key and what it must hold.
         """
         from ._torch_import import load_torch_state_dict
 
