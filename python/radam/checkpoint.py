@@ -249,22 +249,37 @@ def load(opt: Any, path: str | os.PathLike, *, restore_params: bool = True) -> N
     if not isinstance(restore_params, bool):
         raise TypeError(f"restore_params must be True or False, got {restore_params!r}")
     path = _path(path)
+    sd, params = read_state(opt, path)
+    with opt._lock:
+        loaded = check_state(opt, path, sd)
+        try:
+            opt._apply_state_dict(loaded, params if restore_params else None)
+        except ValueError as err:  # a param that cannot take the saved values (read-only)
+            raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
+
+
+def read_state(opt: Any, path: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray] | None]:
+    """The checkpoint at ``path`` as a state dict for ``opt`` and its params (None
+    when the file has none), the metadata checked against ``opt`` before any
+    array is read. Changes nothing (:func:`load` = this, :func:`check_state`,
+    then ``opt._apply_state_dict``)."""
+    path = _path(path)
     misfit = f"checkpoint {path!r} does not fit this optimizer"
     with _Archive(path) as archive:
         meta = archive.meta()
         groups = _fit(opt, meta, misfit)
         arrays = archive.arrays(meta)
-    sd, params = _saved_state_dict(meta, groups, arrays)
-    with opt._lock:
-        opt._refuse_reentry("load")
-        try:
-            loaded = _state_dict.check(opt, sd, "load")
-        except (ValueError, TypeError, OverflowError) as err:
-            raise CheckpointError(f"{misfit}: {err}") from err
-        try:
-            opt._apply_state_dict(loaded, params if restore_params else None)
-        except ValueError as err:  # a param that cannot take the saved values (read-only)
-            raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
+    return _saved_state_dict(meta, groups, arrays)
+
+
+def check_state(opt: Any, path: str, sd: dict[str, Any]) -> _state_dict.Loaded:
+    """:func:`radam._state_dict.check` of a :func:`read_state` dict, as
+    :class:`CheckpointError`. Under ``opt``'s lock."""
+    opt._refuse_reentry("load")
+    try:
+        return _state_dict.check(opt, sd, "load")
+    except (ValueError, TypeError, OverflowError) as err:
+        raise CheckpointError(f"checkpoint {path!r} does not fit this optimizer: {err}") from err
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
