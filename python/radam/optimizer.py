@@ -128,7 +128,8 @@ class Adam:
     (the released downhill's constant rescale, a legacy choice).
 
     ``device="gpu"`` runs the WGSL kernel through wgpu-py (``pip install
-    "radam[gpu]"``; float32 params and state only, every other option above;
+    "radam[gpu]"``; float32, bfloat16 or float16 params, all of one dtype, with
+    float32, 16-bit or 8-bit state, and master weights; every other option above;
     ``skip_nonfinite`` and ``max_gradient_norm`` need NumPy grads there,
     being checked and measured on the host) with params and state resident on the
     GPU; ``device="auto"`` picks it only when a non-CPU adapter exists. The host
