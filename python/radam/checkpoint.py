@@ -59,6 +59,7 @@ import numpy as np
 
 from . import _atomic_file, _core, _state_dict
 from ._engine import ABSMAX, Q8_BLOCK
+from ._errors import Error
 from ._options import BY_NAME, SCHEDULABLE
 from .schedules import Schedule, from_config
 
@@ -84,7 +85,7 @@ _NUMPY_DTYPES = (
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so equal checkpoints are equal files
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Error, ValueError):
     """A file that is not a readable radam checkpoint, or one that does not
     fit the optimizer it is loaded into. Nothing was changed."""
 

@@ -47,6 +47,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._errors import Error
+
 __all__ = [
     "Constant",
     "ExponentialDecay",
@@ -101,7 +103,7 @@ def _count(cls: str, count: Any) -> int:
     return int(count)
 
 
-class ScheduleEnded(ValueError):
+class ScheduleEnded(Error, ValueError):
     """A schedule called past its last update (:class:`OneCycle` after its
     ``transition_steps`` updates), where it has no value. A step there fails;
     ``opt.current_lr`` reports the last step's values instead."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _core
 from .._engine import EIGHT_BIT
+from .._errors import Error
 
 WORKGROUP_SIZE = 256
 _FLOAT32 = np.dtype(np.float32)
@@ -26,7 +27,7 @@ ADAPTER_HINT = (
 )
 
 
-class GpuError(RuntimeError):
+class GpuError(Error, RuntimeError):
     """The GPU path is unavailable or failed (no wgpu, no adapter, out of memory,
     lost device). The host arrays are intact when this is raised."""
 
