@@ -113,7 +113,7 @@ def _snapshot(opt: Any, include_params: bool) -> tuple[dict[str, Any], list[np.n
     """``opt.state_dict()`` and copies of the params, from the same step (retried
     if another thread stepped in between)."""
     while True:
-        sd = opt.state_dict()
+        sd = opt._saved_state("save")
         step = _step_of(sd)
         with opt._lock:
             if opt.step_count != step:
@@ -196,7 +196,7 @@ def _add_array(members: list[tuple[str, bytes]], member: str, array: np.ndarray)
 
 
 def _encode_number(value: Any, what: str) -> Any:
-    if isinstance(value, np.generic):
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         value = value.item()
     if isinstance(value, (bool, int, float)) or value is None:
         return value
@@ -250,22 +250,37 @@ def load(opt: Any, path: str | os.PathLike, *, restore_params: bool = True) -> N
     if not isinstance(restore_params, bool):
         raise TypeError(f"restore_params must be True or False, got {restore_params!r}")
     path = _path(path)
+    sd, params = read_state(opt, path)
+    with opt._lock:
+        loaded = check_state(opt, path, sd)
+        try:
+            opt._apply_state_dict(loaded, params if restore_params else None)
+        except ValueError as err:  # a param that cannot take the saved values (read-only)
+            raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
+
+
+def read_state(opt: Any, path: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray] | None]:
+    """The checkpoint at ``path`` as a state dict for ``opt`` and its params (None
+    when the file has none), the metadata checked against ``opt`` before any
+    array is read. Changes nothing (:func:`load` = this, :func:`check_state`,
+    then ``opt._apply_state_dict``)."""
+    path = _path(path)
     misfit = f"checkpoint {path!r} does not fit this optimizer"
     with _Archive(path) as archive:
         meta = archive.meta()
         groups = _fit(opt, meta, misfit)
         arrays = archive.arrays(meta)
-    sd, params = _saved_state_dict(meta, groups, arrays)
-    with opt._lock:
-        opt._refuse_reentry("load")
-        try:
-            loaded = _state_dict.check(opt, sd, "load")
-        except (ValueError, TypeError, OverflowError) as err:
-            raise CheckpointError(f"{misfit}: {err}") from err
-        try:
-            opt._apply_state_dict(loaded, params if restore_params else None)
-        except ValueError as err:  # a param that cannot take the saved values (read-only)
-            raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
+    return _saved_state_dict(meta, groups, arrays)
+
+
+def check_state(opt: Any, path: str, sd: dict[str, Any]) -> _state_dict.Loaded:
+    """:func:`radam._state_dict.check` of a :func:`read_state` dict, as
+    :class:`CheckpointError`. Under ``opt``'s lock."""
+    opt._refuse_reentry("load")
+    try:
+        return _state_dict.check(opt, sd, "load")
+    except (ValueError, TypeError, OverflowError) as err:
+        raise CheckpointError(f"checkpoint {path!r} does not fit this optimizer: {err}") from err
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -545,7 +560,7 @@ def _fit(opt: Any, meta: dict[str, Any], misfit: str) -> list[dict[str, Any]]:
         options = {k: _decode_option(v) for k, v in g["options"].items()}
         for name in SCHEDULABLE:  # lr, and betas (whose beta1 may be a schedule)
             if name in options:
-                value, current = g["options"][name], ours[name]
+                value, current = g["options"][name], ours.get(name)
                 if BY_NAME[name].kind == "betas":
                     options[name] = _decode_betas(value, current, where, misfit)
                 else:
@@ -614,8 +629,10 @@ def _decode_betas(saved: Any, live: Any, where: str, misfit: str) -> Any:
     (betas[0] may be a schedule)."""
     if not isinstance(saved, list) or len(saved) != 2:
         raise CheckpointError(f"{misfit}: its {where}['betas'] is {saved!r}, not a pair")
+    # This optimizer's betas, which may have been set to anything since a step refused them.
+    pair = live if isinstance(live, (tuple, list)) and len(live) == 2 else (None, None)
     return tuple(
-        _decode_schedulable(s, live[i], f"{where}['betas'][{i}]", misfit)
+        _decode_schedulable(s, pair[i], f"{where}['betas'][{i}]", misfit)
         for i, s in enumerate(saved)
     )
 

@@ -247,8 +247,9 @@ def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
                 )
             continue
         raise TypeError(
-            f"params{label} has dtype {array.dtype}; device='gpu' updates float32 arrays "
-            "only (WGSL has no float64): convert with .astype(np.float32) or use device='cpu'"
+            f"params{label} has dtype {array.dtype}; device='gpu' updates float32, bfloat16 "
+            "and float16 arrays only (WGSL has no float64): convert with "
+            ".astype(np.float32) or use device='cpu'"
         )
 
 
