@@ -30,7 +30,6 @@ from ._options import (
     check_choice,
     check_switch,
     engine_options,
-    from_table,
     group_defaults,
     unsupported_on_gpu,
 )
@@ -42,6 +41,7 @@ from ._params import (
     layout_of,
     resolve_state_dtype,
 )
+from ._signatures import from_table
 from ._state_dict import LAST_STEP
 from .schedules import ScheduleEnded
 

@@ -45,9 +45,8 @@ import math
 import numbers
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ._errors import Error
+from ._numbers import as_number, real
 
 __all__ = [
     "Constant",
@@ -65,27 +64,15 @@ __all__ = [
 ]
 
 
-def _scalar(value: Any) -> Any:
-    """A 0-d array as the NumPy scalar it holds (taken where that scalar is)."""
-    return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
-
-
 def _value(cls: str, name: str, value: Any, *, positive: bool = False) -> float:
     """A finite real number >= 0 (> 0 with ``positive``)."""
-    value = _scalar(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{cls}: {name} must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        rule = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"{cls}: {name} must be {rule}, got {value!r}")
-    return v
+    return real(value, f"{cls}: {name}", 0, low_open=positive)
 
 
 def _steps(cls: str, name: str, value: Any, *, positive: bool = False) -> int:
     """A whole number of steps >= 0 (> 0 with ``positive``)."""
-    value = _scalar(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    value = as_number(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{cls}: {name} must be an integer number of steps, got {value!r}")
     v = int(value)
     if v < 0 or (positive and v == 0):
@@ -95,8 +82,8 @@ def _steps(cls: str, name: str, value: Any, *, positive: bool = False) -> int:
 
 
 def _count(cls: str, count: Any) -> int:
-    count = _scalar(count)
-    if isinstance(count, (bool, np.bool_)) or not isinstance(count, numbers.Integral):
+    count = as_number(count)
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral):
         raise TypeError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
     if count < 0:
         raise ValueError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
@@ -306,9 +293,7 @@ def _one_cycle_shape(
 ) -> tuple[int, float, str, bool]:
     """The checked arguments that shape a one-cycle (shared by the lr and the beta1 cycle)."""
     steps = _steps(cls, "transition_steps", transition_steps, positive=True)
-    pct = _value(cls, "pct_start", pct_start)
-    if pct > 1:
-        raise ValueError(f"{cls}: pct_start must be in [0, 1], got {pct_start!r}")
+    pct = real(pct_start, f"{cls}: pct_start", 0, 1)
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(
             f"{cls}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
@@ -441,11 +426,8 @@ class OneCycleMomentum(Schedule):
         self.transition_steps, self.pct_start, self.anneal_strategy, self.three_phase = (
             _one_cycle_shape(name, transition_steps, pct_start, anneal_strategy, three_phase)
         )
-        for arg, value in (("base", base), ("peak", peak)):
-            if _value(name, arg, value) >= 1:
-                raise ValueError(f"{name}: {arg} is a beta1, in [0, 1); got {value!r}")
-        self.base = float(base)
-        self.peak = float(peak)
+        self.base = real(base, f"{name}: base (a beta1)", 0, 1, high_open=True)
+        self.peak = real(peak, f"{name}: peak (a beta1)", 0, 1, high_open=True)
         self._freeze()
 
     def _value(self, count: int) -> float:

@@ -41,24 +41,30 @@ file, not PuzzleLib's HDF5.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import tempfile
 from typing import Any
 
 import numpy as np
 
-from .._options import PUZZLELIB, from_seed
+from .._numbers import real
 from ..optimizer import Adam as _RadamAdam
+from ._aliases import PUZZLELIB, from_seed
 
 _FORMAT = "radam.compat.puzzlelib.Adam/1"
 _ALIGN_BYTES = 64  # each block of a global buffer starts on a cache line
+# Each hyperparameter's range, as radam.Adam takes its option: (low, high, high_open).
+_RANGES = {
+    "alpha": (0, None, False),
+    "beta1": (0, 1, True),
+    "beta2": (0, 1, True),
+    "epsilon": (0, None, False),
+}
 
 
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
+def _hyperparameter(name: str, value: Any) -> float:
+    low, high, high_open = _RANGES[name]
+    return real(value, name, low, high, high_open=high_open)
 
 
 class Adam:
@@ -87,11 +93,10 @@ class Adam:
                 )
         self.nodeinfo = nodeinfo  # an mpi4py communicator, or None
         self._averaged: Any = None  # radam.distributed.AveragedAdam with nodeinfo
-        self.alpha = _real("alpha", alpha)
-        self.beta1 = _real("beta1", beta1)
-        self.beta2 = _real("beta2", beta2)
-        self.epsilon = _real("epsilon", epsilon)
-        self._check_hyperparams()
+        self.alpha = _hyperparameter("alpha", alpha)
+        self.beta1 = _hyperparameter("beta1", beta1)
+        self.beta2 = _hyperparameter("beta2", beta2)
+        self.epsilon = _hyperparameter("epsilon", epsilon)
         self.t = 0
         self.learnRate = 0.0
         self.net: Any = None
@@ -104,22 +109,10 @@ class Adam:
         self._grad_buffers: list[np.ndarray] = []
         self._grad_views: dict[str, np.ndarray] = {}
 
-    def _check_hyperparams(self) -> None:
-        for name in ("alpha", "beta1", "beta2", "epsilon"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"{name} must be a real number, got {value!r}")
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be finite and >= 0, got {self.alpha!r}")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
-            raise ValueError(f"epsilon must be finite and >= 0, got {self.epsilon!r}")
-
     def _options(self) -> dict[str, Any]:
-        """radam.Adam's options for this optimizer's (named by radam's option table)."""
-        return from_seed(PUZZLELIB, lambda name: float(getattr(self, name)))
+        """radam.Adam's options for this optimizer's hyperparameters (which may have
+        been changed since), each checked (named by radam's option table)."""
+        return from_seed(PUZZLELIB, lambda name: _hyperparameter(name, getattr(self, name)))
 
     # -- setup
     def setupOn(self, net: Any, useGlobalState: bool = False) -> None:  # noqa: N802, N803
@@ -201,9 +194,9 @@ class Adam:
         """``t += 1`` and one step of every param (PuzzleLib's sign: grads are -dLoss)."""
         self._require_setup()
         assert self._opt is not None
-        self._check_hyperparams()
+        options = self._options()
         grads = self._grads()
-        self._opt.param_groups[0].update(self._options())
+        self._opt.param_groups[0].update(options)
         if self._averaged is not None:
             self._averaged.step(grads)  # grads averaged across nodeinfo's ranks first
         else:
