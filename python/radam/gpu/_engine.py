@@ -190,31 +190,29 @@ class GpuEngine:
         entries.append({"binding": 4, "resource": {"buffer": maps, "offset": 0, "size": maps.size}})
         return self._ctx.device.create_bind_group(layout=self._ctx.layout_q8, entries=entries)
 
-    def _state_views(self, image: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """For each tensor: (host array, its strided view in a flat state image) per
-        moment. ``image`` is the state buffer's bytes as state values (float32 or 16-bit)."""
-        out = []
+    def _state_pairs(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every host state array beside its view in a flat image of the state
+        buffer (``image``: its bytes as state values, float32 or 16-bit, contiguous):
+        what uploading copies one way and ``sync`` the other. A moment of float32 or
+        16-bit state is a strided column of its tensor's rows, of the host array's
+        shape; 8-bit state is its codes, as the block records' code words seen as
+        uint8 (blocks, 256), whose last block runs past the tensor (see
+        :func:`_codes_in_blocks`), and its absmax, the records' absmax words seen
+        as float32."""
+        pairs = []
+        words = image.view(np.uint32)
         for i, (p, moments) in enumerate(zip(self._params, self._moments)):
-            if self._q8[i]:
-                out.append([])
+            if not self._q8[i]:
+                rows = self._layout.state_rows(i, image)
+                pairs += [(h, rows[:, k].reshape(p.shape)) for k, h in enumerate(moments)]
                 continue
-            rows = self._layout.state_rows(i, image)
-            out.append([(h, rows[:, k].reshape(p.shape)) for k, h in enumerate(moments)])
-        return out
-
-    def _q8_views(self, i: int, words: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Tensor ``i``'s 8-bit state in a flat image of the state buffer (u32 words),
-        per moment: its codes as uint8 (blocks, 256), contiguous when ``words`` is,
-        and its absmax's bits (blocks,)."""
-        records = self._layout.block_records(i, words)
-        k = len(self._q8_moments[i])
-        return [
-            (
-                records[:, j * BLOCK_WORDS : (j + 1) * BLOCK_WORDS].view(_UINT8),
-                records[:, k * BLOCK_WORDS + j],
-            )
-            for j in range(k)
-        ]
+            records = self._layout.block_records(i, words)
+            k = len(self._q8_moments[i])
+            for j, (codes, absmax) in enumerate(self._q8_moments[i]):
+                code_words = records[:, j * BLOCK_WORDS : (j + 1) * BLOCK_WORDS]
+                pairs.append((codes, code_words.view(_UINT8)))
+                pairs.append((absmax, records[:, k * BLOCK_WORDS + j].view(_FLOAT32)))
+        return pairs
 
     def _upload(self) -> None:
         """Params (or their master copies) and state from the host arrays into the
@@ -224,16 +222,10 @@ class GpuEngine:
             np.copyto(view, p if master is None else master)
         queue.write_buffer(self._param_buf, 0, self._staging)
         image = np.zeros(self._layout.n_state_words * self._per_word, self._state_dtype)
-        for roles in self._state_views(image):
-            for host, view in roles:
-                np.copyto(view, host)
-        words = image.view(np.uint32)
-        for i, pairs in enumerate(self._q8_moments):
-            for (codes, absmax), (code_view, absmax_view) in zip(pairs, self._q8_views(i, words)):
-                padded = np.zeros(code_view.size, _UINT8)
-                padded[: codes.size] = codes.reshape(-1)
-                code_view[:] = padded.reshape(code_view.shape)
-                absmax_view[:] = absmax.view(np.uint32)
+        for host, view in self._state_pairs(image):
+            if view.shape != host.shape:  # 8-bit codes, in whole blocks
+                host = _codes_in_blocks(host, view.shape)
+            np.copyto(view, host)
         queue.write_buffer(self._state_buf, 0, image.view(np.uint32))
         self._staging[:] = 0
 
@@ -509,14 +501,10 @@ class GpuEngine:
         except (self._ctx.wgpu.GPUError, RuntimeError) as err:
             raise self._error("reading params and state back", err) from err
         self._params_from(flat)
-        for roles in self._state_views(image):
-            for host, view in roles:
-                np.copyto(host, view)
-        words = image.view(np.uint32)
-        for i, pairs in enumerate(self._q8_moments):
-            for (codes, absmax), (code_view, absmax_view) in zip(pairs, self._q8_views(i, words)):
-                np.copyto(codes, code_view.reshape(-1)[: codes.size].reshape(codes.shape))
-                np.copyto(absmax, absmax_view.view(_FLOAT32))
+        for host, view in self._state_pairs(image):
+            if view.shape != host.shape:  # 8-bit codes, in whole blocks
+                view = view.reshape(-1)[: host.size].reshape(host.shape)
+            np.copyto(host, view)
 
     def _params_from(self, flat: np.ndarray) -> None:
         """The host params (and master copies) from the params buffer's contents:
@@ -530,6 +518,14 @@ class GpuEngine:
 
     def __len__(self) -> int:
         return len(self._params)
+
+
+def _codes_in_blocks(codes: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
+    """A tensor's 8-bit codes as whole blocks, of shape ``blocks`` (count, BLOCK):
+    the codes past the tensor, in its last block, are 0."""
+    padded = np.zeros(blocks, _UINT8)
+    padded.reshape(-1)[: codes.size] = codes.reshape(-1)
+    return padded
 
 
 def _q8_moments(t: TensorBuffers) -> list[tuple[np.ndarray, np.ndarray]]:
