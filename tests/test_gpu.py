@@ -26,6 +26,7 @@ import tempfile
 import numpy as np
 import pytest
 import radam
+from helpers import assert_unchanged, snapshot, step_both
 from radam import _core, gpu
 
 if not os.environ.get("XDG_RUNTIME_DIR"):
@@ -270,16 +271,11 @@ def test_host_side_checks_refuse_device_grads(options, match):
     params = [np.ones(3, np.float32), np.ones((2, 3), np.float32)]
     opt = radam.Adam(params, lr=0.1, device="gpu", **options)
     opt.step([np.ones(3, np.float32), np.ones((2, 3), np.float32)])
-    before = _snapshot(opt, params)
+    before = _synced_snapshot(opt)
     with pytest.raises(ValueError, match=match):
         opt.step([np.ones(3, np.float32), _device_array((2, 3))])
-    after = _snapshot(opt, params)
-    for x, y in zip(before[0], after[0]):
-        np.testing.assert_array_equal(x, y)
-    for k in before[1]:
-        for n in before[1][k]:
-            np.testing.assert_array_equal(before[1][k][n], after[1][k][n])
-    assert before[2] == after[2] == 1
+    _assert_unchanged_on_host(opt, before)
+    assert before["step"] == 1
 
 
 @needs_gpu
@@ -671,16 +667,15 @@ def test_16_bit_state_dict_moves_between_devices(first, second, dtype):
             np.testing.assert_array_equal(
                 moved["state"][i][name].view(np.uint16), entry[name].view(np.uint16)
             )
-    # One more step on both, from the same params and state.
-    opt1.step(grads[20])
-    opt2.step(grads[20])
-    opt1.sync()
-    opt2.sync()
-    for x, y in zip(p1, p2):
-        if first == second:
-            np.testing.assert_array_equal(x, y)
-        else:
-            assert_close(y, x, "params after one more step")
+    step_both(
+        opt1,
+        opt2,
+        grads[20],
+        p1,
+        p2,
+        exact=first == second,
+        assert_close=lambda got, want: assert_close(got, want, "params after one more step"),
+    )
     sd1, sd2 = opt1.state_dict(), opt2.state_dict()
     for i, entry in sd1["state"].items():
         for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "velocity"):
@@ -913,10 +908,15 @@ def test_load_state_dict_keeps_gpu_params():
 # -- bad input on the GPU path -------------------------------------------------------------
 
 
-def _snapshot(opt, params):
+def _synced_snapshot(opt):
+    """A snapshot of the params and state on the device, read back to the host."""
     opt.sync()
-    state = {k: {n: a.copy() for n, a in v.items()} for k, v in opt.state.items()}
-    return [p.copy() for p in params], state, opt.step_count
+    return snapshot(opt)
+
+
+def _assert_unchanged_on_host(opt, before):
+    opt.sync()
+    assert_unchanged(opt, before)
 
 
 def _device_array(shape):
@@ -968,18 +968,13 @@ def test_bad_grads_change_nothing(case):
     first = grads_for(params, rng)
     opt.step(first)
     ref_opt.step(first)
-    before = _snapshot(opt, params)
+    before = _synced_snapshot(opt)
     make, error, match = BAD_GRADS[case]
     grads = make(params, [np.ones_like(p) for p in params])
     with pytest.raises(error, match=match):
         opt.step(grads)
-    after = _snapshot(opt, params)
-    for x, y in zip(before[0], after[0]):
-        np.testing.assert_array_equal(x, y)
-    for k in before[1]:
-        for n in before[1][k]:
-            np.testing.assert_array_equal(before[1][k][n], after[1][k][n])
-    assert before[2] == after[2] == 1
+    _assert_unchanged_on_host(opt, before)
+    assert before["step"] == 1
     # It keeps working, as if the bad call never happened.
     second = grads_for(params, rng)
     opt.step(second)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import radam
+from helpers import step_both
 from radam import _core, gpu
 from radam._engine import (
     EXP_AVG,
@@ -360,15 +361,17 @@ def test_8_bit_state_dict_moves_between_devices(first, second):
     for i, entry in saved["state"].items():
         for name, value in entry.items():
             np.testing.assert_array_equal(moved["state"][i][name], value, err_msg=name)
-    opt1.step(grads[10])
-    opt2.step(grads[10])
-    opt1.sync()
-    opt2.sync()
-    for x, y in zip(p1, p2):
-        if first == second:
-            np.testing.assert_array_equal(x, y)
-        else:
-            np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6 * np.abs(x).max())
+    step_both(
+        opt1,
+        opt2,
+        grads[10],
+        p1,
+        p2,
+        exact=first == second,
+        assert_close=lambda got, want: np.testing.assert_allclose(
+            got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max()
+        ),
+    )
 
 
 # -- with stochastic rounding of 16-bit params ------------------------------------------------

@@ -164,3 +164,20 @@ def test_the_seed_systems_names_map_onto_options():
         "betas": (0.5, 0.25),
         "eps": 0.0,
     }
+
+
+def test_the_seed_systems_names_are_theirs_and_radams():
+    from radam.compat import downhill, puzzlelib
+
+    def seed_names(names):
+        return {n for key in names for n in (key if isinstance(key, tuple) else (key,))}
+
+    assert seed_names(_aliases.DOWNHILL) <= set(downhill.DEFAULTS)
+    assert seed_names(_aliases.PUZZLELIB) <= set(inspect.signature(puzzlelib.Adam).parameters)
+    group_options = {o.name for o in OPTIONS if o.group}
+    for names in (_aliases.DOWNHILL, _aliases.PUZZLELIB):
+        assert set(names.values()) <= group_options
+        # a pair of seed names is betas, the one option that is a pair
+        assert {k for k, v in names.items() if v == "betas"} == {
+            k for k in names if isinstance(k, tuple)
+        }

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import radam
-from helpers import assert_unchanged, raises_named, snapshot
+from helpers import assert_same_run, assert_unchanged, raises_named, snapshot
 
 
 def make_params(rng):
@@ -54,11 +54,7 @@ def test_resume_is_bit_for_bit(amsgrad, save_at):
         opt2.step(g)
 
     assert opt2.step_count == opt.step_count == 15
-    for a, b in zip(resumed, straight):
-        np.testing.assert_array_equal(a, b)
-    for key in opt.state:
-        for name in opt.state[key]:
-            np.testing.assert_array_equal(opt2.state[key][name], opt.state[key][name])
+    assert_same_run(straight, resumed, opt, opt2)
 
 
 def test_round_trip_and_layout():

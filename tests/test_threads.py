@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 import radam
+from helpers import assert_same_run
 
 
 def _options():
@@ -50,11 +51,7 @@ def test_concurrent_steps_equal_sequential_steps(n_threads):
     seq = radam.Adam(alone, **_options())
     for _ in range(n_threads * n_steps):
         seq.step(grads)
-    for a, b in zip(shared, alone):
-        np.testing.assert_array_equal(a, b)
-    for key in seq.state:
-        for name in seq.state[key]:
-            np.testing.assert_array_equal(opt.state[key][name], seq.state[key][name])
+    assert_same_run(alone, shared, seq, opt)
 
 
 def test_state_dict_while_stepping_is_consistent():
