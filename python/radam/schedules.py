@@ -90,6 +90,11 @@ def _count(cls: str, count: Any) -> int:
     return int(count)
 
 
+def _warmup(init_value: float, peak_value: float, frac: float) -> float:
+    """The linear warmup's value ``frac`` of the way from ``init_value`` to ``peak_value``."""
+    return init_value + (peak_value - init_value) * frac
+
+
 class ScheduleEnded(Error, ValueError):
     """A schedule called past its last update (:class:`OneCycle` after its
     ``transition_steps`` updates), where it has no value. A step there fails;
@@ -174,8 +179,7 @@ class LinearWarmup(Schedule):
     def _value(self, count: int) -> float:
         if count >= self.warmup_steps:
             return self.peak_value
-        frac = count / self.warmup_steps
-        return self.init_value + (self.peak_value - self.init_value) * frac
+        return _warmup(self.init_value, self.peak_value, count / self.warmup_steps)
 
 
 class WarmupCosineDecay(Schedule):
@@ -216,8 +220,7 @@ class WarmupCosineDecay(Schedule):
 
     def _value(self, count: int) -> float:
         if count < self.warmup_steps:
-            frac = count / self.warmup_steps
-            return self.init_value + (self.peak_value - self.init_value) * frac
+            return _warmup(self.init_value, self.peak_value, count / self.warmup_steps)
         span = self.decay_steps - self.warmup_steps
         if count >= self.decay_steps or span == 0:
             return self.end_value if count >= self.decay_steps else self.peak_value
