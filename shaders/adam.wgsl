@@ -169,23 +169,28 @@ fn lowbias32(v: u32) -> u32 {
 }
 
 // f32 to bf16 bits, away from zero when the top 16 bits of r are below the 16
-// dropped bits; a NaN made quiet.
+// dropped bits; a NaN made quiet. Overflow as round to nearest: infinity from the
+// largest finite value plus half its gap (bits 0x7f7f8000) on, the largest below it.
 fn f32_to_bf16_stochastic(x: f32, r: u32) -> u32 {
     let b = bitcast<u32>(x);
+    let a = b & 0x7fffffffu;
     let up = select(0u, 1u, (r >> 16u) < (b & 0xffffu));
-    let nan = (b & 0x7fffffffu) > 0x7f800000u;
-    return select((b >> 16u) + up, (b >> 16u) | 0x40u, nan) & 0xffffu;
+    let finite = min((a >> 16u) + up, 0x7f7fu);
+    let magnitude = select(finite, 0x7f80u, a >= 0x7f7f8000u);
+    let nan = a > 0x7f800000u;
+    return select(magnitude | ((b >> 16u) & 0x8000u), (b >> 16u) | 0x40u, nan) & 0xffffu;
 }
 
 // f32 to f16 bits: normal results drop 13 bits (against the top 13 of r); below
 // 2^-14 the dropped fraction of |x| * 2^24, taken to 32 bits, against all of r.
+// Overflow as round to nearest: infinity from 65520 on, 65504 below it.
 fn f32_to_f16_stochastic(x: f32, r: u32) -> u32 {
     let b = bitcast<u32>(x);
     let sign = (b >> 16u) & 0x8000u;
     let a = b & 0x7fffffffu;
     let up = select(0u, 1u, (r >> 19u) < (a & 0x1fffu));
-    // (a >> 13) - ((127 - 15) << 10) as a wrapping u32, stopped at infinity.
-    let normal = min((a >> 13u) + 0xfffe4000u + up, 0x7c00u);
+    // (a >> 13) - ((127 - 15) << 10) as a wrapping u32, stopped at the largest.
+    let normal = select(min((a >> 13u) + 0xfffe4000u + up, 0x7bffu), 0x7c00u, a >= 0x477ff000u);
     let e = max(a >> 23u, 1u);
     let m = (a & 0x7fffffu) | select(0u, 0x800000u, (a >> 23u) != 0u);
     let dropped = 126u - e; // wraps for exponents past 126, as in Rust
