@@ -35,11 +35,29 @@ fn nearest_by_distance(values: &[f32; 256], y: f32) -> u8 {
     best as u8
 }
 
-/// A reference block encoder: absmax by comparison (NaN or infinity poisons
-/// the block), then each value's code by [`reference_code`] on `x * (1/absmax)`.
+/// A reference block encoder: absmax by comparison (a NaN poisons the
+/// block), then each value's code by [`reference_code`] on `x * (1/absmax)`.
+/// A block with infinities: its finite values' codes under their own absmax,
+/// kept off the end codes, which the infinities take; the absmax negated.
 pub(super) fn reference_encode(book: &Codebook, x: &[f32]) -> (Vec<u8>, f32) {
-    if x.iter().any(|v| !v.is_finite()) {
+    if x.iter().any(|v| v.is_nan()) {
         return (vec![book.zero; x.len()], f32::NAN);
+    }
+    if x.iter().any(|v| v.is_infinite()) {
+        let finite: Vec<f32> = x
+            .iter()
+            .map(|&v| if v.is_finite() { v } else { 0.0 })
+            .collect();
+        let (codes, absmax) = reference_encode(book, &finite);
+        let lowest = if book.zero == 127 { 1 } else { 0 };
+        let codes = (codes.iter().zip(x))
+            .map(|(&c, &v)| match v {
+                f32::INFINITY => 255,
+                f32::NEG_INFINITY => 0,
+                _ => c.clamp(lowest, 254),
+            })
+            .collect();
+        return (codes, -absmax);
     }
     let absmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     if absmax == 0.0 {
@@ -256,18 +274,45 @@ fn special_blocks() {
                 "{name} {level}"
             );
             assert!(out.iter().all(|v| v.to_bits() == 0));
-            // A NaN or an infinity poisons its block (only): absmax NaN, all decoded NaN.
-            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-                let mut x = vec![0.5f32; 600];
+            // A NaN poisons its block (only): absmax NaN, all decoded NaN.
+            let mut x = vec![0.5f32; 600];
+            x[300] = f32::NAN;
+            let (codes, absmax, out) = run(&x);
+            assert!(absmax[1].is_nan(), "{name} {level}");
+            assert_eq!((absmax[0], absmax[2]), (0.5, 0.5));
+            assert!(codes[256..512].iter().all(|&c| c == book.zero));
+            assert!(out[256..512].iter().all(|v| v.is_nan()));
+            assert!(out[..256].iter().chain(&out[512..]).all(|&v| v == 0.5));
+            // An infinity is kept at an end code, its block's absmax negated; the
+            // finite values keep off the end codes. The unsigned map stores -inf as
+            // it stores every negative value, as 0.
+            for (bad, code, back) in [
+                (f32::INFINITY, 255, f32::INFINITY),
+                (
+                    f32::NEG_INFINITY,
+                    0,
+                    if book.zero == 0 { 0.0 } else { -f32::INFINITY },
+                ),
+            ] {
                 x[300] = bad;
                 let (codes, absmax, out) = run(&x);
-                assert!(absmax[1].is_nan(), "{name} {level} {bad}");
-                assert_eq!(absmax[0], 0.5);
-                assert_eq!(absmax[2], 0.5);
-                assert!(codes[256..512].iter().all(|&c| c == book.zero));
-                assert!(out[256..512].iter().all(|v| v.is_nan()));
+                assert_eq!(
+                    absmax[1].to_bits(),
+                    (-0.5f32).to_bits(),
+                    "{name} {level} {bad}"
+                );
+                assert_eq!((absmax[0], absmax[2]), (0.5, 0.5));
+                assert_eq!((codes[300], out[300]), (code, back), "{name} {level} {bad}");
+                let mut others = (256..512).filter(|&i| i != 300);
+                assert!(others.clone().all(|i| codes[i] == 254));
+                assert!(others.all(|i| out[i] == book.values[254] * 0.5));
                 assert!(out[..256].iter().chain(&out[512..]).all(|&v| v == 0.5));
             }
+            // Only infinities and zeros: absmax -0.0.
+            let (codes, absmax, out) = run(&[0.0, f32::INFINITY, -0.0]);
+            assert_eq!(absmax[0].to_bits(), (-0.0f32).to_bits());
+            assert_eq!(codes, vec![book.zero, 255, book.zero]);
+            assert_eq!(out, vec![0.0, f32::INFINITY, 0.0]);
             // A value equal to absmax decodes exactly; one far below it, to 0.
             let (codes, absmax, out) = run(&[3.0, 1e-9, 3.0]);
             assert_eq!((codes[0], absmax[0], out[0]), (255, 3.0, 3.0));

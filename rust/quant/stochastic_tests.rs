@@ -262,7 +262,10 @@ fn overflow_is_round_to_nearest_s_at_every_level() {
                 let mut dst = vec![f16::ZERO; n];
                 round_stochastic(level, key, 0, &vec![sign * x; n], &mut dst).unwrap();
                 let want = if sign < 0.0 { -want } else { want };
-                assert!(dst.iter().all(|&d| d.to_bits() == want.to_bits()), "{level} {x}");
+                assert!(
+                    dst.iter().all(|&d| d.to_bits() == want.to_bits()),
+                    "{level} {x}"
+                );
             };
             check_f16(next(f16_max), f16::MAX);
             check_f16(65519.99, f16::MAX);
@@ -272,7 +275,10 @@ fn overflow_is_round_to_nearest_s_at_every_level() {
                 let mut dst = vec![bf16::ZERO; n];
                 round_stochastic(level, key, 0, &vec![sign * x; n], &mut dst).unwrap();
                 let want = if sign < 0.0 { -want } else { want };
-                assert!(dst.iter().all(|&d| d.to_bits() == want.to_bits()), "{level} {x:e}");
+                assert!(
+                    dst.iter().all(|&d| d.to_bits() == want.to_bits()),
+                    "{level} {x:e}"
+                );
             };
             check_bf16(next(bf16_max), bf16::MAX);
             check_bf16(prev(f32::from_bits(0x7f7f_8000)), bf16::MAX);
@@ -282,7 +288,9 @@ fn overflow_is_round_to_nearest_s_at_every_level() {
         // Just under the largest finite value: the largest or its lower neighbour.
         let mut dst = vec![f16::ZERO; n];
         round_stochastic(level, key, 0, &vec![65503.0; n], &mut dst).unwrap();
-        assert!(dst.iter().all(|d| d.to_f32() == 65504.0 || d.to_f32() == 65472.0));
+        assert!(dst
+            .iter()
+            .all(|d| d.to_f32() == 65504.0 || d.to_f32() == 65472.0));
         assert!(dst.iter().any(|d| d.to_f32() == 65504.0));
     }
     // Round to nearest agrees on where infinity starts.
