@@ -72,7 +72,6 @@ impl Owned {
 
     /// The reference: decode everything, the scalar f32 kernel, encode.
     fn reference_step(&mut self, scalars: &StepScalars, grad: &[f32]) {
-        let n = grad.len();
         let scale = if scalars.clips_norm() {
             let g: Vec<f32> = match self.kind {
                 Param::F32 => grad.to_vec(),
@@ -83,18 +82,7 @@ impl Owned {
             1.0
         };
         let c = scalars.coeffs::<f32>(scale);
-        let mut state: [Vec<f32>; 4] = std::array::from_fn(|k| {
-            let mut out = vec![0f32; n];
-            decode(
-                SimdLevel::Scalar,
-                BOOKS[k],
-                &self.codes[k],
-                &self.absmax[k],
-                &mut out,
-            )
-            .unwrap();
-            out
-        });
+        let mut state: [Vec<f32>; 4] = std::array::from_fn(|k| decoded(self, k));
         let grad: Vec<f32> = match self.kind {
             Param::F32 => grad.to_vec(),
             _ => grad.iter().map(|&x| bf16::from_f32(x).to_f32()).collect(),

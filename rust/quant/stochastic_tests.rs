@@ -6,7 +6,7 @@ use half::{bf16, f16};
 use crate::kernel_tests::Rng;
 use crate::SimdLevel;
 
-use super::stochastic::{bf16_bits, f16_bits, lowbias32, round_stochastic, StochasticKey};
+use super::stochastic::{bf16_bits, f16_bits, lowbias32, round_stochastic, Sixteen, StochasticKey};
 
 /// A 16-bit format described by its numbers only (for the reference).
 trait Format: Copy + PartialEq + std::fmt::Debug {
@@ -242,6 +242,26 @@ fn rounding_is_unbiased_over_a_million_elements() {
     );
 }
 
+/// `n` copies of `x` rounded stochastically at `level`, as bits.
+fn rounded_to<D: Sixteen + Format>(level: SimdLevel, x: f32, n: usize) -> Vec<u16> {
+    let key = StochasticKey {
+        seed: 5,
+        step: 1,
+        tensor: 0,
+    };
+    let mut dst = vec![D::from_bits(0); n];
+    round_stochastic(level, key, 0, &vec![x; n], &mut dst).unwrap();
+    dst.iter().map(|d| d.to_bits()).collect()
+}
+
+fn sign_bit(sign: f32) -> u16 {
+    if sign < 0.0 {
+        0x8000
+    } else {
+        0
+    }
+}
+
 #[test]
 fn overflow_is_round_to_nearest_s_at_every_level() {
     // Past the largest finite value: the largest, every time, until round to
@@ -258,32 +278,26 @@ fn overflow_is_round_to_nearest_s_at_every_level() {
     let prev = |x: f32| f32::from_bits(x.to_bits() - 1);
     for level in SimdLevel::supported() {
         for sign in [1.0f32, -1.0] {
-            let check_f16 = |x: f32, want: f16| {
-                let mut dst = vec![f16::ZERO; n];
-                round_stochastic(level, key, 0, &vec![sign * x; n], &mut dst).unwrap();
-                let want = if sign < 0.0 { -want } else { want };
-                assert!(
-                    dst.iter().all(|&d| d.to_bits() == want.to_bits()),
-                    "{level} {x}"
-                );
+            let all = |got: Vec<u16>, want: u16, x: f32| {
+                let want = want | sign_bit(sign);
+                assert!(got.iter().all(|&d| d == want), "{level} {x:e}");
             };
-            check_f16(next(f16_max), f16::MAX);
-            check_f16(65519.99, f16::MAX);
-            check_f16(65520.0, f16::INFINITY);
-            check_f16(f32::MAX, f16::INFINITY);
-            let check_bf16 = |x: f32, want: bf16| {
-                let mut dst = vec![bf16::ZERO; n];
-                round_stochastic(level, key, 0, &vec![sign * x; n], &mut dst).unwrap();
-                let want = if sign < 0.0 { -want } else { want };
-                assert!(
-                    dst.iter().all(|&d| d.to_bits() == want.to_bits()),
-                    "{level} {x:e}"
-                );
-            };
-            check_bf16(next(bf16_max), bf16::MAX);
-            check_bf16(prev(f32::from_bits(0x7f7f_8000)), bf16::MAX);
-            check_bf16(f32::from_bits(0x7f7f_8000), bf16::INFINITY);
-            check_bf16(f32::MAX, bf16::INFINITY);
+            for (x, want) in [
+                (next(f16_max), f16::MAX),
+                (65519.99, f16::MAX),
+                (65520.0, f16::INFINITY),
+                (f32::MAX, f16::INFINITY),
+            ] {
+                all(rounded_to::<f16>(level, sign * x, n), want.to_bits(), x);
+            }
+            for (x, want) in [
+                (next(bf16_max), bf16::MAX),
+                (prev(f32::from_bits(0x7f7f_8000)), bf16::MAX),
+                (f32::from_bits(0x7f7f_8000), bf16::INFINITY),
+                (f32::MAX, bf16::INFINITY),
+            ] {
+                all(rounded_to::<bf16>(level, sign * x, n), want.to_bits(), x);
+            }
         }
         // Just under the largest finite value: the largest or its lower neighbour.
         let mut dst = vec![f16::ZERO; n];
