@@ -422,3 +422,81 @@ fn bad_lengths_and_levels_are_errors_that_write_nothing() {
     }
     assert!(codes.iter().all(|&c| c == 9) && absmax == [9.0; 2] && out == [9.0; 300]);
 }
+
+/// The codes of `ys` (each in [-1, 1]) at `level`: each block holds 255 of
+/// them and a 1, so its absmax is 1 and `y * (1 / absmax)` is `y` itself.
+fn codes_of(level: SimdLevel, book: &Codebook, ys: &[f32]) -> Vec<u8> {
+    let mut x = Vec::with_capacity(ys.len() + ys.len() / 255 + 1);
+    for chunk in ys.chunks(255) {
+        x.push(1.0);
+        x.extend_from_slice(chunk);
+    }
+    let mut codes = vec![0; x.len()];
+    let mut absmax = vec![0f32; blocks(x.len())];
+    encode(level, book, &x, &mut codes, &mut absmax).unwrap();
+    assert!(absmax.iter().all(|&a| a == 1.0));
+    (codes.chunks(BLOCK))
+        .flat_map(|block| block[1..].iter().copied())
+        .collect()
+}
+
+#[test]
+fn every_y_in_the_unit_interval_takes_the_reference_code_at_every_level() {
+    // Every float32 y in [-1, 1] in increasing order (a release build walks all
+    // 2^31 of them; a debug build every 1021st bit pattern and the 64 on either
+    // side of every midpoint), against the reference rule by a merge walk:
+    // the count of midpoints below y, plus one where y is a midpoint whose
+    // upper code is even.
+    let stride = if cfg!(debug_assertions) { 1021 } else { 1 };
+    for (name, book) in books() {
+        let mids: Vec<f32> = (0..255)
+            .map(|k| (book.values[k] + book.values[k + 1]) * 0.5)
+            .collect();
+        // The magnitudes' bit patterns: the sample, then every midpoint's neighbourhood.
+        let mut bits: Vec<u32> = (0..=0x3f80_0000u32).step_by(stride).collect();
+        if stride > 1 {
+            for m in &mids {
+                let b = m.to_bits() & 0x7fff_ffff;
+                bits.extend(b.saturating_sub(64)..=(b + 64).min(0x3f80_0000));
+            }
+            bits.push(0x3f80_0000);
+            bits.sort_unstable();
+            bits.dedup();
+        }
+        // Increasing y: the negatives from -1 up, then the positives.
+        let order = (bits.iter().rev().map(|&b| b | 0x8000_0000)).chain(bits.iter().copied());
+        let levels = SimdLevel::supported();
+        let mut below = 0; // midpoints below y
+        let mut ys = Vec::with_capacity(1 << 20);
+        let mut want = Vec::with_capacity(1 << 20);
+        let check = |ys: &mut Vec<f32>, want: &mut Vec<u8>| {
+            for &level in &levels {
+                let got = codes_of(level, book, ys);
+                if let Some(i) = (0..ys.len()).find(|&i| got[i] != want[i]) {
+                    panic!(
+                        "{name} {level}: y = {:e} ({:#x}) got {} want {}",
+                        ys[i],
+                        ys[i].to_bits(),
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+            ys.clear();
+            want.clear();
+        };
+        for b in order {
+            let y = f32::from_bits(b);
+            while below < 255 && mids[below] < y {
+                below += 1;
+            }
+            let tie = below < 255 && mids[below] == y && (below + 1) % 2 == 0;
+            ys.push(y);
+            want.push((below + tie as usize) as u8);
+            if ys.len() == 1 << 20 {
+                check(&mut ys, &mut want);
+            }
+        }
+        check(&mut ys, &mut want);
+    }
+}
