@@ -324,3 +324,25 @@ def test_on_the_gpu_imports_quantize_and_build_master_copies(adapter):
         for key in a.state:
             for name, value in a.state[key].items():
                 assert b.state[key][name].tobytes() == value.tobytes(), (key, name)
+
+
+def test_a_negative_absmax_is_refused_not_read_as_an_infinite_block():
+    # A negated absmax is radam's own mark of a block holding an infinity;
+    # bitsandbytes never writes one, so in its dict it is damage.
+    sd = _bnb8()
+    absmax = sd["state"][0][WRAPPED]["absmax2"].copy()
+    absmax[1] = -absmax[1]
+    sd["state"][0][WRAPPED]["absmax2"] = absmax
+    _refused(_fresh(state_dtype="8bit"), sd, ValueError, "['absmax2']", "negative absmax")
+
+
+def test_a_block_with_an_infinite_moment_is_not_exported_to_bitsandbytes():
+    pytest.importorskip("torch", reason="bitsandbytes_state_dict() makes torch tensors")
+    params = _params()
+    opt = radam.Adam(params, lr=1e-2, state_dtype="8bit")
+    grads = _grads(0)
+    grads[0][0, 0] = 1e21  # (1 - beta2) * g**2 overflows float32: v = +inf there
+    opt.step(grads)
+    assert (opt.state[0]["exp_avg_sq_absmax"] < 0).any()
+    with raises_named(ValueError, "opt.state[0]['exp_avg_sq']", "infinite moment"):
+        opt.bitsandbytes_state_dict()

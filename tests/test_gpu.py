@@ -1151,18 +1151,19 @@ def test_stochastic_rounding_functions_match_the_reference():
     for col, dtype in ((0, np.dtype(ml_dtypes.bfloat16)), (1, np.dtype(np.float16))):
         got = out[:, col]
         assert (got >> 16 == 0).all()
-        inside = np.isfinite(f) & (np.abs(f) <= float(ml_dtypes.finfo(dtype).max))
-        want = round_reference(f[inside], r[inside], dtype).view(np.uint16)
-        bad = got[inside] != want
-        assert not bad.any(), f"{dtype}: {f[inside][bad][:5]} -> {got[inside][bad][:5]}"
-        # NaN stays NaN, made quiet; infinities stay; past the largest: the largest or infinity.
+        # Every finite value, those past the largest included (overflow as round to
+        # nearest: the largest, or infinity where rounding to nearest gives it).
+        finite = np.isfinite(f)
+        assert (np.abs(f[finite]) > float(ml_dtypes.finfo(dtype).max)).any()
+        want = round_reference(f[finite], r[finite], dtype).view(np.uint16)
+        bad = got[finite] != want
+        assert not bad.any(), f"{dtype}: {f[finite][bad][:5]} -> {got[finite][bad][:5]}"
+        # NaN stays NaN, made quiet; infinities stay.
         e, quiet = (0x7F80, 0x0040) if col == 0 else (0x7C00, 0x0200)
         nan = np.isnan(f)
         assert ((got[nan] & e) == e).all() and (got[nan] & quiet).all()
-        big = ~inside & ~nan
-        as_value = got[big].astype(np.uint16).view(dtype).astype(np.float64)
-        largest = float(ml_dtypes.finfo(dtype).max)
-        assert np.all((np.abs(as_value) == largest) | np.isinf(as_value))
+        inf = np.isinf(f)
+        assert (got[inf] == (e | np.where(f[inf] < 0, 0x8000, 0))).all()
 
 
 def _rounded_pair(dtype, shapes, groups, **options):
@@ -1200,6 +1201,23 @@ def test_stochastic_rounding_equals_the_cpu_bit_for_bit(dtype, monkeypatch):
     for i, (c, g) in enumerate(zip(cpu_p, gpu_p)):
         np.testing.assert_array_equal(g.view(np.uint16), c.view(np.uint16), f"params[{i}]")
     assert sum(int(np.sum(c != s)) for c, s in zip(cpu_p, start)) > 100
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_stochastic_rounding_at_the_top_of_the_range_overflows_as_round_to_nearest(dtype):
+    # The largest finite param pushed up by lr = 1 stays the largest (infinity is no
+    # neighbour to round up to); pushed past rounding to nearest's overflow, infinity.
+    import ml_dtypes
+
+    half = _half(dtype)
+    largest = float(ml_dtypes.finfo(half).max)
+    n = 10_000
+    for lr, want in ((1.0, largest), (largest, np.inf)):
+        p = np.full(n, largest, half)
+        opt = radam.Adam([p], lr=lr, maximize=True, stochastic_rounding=True, device="gpu")
+        opt.step([np.ones(n, half)])
+        np.testing.assert_array_equal(p.astype(np.float64), want)
 
 
 @needs_gpu

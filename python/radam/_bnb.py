@@ -205,6 +205,11 @@ def _buffer(flat: Mapping[str, Any], buffer: tuple, where: str) -> dict[str, np.
             f"{where}[{scale!r}] has dtype {absmax.dtype}; an 8-bit buffer's absmax is "
             "float32, one per block of 256"
         )
+    if (absmax < 0).any():  # radam's mark of a block holding an infinity; never bitsandbytes'
+        raise ValueError(
+            f"{where}[{scale!r}] holds a negative absmax; bitsandbytes' absmax is a block's "
+            "largest magnitude, >= 0"
+        )
     return {name: value, absmax_name(name): absmax.reshape(-1)}
 
 
@@ -256,6 +261,12 @@ def export(opt: Any) -> dict[str, Any]:
         for (codes, scale, qmap, name, _), book in zip(BUFFERS, maps):
             wrapped[codes] = torch.from_numpy(np.ascontiguousarray(entry[name]))
             if entry[name].dtype == np.uint8:
+                if (entry[absmax_name(name)] < 0).any():
+                    raise ValueError(
+                        f"opt.state[{pid!r}][{name!r}] holds a block with an infinite moment "
+                        "(its absmax is negated), which bitsandbytes' 8-bit format cannot "
+                        "hold; nothing was exported"
+                    )
                 wrapped[scale] = torch.from_numpy(entry[absmax_name(name)])
                 wrapped[qmap] = book.clone()
         state[pid] = {"step": entry["step"], WRAPPED: wrapped}

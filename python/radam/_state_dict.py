@@ -200,13 +200,18 @@ def _check_reachable(value: np.ndarray, name: str, where: str) -> None:
     a load. The other arrays (the first moment, the velocity, a master copy)
     are finite until the params themselves turn Inf or NaN, and NaN appears
     nowhere before that: a state holding those would make the next steps'
-    params NaN. 8-bit codes may hold any code; an absmax is finite and >= 0
-    (a block's largest magnitude; an Inf would decode its zeros to NaN)."""
+    params NaN. 8-bit codes may hold any code; an absmax is finite (a block's
+    largest finite magnitude, negated where the block holds an infinity, as a
+    second moment whose gradient's square overflowed does; an Inf would decode
+    its zeros to NaN)."""
     if value.dtype == CODES:
         return  # 8-bit codes: every code is a value of its map
     if name.endswith(ABSMAX):
-        bad = ~(np.isfinite(value) & (value >= 0))
-        rule = "an 8-bit buffer's absmax is a block's largest magnitude: finite and >= 0"
+        bad = ~np.isfinite(value)
+        rule = (
+            "an 8-bit buffer's absmax is a block's largest finite magnitude (negated "
+            "where the block holds an infinity): finite"
+        )
     elif name in NON_NEGATIVE:
         with np.errstate(invalid="ignore"):
             bad = ~(value >= 0)  # NaN fails the comparison too

@@ -18,14 +18,16 @@
 //! block is split between pieces; its `absmax` slices hold the absmax of
 //! exactly its blocks.
 
+use std::ops::Range;
+
 use crate::error::StepError;
 use crate::kernel::{flags, with_variants, Coeffs, Slices};
 use crate::scalars::StepScalars;
 use crate::simd::{kernel_for, KernelFn, SimdLevel};
 
 use super::codec::{
-    abs_max_bits, blocks, check_len, decode_block, encode_block, run, Codebook, Job, BLOCK, SIGNED,
-    UNSIGNED,
+    abs_max_bits, blocks, check_len, decode_block, encode_block, holds_infinities, run, Codebook,
+    Job, BLOCK, SIGNED, UNSIGNED,
 };
 use super::fused::{step_block, used, BlockState, Splat};
 use super::lanes::{Lanes, Scalar};
@@ -119,7 +121,7 @@ pub(crate) fn run_piece(
     macro_rules! fused {
         ($($f:expr),+) => {
             match c.variant {
-                $(v if v == $f => run(level, Fused::<{ $f }> { c, piece }),)+
+                $(v if v == $f => run(level, Fused::<{ $f }> { kernel, c, piece }),)+
                 _ => run(level, Staged { kernel, c, piece }),
             }
         };
@@ -127,8 +129,10 @@ pub(crate) fn run_piece(
     with_variants!(fused!())
 }
 
-/// The fused step of variant `F`.
+/// The fused step of variant `F` (`kernel`: the float32 kernel of `F`, for
+/// the blocks whose state holds infinities).
 struct Fused<'a, const F: u32> {
+    kernel: KernelFn<f32>,
     c: &'a Coeffs<f32>,
     piece: Q8Piece<'a>,
 }
@@ -137,7 +141,7 @@ impl<const F: u32> Job for Fused<'_, F> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        fused::<L, F>(self.c, self.piece)
+        fused::<L, F>(self.kernel, self.c, self.piece)
     }
 }
 
@@ -196,15 +200,39 @@ impl<'s, 'b> StagedBuffer<'s, 'b> {
     }
 }
 
-/// The fused step (see `fused`), block by block.
+/// The fused step (see `fused`), block by block; a block whose state holds
+/// infinities (rare: a finite gradient whose square overflows) goes the
+/// staged way, whose decoder knows them.
 #[inline(always)]
-unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>) {
+unsafe fn fused<L: Lanes, const F: u32>(
+    kernel: KernelFn<f32>,
+    c: &Coeffs<f32>,
+    mut piece: Q8Piece<'_>,
+) {
     let n = piece.param.len();
     let used = used(F);
     let mut new = [[0f32; BLOCK]; 4];
     let (splat, scalar) = (Splat::<L>::new(c), Splat::<Scalar>::new(c));
     for b in 0..blocks(n) {
         let range = b * BLOCK..n.min((b + 1) * BLOCK);
+        let infinite = |s: &Q8State<'_>| holds_infinities(s.absmax[b]);
+        if infinite(&piece.exp_avg)
+            || infinite(&piece.exp_avg_sq)
+            || (used[2] && piece.max_exp_avg_sq.as_ref().is_some_and(infinite))
+            || (used[3] && piece.velocity.as_ref().is_some_and(infinite))
+        {
+            let at = || (range.clone(), b);
+            let piece = Q8Piece {
+                param: &mut piece.param[range.clone()],
+                grad: &piece.grad[range.clone()],
+                exp_avg: one_block(&mut piece.exp_avg, at()),
+                exp_avg_sq: one_block(&mut piece.exp_avg_sq, at()),
+                max_exp_avg_sq: piece.max_exp_avg_sq.as_mut().map(|s| one_block(s, at())),
+                velocity: piece.velocity.as_mut().map(|s| one_block(s, at())),
+            };
+            L::framed(Staged { kernel, c, piece });
+            continue;
+        }
         let mut state: [Option<BlockState<'_>>; 4] = [None, None, None, None];
         let buffers = [
             Some(&mut piece.exp_avg),
@@ -228,6 +256,14 @@ unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>)
             &mut state,
             &mut new,
         );
+    }
+}
+
+/// Block `b` (elements `range`) of a state buffer.
+fn one_block<'s>(s: &'s mut Q8State<'_>, (range, b): (Range<usize>, usize)) -> Q8State<'s> {
+    Q8State {
+        codes: &mut s.codes[range],
+        absmax: std::slice::from_mut(&mut s.absmax[b]),
     }
 }
 
