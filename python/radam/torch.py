@@ -67,7 +67,7 @@ def _is_float(dtype: np.dtype) -> bool:
 
 def _numpy_view(tensor: torch.Tensor) -> np.ndarray:
     """A NumPy array sharing ``tensor``'s memory (bfloat16 through ml_dtypes)."""
-    t = tensor.detach()
+    t = tensor.detach() if tensor.requires_grad else tensor
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.numpy()
@@ -119,23 +119,25 @@ def _check_param(p: Any, where: str) -> None:
         )
 
 
-def _check_grad(g: torch.Tensor, p: torch.Tensor, where: str) -> None:
-    """A grad the kernel can read for ``p``: dense, on the CPU, of its dtype and
-    shape, contiguous (torch's own checks leave sparse and strided grads)."""
+def _grad_error(g: torch.Tensor, p: torch.Tensor, where: Callable[[], str]) -> Exception | None:
+    """Why the kernel cannot read grad ``g`` of ``p`` (None if it can): it must be
+    dense, on the CPU, of the param's dtype and shape, and contiguous (torch's own
+    checks leave sparse and strided grads). ``where`` names the param, when needed."""
     if g.layout != torch.strided:
-        raise TypeError(
-            f"{where} has a {g.layout} grad; radam.torch's optimizers are dense (a sparse "
+        return TypeError(
+            f"{where()} has a {g.layout} grad; radam.torch's optimizers are dense (a sparse "
             "grad needs a sparse optimizer)"
         )
     if g.device.type != "cpu":
-        raise ValueError(f"{where} has its grad on {g.device}; radam.torch steps CPU tensors")
+        return ValueError(f"{where()} has its grad on {g.device}; radam.torch steps CPU tensors")
     if g.dtype != p.dtype or g.shape != p.shape:
-        raise TypeError(
-            f"{where}: its grad has dtype {g.dtype} and shape {tuple(g.shape)}, the param "
+        return TypeError(
+            f"{where()}: its grad has dtype {g.dtype} and shape {tuple(g.shape)}, the param "
             f"{p.dtype} and {tuple(p.shape)}"
         )
     if not g.is_contiguous():
-        raise ValueError(f"{where} has a non-contiguous grad; radam reads grads as one run")
+        return ValueError(f"{where()} has a non-contiguous grad; radam reads grads as one run")
+    return None
 
 
 class _TorchOptimizer(torch.optim.Optimizer):
@@ -242,8 +244,9 @@ class _TorchOptimizer(torch.optim.Optimizer):
             if g is None:
                 views[i] = None
                 continue
-            p = self._flat[i]
-            _check_grad(g, p, self._where(i))
+            error = _grad_error(g, self._flat[i], lambda i=i: self._where(i))
+            if error is not None:
+                raise error
             views[i] = _numpy_view(g)
         self._grads, self._grad_views = grads, views
         present = np.fromiter((g is not None for g in grads), bool, len(grads))
