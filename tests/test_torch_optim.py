@@ -307,6 +307,7 @@ def test_a_bad_grad_is_refused_and_changes_nothing(case):
 
 def test_a_transformers_trainer_runs_with_radam_torch_adamw(tmp_path):
     transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
     config = transformers.BertConfig(
         vocab_size=50,
         hidden_size=16,
@@ -335,3 +336,5 @@ def test_a_transformers_trainer_runs_with_radam_torch_adamw(tmp_path):
     )
     trainer.train()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    steps = {float(entry["step"]) for entry in opt.state.values()}
+    assert steps == {4.0}  # the Trainer stepped radam's optimizer, max_steps times
