@@ -60,6 +60,8 @@ mod layers_tests;
 #[cfg(test)]
 mod q8_tests;
 #[cfg(test)]
+mod stack_tests;
+#[cfg(test)]
 mod storage_tests;
 
 #[cfg(feature = "python")]

@@ -98,6 +98,14 @@ def test_mismatches_raise_on_every_rank(case):
 
 
 @needs_mpi
+@pytest.mark.parametrize("case", ["load-readonly", "load-option"])
+def test_averaged_load_that_one_rank_refuses_changes_no_rank(case, tmp_path):
+    out = mpiexec(3, "failures.py", case, str(tmp_path / "ck.radam"), timeout=90).stdout
+    assert out.count(f"{case} raised") == 3, out
+    assert out.count("done") == 3
+
+
+@needs_mpi
 def test_failure_inside_a_step_aborts_the_job():
     result = mpiexec(3, "failures.py", "abort", timeout=60, check=False)
     assert result.returncode != 0

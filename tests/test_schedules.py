@@ -112,9 +112,11 @@ def test_bad_arguments_name_themselves(make, name):
         make()
 
 
-@pytest.mark.parametrize("count", [-1, 1.5, "3", True])
-def test_bad_count(count):
-    with raises_named(TypeError, "step count"):
+@pytest.mark.parametrize(
+    "count, exc", [(-1, ValueError), (1.5, TypeError), ("3", TypeError), (True, TypeError)]
+)
+def test_bad_count(count, exc):
+    with raises_named(exc, "step count"):
         StepDecay(1.0, 2)(count)
 
 

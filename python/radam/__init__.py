@@ -8,6 +8,7 @@
 
 from . import schedules
 from ._core import __version__, num_threads, simd_level
+from ._errors import Error, ReentrantCallError
 from ._minimize import minimize
 from ._options import beta_to_halflife, halflife_to_beta
 from .checkpoint import CheckpointError
@@ -19,8 +20,10 @@ __all__ = [
     "AdamW",
     "Adamax",
     "CheckpointError",
+    "Error",
     "NAdam",
     "RAdam",
+    "ReentrantCallError",
     "__version__",
     "beta_to_halflife",
     "halflife_to_beta",

@@ -41,6 +41,14 @@ def q8_map(signed: bool) -> np.ndarray:
     return _core._q8_map(signed)
 
 
+def q8_encode(values: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``values`` as 8-bit state: the codes (uint8, of ``values``' shape),
+    each the nearest value of the map, and the float32 absmax of each block."""
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    codes, absmax = _core._q8_encode(flat, signed)
+    return codes.reshape(values.shape), absmax
+
+
 @dataclass(frozen=True)
 class Option:
     """One option of the optimizers."""
@@ -400,7 +408,18 @@ class Checked(NamedTuple):
     config: Any  # radam._core.AdamConfig
 
 
+def _scalar(value: Any) -> Any:
+    """A NumPy scalar or 0-d array as the Python number it holds (np.True_ as
+    True), so that it is taken wherever that number is; anything else as it is."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "biuf":
+        return value.item()
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    return value
+
+
 def _real(value: Any, what: str) -> float:
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a real number, got {value!r}")
     try:
@@ -429,6 +448,7 @@ def betas_pair(betas: Any, what: str = "betas") -> tuple[Any, Any]:
 
 def _seed(value: Any, what: str) -> int:
     """A seed: a whole number from 0 to 2**64 - 1 (the core's u64)."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{what} must be an integer, got {value!r}")
     value = int(value)
@@ -440,13 +460,15 @@ def _seed(value: Any, what: str) -> int:
 
 
 def _flag(value: Any, what: str) -> bool:
+    value = _scalar(value)
     if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
         raise TypeError(f"{what} must be True or False, got {value!r}")
     return bool(value)
 
 
 def check_switch(value: Any, what: str) -> bool:
-    """A whole-optimizer switch: True or False, nothing else."""
+    """A whole-optimizer switch: True or False (np.True_ too), nothing else."""
+    value = _scalar(value) if isinstance(value, (np.bool_, np.ndarray)) else value
     if not isinstance(value, bool):
         raise TypeError(f"{what} must be True or False, got {value!r}")
     return value
@@ -471,6 +493,7 @@ def _schedule_value(schedule: Any, what: str, count: int) -> float:
             f"{what}: the schedule {schedule!r} failed at step count {count}: "
             f"{type(err).__name__}: {err}"
         ) from err
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{what}: the schedule {schedule!r} returned {value!r} at step count {count}; "
@@ -554,8 +577,20 @@ def engine_options(group: Mapping[str, Any], where: str, count: int = 0) -> Chec
             if callable(beta1)
             else ""
         )
-        raise ValueError(f"{prefix}{err}{scheduled}") from None
+        raise ValueError(f"{prefix}{_as_given(str(err), group)}{scheduled}") from None
     return Checked(options, config)
+
+
+def _as_given(message: str, group: Mapping[str, Any]) -> str:
+    """The core's "invalid NAME: VALUE (must be ...)" with the value the user gave
+    for a flag or a choice, which the core sees as a code (True as 1, a choice as
+    its index)."""
+    name, sep, rest = message.partition(": ")
+    option = BY_NAME.get(name.removeprefix("invalid "))
+    if not sep or option is None or option.kind not in ("flag", "choice"):
+        return message
+    rule = rest[rest.find(" (must be ") :] if " (must be " in rest else ""
+    return f"{name}: {group.get(option.name, option.default)!r}{rule}"
 
 
 def unsupported_on_gpu(options: EngineOptions) -> str | None:

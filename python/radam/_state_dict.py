@@ -180,6 +180,14 @@ def _checked_state(
     return counts, state_mapping(state)
 
 
+def check_values(opt: Any) -> None:
+    """Refuse ``opt``'s state if a load would: :func:`_check_reachable` of every
+    state array (a NaN written into the state, or left by a NaN gradient)."""
+    for t in opt._layout.tensors:
+        for name, value in opt._state.get(t.key, {}).items():
+            _check_reachable(value, name, f"opt.state[{t.key!r}][{name!r}]")
+
+
 def _check_reachable(value: np.ndarray, name: str, where: str) -> None:
     """Refuse a state array that no healthy run produces and that would turn
     the params into NaN: a NaN anywhere, an Inf in the first moment, velocity

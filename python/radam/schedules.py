@@ -14,7 +14,10 @@ The convention, shared with optax and with PyTorch's LR schedulers:
   raises an error naming ``param_groups[i]['lr']`` and the step does not
   happen (params, state and step count untouched).
 - ``opt.current_lr`` gives each group's lr for the next step (it calls the
-  schedules with ``opt.step_count``), ``opt.current_betas`` its betas.
+  schedules with ``opt.step_count``), ``opt.current_betas`` its betas; past
+  the end of a schedule (:class:`ScheduleEnded`) there is no next step, and
+  they give that group's last step's. ``opt.last_lr`` and ``opt.last_betas``
+  give the values the last step used (torch's ``get_last_lr()``).
 - A schedule's position is the optimizer's step count, so it survives
   ``state_dict``/``load_state_dict`` and ``save``/``load`` with nothing extra.
 
@@ -42,6 +45,10 @@ import math
 import numbers
 from typing import Any, ClassVar
 
+import numpy as np
+
+from ._errors import Error
+
 __all__ = [
     "Constant",
     "ExponentialDecay",
@@ -58,8 +65,14 @@ __all__ = [
 ]
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d array as the NumPy scalar it holds (taken where that scalar is)."""
+    return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
 def _value(cls: str, name: str, value: Any, *, positive: bool = False) -> float:
     """A finite real number >= 0 (> 0 with ``positive``)."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{cls}: {name} must be a real number, got {value!r}")
     v = float(value)
@@ -71,7 +84,8 @@ def _value(cls: str, name: str, value: Any, *, positive: bool = False) -> float:
 
 def _steps(cls: str, name: str, value: Any, *, positive: bool = False) -> int:
     """A whole number of steps >= 0 (> 0 with ``positive``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    value = _scalar(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{cls}: {name} must be an integer number of steps, got {value!r}")
     v = int(value)
     if v < 0 or (positive and v == 0):
@@ -81,9 +95,18 @@ def _steps(cls: str, name: str, value: Any, *, positive: bool = False) -> int:
 
 
 def _count(cls: str, count: Any) -> int:
-    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
+    count = _scalar(count)
+    if isinstance(count, (bool, np.bool_)) or not isinstance(count, numbers.Integral):
         raise TypeError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
+    if count < 0:
+        raise ValueError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
     return int(count)
+
+
+class ScheduleEnded(Error, ValueError):
+    """A schedule called past its last update (:class:`OneCycle` after its
+    ``transition_steps`` updates), where it has no value. A step there fails;
+    ``opt.current_lr`` reports the last step's values instead."""
 
 
 class Schedule:
@@ -307,7 +330,7 @@ def _one_cycle_at(schedule: Any, count: int, values: tuple[tuple[float, float], 
     order of operations, over phases that start and end at ``values``."""
     steps, pct_start = schedule.transition_steps, schedule.pct_start
     if count >= steps:
-        raise ValueError(
+        raise ScheduleEnded(
             f"{type(schedule).__name__}: step count {count} is past the cycle, whose "
             f"transition_steps={steps} updates have counts 0 to {steps - 1} (torch's OneCycleLR "
             "refuses to go on too); build a longer cycle, or set a number in its place"

@@ -24,9 +24,10 @@ use crate::scalars::StepScalars;
 use crate::simd::{kernel_for, KernelFn, SimdLevel};
 
 use super::codec::{
-    blocks, check_len, decode_block, run, Codebook, Encoder, Job, BLOCK, SIGNED, UNSIGNED,
+    abs_max_bits, blocks, check_len, decode_block, encode_block, run, Codebook, Job, BLOCK, SIGNED,
+    UNSIGNED,
 };
-use super::fused::{step_block, used, BlockState, Encoders, Splat};
+use super::fused::{step_block, used, BlockState, Splat};
 use super::lanes::{Lanes, Scalar};
 
 /// One buffer of 8-bit state: a code per element and an absmax per block.
@@ -103,31 +104,68 @@ pub fn step_q8(
 
 /// [`step_q8`] for a caller that has checked the piece and picked the kernel
 /// once (the multi-tensor planner).
+///
+/// The variant is chosen here, before entering the level's function, so that
+/// each (level, variant) is a function of its own: its frame holds one
+/// variant's locals (a debug build gives every local of every inlined body a
+/// slot of its own; one function holding all 20 variants needed 2.5 MiB).
 pub(crate) fn run_piece(
     level: SimdLevel,
     kernel: KernelFn<f32>,
     c: &Coeffs<f32>,
     piece: Q8Piece<'_>,
 ) -> Result<(), StepError> {
-    run(level, Step { kernel, c, piece })
+    // Every variant `StepScalars::coeffs` builds.
+    macro_rules! fused {
+        ($($f:expr),+) => {
+            match c.variant {
+                $(v if v == $f => run(level, Fused::<{ $f }> { c, piece }),)+
+                _ => run(level, Staged { kernel, c, piece }),
+            }
+        };
+    }
+    with_variants!(fused!())
 }
 
-struct Step<'a> {
-    kernel: KernelFn<f32>,
+/// The fused step of variant `F`.
+struct Fused<'a, const F: u32> {
     c: &'a Coeffs<f32>,
     piece: Q8Piece<'a>,
 }
 
+impl<const F: u32> Job for Fused<'_, F> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        fused::<L, F>(self.c, self.piece)
+    }
+}
+
+/// The staged step, for a variant the fused step lacks.
+pub(super) struct Staged<'a> {
+    pub kernel: KernelFn<f32>,
+    pub c: &'a Coeffs<f32>,
+    pub piece: Q8Piece<'a>,
+}
+
+impl Job for Staged<'_> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        staged::<L>(self.kernel, self.c, self.piece)
+    }
+}
+
 /// A state buffer of the current block, on the stack.
-struct Staged<'s, 'b> {
+struct StagedBuffer<'s, 'b> {
     book: &'static Codebook,
     state: Option<&'s mut Q8State<'b>>,
     buf: [f32; BLOCK],
 }
 
-impl<'s, 'b> Staged<'s, 'b> {
+impl<'s, 'b> StagedBuffer<'s, 'b> {
     fn new(book: &'static Codebook, state: Option<&'s mut Q8State<'b>>) -> Self {
-        Staged {
+        StagedBuffer {
             book,
             state,
             buf: [0.0; BLOCK],
@@ -153,29 +191,8 @@ impl<'s, 'b> Staged<'s, 'b> {
         if let Some(s) = &mut self.state {
             let codes = &mut s.codes[start..start + len];
             let x = &self.buf[..len];
-            s.absmax[b] = if self.book.mirrors() {
-                Encoder::<L, true>::new(self.book).block(x, codes)
-            } else {
-                Encoder::<L, false>::new(self.book).block(x, codes)
-            };
+            s.absmax[b] = encode_block::<L>(self.book, x, abs_max_bits::<L>(x), codes);
         }
-    }
-}
-
-impl Job for Step<'_> {
-    type Out = ();
-    #[inline(always)]
-    unsafe fn run<L: Lanes>(self) {
-        // Every variant `StepScalars::coeffs` builds.
-        macro_rules! fused {
-            ($($f:expr),+) => {
-                match self.c.variant {
-                    $(v if v == $f => fused::<L, { $f }>(self.c, self.piece),)+
-                    _ => staged::<L>(self.kernel, self.c, self.piece),
-                }
-            };
-        }
-        with_variants!(fused!())
     }
 }
 
@@ -186,7 +203,6 @@ unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>)
     let used = used(F);
     let mut new = [[0f32; BLOCK]; 4];
     let (splat, scalar) = (Splat::<L>::new(c), Splat::<Scalar>::new(c));
-    let encoders = Encoders::<L>::new();
     for b in 0..blocks(n) {
         let range = b * BLOCK..n.min((b + 1) * BLOCK);
         let mut state: [Option<BlockState<'_>>; 4] = [None, None, None, None];
@@ -207,7 +223,6 @@ unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>)
         step_block::<L, F>(
             &splat,
             &scalar,
-            &encoders,
             &mut piece.param[range.clone()],
             &piece.grad[range],
             &mut state,
@@ -235,10 +250,10 @@ pub(super) unsafe fn staged<L: Lanes>(
     } else {
         None
     };
-    let mut m = Staged::new(&SIGNED, Some(&mut piece.exp_avg));
-    let mut v = Staged::new(&UNSIGNED, Some(&mut piece.exp_avg_sq));
-    let mut x = Staged::new(&UNSIGNED, amsgrad);
-    let mut u = Staged::new(&SIGNED, velocity);
+    let mut m = StagedBuffer::new(&SIGNED, Some(&mut piece.exp_avg));
+    let mut v = StagedBuffer::new(&UNSIGNED, Some(&mut piece.exp_avg_sq));
+    let mut x = StagedBuffer::new(&UNSIGNED, amsgrad);
+    let mut u = StagedBuffer::new(&SIGNED, velocity);
     let n = piece.param.len();
     for b in 0..blocks(n) {
         let start = b * BLOCK;

@@ -31,6 +31,7 @@ use crate::error::StepError;
 use crate::simd::SimdLevel;
 
 use super::decades::{Decades, Loaded, GUARD, INDEX_BITS_FROM};
+pub(super) use super::lanes::Job;
 use super::lanes::{Lanes, Scalar};
 use super::map;
 
@@ -268,6 +269,52 @@ impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
     }
 }
 
+/// Encode one block (at most [`BLOCK`] values) at level `L`, given its
+/// largest `|x|` as bits (see [`Encoder::block_with`]); returns its absmax.
+/// The encoder runs in a frame of its own (one per level and map), so a
+/// caller that encodes several moments holds no copy of its locals.
+///
+/// # Safety
+/// `L`'s level must be enabled and supported by the CPU.
+#[inline(always)]
+pub(super) unsafe fn encode_block<L: Lanes>(
+    book: &Codebook,
+    x: &[f32],
+    bits: u32,
+    codes: &mut [u8],
+) -> f32 {
+    if book.mirrors() {
+        L::framed(EncodeBlock::<true> {
+            book,
+            x,
+            bits,
+            codes,
+        })
+    } else {
+        L::framed(EncodeBlock::<false> {
+            book,
+            x,
+            bits,
+            codes,
+        })
+    }
+}
+
+struct EncodeBlock<'a, const SIGNED: bool> {
+    book: &'a Codebook,
+    x: &'a [f32],
+    bits: u32,
+    codes: &'a mut [u8],
+}
+
+impl<const SIGNED: bool> Job for EncodeBlock<'_, SIGNED> {
+    type Out = f32;
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) -> f32 {
+        Encoder::<L, SIGNED>::new(self.book).block_with(self.x, self.bits, self.codes)
+    }
+}
+
 /// `codes[i]` = the code of `x[i] * scale`, one lane at a time.
 fn encode_scalar(book: &Codebook, x: &[f32], scale: f32, codes: &mut [u8]) {
     // SAFETY: the scalar lanes are plain Rust.
@@ -315,7 +362,7 @@ unsafe fn encode_tail<L: Lanes, const SIGNED: bool>(
 
 /// The largest `|x|`, as bits (a NaN's bits are above every number's).
 #[inline(always)]
-unsafe fn abs_max_bits<L: Lanes>(x: &[f32]) -> u32 {
+pub(super) unsafe fn abs_max_bits<L: Lanes>(x: &[f32]) -> u32 {
     let n = x.len();
     let magnitude = L::splat_u(0x7fff_ffff);
     let (mut acc0, mut acc1) = (L::splat_u(0), L::splat_u(0));
@@ -378,29 +425,11 @@ pub(super) unsafe fn decode_block<L: Lanes>(
     }
 }
 
-/// Work compiled once per SIMD level (see [`run`]).
-pub(super) trait Job {
-    type Out;
-    /// # Safety
-    /// `L`'s level must be enabled in the calling function and supported by the CPU.
-    unsafe fn run<L: Lanes>(self) -> Self::Out;
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn run_avx512<J: Job>(job: J) -> J::Out {
-    job.run::<super::lanes::Avx512>()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<J: Job>(job: J) -> J::Out {
-    job.run::<super::lanes::Avx2>()
-}
-
-/// NEON has no gather: the one-lane code, compiled for NEON (its other loops vectorize).
+/// NEON has no gather: the one-lane code, compiled for NEON (its other loops
+/// vectorize). A frame of its own, as `Lanes::framed` makes them.
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
+#[inline(never)]
 unsafe fn run_neon<J: Job>(job: J) -> J::Out {
     job.run::<Scalar>()
 }
@@ -413,12 +442,12 @@ pub(super) fn run<J: Job>(level: SimdLevel, job: J) -> Result<J::Out, StepError>
     // SAFETY (all arms): the CPU supports `level`, checked above.
     Ok(match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { run_avx512(job) },
+        SimdLevel::Avx512 => unsafe { super::lanes::Avx512::framed(job) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { run_avx2(job) },
+        SimdLevel::Avx2 => unsafe { super::lanes::Avx2::framed(job) },
         #[cfg(target_arch = "aarch64")]
         SimdLevel::Neon => unsafe { run_neon(job) },
-        _ => unsafe { job.run::<Scalar>() },
+        _ => unsafe { Scalar::framed(job) },
     })
 }
 
@@ -440,32 +469,21 @@ pub(super) fn check_len(
     }
 }
 
-struct Encode<'a> {
+struct Encode<'a, const SIGNED: bool> {
     book: &'a Codebook,
     x: &'a [f32],
     codes: &'a mut [u8],
     absmax: &'a mut [f32],
 }
 
-impl Encode<'_> {
-    #[inline(always)]
-    unsafe fn blocks<L: Lanes, const SIGNED: bool>(self, encoder: &Encoder<'_, L, SIGNED>) {
-        let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
-        for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
-            *absmax = encoder.block(x, codes);
-        }
-    }
-}
-
-impl Job for Encode<'_> {
+impl<const SIGNED: bool> Job for Encode<'_, SIGNED> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        let book = self.book;
-        if book.mirrors() {
-            self.blocks(&Encoder::<L, true>::new(book))
-        } else {
-            self.blocks(&Encoder::<L, false>::new(book))
+        let encoder = Encoder::<L, SIGNED>::new(self.book);
+        let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
+        for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
+            *absmax = encoder.block(x, codes);
         }
     }
 }
@@ -499,15 +517,27 @@ pub fn encode(
 ) -> Result<(), StepError> {
     check_len("codes", x.len(), codes.len())?;
     check_len("absmax", blocks(x.len()), absmax.len())?;
-    run(
-        level,
-        Encode {
-            book,
-            x,
-            codes,
-            absmax,
-        },
-    )
+    if book.mirrors() {
+        run(
+            level,
+            Encode::<true> {
+                book,
+                x,
+                codes,
+                absmax,
+            },
+        )
+    } else {
+        run(
+            level,
+            Encode::<false> {
+                book,
+                x,
+                codes,
+                absmax,
+            },
+        )
+    }
 }
 
 /// Dequantize `codes` and their blocks' `absmax` into `out`.

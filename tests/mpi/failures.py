@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 from mpi4py import MPI
-from radam.distributed import ShardedAdam
+from radam.distributed import AveragedAdam, ShardedAdam
 
 comm = MPI.COMM_WORLD
 rank, k = comm.Get_rank(), comm.Get_size()
@@ -74,6 +74,31 @@ elif case == "abort":  # an error between collectives: the job must end, not han
     opt.step([np.ones(10, np.float32)])
     print(f"rank {rank}: step returned", flush=True)
     comm.Barrier()
+elif case in ("load-readonly", "load-option"):
+    # AveragedAdam.load that the last rank cannot take: every rank raises, none
+    # changes (it used to apply on rank 0 first, then abort the job).
+    p = np.ones(6, np.float32)
+    opt = AveragedAdam([p])
+    opt.step([np.ones(6, np.float32)])
+    opt.save(sys.argv[2])
+    opt.step([np.full(6, 2.0, np.float32)])
+    if last and case == "load-readonly":
+        p.flags.writeable = False
+    if last and case == "load-option":
+        opt.param_groups[0]["lr_typo"] = 1e-3
+    kept = (p.copy(), {n: a.copy() for n, a in opt.optimizer.state[0].items()})
+    expect(
+        ValueError if last else RuntimeError,
+        ["read-only" if case == "load-readonly" else "lr_typo"] if last else [f"rank {k - 1}"],
+        lambda: opt.load(sys.argv[2]),
+    )
+    assert opt.step_count == 2 and p.tobytes() == kept[0].tobytes()
+    for n, a in opt.optimizer.state[0].items():
+        assert a.tobytes() == kept[1][n].tobytes(), n
+    p.flags.writeable = True
+    opt.param_groups[0].pop("lr_typo", None)
+    opt.load(sys.argv[2])  # fixed: it loads on every rank
+    assert opt.step_count == 1
 elif case in ("user-raise", "user-exit"):  # an error in the user's code, not in radam
     opt = ShardedAdam([np.ones(10, np.float32)])
     opt.step([np.ones(10, np.float32)])
