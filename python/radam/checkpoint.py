@@ -110,22 +110,14 @@ def _path(path: Any) -> str:
 
 
 def _snapshot(opt: Any, include_params: bool) -> tuple[dict[str, Any], list[np.ndarray] | None]:
-    """``opt.state_dict()`` and copies of the params, from the same step (retried
-    if another thread stepped in between)."""
-    while True:
+    """``opt.state_dict()`` (refusing what load would refuse) and copies of the
+    params, from the same step (under the optimizer's lock, which is reentrant, so
+    no other thread steps between)."""
+    with opt._lock:
         sd = opt._saved_state("save")
-        step = _step_of(sd)
-        with opt._lock:
-            if opt.step_count != step:
-                continue
-            params = [t.array.copy() for t in opt._layout.tensors] if include_params else None
+        params = [t.array.copy() for t in opt._layout.tensors] if include_params else None
+        sd["step"] = opt.step_count
         return sd, params
-
-
-def _step_of(sd: dict[str, Any]) -> int:
-    for entry in sd["state"].values():
-        return int(entry["step"])
-    return 0
 
 
 def _encode(
@@ -168,7 +160,7 @@ def _encode(
         "format_version": FORMAT_VERSION,
         "radam_version": _core.__version__,
         "optimizer": type(opt).__name__,
-        "step": _step_of(sd),
+        "step": sd.get("step", opt.step_count),  # _snapshot's, taken with the state
         "param_groups": groups,
         "tensors": tensors,
     }
@@ -278,9 +270,15 @@ def check_state(opt: Any, path: str, sd: dict[str, Any]) -> _state_dict.Loaded:
     :class:`CheckpointError`. Under ``opt``'s lock."""
     opt._refuse_reentry("load")
     try:
-        return _state_dict.check(opt, sd, "load")
+        loaded = _state_dict.check(opt, sd, "load")
     except (ValueError, TypeError, OverflowError) as err:
         raise CheckpointError(f"checkpoint {path!r} does not fit this optimizer: {err}") from err
+    # The optimizer's own count (its schedules' position): the file's, which is at
+    # least its tensors' (an older file's is theirs).
+    step = sd.get("step")
+    if isinstance(step, int) and not isinstance(step, bool) and step > loaded.step:
+        loaded = loaded._replace(step=step)
+    return loaded
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -611,7 +609,7 @@ def _saved_state_dict(
         entry.update(rec["scalars"])
         if entry:
             state[i] = entry
-    return {"state": state, "param_groups": groups}, params
+    return {"state": state, "param_groups": groups, "step": meta.get("step")}, params
 
 
 def _decode_option(value: Any) -> Any:
