@@ -10,6 +10,7 @@ from . import schedules
 from ._core import __version__, num_threads, simd_level
 from ._minimize import minimize
 from ._options import beta_to_halflife, halflife_to_beta
+from ._row_sparse import RowSparse
 from .checkpoint import CheckpointError
 from .optimizer import Adam
 from .variants import Adamax, AdamW, NAdam, RAdam
@@ -21,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "NAdam",
     "RAdam",
+    "RowSparse",
     "__version__",
     "beta_to_halflife",
     "halflife_to_beta",

@@ -8,13 +8,14 @@ use pyo3::prelude::*;
 use pyo3::types::PyMapping;
 use std::sync::{Mutex, PoisonError};
 
-use super::arrays::{as_array, borrow_grad, borrow_rw, stored, stored_mut, Compute, DType, Rw};
+use super::arrays::{as_array, borrow_rw, stored, stored_mut, Compute, DType, Rw};
 use super::config::PyAdamConfig;
 use super::extents::WriteExtents;
+use super::rows::{read_grad, Read};
 use crate::finite::all_finite_stored;
 use crate::{
-    check_mixed, Buffer, Carry, MixedTensorMut, Origin, State, StepError, StepScalars, Tensor,
-    Q8_BLOCK,
+    check_mixed, check_rows, Buffer, Carry, MixedTensorMut, Origin, State, StepError, StepScalars,
+    StoredMut, Tensor, Q8_BLOCK,
 };
 
 /// One array the engine writes, with how messages name it.
@@ -332,16 +333,58 @@ impl CpuEngine {
     }
 }
 
+/// The kernel's view of one tensor's written buffers, in compute type `T`,
+/// from their write borrows.
+fn core_buffers<'a, T: Compute>(
+    writes: &'a mut Tensor<Rw<'_>, ()>,
+) -> PyResult<Tensor<StoredMut<'a, T>, ()>> {
+    writes
+        .as_mut()
+        .try_map(|_, rw| stored_mut::<T>(rw), |_| Ok(()))
+}
+
 /// The kernel's view of one tensor, in compute type `T`, from its write
 /// borrows and its grad's read borrow.
 fn core_tensor<'a, T: Compute>(
     writes: &'a mut Tensor<Rw<'_>, ()>,
     grad: &'a super::arrays::Ro<'_>,
 ) -> PyResult<MixedTensorMut<'a, T>> {
-    let buffers = writes
-        .as_mut()
-        .try_map(|_, rw| stored_mut::<T>(rw), |_| Ok(()))?;
-    Ok(buffers.with_grad(stored(grad)?))
+    Ok(core_buffers(writes)?.with_grad(stored(grad)?))
+}
+
+/// A row-sparse grad was read but not coalesced (cannot happen: one per `Read::Rows`).
+fn lost_rows() -> PyErr {
+    PyValueError::new_err("a row-sparse gradient was lost between its checks")
+}
+
+/// A core error about table `index` of a row-sparse list whose tensors
+/// `labels` name, as users name it.
+fn row_error(e: StepError, labels: &[&str]) -> PyErr {
+    let label = |index: usize| labels.get(index).copied().unwrap_or("[?]");
+    match e {
+        StepError::Q8RowLength { index, row_len } => PyValueError::new_err(format!(
+            "grads{}: state_dtype='8bit' keeps blocks of {Q8_BLOCK} elements, so a RowSparse \
+             gradient needs rows of a whole number of blocks, and the rows of params{} have \
+             {row_len} elements; use state_dtype=None, 'float32', 'bfloat16' or 'float16'",
+            label(index),
+            label(index),
+        )),
+        StepError::RowOutOfRange { .. } | StepError::RowValues { .. } => {
+            PyValueError::new_err(e.to_string())
+        }
+        other => PyValueError::new_err(format!("params{}: {other}", {
+            let index = match other {
+                StepError::LengthMismatch { index, .. }
+                | StepError::MissingBuffer { index, .. }
+                | StepError::RoundingNot16Bit { index }
+                | StepError::MasterNotNative { index }
+                | StepError::GroupOutOfRange { index, .. }
+                | StepError::RowTable { index, .. } => index,
+                _ => usize::MAX,
+            };
+            label(index)
+        })),
+    }
 }
 
 #[pymethods]
@@ -448,40 +491,71 @@ impl CpuEngine {
         {
             let what = || format!("grads{label}");
             let shape = w.param.shape();
-            reads.push(borrow_grad(
-                grad,
-                slot.param.dtype,
-                shape,
-                &what,
-                &overlaps,
-            )?);
+            reads.push(read_grad(grad, slot.param.dtype, shape, &what, &overlaps)?);
         }
         drop(extents);
-        // The tensors computed in float32 and in float64, each list in slot order.
+        // The row-sparse grads, coalesced (each checked against its param).
+        let (mut g32, mut g64) = (Vec::new(), Vec::new());
+        for ((slot, label), read) in self.slots.iter().zip(&self.labels).zip(&reads) {
+            if let Read::Rows(rows) = read {
+                let what = format!("grads{label}");
+                if slot.param.dtype.computes_in_f64() {
+                    g64.push(rows.grad::<f64>(&what)?);
+                } else {
+                    g32.push(rows.grad::<f32>(&what)?);
+                }
+            }
+        }
+        // The tensors computed in float32 and in float64, each list in slot
+        // order, the dense ones and the row-sparse ones apart.
         let (mut t32, mut t64) = (
             Vec::with_capacity(self.slots.len() - self.f64_slots),
             Vec::with_capacity(self.f64_slots),
         );
-        for ((slot, w), grad) in self.slots.iter().zip(&mut writes).zip(&reads) {
-            if slot.param.dtype.computes_in_f64() {
-                t64.push(core_tensor::<f64>(w, grad)?);
-            } else {
-                t32.push(core_tensor::<f32>(w, grad)?);
+        let (mut r32, mut r64) = (Vec::new(), Vec::new());
+        let (mut rows32, mut rows64) = (g32.iter(), g64.iter());
+        let mut row_labels = (Vec::new(), Vec::new());
+        for (((slot, label), w), read) in (self.slots.iter().zip(&self.labels))
+            .zip(&mut writes)
+            .zip(&reads)
+        {
+            let in_f64 = slot.param.dtype.computes_in_f64();
+            match read {
+                Read::Dense(grad) if in_f64 => t64.push(core_tensor::<f64>(w, grad)?),
+                Read::Dense(grad) => t32.push(core_tensor::<f32>(w, grad)?),
+                Read::Rows(_) if in_f64 => {
+                    let grad = rows64.next().ok_or_else(lost_rows)?;
+                    r64.push(core_buffers::<f64>(w)?.with_grad(grad));
+                    row_labels.1.push(label.as_str());
+                }
+                Read::Rows(_) => {
+                    let grad = rows32.next().ok_or_else(lost_rows)?;
+                    r32.push(core_buffers::<f32>(w)?.with_grad(grad));
+                    row_labels.0.push(label.as_str());
+                }
             }
         }
-        // Both lists are checked before either is stepped: an error writes nothing.
+        // Every list is checked before any is stepped: an error writes nothing.
         let t32 = check_mixed(t32, &scalars).map_err(|e| self.step_error(e, false))?;
         let t64 = check_mixed(t64, &scalars).map_err(|e| self.step_error(e, true))?;
+        let r32 = check_rows(r32, &scalars).map_err(|e| row_error(e, &row_labels.0))?;
+        let r64 = check_rows(r64, &scalars).map_err(|e| row_error(e, &row_labels.1))?;
         Ok(py.detach(|| {
             if skip_nonfinite {
-                let g32: Vec<_> = t32.tensors().iter().map(|t| t.grad).collect();
-                let g64: Vec<_> = t64.tensors().iter().map(|t| t.grad).collect();
+                let g32: Vec<_> = (t32.tensors().iter().map(|t| t.grad))
+                    .chain(r32.grads().flat_map(|g| g.parts()))
+                    .collect();
+                let g64: Vec<_> = (t64.tensors().iter().map(|t| t.grad))
+                    .chain(r64.grads().flat_map(|g| g.parts()))
+                    .collect();
                 if !(all_finite_stored(&g32) && all_finite_stored(&g64)) {
                     return None;
                 }
             }
             t32.step();
             t64.step();
+            r32.step();
+            r64.step();
             Some(next_carries)
         }))
     }
