@@ -74,7 +74,7 @@ impl<'a, T> Piece<'a, T> {
 
     /// How the fused kernel can run this piece: param and grad native, no
     /// master copy, and every state buffer stored alike.
-    fn fused_kind(&self) -> Option<Kind> {
+    pub(crate) fn fused_kind(&self) -> Option<Kind> {
         let b = &self.buffers;
         let plain = matches!(
             (&b.param, &b.grad),
@@ -120,7 +120,10 @@ impl<'a, T: Float> Piece<'a, T> {
 
     /// The kernel's view, with the state taken by `state` (which sees only
     /// buffers of the kind [`Piece::fused_kind`] found); buffers that are off are empty.
-    fn into_slices<S>(self, state: fn(StoredMut<'a, T>) -> &'a mut [S]) -> Slices<'a, T, S> {
+    pub(crate) fn into_slices<S>(
+        self,
+        state: fn(StoredMut<'a, T>) -> &'a mut [S],
+    ) -> Slices<'a, T, S> {
         let b = self.buffers;
         let s = b.state;
         Slices {
@@ -287,8 +290,8 @@ pub(crate) fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
 /// What a step gives each tensor: its coefficients, and the key of its
 /// stochastic rounding when its group rounds so.
 pub(crate) struct PerTensor<T> {
-    coeffs: Vec<Coeffs<T>>,
-    keys: Vec<Option<StochasticKey>>,
+    pub(crate) coeffs: Vec<Coeffs<T>>,
+    pub(crate) keys: Vec<Option<StochasticKey>>,
 }
 
 fn run_piece<T: Float>(level: SimdLevel, per: &PerTensor<T>, piece: Piece<'_, T>) {
@@ -351,7 +354,7 @@ fn run_aligned<T: Float>(level: SimdLevel, per: &PerTensor<T>, piece: Piece<'_, 
 /// Elements per unit for a step of `total` elements on `threads` threads:
 /// [`CHUNK`], or less when that would leave a thread idle or the last
 /// unit long (at least four units per thread; never under [`MIN_UNIT`]).
-fn unit_len(total: usize, threads: usize) -> usize {
+pub(crate) fn unit_len(total: usize, threads: usize) -> usize {
     total
         .div_ceil(threads * 4)
         .next_multiple_of(CUT_ALIGN)

@@ -11,10 +11,16 @@
 
 use crate::element::Float;
 use crate::error::StepError;
-use crate::multi::{check_tensor, origin_of, run_pieces, stored_sum_squares, PerTensor, Piece};
+use half::{bf16, f16};
+
+use crate::kernel::{Coeffs, Slices};
+use crate::multi::{
+    check_tensor, origin_of, run_pieces, stored_sum_squares, unit_len, PerTensor, Piece, SERIAL_MAX,
+};
 use crate::scalars::StepScalars;
-use crate::simd::SimdLevel;
-use crate::storage::{Kind, Split, Stored, StoredMut, Q8_BLOCK};
+use crate::simd::{fused_16bit_kernel, kernel_for, KernelFn, SimdLevel};
+use crate::storage::{prefetch, Kind, Split, Stored, StoredMut, Q8_BLOCK};
+use crate::team::Team;
 use crate::tensor::Tensor;
 
 /// Where the gradient of a named row is.
@@ -264,15 +270,23 @@ fn run_rows<T: Float>(level: SimdLevel, checked: CheckedRows<'_, '_, T>) {
         (tensors.iter().enumerate()).map(|(i, t)| (t.group, origin_of(i, t.origin).tensor)),
         |i| tensors[i].grad.norm(),
     );
-    let total = (tensors.iter())
-        .map(|t| t.grad.rows.len() * t.grad.row_len)
-        .sum();
-    let pieces = tensors.into_iter().enumerate().flat_map(|(index, t)| {
-        let origin = origin_of(index, t.origin);
+    let mut staged = Vec::new();
+    for (index, t) in tensors.into_iter().enumerate() {
         let grad = t.grad;
-        let row_len = grad.row_len;
+        let table = Piece {
+            origin: origin_of(index, t.origin),
+            buffers: t.with_grad(Stored::Native(&[])),
+            tensor: index,
+        };
+        if let Some(table) = run_fused(level, &per, table, grad) {
+            staged.push((table, grad));
+        }
+    }
+    let total = (staged.iter()).map(|(_, g)| g.rows.len() * g.row_len).sum();
+    let pieces = staged.into_iter().flat_map(|(table, grad)| {
+        let (tensor, origin, row_len) = (table.tensor, table.origin, grad.row_len);
         // The table's buffers after the last row cut, and that row's end.
-        let mut rest = Some(t.with_grad(()));
+        let mut rest = Some(table.buffers.with_grad(()));
         let (mut k, mut end) = (0, 0);
         std::iter::from_fn(move || {
             let start = grad.rows.get(k)? * row_len;
@@ -280,7 +294,7 @@ fn run_rows<T: Float>(level: SimdLevel, checked: CheckedRows<'_, '_, T>) {
             let (row, tail) = tail.split_at(row_len);
             let piece = Piece {
                 buffers: row.with_grad(grad.row(k)),
-                tensor: index,
+                tensor,
                 origin: origin.advanced(start),
             };
             (rest, k, end) = (Some(tail), k + 1, start + row_len);
@@ -288,4 +302,142 @@ fn run_rows<T: Float>(level: SimdLevel, checked: CheckedRows<'_, '_, T>) {
         })
     });
     run_pieces(level, &per, pieces, total);
+}
+
+/// Step the named rows of `table` (its gradient empty) with the fused kernel,
+/// straight from slices of its buffers, where it can run them: a native param
+/// and gradient, no master copy, state all of one kind that the kernel reads
+/// in its loop, no stochastic rounding. Otherwise hand the table back, to be
+/// stepped row by row as pieces of the multi-tensor step.
+fn run_fused<'a, T: Float>(
+    level: SimdLevel,
+    per: &PerTensor<T>,
+    table: Piece<'a, T>,
+    grad: &'a RowGrad<'a, T>,
+) -> Option<Piece<'a, T>> {
+    let c = &per.coeffs[table.tensor];
+    let plain = per.keys[table.tensor].is_none() && matches!(grad.values, Stored::Native(_));
+    match table.fused_kind().filter(|_| plain) {
+        Some(Kind::Native) => {
+            let kernel = kernel_for::<T, T>(level, c);
+            rows_in_parallel(kernel, c, table.into_slices(StoredMut::into_native), grad);
+        }
+        Some(Kind::Bf16) if fused_16bit_kernel::<T, bf16>(level, c).is_some() => {
+            let kernel = fused_16bit_kernel(level, c)?;
+            rows_in_parallel(kernel, c, table.into_slices(StoredMut::into_bf16), grad);
+        }
+        Some(Kind::F16) if fused_16bit_kernel::<T, f16>(level, c).is_some() => {
+            let kernel = fused_16bit_kernel(level, c)?;
+            rows_in_parallel(kernel, c, table.into_slices(StoredMut::into_f16), grad);
+        }
+        _ => return Some(table),
+    }
+    None
+}
+
+/// The buffers of `table` (slices of the whole table) cut at the rows of
+/// `grad`, each with its gradient.
+fn cut_rows<'a, T: Float, S>(
+    table: Slices<'a, T, S>,
+    grad: &'a RowGrad<'a, T>,
+) -> Vec<Slices<'a, T, S>> {
+    /// The `len` elements `skip` past the start of `rest`, which keeps what follows
+    /// (an empty buffer, one whose variant is off, stays empty).
+    fn cut<'a, X>(rest: &mut &'a mut [X], skip: usize, len: usize) -> &'a mut [X] {
+        let all = std::mem::take(rest);
+        if all.is_empty() {
+            return all;
+        }
+        let (row, tail) = all[skip..].split_at_mut(len);
+        *rest = tail;
+        row
+    }
+    let Slices {
+        mut param,
+        mut exp_avg,
+        mut exp_avg_sq,
+        mut max_exp_avg_sq,
+        mut velocity,
+        ..
+    } = table;
+    let row_len = grad.row_len;
+    let mut end = 0;
+    let mut rows = Vec::with_capacity(grad.rows.len());
+    for (k, &row) in grad.rows.iter().enumerate() {
+        let skip = row * row_len - end;
+        rows.push(Slices {
+            param: cut(&mut param, skip, row_len),
+            grad: match grad.row(k) {
+                Stored::Native(g) => g,
+                _ => &[],
+            },
+            exp_avg: cut(&mut exp_avg, skip, row_len),
+            exp_avg_sq: cut(&mut exp_avg_sq, skip, row_len),
+            max_exp_avg_sq: cut(&mut max_exp_avg_sq, skip, row_len),
+            velocity: cut(&mut velocity, skip, row_len),
+        });
+        end = (row + 1) * row_len;
+    }
+    rows
+}
+
+/// Step the rows of `grad` in `table` with `kernel`, on the calling thread
+/// and its helpers when there are enough of them; each row is stepped by one
+/// thread.
+fn rows_in_parallel<'a, T: Float, S: Send>(
+    kernel: KernelFn<T, S>,
+    c: &Coeffs<T>,
+    table: Slices<'a, T, S>,
+    grad: &'a RowGrad<'a, T>,
+) {
+    let rows = cut_rows(table, grad);
+    let total = rows.len() * grad.row_len;
+    let team = (total > SERIAL_MAX).then(Team::current);
+    match team.filter(|t| t.threads() > 1) {
+        Some(team) => {
+            // Units of whole rows, of about as many elements as the dense step's.
+            let per_unit = (unit_len(total, team.threads()) / grad.row_len.max(1)).max(1);
+            let mut units = Vec::with_capacity(rows.len().div_ceil(per_unit));
+            let mut rows = rows.into_iter();
+            loop {
+                let unit: Vec<_> = rows.by_ref().take(per_unit).collect();
+                if unit.is_empty() {
+                    break;
+                }
+                units.push(unit);
+            }
+            team.for_each_owned(units, |unit| run_ahead(kernel, c, unit));
+        }
+        None => run_ahead(kernel, c, rows),
+    }
+}
+
+/// Rows fetched this many ahead of the one being stepped: they lie at random
+/// places in the table, and fetching them early hides the memory's latency.
+const AHEAD: usize = 4;
+
+/// Step `rows` in order, each prefetched [`AHEAD`] rows before it is stepped.
+fn run_ahead<T: Float, S>(kernel: KernelFn<T, S>, c: &Coeffs<T>, mut rows: Vec<Slices<'_, T, S>>) {
+    for i in 0..rows.len() {
+        if let Some(next) = rows.get(i + AHEAD) {
+            prefetch(next.param);
+            prefetch(next.grad);
+            prefetch(next.exp_avg);
+            prefetch(next.exp_avg_sq);
+            prefetch(next.max_exp_avg_sq);
+            prefetch(next.velocity);
+        }
+        let row = std::mem::replace(
+            &mut rows[i],
+            Slices {
+                param: &mut [],
+                grad: &[],
+                exp_avg: &mut [],
+                exp_avg_sq: &mut [],
+                max_exp_avg_sq: &mut [],
+                velocity: &mut [],
+            },
+        );
+        kernel(c, row);
+    }
 }
