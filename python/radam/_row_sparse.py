@@ -31,8 +31,7 @@ class RowSparse:
             )
         if index_array.dtype.kind not in "iu":
             raise TypeError(
-                f"RowSparse: indices must be integers (row numbers), got dtype "
-                f"{index_array.dtype}"
+                f"RowSparse: indices must be integers (row numbers), got dtype {index_array.dtype}"
             )
         if index_array.dtype.kind == "u" and index_array.size and index_array.max() > 2**63 - 1:
             position = int(np.argmax(index_array))
@@ -48,7 +47,9 @@ class RowSparse:
                 "numbers from 0 (negative indices are not counted from the end)"
             )
         if not isinstance(values, np.ndarray):
-            raise TypeError(f"RowSparse: values must be a numpy.ndarray, got {type(values).__name__}")
+            raise TypeError(
+                f"RowSparse: values must be a numpy.ndarray, got {type(values).__name__}"
+            )
         if values.ndim < 2 or values.shape[0] != index_array.shape[0]:
             raise ValueError(
                 f"RowSparse: values must have shape (len(indices), *param.shape[1:]), one row "
