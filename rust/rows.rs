@@ -441,3 +441,171 @@ fn run_ahead<T: Float, S>(kernel: KernelFn<T, S>, c: &Coeffs<T>, mut rows: Vec<S
         kernel(c, row);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel_tests::Rng;
+    use crate::{AdamConfig, State};
+
+    const ROWS: usize = 50;
+    // Odd, so each row has a vector body and a scalar tail at every level.
+    const ROW_LEN: usize = 37;
+
+    /// The table (param, m, v, v_max) after `steps` row-sparse steps of `cfg` at `level`.
+    fn stepped(level: SimdLevel, cfg: &AdamConfig, steps: &[(Vec<i64>, Vec<f32>)]) -> Vec<f32> {
+        let n = ROWS * ROW_LEN;
+        let mut param = Rng(3).vec::<f32>(n, 1.0);
+        let (mut m, mut v, mut vmax) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+        for (t, (indices, values)) in steps.iter().enumerate() {
+            let scalars = [StepScalars::new(cfg, t as u64 + 1).unwrap()];
+            let grad = RowGrad::new(indices, Stored::Native(values), ROW_LEN, ROWS).unwrap();
+            let state = State::new(&mut m[..], &mut v[..], Some(&mut vmax[..]), None);
+            let table = Tensor::new(&mut param[..], (), state, 0)
+                .map(|_, w| StoredMut::Native(w), |_| &grad);
+            step_rows_with(level, vec![table], &scalars).unwrap();
+        }
+        [param, m, v, vmax].concat()
+    }
+
+    fn steps(rng: &mut Rng) -> Vec<(Vec<i64>, Vec<f32>)> {
+        (0..4)
+            .map(|_| {
+                // 30 draws from 50 rows: some repeat, some rows are never named.
+                let indices: Vec<i64> = (0..30)
+                    .map(|_| ((rng.next_f64() + 1.0) * 0.5 * ROWS as f64) as i64 % ROWS as i64)
+                    .collect();
+                let values = rng.vec::<f32>(30 * ROW_LEN, 2.0);
+                (indices, values)
+            })
+            .collect()
+    }
+
+    fn configs() -> Vec<AdamConfig> {
+        let amsgrad = AdamConfig {
+            amsgrad: true,
+            weight_decay: 0.1,
+            ..Default::default()
+        };
+        let clipped = AdamConfig {
+            max_gradient_norm: 0.5,
+            maximize: true,
+            ..AdamConfig::adamw()
+        };
+        vec![AdamConfig::default(), amsgrad, clipped]
+    }
+
+    #[test]
+    fn simd_levels_agree_bit_for_bit() {
+        let steps = steps(&mut Rng(5));
+        for cfg in configs() {
+            let want = stepped(SimdLevel::Scalar, &cfg, &steps);
+            for level in SimdLevel::supported() {
+                let got = stepped(level, &cfg, &steps);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{level} differs from scalar for {cfg:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_never_named_keep_their_param_and_state() {
+        let steps = steps(&mut Rng(6));
+        let named: std::collections::HashSet<i64> =
+            steps.iter().flat_map(|(i, _)| i.iter().copied()).collect();
+        let start = Rng(3).vec::<f32>(ROWS * ROW_LEN, 1.0);
+        let got = stepped(SimdLevel::detect(), &AdamConfig::default(), &steps);
+        let n = ROWS * ROW_LEN;
+        for row in (0..ROWS).filter(|r| !named.contains(&(*r as i64))) {
+            let at = row * ROW_LEN..(row + 1) * ROW_LEN;
+            assert_eq!(got[at.clone()], start[at.clone()], "row {row}");
+            for buffer in 1..4 {
+                let state = &got[buffer * n..][at.clone()];
+                assert!(
+                    state.iter().all(|x| *x == 0.0),
+                    "row {row}, buffer {buffer}"
+                );
+            }
+        }
+        assert!(named.len() < ROWS, "some rows must stay unnamed");
+    }
+
+    #[test]
+    fn repeated_rows_are_summed_in_the_order_given() {
+        let values = [1.0f32, 2.0, 10.0, 20.0, 100.0, 200.0];
+        let grad = RowGrad::new(&[4, 1, 4], Stored::Native(&values), 2, 5).unwrap();
+        assert_eq!(grad.rows(), [1, 4]);
+        let row = |k| match grad.row(k) {
+            Stored::Native(r) => r.to_vec(),
+            _ => unreachable!(),
+        };
+        assert_eq!((row(0), row(1)), (vec![10.0, 20.0], vec![101.0, 202.0]));
+        // -0 alone stays -0 (a sum started at +0 would not).
+        let grad = RowGrad::new(&[0, 0], Stored::Native(&[-0.0f32, -0.0]), 1, 1).unwrap();
+        assert!(matches!(grad.row(0), Stored::Native([x]) if x.is_sign_negative()));
+    }
+
+    #[test]
+    fn bad_indices_and_values_are_errors() {
+        let values = [0.0f32; 4];
+        let new = |indices: &[i64], values: &[f32]| {
+            RowGrad::new(indices, Stored::Native(values), 2, 3).err()
+        };
+        let out = |position, row| StepError::RowOutOfRange {
+            position,
+            row,
+            rows: 3,
+        };
+        assert_eq!(new(&[0, 3], &values), Some(out(1, 3)));
+        assert_eq!(new(&[-1, 0], &values), Some(out(0, -1)));
+        let short = StepError::RowValues {
+            expected: 4,
+            got: 3,
+        };
+        assert_eq!(new(&[0, 1], &values[..3]), Some(short));
+    }
+
+    #[test]
+    fn a_table_that_is_not_the_param_or_splits_8_bit_blocks_is_refused() {
+        let scalars = [StepScalars::new(&AdamConfig::default(), 1).unwrap()];
+        let grad = RowGrad::new(&[0], Stored::Native(&[1.0f32; 3]), 3, 4).unwrap();
+        let (mut p, mut m, mut v) = (vec![0.0f32; 10], vec![0.0f32; 10], vec![0.0f32; 10]);
+        let state = State::new(&mut m[..], &mut v[..], None, None);
+        let table =
+            Tensor::new(&mut p[..], (), state, 0).map(|_, w| StoredMut::Native(w), |_| &grad);
+        let err = check_rows(vec![table], &scalars).err();
+        let table_err = StepError::RowTable {
+            index: 0,
+            rows: 4,
+            row_len: 3,
+            len: 10,
+        };
+        assert_eq!(err, Some(table_err));
+
+        let n = 2 * Q8_BLOCK + 2;
+        let row_len = n / 2;
+        let values = vec![1.0f32; row_len];
+        let grad = RowGrad::new(&[1], Stored::Native(&values), row_len, 2).unwrap();
+        let mut p = vec![0.0f32; n];
+        let (mut c0, mut c1) = (vec![0u8; n], vec![0u8; n]);
+        let (mut a0, mut a1) = (vec![0.0f32; 3], vec![0.0f32; 3]);
+        let state = State::new(
+            StoredMut::Q8 {
+                codes: &mut c0[..],
+                absmax: &mut a0[..],
+            },
+            StoredMut::Q8 {
+                codes: &mut c1[..],
+                absmax: &mut a1[..],
+            },
+            None,
+            None,
+        );
+        let table = Tensor::new(StoredMut::Native(&mut p[..]), &grad, state, 0);
+        let err = check_rows(vec![table], &scalars).err();
+        assert_eq!(err, Some(StepError::Q8RowLength { index: 0, row_len }));
+    }
+}

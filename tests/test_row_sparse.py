@@ -201,7 +201,7 @@ def test_matches_torch_sparse_adam():
         indices, values = _batch(rng, 50, 20, (6,))  # repeats: torch coalesces them
         opt.step([RowSparse(indices, values)])
         weight.grad = torch.sparse_coo_tensor(
-            torch.tensor(indices)[None], torch.tensor(values), (50, 6)
+            torch.tensor(indices)[None], torch.tensor(values), (50, 6), check_invariants=True
         )
         torch_opt.step()
     want = weight.detach().numpy()
