@@ -441,6 +441,11 @@ class Adam:
     def step(self, grads: Any) -> None:
         """One Adam step: every param moves in place. ``grads`` mirrors ``params``.
 
+        The grad of a param of two or more dimensions may be a
+        :class:`radam.RowSparse` (rows of an embedding table, say): only the rows
+        it names, and their state, change (docs/formulas.md, "Row-sparse (lazy)
+        steps"; on the CPU only).
+
         On any error (a missing, misshapen, mistyped or aliasing grad, a bad
         option) a clear exception is raised and params and state are untouched.
         """
