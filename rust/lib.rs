@@ -83,7 +83,7 @@ pub use multi::{
 };
 pub use optimizer::{Adam, AdamState};
 pub use rows::{check_rows, step_rows, step_rows_with, CheckedRows, RowGrad, RowTensorMut};
-pub use scalars::{Carry, Rule, StepScalars};
+pub use scalars::{Carry, Count, Rule, StepScalars, TensorSteps};
 pub use simd::SimdLevel;
 pub use storage::{Split, Stored, StoredMut, Q8_BLOCK};
 pub use tensor::{Buffer, MixedTensorMut, Origin, State, Tensor, TensorMut};

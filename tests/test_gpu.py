@@ -938,7 +938,7 @@ BAD_GRADS = {
     "dtype": (lambda p, g: [g[0], g[1].astype(np.float64)], TypeError, r"grads\[1\] has dtype"),
     "int": (lambda p, g: [g[0], g[1].astype(np.int32)], TypeError, r"grads\[1\] has dtype int32"),
     "non-array": (lambda p, g: [g[0], [1.0] * 6], TypeError, r"grads\[1\] must be"),
-    "None item": (lambda p, g: [g[0], None], TypeError, r"grads\[1\] must be"),
+    "None item": (lambda p, g: [g[0], None], ValueError, r"grads\[1\] is None: device='gpu'"),
     "None": (lambda p, g: None, TypeError, "grads is None"),
     "alias": (lambda p, g: [g[0], p[1]], ValueError, r"grads\[1\] shares memory"),
     "device shape": (
@@ -1228,3 +1228,24 @@ def test_stochastic_rounding_matches_the_cpu_with_gradients(dtype):
     total = sum(p.size for p in cpu_p)
     assert differ <= HALF_PARAMS_DIFFER * total, f"{differ} of {total} params differ"
     print(f"{dtype} stochastic rounding: {differ} of {total} params differ")
+
+
+@needs_gpu
+def test_params_of_a_group_at_different_step_counts_are_refused_on_the_gpu():
+    # The GPU steps a group at one count; a CPU run in which params skipped steps
+    # (None grads) loads elsewhere, not here, and nothing changes.
+    rng = np.random.default_rng(2)
+    cpu_params = [rng.standard_normal(4).astype(np.float32) for _ in range(2)]
+    cpu = radam.Adam(cpu_params, lr=0.1)
+    cpu.step([np.ones(4, np.float32), np.ones(4, np.float32)])
+    cpu.step([np.ones(4, np.float32), None])
+    params = [p.copy() for p in cpu_params]
+    opt = radam.Adam(params, lr=0.1, device="gpu")
+    opt.step([np.ones(4, np.float32), np.ones(4, np.float32)])
+    before = [p.copy() for p in params]
+    with pytest.raises(ValueError, match=r"param_groups\[0\].*different step counts.*cpu"):
+        opt.load_state_dict(cpu.state_dict())
+    assert opt.tensor_step_counts == [1, 1]
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, params))
+    opt.step([np.ones(4, np.float32), np.ones(4, np.float32)])
+    assert opt.tensor_step_counts == [2, 2]

@@ -96,17 +96,18 @@ def random_q8_state(shape, names, rng) -> dict[str, np.ndarray]:
     return state
 
 
-def step_f32_reference(params, states, grads, names, options, t):
+def step_f32_reference(params, states, grads, names, options, t, carry=1.0):
     """One float32-state GPU step of the decoded state, then the reference encode:
     the new params and 8-bit state."""
     records, decoded = [], []
     for i, (p, state) in enumerate(zip(params, states)):
         d = {n: ref_decode(state[n], state[absmax_name(n)], n) for n in names}
         decoded.append(d)
-        records.append(TensorBuffers(f"[{i}]", 0, p.copy(), d, i))
+        # Step t of each tensor: it has taken t - 1.
+        records.append(TensorBuffers(f"[{i}]", 0, p.copy(), d, i, 0, t - 1, carry))
     engine = GpuEngine(records)
     config = engine_options(options, "").config
-    engine.step(grads, t, [config], [1.0])
+    engine.step(grads, [config])
     engine.sync()
     out = []
     for r, d in zip(records, decoded):
@@ -173,10 +174,11 @@ def test_a_step_of_8_bit_state_is_decode_f32_step_encode(name, param_dtype="floa
     for t in (1, 2, 3):
         grads = [(0.1 * rng.standard_normal(s)).astype(param_dtype) for s in SHAPES]
         before = [(p.copy(), {k: a.copy() for k, a in st.items()}) for p, st in zip(params, states)]
+        carry = engine.counts()[1][0]  # NAdam's product so far
         want = step_f32_reference(
-            [b[0] for b in before], [b[1] for b in before], grads, names, options, t
+            [b[0] for b in before], [b[1] for b in before], grads, names, options, t, carry
         )
-        engine.step(grads, t, [config], [1.0])
+        engine.step(grads, [config])
         engine.sync()
         for i, ((p_want, s_want, moments), p, st) in enumerate(zip(want, params, states)):
             np.testing.assert_array_equal(p, p_want, err_msg=f"step {t} params[{i}]")
@@ -228,7 +230,7 @@ def test_every_midpoint_tie_and_the_special_blocks():
         zero_state[n], zero_state[absmax_name(n)] = ref_encode(np.zeros_like(g), n)
     param = np.zeros_like(g)
     engine = GpuEngine([TensorBuffers("[0]", 0, param, zero_state, 0)])
-    engine.step([g], 1, [config], [1.0])
+    engine.step([g], [config])
     engine.sync()
     for n, x in ((EXP_AVG, g), (EXP_INF, np.abs(g))):
         codes, absmax = ref_encode(x, n)

@@ -87,6 +87,26 @@ def test_an_lr_schedule_is_called_once_per_step_and_applies_to_the_named_rows():
     np.testing.assert_allclose(table, reference.p, **f64_tolerance(reference.p))
 
 
+def test_bias_corrections_count_the_steps_that_give_the_table_a_grad():
+    """torch's SparseAdam rule: the table's count advances only when it gets a grad
+    (a None grad skips it), while a dense tensor beside it counts its own steps."""
+    rng = np.random.default_rng(9)
+    table, dense = rng.standard_normal((20, 3)), rng.standard_normal(4)
+    reference = LazyAdam(table, LazyOptions(lr=0.1))
+    dense_reference = LazyAdam(dense[None], LazyOptions(lr=0.1))
+    opt = radam.Adam([table, dense], lr=0.1)
+    for has_grad in [True, False, False, True, True]:
+        g_dense = rng.standard_normal(4)
+        indices, values = _batch(rng, 20, 6, (3,))
+        opt.step([RowSparse(indices, values) if has_grad else None, g_dense])
+        if has_grad:
+            reference.step(indices, values)
+        dense_reference.step(np.array([0]), g_dense[None])
+    assert opt.tensor_step_counts == [3, 5]
+    np.testing.assert_allclose(table, reference.p, **f64_tolerance(reference.p))
+    np.testing.assert_allclose(dense, dense_reference.p[0], **f64_tolerance(dense))
+
+
 def test_repeated_rows_are_summed_before_the_step():
     rng = np.random.default_rng(3)
     a = rng.standard_normal((5, 3))
@@ -197,7 +217,12 @@ def test_matches_torch_sparse_adam():
     opt = radam.Adam([table], lr=0.05, betas=(0.8, 0.99), eps=1e-6, efficient_form=True)
     weight = torch.tensor(start, requires_grad=True)
     torch_opt = torch.optim.SparseAdam([weight], lr=0.05, betas=(0.8, 0.99), eps=1e-6)
-    for _ in range(10):
+    for step in range(10):
+        if step in (3, 4):  # no grad: neither steps, nor counts the step
+            opt.step([None])
+            weight.grad = None
+            torch_opt.step()
+            continue
         indices, values = _batch(rng, 50, 20, (6,))  # repeats: torch coalesces them
         opt.step([RowSparse(indices, values)])
         weight.grad = torch.sparse_coo_tensor(

@@ -227,13 +227,8 @@ def to_radam_state_dict(
             f"state_dict['param_groups'] params must number 0..{len(order) - 1} in order, "
             f"got {order}"
         )
+    # A param that has not stepped yet has no entry, in torch as in radam.
     saved = torch_sd["state"]
-    if saved and sorted(saved) != list(range(len(order))):
-        raise ValueError(
-            f"state_dict['state'] has entries for params {sorted(saved)} only; radam keeps state "
-            f"for every param (0..{len(order) - 1}): take the state_dict after a step in which "
-            "every param had a gradient"
-        )
     state = {}
     for pid in sorted(saved):
         entry, where = saved[pid], f"state_dict['state'][{pid}]"
@@ -261,25 +256,7 @@ def to_radam_state_dict(
             else:
                 converted[k] = _to_numpy(v, f"{where}[{k!r}]")
         state[pid] = converted
-    if "mu_product" in kind.state:
-        _check_mu_products(state, groups)
     return {"state": state, "param_groups": groups}
-
-
-def _check_mu_products(state: dict[int, dict[str, Any]], groups: list[dict[str, Any]]) -> None:
-    """torch's NAdam keeps mu_product per param, radam per group (the params of a
-    group step together): the params of a group must agree on it."""
-    for gi, group in enumerate(groups):
-        values = {
-            repr(state[pid]["mu_product"])
-            for pid in group["params"]
-            if pid in state and "mu_product" in state[pid]
-        }
-        if len(values) > 1:
-            raise ValueError(
-                f"state_dict['state'] entries of param_groups[{gi}] disagree on 'mu_product' "
-                f"({sorted(values)}); radam keeps one per group"
-            )
 
 
 def _decoupled(group: Mapping[str, Any], arg: bool | None, weight_decay: Any, where: str) -> Any:

@@ -109,22 +109,13 @@ def _path(path: Any) -> str:
 
 
 def _snapshot(opt: Any, include_params: bool) -> tuple[dict[str, Any], list[np.ndarray] | None]:
-    """``opt.state_dict()`` and copies of the params, from the same step (retried
-    if another thread stepped in between)."""
-    while True:
+    """``opt.state_dict()`` and copies of the params, from the same step (under
+    the optimizer's lock, which is reentrant, so no other thread steps between)."""
+    with opt._lock:
         sd = opt.state_dict()
-        step = _step_of(sd)
-        with opt._lock:
-            if opt.step_count != step:
-                continue
-            params = [t.array.copy() for t in opt._layout.tensors] if include_params else None
+        params = [t.array.copy() for t in opt._layout.tensors] if include_params else None
+        sd["step"] = opt.step_count
         return sd, params
-
-
-def _step_of(sd: dict[str, Any]) -> int:
-    for entry in sd["state"].values():
-        return int(entry["step"])
-    return 0
 
 
 def _encode(
@@ -167,7 +158,7 @@ def _encode(
         "format_version": FORMAT_VERSION,
         "radam_version": _core.__version__,
         "optimizer": type(opt).__name__,
-        "step": _step_of(sd),
+        "step": sd.get("step", opt.step_count),  # _snapshot's, taken with the state
         "param_groups": groups,
         "tensors": tensors,
     }
@@ -261,6 +252,11 @@ def load(opt: Any, path: str | os.PathLike, *, restore_params: bool = True) -> N
             loaded = _state_dict.check(opt, sd, "load")
         except (ValueError, TypeError, OverflowError) as err:
             raise CheckpointError(f"{misfit}: {err}") from err
+        # The optimizer's own count (its schedules' position): the file's, which is
+        # at least its tensors' (an older file's is theirs).
+        step = meta.get("step")
+        if isinstance(step, int) and not isinstance(step, bool) and step > loaded.step:
+            loaded = loaded._replace(step=step)
         try:
             opt._apply_state_dict(loaded, params if restore_params else None)
         except ValueError as err:  # a param that cannot take the saved values (read-only)

@@ -42,7 +42,6 @@ from ._params import (
     layout_of,
     resolve_state_dtype,
 )
-from ._state_dict import LAST_STEP
 
 # Every live optimizer, for the fork handlers below.
 _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -178,8 +177,6 @@ class Adam:
         self._step = 0
         self._engine: Engine | None = None
         self._state_names: list[tuple[str, ...]] = []  # per group, fixed once state exists
-        # What each group carries from step to step on the host (NAdam's mu_product).
-        self._carries = [1.0] * len(self.param_groups)
         # Reentrant, so that a schedule may read the optimizer (current_lr,
         # state_dict) while step holds it. _busy names the call whose schedules
         # are running: a call that changes the optimizer from inside them (a
@@ -200,8 +197,24 @@ class Adam:
 
     @property
     def step_count(self) -> int:
-        """The number of steps taken (the ``t`` of the bias corrections)."""
+        """The number of steps taken: what schedules are called with, and the ``t``
+        of the bias corrections of every tensor that had a gradient in each (see
+        :attr:`tensor_step_counts`)."""
         return self._step
+
+    @property
+    def tensor_step_counts(self) -> list[int]:
+        """Each param's own step count, in the flat order of params: the ``t`` of
+        its bias corrections (torch.optim's ``state[p]["step"]``). A param whose
+        grad was None in a step did not advance."""
+        with self._lock:
+            return self._tensor_counts()[0]
+
+    def _tensor_counts(self) -> tuple[list[int], list[float]]:
+        """Each tensor's step count and carry (NAdam's mu_product). Under the lock."""
+        if self._engine is None:
+            return [0] * len(self._layout), [1.0] * len(self._layout)
+        return self._engine.counts()
 
     @property
     def state(self) -> Mapping[Any, Mapping[str, np.ndarray]]:
@@ -399,14 +412,24 @@ class Adam:
                     "it was built with; build a new optimizer over new params"
                 )
 
-    def _build(self, state: Mapping[Any, Mapping[str, np.ndarray]]) -> Engine:
-        """The engine of this optimizer's device over the params and ``state``."""
+    def _build(
+        self,
+        state: Mapping[Any, Mapping[str, np.ndarray]],
+        counts: list[int] | None = None,
+        carries: list[float] | None = None,
+    ) -> Engine:
+        """The engine of this optimizer's device over the params and ``state``, each
+        tensor at its step count and carry (none taken when not given)."""
         if self.device == "gpu":
             from .gpu import GpuEngine as engine_class
         else:
             engine_class = _core.CpuEngine
+        n = len(self._layout)
+        counts, carries = counts or [0] * n, carries or [1.0] * n
         records = [
-            TensorBuffers(t.label, t.group, t.array, dict(state[t.key]), i, offset)
+            TensorBuffers(
+                t.label, t.group, t.array, dict(state[t.key]), i, offset, counts[i], carries[i]
+            )
             for i, (t, offset) in enumerate(zip(self._layout.tensors, self._first_elements))
         ]
         return engine_class(records)
@@ -428,9 +451,15 @@ class Adam:
             arrays[MASTER] = (t.array.shape, np.dtype(np.float32))
         return arrays
 
-    def _fresh_state(self, names: list[tuple[str, ...]]) -> Mapping[Any, Any]:
+    def _fresh_state(
+        self, names: list[tuple[str, ...]], keys: list[Any] | None = None
+    ) -> Mapping[Any, Any]:
+        """Zeroed state (a master copy: the param's values) of every tensor, or of ``keys``'."""
         state = {}
+        wanted = None if keys is None else set(keys)
         for t in self._layout.tensors:
+            if wanted is not None and t.key not in wanted:
+                continue
             arrays = self._tensor_state(names, t)
             entry = {n: np.zeros(shape, d) for n, (shape, d) in arrays.items()}
             if MASTER in entry:
@@ -439,7 +468,10 @@ class Adam:
         return state_mapping(state)
 
     def step(self, grads: Any) -> None:
-        """One Adam step: every param moves in place. ``grads`` mirrors ``params``.
+        """One Adam step: every param moves in place. ``grads`` mirrors ``params``;
+        a grad may be None (not on the GPU): that param is left as it is and its
+        step count does not advance (each param keeps its own, as torch.optim's
+        ``state[p]["step"]``; :attr:`tensor_step_counts`).
 
         The grad of a param of two or more dimensions may be a
         :class:`radam.RowSparse` (rows of an embedding table, say): only the rows
@@ -465,23 +497,12 @@ class Adam:
                 names = [state_names(o) for o in evaluated.options]
                 state = self._fresh_state(names)
                 engine = self._build(state)
-            t = self._step + 1
-            try:
-                carries = engine.step(
-                    flat, t, evaluated.configs, self._carries, self.skip_nonfinite
-                )
-            except OverflowError:
-                if t <= LAST_STEP:
-                    raise
-                raise OverflowError(
-                    f"the step count is {self._step}: the kernel counts steps in 64 bits, "
-                    f"and {LAST_STEP} is its last"
-                ) from None
-            if carries is None:  # a NaN or Inf gradient: the whole step was skipped
+            if not engine.step(flat, evaluated.configs, self.skip_nonfinite):
+                # a NaN or Inf gradient: the whole step was skipped
                 self.skipped_steps += 1
                 return
-            self._engine, self._state, self._state_names, self._step = engine, state, names, t
-            self._carries = carries
+            self._engine, self._state, self._state_names = engine, state, names
+            self._step += 1
 
     def sync(self) -> None:
         """Copy params and state from the device into the host arrays (no-op on the CPU).
@@ -544,19 +565,25 @@ class Adam:
                 # first, and put the old values back if the build fails.
                 previous = [t.array.copy() for t in tensors]
                 _copy_params(tensors, params)
+                _fresh_masters(tensors, loaded)
                 try:
-                    engine = self._build(loaded.state)
+                    engine = self._build(loaded.state, loaded.counts, loaded.carries)
                 except BaseException:
                     _copy_params(tensors, previous)
                     raise
             else:
-                engine = self._build(loaded.state) if loaded.state else None
+                engine = (
+                    self._build(loaded.state, loaded.counts, loaded.carries)
+                    if loaded.state
+                    else None
+                )
                 if params is not None:
                     _copy_params(tensors, params)  # checked above: cannot fail
+                    _fresh_masters(tensors, loaded)
             for ours, group in zip(self.param_groups, loaded.groups):
                 ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
             self._engine, self._state, self._state_names = engine, loaded.state, loaded.names
-            self._step, self._carries = loaded.step, loaded.carries
+            self._step = loaded.step
             self._option_cache.clear()
 
     def __repr__(self) -> str:
@@ -570,6 +597,14 @@ class Adam:
 def _copy_params(tensors: list[Tensor], values: list[np.ndarray]) -> None:
     for t, value in zip(tensors, values):
         np.copyto(t.array, value)
+
+
+def _fresh_masters(tensors: list[Tensor], loaded: _state_dict.Loaded) -> None:
+    """The master copy of a tensor that has not stepped (it had no state entry) is
+    its param's value: that of the param restored with the state."""
+    for t, count in zip(tensors, loaded.counts):
+        if count == 0 and MASTER in loaded.state.get(t.key, {}):
+            np.copyto(loaded.state[t.key][MASTER], t.array)
 
 
 def _refuse_on_gpu(options: EngineOptions, where: str) -> None:

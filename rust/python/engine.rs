@@ -3,7 +3,7 @@
 //! `step` is the one native call of each step.
 
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyMapping;
 use std::sync::{Mutex, PoisonError};
@@ -14,8 +14,8 @@ use super::extents::WriteExtents;
 use super::rows::{read_grad, Read};
 use crate::finite::all_finite_stored;
 use crate::{
-    check_mixed, check_rows, Buffer, Carry, MixedTensorMut, Origin, State, StepError, StepScalars,
-    StoredMut, Tensor, Q8_BLOCK,
+    check_mixed, check_rows, Buffer, Carry, Count, MixedTensorMut, Origin, State, StepError,
+    StoredMut, Tensor, TensorSteps, Q8_BLOCK,
 };
 
 /// One array the engine writes, with how messages name it.
@@ -71,6 +71,9 @@ struct Record<'py> {
     position: u64,
     /// The index, in that tensor, of the param's first element (a shard's start).
     offset: u64,
+    /// The steps it has taken, and what the last carried (NAdam's `mu_product`).
+    step: u64,
+    carry: f64,
 }
 
 /// The state buffer Python names `name` (the core's names, but AdaMax's
@@ -132,6 +135,12 @@ fn check_absmax(n: usize, absmax: &Bound<'_, PyUntypedArray>, what: &str) -> PyR
 /// The slot of one record, every array checked.
 fn slot_of(record: Record<'_>) -> PyResult<Slot> {
     let label = record.label;
+    if record.step > 0 && !(0.0..=1.0).contains(&record.carry) {
+        return Err(PyValueError::new_err(format!(
+            "params{label}: its carried mu_product {} is not in [0, 1]",
+            record.carry
+        )));
+    }
     let param = as_array(&record.param, || format!("params{label}"))?;
     let param_dtype = DType::of(&param)?.ok_or_else(|| {
         PyTypeError::new_err(format!(
@@ -267,6 +276,8 @@ pub(super) struct CpuEngine {
     labels: Vec<String>,
     /// The bytes every step writes, sorted, to check each grad against.
     writes: Mutex<WriteExtents>,
+    /// Each slot's step count (a slot without a grad in a step keeps its own).
+    counts: Mutex<Vec<Count>>,
     /// How many slots compute in float64.
     f64_slots: usize,
 }
@@ -281,16 +292,13 @@ impl CpuEngine {
             .map_or_else(|| format!("written array {index}"), Clone::clone)
     }
 
-    /// A core error about tensor `i` of the float32 or float64 list, with the
-    /// tensor and its buffer named as users name them.
-    fn step_error(&self, e: StepError, in_f64: bool) -> PyErr {
+    /// A core error about tensor `i` of a list stepped together (`slots[i]`
+    /// is its slot), with the tensor and its buffer named as users name them.
+    fn step_error(&self, e: StepError, slots: &[usize]) -> PyErr {
         // The core names a tensor by its position in its list.
         let nth = |i: usize| {
-            self.slots
-                .iter()
-                .zip(&self.labels)
-                .filter(|(s, _)| s.param.dtype.computes_in_f64() == in_f64)
-                .nth(i)
+            let slot = *slots.get(i)?;
+            Some((&self.slots[slot], &self.labels[slot]))
         };
         match e {
             StepError::LengthMismatch {
@@ -398,6 +406,15 @@ impl CpuEngine {
     #[new]
     fn new(tensors: Vec<Record<'_>>) -> PyResult<Self> {
         let labels = tensors.iter().map(|r| r.label.clone()).collect();
+        let counts = tensors
+            .iter()
+            .map(|r| Count {
+                steps: r.step,
+                carry: Carry {
+                    mu_product: if r.step == 0 { 1.0 } else { r.carry },
+                },
+            })
+            .collect();
         let slots = tensors
             .into_iter()
             .map(slot_of)
@@ -410,25 +427,24 @@ impl CpuEngine {
             slots,
             labels,
             writes: Mutex::new(WriteExtents::default()),
+            counts: Mutex::new(counts),
         })
     }
 
-    /// One step (number `step`, counting from 1) with each group's options
-    /// (`AdamConfig`) and what it carries from the previous step (NAdam's
-    /// `mu_product`). Returns the carries for the next step, or None when
+    /// One step of every slot whose grad is not None, each at its own step
+    /// count, with each group's options (`AdamConfig`); a slot whose grad is
+    /// None is left as it is, its count too. Returns False when
     /// `skip_nonfinite` found a NaN or Inf in a gradient (then nothing was
     /// written). Every check runs before any element is written; on error
     /// nothing changed.
-    #[pyo3(signature = (grads, step, configs, carries, skip_nonfinite=false))]
+    #[pyo3(signature = (grads, configs, skip_nonfinite=false))]
     fn step(
         &self,
         py: Python<'_>,
         grads: Vec<Bound<'_, PyAny>>,
-        step: u64,
         configs: Vec<Bound<'_, PyAdamConfig>>,
-        carries: Vec<f64>,
         skip_nonfinite: bool,
-    ) -> PyResult<Option<Vec<f64>>> {
+    ) -> PyResult<bool> {
         if grads.len() != self.slots.len() {
             return Err(PyValueError::new_err(format!(
                 "expected {} grads (one per param), got {}",
@@ -436,28 +452,40 @@ impl CpuEngine {
                 grads.len()
             )));
         }
-        if carries.len() != configs.len() {
-            return Err(PyValueError::new_err(
-                "carries must have one entry per group",
-            ));
-        }
-        let mut scalars = Vec::with_capacity(configs.len());
-        let mut next_carries = Vec::with_capacity(configs.len());
-        for (i, (config, mu_product)) in configs.iter().zip(carries).enumerate() {
-            let (s, carry) = StepScalars::next(&config.get().0, step, Carry { mu_product })
-                .map_err(|e| PyValueError::new_err(format!("param_groups[{i}]: {e}")))?;
-            scalars.push(s);
-            next_carries.push(carry.mu_product);
-        }
-        for (slot, label) in self.slots.iter().zip(&self.labels) {
-            let state = &slot.state;
-            let fits = scalars.get(slot.group).is_some_and(|s| {
-                (!s.amsgrad || state.max_exp_avg_sq.is_some())
-                    && (!s.velocity || state.velocity.is_some())
-            });
-            if !fits {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let stepped: Vec<usize> = (0..grads.len()).filter(|&i| !grads[i].is_none()).collect();
+        let configs: Vec<_> = configs.iter().map(|c| c.get().0).collect();
+        let plan = TensorSteps::plan(
+            &configs,
+            stepped.iter().map(|&i| (self.slots[i].group, counts[i])),
+        )
+        .map_err(|(group, e)| match e {
+            StepError::StepOverflow => {
+                let at = stepped
+                    .iter()
+                    .find(|&&i| self.slots[i].group == group && counts[i].steps == u64::MAX);
+                let label = at.map_or("[?]", |&i| self.labels[i].as_str());
+                PyOverflowError::new_err(format!(
+                    "params{label}: the step count is {}: the kernel counts steps in 64 bits, \
+                     and {} is its last",
+                    u64::MAX,
+                    u64::MAX
+                ))
+            }
+            StepError::GroupOutOfRange { .. } => PyValueError::new_err(format!(
+                "expected options for every group, got {}",
+                configs.len()
+            )),
+            e => PyValueError::new_err(format!("param_groups[{group}]: {e}")),
+        })?;
+        for (&i, &index) in stepped.iter().zip(&plan.index) {
+            let (state, s) = (&self.slots[i].state, &plan.scalars[index]);
+            if (s.amsgrad && state.max_exp_avg_sq.is_none())
+                || (s.velocity && state.velocity.is_none())
+            {
                 return Err(PyValueError::new_err(format!(
-                    "params{label}: its group's options do not match the optimizer's state"
+                    "params{}: its group's options do not match the optimizer's state",
+                    self.labels[i]
                 )));
             }
         }
@@ -482,13 +510,9 @@ impl CpuEngine {
             ))
         })?;
         let overlaps = |extent| extents.overlapping(extent).map(|i| self.write_name(i));
-        let mut reads = Vec::with_capacity(self.slots.len());
-        for ((slot, label), (grad, w)) in self
-            .slots
-            .iter()
-            .zip(&self.labels)
-            .zip(grads.iter().zip(&writes))
-        {
+        let mut reads = Vec::with_capacity(stepped.len());
+        for &i in &stepped {
+            let (slot, label, grad, w) = (&self.slots[i], &self.labels[i], &grads[i], &writes[i]);
             let what = || format!("grads{label}");
             let shape = w.param.shape();
             reads.push(read_grad(grad, slot.param.dtype, shape, &what, &overlaps)?);
@@ -496,10 +520,10 @@ impl CpuEngine {
         drop(extents);
         // The row-sparse grads, coalesced (each checked against its param).
         let (mut g32, mut g64) = (Vec::new(), Vec::new());
-        for ((slot, label), read) in self.slots.iter().zip(&self.labels).zip(&reads) {
+        for (&i, read) in stepped.iter().zip(&reads) {
             if let Read::Rows(rows) = read {
-                let what = format!("grads{label}");
-                if slot.param.dtype.computes_in_f64() {
+                let what = format!("grads{}", self.labels[i]);
+                if self.slots[i].param.dtype.computes_in_f64() {
                     g64.push(rows.grad::<f64>(&what)?);
                 } else {
                     g32.push(rows.grad::<f32>(&what)?);
@@ -507,40 +531,52 @@ impl CpuEngine {
             }
         }
         // The tensors computed in float32 and in float64, each list in slot
-        // order, the dense ones and the row-sparse ones apart.
+        // order, the dense ones and the row-sparse ones apart, each tensor's
+        // `group` the index of its scalars in the plan.
         let (mut t32, mut t64) = (
-            Vec::with_capacity(self.slots.len() - self.f64_slots),
-            Vec::with_capacity(self.f64_slots),
+            Vec::with_capacity(stepped.len().min(self.slots.len() - self.f64_slots)),
+            Vec::with_capacity(stepped.len().min(self.f64_slots)),
         );
+        let (mut s32, mut s64) = (Vec::new(), Vec::new());
         let (mut r32, mut r64) = (Vec::new(), Vec::new());
+        let (mut q32, mut q64) = (Vec::new(), Vec::new());
         let (mut rows32, mut rows64) = (g32.iter(), g64.iter());
-        let mut row_labels = (Vec::new(), Vec::new());
-        for (((slot, label), w), read) in (self.slots.iter().zip(&self.labels))
-            .zip(&mut writes)
-            .zip(&reads)
-        {
-            let in_f64 = slot.param.dtype.computes_in_f64();
+        // `stepped` is in slot order: its slots' write borrows, in that order.
+        let stepped_writes = (writes.iter_mut().enumerate()).filter(|(i, _)| !grads[*i].is_none());
+        for (((i, w), read), &index) in stepped_writes.zip(&reads).zip(&plan.index) {
+            w.group = index;
+            let in_f64 = self.slots[i].param.dtype.computes_in_f64();
             match read {
-                Read::Dense(grad) if in_f64 => t64.push(core_tensor::<f64>(w, grad)?),
-                Read::Dense(grad) => t32.push(core_tensor::<f32>(w, grad)?),
+                Read::Dense(grad) if in_f64 => {
+                    t64.push(core_tensor::<f64>(w, grad)?);
+                    s64.push(i);
+                }
+                Read::Dense(grad) => {
+                    t32.push(core_tensor::<f32>(w, grad)?);
+                    s32.push(i);
+                }
                 Read::Rows(_) if in_f64 => {
                     let grad = rows64.next().ok_or_else(lost_rows)?;
                     r64.push(core_buffers::<f64>(w)?.with_grad(grad));
-                    row_labels.1.push(label.as_str());
+                    q64.push(i);
                 }
                 Read::Rows(_) => {
                     let grad = rows32.next().ok_or_else(lost_rows)?;
                     r32.push(core_buffers::<f32>(w)?.with_grad(grad));
-                    row_labels.0.push(label.as_str());
+                    q32.push(i);
                 }
             }
         }
         // Every list is checked before any is stepped: an error writes nothing.
-        let t32 = check_mixed(t32, &scalars).map_err(|e| self.step_error(e, false))?;
-        let t64 = check_mixed(t64, &scalars).map_err(|e| self.step_error(e, true))?;
-        let r32 = check_rows(r32, &scalars).map_err(|e| row_error(e, &row_labels.0))?;
-        let r64 = check_rows(r64, &scalars).map_err(|e| row_error(e, &row_labels.1))?;
-        Ok(py.detach(|| {
+        let scalars = &plan.scalars;
+        let t32 = check_mixed(t32, scalars).map_err(|e| self.step_error(e, &s32))?;
+        let t64 = check_mixed(t64, scalars).map_err(|e| self.step_error(e, &s64))?;
+        let labels = |slots: &[usize]| -> Vec<&str> {
+            slots.iter().map(|&i| self.labels[i].as_str()).collect()
+        };
+        let r32 = check_rows(r32, scalars).map_err(|e| row_error(e, &labels(&q32)))?;
+        let r64 = check_rows(r64, scalars).map_err(|e| row_error(e, &labels(&q64)))?;
+        let stepped_all = py.detach(|| {
             if skip_nonfinite {
                 let g32: Vec<_> = (t32.tensors().iter().map(|t| t.grad))
                     .chain(r32.grads().flat_map(|g| g.parts()))
@@ -549,15 +585,28 @@ impl CpuEngine {
                     .chain(r64.grads().flat_map(|g| g.parts()))
                     .collect();
                 if !(all_finite_stored(&g32) && all_finite_stored(&g64)) {
-                    return None;
+                    return false;
                 }
             }
             t32.step();
             t64.step();
             r32.step();
             r64.step();
-            Some(next_carries)
-        }))
+            true
+        });
+        if stepped_all {
+            for (&i, &next) in stepped.iter().zip(&plan.next) {
+                counts[i] = next;
+            }
+        }
+        Ok(stepped_all)
+    }
+
+    /// Each slot's step count and what its last step carried (NAdam's
+    /// `mu_product`; 1 before its first step).
+    fn counts(&self) -> (Vec<u64>, Vec<f64>) {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.iter().map(|c| (c.steps, c.carry.mu_product)).unzip()
     }
 
     /// The host arrays are the ones stepped: nothing to copy (the engine

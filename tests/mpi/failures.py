@@ -1,4 +1,4 @@
-"""failures.py CASE: mismatched params across ranks, a bad grad on one rank, a failure
+"""failures.py CASE: mismatched params across ranks, a bad (or None) grad on one rank, a failure
 inside a step (which must abort the job), an error in user code between steps (which
 ends the job when run as ``python -m mpi4py failures.py``)."""
 
@@ -53,6 +53,16 @@ elif case == "grad":  # a bad grad on one rank: it raises ValueError, the others
     assert opt.step_count == 0 and np.all(p == 1) and not opt.state
     opt.step([np.ones(6, np.float32)])  # and the job goes on
     assert opt.step_count == 1
+elif case == "none-grad":  # a None grad on one rank (radam.Adam skips it; here it is refused)
+    p = np.ones(6, np.float32)
+    opt = ShardedAdam([p, np.ones(3, np.float32)])
+    g = None if last else np.ones(6, np.float32)
+    expect(
+        TypeError if last else RuntimeError,
+        ["grads[0] is None", "not supported"] if last else ["rank"],
+        lambda: opt.step([g, np.ones(3, np.float32)]),
+    )
+    assert opt.step_count == 0 and np.all(p == 1) and not opt.state
 elif case == "abort":  # an error between collectives: the job must end, not hang
     opt = ShardedAdam([np.ones(10, np.float32)])
     if last:

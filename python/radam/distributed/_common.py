@@ -326,6 +326,11 @@ class _DataParallel:
                     "dense gradients across ranks (every rank's rows would differ): pass a "
                     "dense gradient, or step row-sparse gradients with radam.Adam on one rank"
                 )
+            if g is None:
+                raise TypeError(
+                    f"grads{t.label} is None: the distributed optimizers step every param on "
+                    "every rank (a None grad, which radam.Adam skips, is not supported here)"
+                )
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"grads{t.label} must be a numpy.ndarray, got {type(g).__name__}")
             if g.shape != t.array.shape or g.dtype != t.array.dtype:

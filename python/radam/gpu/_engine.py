@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from .._engine import EXP_AVG, MASTER, MAX_EXP_AVG_SQ, VELOCITY, TensorBuffers, absmax_name
+from .._engine import (
+    EXP_AVG,
+    LAST_STEP,
+    MASTER,
+    MAX_EXP_AVG_SQ,
+    VELOCITY,
+    TensorBuffers,
+    absmax_name,
+)
 from .._row_sparse import RowSparse
 from ._arrays import DeviceArray
 from ._device import (
@@ -98,6 +106,18 @@ class GpuEngine:
         self._broken: str | None = None
         n_groups = max(self._tensor_group) + 1 if n else 0
         self._n_groups = n_groups
+        # Each group's step count and carry: a group steps as one here, so its
+        # tensors must stand at one count (a None grad, which would part them, is refused).
+        self._counts: list[tuple[int, float]] = [(0, 1.0)] * n_groups
+        for gi in range(n_groups):
+            stands = {(t.step, t.carry if t.step else 1.0) for t in tensors if t.group == gi}
+            if len(stands) > 1:
+                raise ValueError(
+                    f"param_groups[{gi}]: its params stand at different step counts "
+                    f"({sorted(c for c, _ in stands)}); device='gpu' steps a group's params "
+                    "together, at one count: use device='cpu'"
+                )
+            self._counts[gi] = stands.pop() if stands else (0, 1.0)
         # Each group's state names (those of its first tensor: a group shares them).
         self._group_state = [
             next((tuple(t.state) for t in tensors if t.group == gi), ()) for gi in range(n_groups)
@@ -347,13 +367,18 @@ class GpuEngine:
         if buffer.map_state != "unmapped":
             raise ValueError(f"{what} is mapped; unmap it before the step")
 
-    def _steps(self, t: int, configs: Sequence[Any], carries: Sequence[float]) -> list[Any]:
-        """Each group's ``radam._core.GpuStep`` of step ``t``: the Rust core's rows
+    def _steps(self, configs: Sequence[Any]) -> list[Any]:
+        """Each group's ``radam._core.GpuStep`` of its next step: the Rust core's rows
         and pipeline constants (rust/uniform.rs, from the CPU kernel's own formulas)."""
         steps = []
-        for gi, (config, carry) in enumerate(zip(configs, carries)):
+        for gi, (config, (count, carry)) in enumerate(zip(configs, self._counts)):
+            if count >= LAST_STEP:
+                raise OverflowError(
+                    f"param_groups[{gi}]: the step count is {count}: the kernel counts steps "
+                    f"in 64 bits, and {LAST_STEP} is its last"
+                )
             try:
-                steps.append(_core.GpuStep(config, t, float(carry)))
+                steps.append(_core.GpuStep(config, count + 1, float(carry)))
             except ValueError as err:
                 raise ValueError(f"param_groups[{gi}]: {err}") from None
         return steps
@@ -385,29 +410,32 @@ class GpuEngine:
                     words[d.slot, ROUND_FIRST] = record.offset + d.first
         return used
 
-    def step(
-        self,
-        grads: Sequence[Any],
-        step: int,
-        configs: Sequence[Any],
-        carries: Sequence[float],
-        skip_nonfinite: bool = False,
-    ) -> list[float] | None:
-        """One step (number ``step``, from 1) with each group's ``radam._core.AdamConfig``
-        and what it carries from the previous step (NAdam's ``mu_product``).
+    def counts(self) -> tuple[list[int], list[float]]:
+        """Each tensor's step count and carry (its group's: a group steps as one here)."""
+        per = [self._counts[g] for g in self._tensor_group]
+        return [c for c, _ in per], [m for _, m in per]
 
-        Returns the carries for the next step, or None when ``skip_nonfinite`` found
-        a NaN or Inf in a gradient (then nothing was written), as ``CpuEngine.step``.
-        Every grad is checked before anything is written; on an error nothing changed.
+    def step(
+        self, grads: Sequence[Any], configs: Sequence[Any], skip_nonfinite: bool = False
+    ) -> bool:
+        """One step of every tensor with each group's ``radam._core.AdamConfig``, each
+        group at its own count. Returns False when ``skip_nonfinite`` found a NaN or
+        Inf in a gradient (then nothing was written), as ``CpuEngine.step``. Every
+        grad is checked before anything is written; on an error nothing changed.
+        A None grad (which ``CpuEngine`` skips) is refused: a group steps as one here.
         """
         if self._broken:
             raise GpuError(self._broken)
         self._check_hosts()
         if len(configs) != self._n_groups:
             raise ValueError(f"expected options for {self._n_groups} groups, got {len(configs)}")
-        if len(carries) != self._n_groups:
-            raise ValueError("carries must have one entry per group")
-        steps = self._steps(step, configs, carries)
+        for label, grad in zip(self._labels, grads):
+            if grad is None:
+                raise ValueError(
+                    f"grads{label} is None: device='gpu' steps every param (a group's params "
+                    "share one step count there); skipping a param is for device='cpu'"
+                )
+        steps = self._steps(configs)
         for lg, group in enumerate(self._groups):
             if not steps[lg // 2].rounds:
                 continue
@@ -445,7 +473,7 @@ class GpuEngine:
             if kind is None:
                 np.copyto(view, grad)
         if skip_nonfinite and not np.isfinite(self._staging).all():
-            return None  # nothing was sent to the GPU
+            return False  # nothing was sent to the GPU
         used = self._write_uniforms(steps)
         ctx, wgpu = self._ctx, self._ctx.wgpu
         dev, queue = ctx.device, ctx.device.queue
@@ -495,13 +523,14 @@ class GpuEngine:
                 finally:
                     self._readback.unmap()
         except (wgpu.GPUError, RuntimeError) as err:
-            error = self._error(f"running step {step}", err)
+            error = self._error("running a step", err)
             if submitted:
                 # The GPU may have stepped without us reading it back: refuse to go on.
                 self._broken = f"{error}; this optimizer cannot continue on the GPU"
                 _forget_context(ctx)
             raise error from err
-        return [s.mu_product for s in steps]
+        self._counts = [(c + 1, s.mu_product) for (c, _), s in zip(self._counts, steps)]
+        return True
 
     def sync(self) -> None:
         """Copy params and state from the GPU into the host arrays."""
