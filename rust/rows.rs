@@ -590,20 +590,9 @@ mod tests {
         let values = vec![1.0f32; row_len];
         let grad = RowGrad::new(&[1], Stored::Native(&values), row_len, 2).unwrap();
         let mut p = vec![0.0f32; n];
-        let (mut c0, mut c1) = (vec![0u8; n], vec![0u8; n]);
-        let (mut a0, mut a1) = (vec![0.0f32; 3], vec![0.0f32; 3]);
-        let state = State::new(
-            StoredMut::Q8 {
-                codes: &mut c0[..],
-                absmax: &mut a0[..],
-            },
-            StoredMut::Q8 {
-                codes: &mut c1[..],
-                absmax: &mut a1[..],
-            },
-            None,
-            None,
-        );
+        let mut codes = [vec![0u8; n], vec![0u8; n]];
+        let mut absmax = [vec![0.0f32; 3], vec![0.0f32; 3]];
+        let state = crate::q8_tests::q8_state(&mut codes, &mut absmax);
         let table = Tensor::new(StoredMut::Native(&mut p[..]), &grad, state, 0);
         let err = check_rows(vec![table], &scalars).err();
         assert_eq!(err, Some(StepError::Q8RowLength { index: 0, row_len }));

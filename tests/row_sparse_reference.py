@@ -14,17 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from reference import Options
 
 
 @dataclass
-class LazyOptions:
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    decoupled_weight_decay: bool = False
-    amsgrad: bool = False
-    maximize: bool = False
+class LazyOptions(Options):
+    """The dense reference's options, and those it leaves out."""
+
     efficient_form: bool = False
     max_gradient_elem: float = 0.0
     max_gradient_norm: float = 0.0
