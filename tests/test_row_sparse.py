@@ -107,6 +107,15 @@ def test_bias_corrections_count_the_steps_that_give_the_table_a_grad():
     np.testing.assert_allclose(dense, dense_reference.p[0], **f64_tolerance(dense))
 
 
+def test_an_empty_row_sparse_grad_counts_a_step_and_changes_nothing_else():
+    table = np.ones((3, 2))
+    opt = radam.Adam([table])
+    opt.step([RowSparse([], np.ones((0, 2)))])
+    assert opt.tensor_step_counts == [1]
+    assert (table == 1).all()
+    assert not opt.state[0]["exp_avg"].any()
+
+
 def test_repeated_rows_are_summed_before_the_step():
     rng = np.random.default_rng(3)
     a = rng.standard_normal((5, 3))

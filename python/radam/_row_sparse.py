@@ -25,6 +25,8 @@ class RowSparse:
 
     def __init__(self, indices: Any, values: Any) -> None:
         index_array = np.asarray(indices)
+        if index_array.size == 0 and not isinstance(indices, np.ndarray):
+            index_array = index_array.astype(INDEX_DTYPE)  # [] is float64 to NumPy
         if index_array.ndim != 1:
             raise ValueError(
                 f"RowSparse: indices must be 1-D (row numbers), got shape {index_array.shape}"
