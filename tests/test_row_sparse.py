@@ -437,3 +437,67 @@ def test_the_gpu_refuses_row_sparse_grads(adapter):
         opt.step([RowSparse([1], np.ones((1, 4), np.float32))])
     opt.sync()
     assert table.tobytes() == before.tobytes()
+
+
+# -- radam.torch.SparseAdam ------------------------------------------------------------
+
+
+def _embeddings(torch, n=2):
+    torch.manual_seed(0)
+    first = torch.nn.Embedding(30, 5, sparse=True).double()
+    others = [torch.nn.Embedding(30, 5, sparse=True).double() for _ in range(n - 1)]
+    for e in others:
+        e.load_state_dict(first.state_dict())
+    return [first, *others]
+
+
+def test_radam_torch_sparse_adam_matches_torch_sparse_adam():
+    torch = _torch()
+    from radam.torch import SparseAdam
+
+    ours, theirs = _embeddings(torch)
+    opt = SparseAdam(ours.parameters(), lr=0.05, betas=(0.8, 0.99))
+    torch_opt = torch.optim.SparseAdam(theirs.parameters(), lr=0.05, betas=(0.8, 0.99))
+    for step in range(8):
+        rows = torch.randint(0, 30, (12,))  # repeats: the embedding's grad holds them
+        for module, o in ((ours, opt), (theirs, torch_opt)):
+            o.zero_grad(set_to_none=True)
+            if step != 3:  # no grad at step 3: neither steps nor counts it
+                module(rows).pow(2).sum().backward()
+            o.step()
+    want = theirs.weight.detach().numpy()
+    np.testing.assert_allclose(ours.weight.detach().numpy(), want, rtol=1e-12, atol=1e-14)
+    # The state dicts interchange: torch's optimizer continues from radam's state.
+    resumed = torch.optim.SparseAdam(theirs.parameters(), lr=0.05, betas=(0.8, 0.99))
+    theirs.load_state_dict(ours.state_dict())
+    resumed.load_state_dict(opt.state_dict())
+    assert opt.state_dict()["state"][0]["step"] == 7  # an int, as torch's SparseAdam keeps
+    rows = torch.tensor([1, 1, 4])
+    for module, o in ((ours, opt), (theirs, resumed)):
+        o.zero_grad()
+        module(rows).sum().backward()
+        o.step()
+    want = theirs.weight.detach().numpy()
+    np.testing.assert_allclose(ours.weight.detach().numpy(), want, rtol=1e-12, atol=1e-14)
+    # And the other way: radam's optimizer continues from torch's state.
+    again = SparseAdam(ours.parameters(), lr=0.05, betas=(0.8, 0.99))
+    again.load_state_dict(resumed.state_dict())
+    for module, o in ((ours, again), (theirs, resumed)):
+        o.zero_grad()
+        module(rows).sum().backward()
+        o.step()
+    want = theirs.weight.detach().numpy()
+    np.testing.assert_allclose(ours.weight.detach().numpy(), want, rtol=1e-12, atol=1e-14)
+
+
+def test_radam_torch_sparse_adam_refuses_a_dense_grad_and_changes_nothing():
+    torch = _torch()
+    from radam.torch import SparseAdam
+
+    (emb,) = _embeddings(torch, 1)
+    opt = SparseAdam(emb.parameters())
+    before = emb.weight.detach().clone()
+    emb.weight.grad = torch.ones_like(emb.weight)
+    with raises_named(TypeError, "['params'][0]", "strided", "radam.torch.Adam"):
+        opt.step()
+    assert torch.equal(emb.weight.detach(), before)
