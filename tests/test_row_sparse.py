@@ -451,6 +451,15 @@ def _embeddings(torch, n=2):
     return [first, *others]
 
 
+def _step_alike(pairs, rows) -> None:
+    """One step of each (embedding, optimizer) pair on the same rows (None: no grad)."""
+    for module, opt in pairs:
+        opt.zero_grad(set_to_none=True)
+        if rows is not None:
+            module(rows).pow(2).sum().backward()
+        opt.step()
+
+
 def test_radam_torch_sparse_adam_matches_torch_sparse_adam():
     torch = _torch()
     from radam.torch import SparseAdam
@@ -458,36 +467,28 @@ def test_radam_torch_sparse_adam_matches_torch_sparse_adam():
     ours, theirs = _embeddings(torch)
     opt = SparseAdam(ours.parameters(), lr=0.05, betas=(0.8, 0.99))
     torch_opt = torch.optim.SparseAdam(theirs.parameters(), lr=0.05, betas=(0.8, 0.99))
+
+    def assert_equal() -> None:
+        want = theirs.weight.detach().numpy()
+        np.testing.assert_allclose(ours.weight.detach().numpy(), want, rtol=1e-12, atol=1e-14)
+
     for step in range(8):
-        rows = torch.randint(0, 30, (12,))  # repeats: the embedding's grad holds them
-        for module, o in ((ours, opt), (theirs, torch_opt)):
-            o.zero_grad(set_to_none=True)
-            if step != 3:  # no grad at step 3: neither steps nor counts it
-                module(rows).pow(2).sum().backward()
-            o.step()
-    want = theirs.weight.detach().numpy()
-    np.testing.assert_allclose(ours.weight.detach().numpy(), want, rtol=1e-12, atol=1e-14)
-    # The state dicts interchange: torch's optimizer continues from radam's state.
+        # Repeats in the rows: the embedding's grad holds them. No grad at step 3:
+        # neither optimizer steps nor counts it.
+        rows = torch.randint(0, 30, (12,)) if step != 3 else None
+        _step_alike([(ours, opt), (theirs, torch_opt)], rows)
+    assert_equal()
+    # The state dicts interchange: torch's optimizer continues from radam's state,
     resumed = torch.optim.SparseAdam(theirs.parameters(), lr=0.05, betas=(0.8, 0.99))
-    theirs.load_state_dict(ours.state_dict())
     resumed.load_state_dict(opt.state_dict())
     assert opt.state_dict()["state"][0]["step"] == 7  # an int, as torch's SparseAdam keeps
-    rows = torch.tensor([1, 1, 4])
-    for module, o in ((ours, opt), (theirs, resumed)):
-        o.zero_grad()
-        module(rows).sum().backward()
-        o.step()
-    want = theirs.weight.detach().numpy()
-    np.testing.assert_allclose(ours.weight.detach().numpy(), want, rtol=1e-12, atol=1e-14)
-    # And the other way: radam's optimizer continues from torch's state.
+    _step_alike([(ours, opt), (theirs, resumed)], torch.tensor([1, 1, 4]))
+    assert_equal()
+    # and radam's from torch's.
     again = SparseAdam(ours.parameters(), lr=0.05, betas=(0.8, 0.99))
     again.load_state_dict(resumed.state_dict())
-    for module, o in ((ours, again), (theirs, resumed)):
-        o.zero_grad()
-        module(rows).sum().backward()
-        o.step()
-    want = theirs.weight.detach().numpy()
-    np.testing.assert_allclose(ours.weight.detach().numpy(), want, rtol=1e-12, atol=1e-14)
+    _step_alike([(ours, again), (theirs, resumed)], torch.tensor([2, 4]))
+    assert_equal()
 
 
 def test_radam_torch_sparse_adam_refuses_a_dense_grad_and_changes_nothing():
