@@ -82,6 +82,48 @@ pub enum StepError {
     /// One more step would not fit the `u64` counter.
     #[error("the step counter would overflow u64")]
     StepOverflow,
+    /// A row-sparse gradient's values are not one row of the table per index.
+    #[error("the values hold {got} elements, but the indices name rows of {expected} in all")]
+    RowValues {
+        /// The number of indices times the row length.
+        expected: usize,
+        /// The values' length.
+        got: usize,
+    },
+    /// A row-sparse gradient names a row the table lacks.
+    #[error("indices[{position}] is {row}, outside the table's {rows} rows")]
+    RowOutOfRange {
+        /// Where in the indices.
+        position: usize,
+        /// The row it names.
+        row: i64,
+        /// The table's rows.
+        rows: usize,
+    },
+    /// A row-sparse gradient's table is not the param.
+    #[error("tensor {index}: {rows} rows of {row_len} elements are not its param's {len}")]
+    RowTable {
+        /// The tensor's position in the call.
+        index: usize,
+        /// The gradient's table rows.
+        rows: usize,
+        /// Its row length.
+        row_len: usize,
+        /// The param's length.
+        len: usize,
+    },
+    /// 8-bit state of a table whose rows are not whole blocks (a block's absmax
+    /// would be shared by two rows).
+    #[error(
+        "tensor {index}: 8-bit state steps rows of a whole number of 256-element blocks, \
+         and a row has {row_len} elements"
+    )]
+    Q8RowLength {
+        /// The tensor's position in the call.
+        index: usize,
+        /// The row length.
+        row_len: usize,
+    },
     /// An option out of its range.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -48,6 +48,8 @@ mod staged;
 mod team;
 // The multi-tensor planner.
 mod multi;
+// Row-sparse (lazy) steps of tables, through the planner.
+mod rows;
 // The non-finite guard over the gradients.
 mod finite;
 // The owning optimizer.
@@ -82,6 +84,7 @@ pub use multi::{
     check_mixed, grad_norm, step_tensors, step_tensors_with, CheckedTensors, CHUNK, SERIAL_MAX,
 };
 pub use optimizer::{Adam, AdamState};
+pub use rows::{check_rows, step_rows, step_rows_with, CheckedRows, RowGrad, RowTensorMut};
 pub use scalars::{Carry, Count, Rule, StepScalars, TensorSteps};
 pub use simd::SimdLevel;
 pub use storage::{Split, Stored, StoredMut, Q8_BLOCK};

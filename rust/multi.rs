@@ -44,10 +44,10 @@ const _: () = assert!(CUT_ALIGN % Q8_BLOCK == 0);
 /// One piece of one tensor: what a kernel call gets. `tensor` indexes the
 /// per-tensor coefficients and rounding keys; `origin` is where the piece's
 /// first element sits in its optimizer.
-struct Piece<'a, T> {
-    buffers: MixedTensorMut<'a, T>,
-    tensor: usize,
-    origin: Origin,
+pub(crate) struct Piece<'a, T> {
+    pub(crate) buffers: MixedTensorMut<'a, T>,
+    pub(crate) tensor: usize,
+    pub(crate) origin: Origin,
 }
 
 impl<'a, T> Piece<'a, T> {
@@ -55,7 +55,7 @@ impl<'a, T> Piece<'a, T> {
         self.buffers.param.len()
     }
 
-    fn split_at(self, mid: usize) -> (Self, Self) {
+    pub(crate) fn split_at(self, mid: usize) -> (Self, Self) {
         let (head, tail) = self.buffers.split_at(mid);
         let (tensor, origin) = (self.tensor, self.origin);
         (
@@ -74,7 +74,7 @@ impl<'a, T> Piece<'a, T> {
 
     /// How the fused kernel can run this piece: param and grad native, no
     /// master copy, and every state buffer stored alike.
-    fn fused_kind(&self) -> Option<Kind> {
+    pub(crate) fn fused_kind(&self) -> Option<Kind> {
         let b = &self.buffers;
         let plain = matches!(
             (&b.param, &b.grad),
@@ -120,7 +120,10 @@ impl<'a, T: Float> Piece<'a, T> {
 
     /// The kernel's view, with the state taken by `state` (which sees only
     /// buffers of the kind [`Piece::fused_kind`] found); buffers that are off are empty.
-    fn into_slices<S>(self, state: fn(StoredMut<'a, T>) -> &'a mut [S]) -> Slices<'a, T, S> {
+    pub(crate) fn into_slices<S>(
+        self,
+        state: fn(StoredMut<'a, T>) -> &'a mut [S],
+    ) -> Slices<'a, T, S> {
         let b = self.buffers;
         let s = b.state;
         Slices {
@@ -153,55 +156,68 @@ pub fn check_mixed<'a, 'g, T: Float>(
     groups: &'g [StepScalars],
 ) -> Result<CheckedTensors<'a, 'g, T>, StepError> {
     for (index, t) in tensors.iter().enumerate() {
-        let expected = t.param.len();
-        let scalars = groups.get(t.group).ok_or(StepError::GroupOutOfRange {
-            index,
-            group: t.group,
-            groups: groups.len(),
-        })?;
-        let state = &t.state;
-        for (needed, present, buffer) in [
-            (
-                scalars.amsgrad,
-                state.max_exp_avg_sq.is_some(),
-                Buffer::MaxExpAvgSq,
-            ),
-            (scalars.velocity, state.velocity.is_some(), Buffer::Velocity),
-        ] {
-            if needed && !present {
-                let buffer = buffer.name();
-                return Err(StepError::MissingBuffer { index, buffer });
-            }
-        }
-        if matches!(t.master_param, Some(StoredMut::Bf16(_) | StoredMut::F16(_))) {
-            return Err(StepError::MasterNotNative { index });
-        }
-        // Stochastic rounding stores f32 results into a 16-bit param, nothing else.
-        let sixteen = matches!(t.param, StoredMut::Bf16(_) | StoredMut::F16(_));
-        let rounds = sixteen && t.master_param.is_none() && T::as_f32(&[]).is_some();
-        if scalars.rounding_seed.is_some() && !rounds {
-            return Err(StepError::RoundingNot16Bit { index });
-        }
-        let others = t.written().filter(|(b, _)| *b != Buffer::Param);
-        let written = others.map(|(b, w)| (b.name(), w.len(), expected));
-        // An 8-bit buffer's absmax: one per block.
-        let scales = t.state.buffers().filter_map(|(b, w)| match w {
-            StoredMut::Q8 { absmax, .. } => Some((b.absmax_name(), absmax.len(), blocks(expected))),
-            _ => None,
-        });
-        let lengths = std::iter::once((Buffer::Grad.name(), t.grad.len(), expected));
-        for (buffer, got, expected) in lengths.chain(written).chain(scales) {
-            if got != expected {
-                return Err(StepError::LengthMismatch {
-                    index,
-                    buffer,
-                    expected,
-                    got,
-                });
-            }
-        }
+        check_tensor(index, t, t.grad.len(), groups)?;
     }
     Ok(CheckedTensors { tensors, groups })
+}
+
+/// Check that the buffers of tensor `index` (of gradient length `grad_len`) fit
+/// its param and its group: [`check_mixed`]'s check of one tensor, whatever its
+/// gradient is.
+pub(crate) fn check_tensor<T: Float, R>(
+    index: usize,
+    t: &crate::tensor::Tensor<StoredMut<'_, T>, R>,
+    grad_len: usize,
+    groups: &[StepScalars],
+) -> Result<(), StepError> {
+    let expected = t.param.len();
+    let scalars = groups.get(t.group).ok_or(StepError::GroupOutOfRange {
+        index,
+        group: t.group,
+        groups: groups.len(),
+    })?;
+    let state = &t.state;
+    for (needed, present, buffer) in [
+        (
+            scalars.amsgrad,
+            state.max_exp_avg_sq.is_some(),
+            Buffer::MaxExpAvgSq,
+        ),
+        (scalars.velocity, state.velocity.is_some(), Buffer::Velocity),
+    ] {
+        if needed && !present {
+            let buffer = buffer.name();
+            return Err(StepError::MissingBuffer { index, buffer });
+        }
+    }
+    if matches!(t.master_param, Some(StoredMut::Bf16(_) | StoredMut::F16(_))) {
+        return Err(StepError::MasterNotNative { index });
+    }
+    // Stochastic rounding stores f32 results into a 16-bit param, nothing else.
+    let sixteen = matches!(t.param, StoredMut::Bf16(_) | StoredMut::F16(_));
+    let rounds = sixteen && t.master_param.is_none() && T::as_f32(&[]).is_some();
+    if scalars.rounding_seed.is_some() && !rounds {
+        return Err(StepError::RoundingNot16Bit { index });
+    }
+    let others = t.written().filter(|(b, _)| *b != Buffer::Param);
+    let written = others.map(|(b, w)| (b.name(), w.len(), expected));
+    // An 8-bit buffer's absmax: one per block.
+    let scales = t.state.buffers().filter_map(|(b, w)| match w {
+        StoredMut::Q8 { absmax, .. } => Some((b.absmax_name(), absmax.len(), blocks(expected))),
+        _ => None,
+    });
+    let lengths = std::iter::once((Buffer::Grad.name(), grad_len, expected));
+    for (buffer, got, expected) in lengths.chain(written).chain(scales) {
+        if got != expected {
+            return Err(StepError::LengthMismatch {
+                index,
+                buffer,
+                expected,
+                got,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl<'a, T: Float> CheckedTensors<'a, '_, T> {
@@ -218,7 +234,7 @@ impl<'a, T: Float> CheckedTensors<'a, '_, T> {
 
 /// Sum of squares in f64 in a fixed order: eight interleaved partial sums
 /// combined pairwise, so the value is the same at every SIMD level.
-fn sum_squares<X: Copy>(x: &[X], to_f64: impl Fn(X) -> f64) -> f64 {
+pub(crate) fn sum_squares<X: Copy>(x: &[X], to_f64: impl Fn(X) -> f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = x.chunks_exact(8);
     let rest = chunks.remainder();
@@ -235,7 +251,7 @@ fn sum_squares<X: Copy>(x: &[X], to_f64: impl Fn(X) -> f64) -> f64 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
-fn stored_sum_squares<T: Float>(grad: Stored<'_, T>) -> f64 {
+pub(crate) fn stored_sum_squares<T: Float>(grad: Stored<'_, T>) -> f64 {
     match grad {
         Stored::Native(s) => sum_squares(s, T::to_f64),
         Stored::Bf16(s) => sum_squares(s, |x| x.to_f64()),
@@ -249,7 +265,7 @@ pub fn grad_norm<T: Float>(grad: &[T]) -> f64 {
     stored_grad_norm(Stored::Native(grad))
 }
 
-fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
+pub(crate) fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
     let n = grad.len();
     let blocks = n.div_ceil(CHUNK);
     let block = |i: usize| {
@@ -273,9 +289,9 @@ fn stored_grad_norm<T: Float>(grad: Stored<'_, T>) -> f64 {
 
 /// What a step gives each tensor: its coefficients, and the key of its
 /// stochastic rounding when its group rounds so.
-struct PerTensor<T> {
-    coeffs: Vec<Coeffs<T>>,
-    keys: Vec<Option<StochasticKey>>,
+pub(crate) struct PerTensor<T> {
+    pub(crate) coeffs: Vec<Coeffs<T>>,
+    pub(crate) keys: Vec<Option<StochasticKey>>,
 }
 
 fn run_piece<T: Float>(level: SimdLevel, per: &PerTensor<T>, piece: Piece<'_, T>) {
@@ -338,7 +354,7 @@ fn run_aligned<T: Float>(level: SimdLevel, per: &PerTensor<T>, piece: Piece<'_, 
 /// Elements per unit for a step of `total` elements on `threads` threads:
 /// [`CHUNK`], or less when that would leave a thread idle or the last
 /// unit long (at least four units per thread; never under [`MIN_UNIT`]).
-fn unit_len(total: usize, threads: usize) -> usize {
+pub(crate) fn unit_len(total: usize, threads: usize) -> usize {
     total
         .div_ceil(threads * 4)
         .next_multiple_of(CUT_ALIGN)
@@ -404,45 +420,77 @@ pub fn step_tensors_with<'a, T: Float>(
 /// One step over checked tensors, at a level this CPU supports.
 fn run_checked<T: Float>(level: SimdLevel, checked: CheckedTensors<'_, '_, T>) {
     let CheckedTensors { tensors, groups } = checked;
-    let origin = |i: usize, t: &MixedTensorMut<'_, T>| {
-        t.origin.unwrap_or(Origin {
-            tensor: i as u64,
-            element: 0,
-        })
-    };
-    let coeffs: Vec<Coeffs<T>> = tensors
-        .iter()
-        .map(|t| {
-            let s = &groups[t.group];
-            let scale = if s.clips_norm() {
-                s.norm_scale(stored_grad_norm(t.grad))
-            } else {
-                1.0
-            };
-            s.coeffs(scale)
-        })
+    let origins: Vec<Origin> = (tensors.iter().enumerate())
+        .map(|(i, t)| origin_of(i, t.origin))
         .collect();
-    let keys = tensors.iter().enumerate().map(|(i, t)| {
-        let s = &groups[t.group];
-        s.rounding_seed.map(|seed| StochasticKey {
-            seed,
-            step: s.step,
-            tensor: origin(i, t).tensor,
-        })
-    });
-    let per = PerTensor {
-        keys: keys.collect(),
-        coeffs,
-    };
+    let per = PerTensor::new(
+        groups,
+        tensors
+            .iter()
+            .zip(&origins)
+            .map(|(t, o)| (t.group, o.tensor)),
+        |i| stored_grad_norm(tensors[i].grad),
+    );
     let total: usize = tensors.iter().map(|t| t.param.len()).sum();
     let pieces = tensors
         .into_iter()
+        .zip(origins)
         .enumerate()
-        .map(|(tensor, buffers)| Piece {
-            origin: origin(tensor, &buffers),
+        .map(|(tensor, (buffers, origin))| Piece {
+            origin,
             buffers,
             tensor,
         });
+    run_pieces(level, &per, pieces, total);
+}
+
+/// Where tensor `i` of a call sits in its optimizer: `origin`, or its position in the call.
+pub(crate) fn origin_of(i: usize, origin: Option<Origin>) -> Origin {
+    origin.unwrap_or(Origin {
+        tensor: i as u64,
+        element: 0,
+    })
+}
+
+impl<T: Float> PerTensor<T> {
+    /// The coefficients and rounding keys of tensors given as (group, position
+    /// in the optimizer); `grad_norm(i)` is tensor i's raw gradient norm,
+    /// asked only where its group clips by norm.
+    pub(crate) fn new(
+        groups: &[StepScalars],
+        tensors: impl Iterator<Item = (usize, u64)>,
+        grad_norm: impl Fn(usize) -> f64,
+    ) -> Self {
+        let mut per = PerTensor {
+            coeffs: Vec::new(),
+            keys: Vec::new(),
+        };
+        for (i, (group, position)) in tensors.enumerate() {
+            let s = &groups[group];
+            let scale = if s.clips_norm() {
+                s.norm_scale(grad_norm(i))
+            } else {
+                1.0
+            };
+            per.coeffs.push(s.coeffs(scale));
+            per.keys.push(s.rounding_seed.map(|seed| StochasticKey {
+                seed,
+                step: s.step,
+                tensor: position,
+            }));
+        }
+        per
+    }
+}
+
+/// Run `pieces` (of `total` elements in all), on the calling thread and its
+/// helpers when the step is large enough; each piece is run by one thread.
+pub(crate) fn run_pieces<'a, T: Float>(
+    level: SimdLevel,
+    per: &PerTensor<T>,
+    pieces: impl Iterator<Item = Piece<'a, T>>,
+    total: usize,
+) {
     // Small steps never ask for the helpers (that costs a lock and a getpid).
     let team = (total > SERIAL_MAX).then(Team::current);
     let threads = team.map_or(1, Team::threads);
@@ -452,9 +500,9 @@ fn run_checked<T: Float>(level: SimdLevel, checked: CheckedTensors<'_, '_, T>) {
             let units = plan(pieces, unit_len(total, threads));
             team.for_each_owned(units, |unit| {
                 unit.into_iter()
-                    .for_each(|piece| run_piece(level, &per, piece))
+                    .for_each(|piece| run_piece(level, per, piece))
             });
         }
-        _ => pieces.for_each(|piece| run_piece(level, &per, piece)),
+        _ => pieces.for_each(|piece| run_piece(level, per, piece)),
     }
 }

@@ -21,6 +21,7 @@ mod gpu;
 #[cfg(feature = "bench")]
 mod probes;
 mod quant;
+mod rows;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;

@@ -269,26 +269,26 @@ fn eight_bit_state_matches_the_reference_on_every_level_and_thread_count() {
     }
 }
 
+/// The two moments of a tensor in 8 bits, from their codes and absmax arrays.
+pub(crate) fn q8_state<'a>(
+    codes: &'a mut [Vec<u8>; 2],
+    absmax: &'a mut [Vec<f32>; 2],
+) -> State<StoredMut<'a, f32>> {
+    let ([c0, c1], [a0, a1]) = (codes, absmax);
+    let q8 = |codes: &'a mut Vec<u8>, absmax: &'a mut Vec<f32>| StoredMut::Q8 {
+        codes: &mut codes[..],
+        absmax: &mut absmax[..],
+    };
+    State::new(q8(c0, a0), q8(c1, a1), None, None)
+}
+
 #[test]
 fn a_misfit_absmax_is_an_error_that_writes_nothing() {
     let n = 600; // three blocks
     let mut p = vec![1f32; n];
     let g = vec![0.5f32; n];
     let (mut codes, mut absmax) = ([vec![7u8; n], vec![7u8; n]], [vec![1f32; 3], vec![1f32; 2]]);
-    let [c0, c1] = &mut codes;
-    let [a0, a1] = &mut absmax;
-    let state = State::new(
-        StoredMut::Q8 {
-            codes: &mut c0[..],
-            absmax: &mut a0[..],
-        },
-        StoredMut::Q8 {
-            codes: &mut c1[..],
-            absmax: &mut a1[..],
-        },
-        None,
-        None,
-    );
+    let state = q8_state(&mut codes, &mut absmax);
     let t: MixedTensorMut<'_, f32> = Tensor::new(
         StoredMut::Native(&mut p[..]),
         Stored::Native(&g[..]),

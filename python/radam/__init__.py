@@ -11,6 +11,7 @@ from ._core import __version__, num_threads, simd_level
 from ._errors import Error, ReentrantCallError
 from ._halflife import beta_to_halflife, halflife_to_beta
 from ._minimize import minimize
+from ._row_sparse import RowSparse
 from .checkpoint import CheckpointError
 from .optimizer import Adam
 from .variants import Adamax, AdamW, NAdam, RAdam
@@ -24,6 +25,7 @@ __all__ = [
     "NAdam",
     "RAdam",
     "ReentrantCallError",
+    "RowSparse",
     "__version__",
     "beta_to_halflife",
     "halflife_to_beta",

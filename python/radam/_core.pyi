@@ -6,6 +6,8 @@ from typing import Any, Literal, final
 
 import numpy as np
 
+from radam._row_sparse import RowSparse
+
 __all__ = [
     "__version__",
     "ADAM_WGSL",
@@ -74,11 +76,12 @@ class CpuEngine:
     def __new__(cls, tensors: Sequence[Any]) -> CpuEngine: ...
     def step(
         self,
-        grads: Sequence[np.ndarray | None],
+        grads: Sequence[np.ndarray | RowSparse | None],
         configs: Sequence[AdamConfig],
         skip_nonfinite: bool = False,
     ) -> bool:
-        """One step of each tensor whose grad is not None, at its own step count.
+        """One step of each tensor whose grad is not None, at its own step count
+        (a ``RowSparse`` grad steps only the rows it names).
         Returns False if ``skip_nonfinite`` found a NaN or Inf (then nothing was written)."""
     def counts(self) -> tuple[list[int], list[float]]:
         """Each tensor's step count and its carried mu_product (1.0 before its first step)."""

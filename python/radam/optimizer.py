@@ -597,6 +597,11 @@ class Adam:
         step count does not advance (each param keeps its own, as torch.optim's
         ``state[p]["step"]``; :attr:`tensor_step_counts`).
 
+        The grad of a param of two or more dimensions may be a
+        :class:`radam.RowSparse` (rows of an embedding table, say): only the rows
+        it names, and their state, change (docs/formulas.md, "Row-sparse (lazy)
+        steps"; on the CPU only).
+
         On any error (a missing, misshapen, mistyped or aliasing grad, a bad
         option) a clear exception is raised and params and state are untouched.
         """

@@ -1,7 +1,8 @@
 """``radam.torch``: radam's optimizers as ``torch.optim.Optimizer`` subclasses
 (``pip install "radam[torch]"``).
 
-``Adam``, ``AdamW``, ``Adamax``, ``NAdam`` and ``RAdam`` step CPU tensors in place
+``Adam``, ``AdamW``, ``Adamax``, ``NAdam`` and ``RAdam`` (and ``SparseAdam``, for the
+sparse grads of ``nn.Embedding(sparse=True)``) step CPU tensors in place
 with radam's kernel. Params, grads and state are used through NumPy views of
 the tensors' memory (bfloat16 through ``ml_dtypes``): no copy per step. The
 state (``opt.state[p]``) is torch tensors sharing memory with the arrays the
@@ -38,9 +39,10 @@ from torch.optim import optimizer as _torch_optimizer
 from . import variants
 from ._engine import state_names
 from ._options import VARIANTS, defaults_of, options_of
+from ._row_sparse import RowSparse
 from .optimizer import Adam as _NumpyAdam
 
-__all__ = ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
+__all__ = ["Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SparseAdam"]
 
 # torch's keywords that choose an implementation: accepted, meaning nothing here.
 IGNORED = ("foreach", "fused")
@@ -244,13 +246,17 @@ class _TorchOptimizer(torch.optim.Optimizer):
             if g is None:
                 views[i] = None
                 continue
-            error = _grad_error(g, self._flat[i], lambda i=i: self._where(i))
-            if error is not None:
-                raise error
-            views[i] = _numpy_view(g)
+            views[i] = self._grad_view(i, g)
         self._grads, self._grad_views = grads, views
         present = np.fromiter((g is not None for g in grads), bool, len(grads))
         self._present = slice(None) if present.all() else present
+
+    def _grad_view(self, i: int, g: torch.Tensor) -> Any:
+        """What the kernel reads of grad ``g`` of param ``i``: a NumPy view of it."""
+        error = _grad_error(g, self._flat[i], lambda: self._where(i))
+        if error is not None:
+            raise error
+        return _numpy_view(g)
 
     def _where(self, flat_index: int) -> str:
         start = 0
@@ -474,3 +480,57 @@ AdamW = _make("AdamW")
 Adamax = _make("Adamax")
 NAdam = _make("NAdam")
 RAdam = _make("RAdam")
+
+
+class SparseAdam(Adam):  # type: ignore[misc,valid-type]
+    """``torch.optim.SparseAdam`` stepped by radam's kernel: each param's grad is a
+    sparse COO tensor, sparse along its first dimension (the rows of an
+    ``nn.Embedding(sparse=True)``), and only the rows it names, and their state,
+    change (``radam.RowSparse``; repeated rows are summed). Its update is torch's:
+    radam's Adam with ``efficient_form=True`` (eps on the uncorrected root). radam's
+    other options are taken by keyword; params must have two or more dimensions."""
+
+    def __init__(
+        self,
+        params: Any,
+        lr: Any = 1e-3,
+        betas: Any = (0.9, 0.999),
+        eps: float = 1e-8,
+        maximize: bool = False,
+        **options: Any,
+    ) -> None:
+        if "efficient_form" in options:
+            raise ValueError("SparseAdam's efficient_form is always True")
+        options.update(lr=lr, betas=betas, eps=eps, maximize=maximize, efficient_form=True)
+        super().__init__(params, **options)
+
+    def state_dict(self) -> dict[str, Any]:
+        """As ``torch.optim.SparseAdam``'s: each param's ``step`` a Python int (torch's
+        SparseAdam raises its betas to it; a float32 tensor would round them)."""
+        saved = super().state_dict()
+        for entry in saved["state"].values():
+            entry["step"] = int(entry["step"])
+        return saved
+
+    def _grad_view(self, i: int, g: torch.Tensor) -> Any:
+        """A ``radam.RowSparse`` of the grad's rows (views of its indices and values)."""
+        p = self._flat[i]
+        if g.layout != torch.sparse_coo:
+            raise TypeError(
+                f"{self._where(i)} has a {g.layout} grad; SparseAdam steps sparse COO grads "
+                "(nn.Embedding(sparse=True)): use radam.torch.Adam for dense ones"
+            )
+        if g.device.type != "cpu" or g.dtype != p.dtype or g.shape != p.shape:
+            raise TypeError(
+                f"{self._where(i)}: its grad is {g.dtype} of shape {tuple(g.shape)} on "
+                f"{g.device}; the param is {p.dtype} of shape {tuple(p.shape)} on the CPU"
+            )
+        if g.sparse_dim() != 1:
+            raise TypeError(
+                f"{self._where(i)}: its grad is sparse in {g.sparse_dim()} dimensions; "
+                "SparseAdam steps grads sparse in rows only (the first dimension)"
+            )
+        values = g._values()
+        if not values.is_contiguous():
+            values = values.contiguous()
+        return RowSparse(_numpy_view(g._indices()[0].contiguous()), _numpy_view(values))

@@ -59,7 +59,7 @@ impl DType {
 }
 
 /// A shape as Python prints it: `()`, `(5,)`, `(2, 3)`.
-fn py_shape(shape: &[usize]) -> String {
+pub(super) fn py_shape(shape: &[usize]) -> String {
     match shape {
         [n] => format!("({n},)"),
         _ => {

@@ -8,13 +8,14 @@ use pyo3::prelude::*;
 use pyo3::types::PyMapping;
 use std::sync::{Mutex, PoisonError};
 
-use super::arrays::{as_array, borrow_grad, borrow_rw, stored, stored_mut, Compute, DType, Rw};
+use super::arrays::{as_array, borrow_rw, stored, stored_mut, Compute, DType, Rw};
 use super::config::PyAdamConfig;
 use super::extents::WriteExtents;
+use super::rows::{read_grad, Read};
 use crate::finite::all_finite_stored;
 use crate::{
-    check_mixed, Buffer, Carry, Count, MixedTensorMut, Origin, State, StepError, Tensor,
-    TensorSteps, Q8_BLOCK,
+    check_mixed, check_rows, Buffer, Carry, Count, MixedTensorMut, Origin, State, StepError,
+    StoredMut, Tensor, TensorSteps, Q8_BLOCK,
 };
 
 /// One array the engine writes, with how messages name it.
@@ -340,16 +341,58 @@ impl CpuEngine {
     }
 }
 
+/// The kernel's view of one tensor's written buffers, in compute type `T`,
+/// from their write borrows.
+fn core_buffers<'a, T: Compute>(
+    writes: &'a mut Tensor<Rw<'_>, ()>,
+) -> PyResult<Tensor<StoredMut<'a, T>, ()>> {
+    writes
+        .as_mut()
+        .try_map(|_, rw| stored_mut::<T>(rw), |_| Ok(()))
+}
+
 /// The kernel's view of one tensor, in compute type `T`, from its write
 /// borrows and its grad's read borrow.
 fn core_tensor<'a, T: Compute>(
     writes: &'a mut Tensor<Rw<'_>, ()>,
     grad: &'a super::arrays::Ro<'_>,
 ) -> PyResult<MixedTensorMut<'a, T>> {
-    let buffers = writes
-        .as_mut()
-        .try_map(|_, rw| stored_mut::<T>(rw), |_| Ok(()))?;
-    Ok(buffers.with_grad(stored(grad)?))
+    Ok(core_buffers(writes)?.with_grad(stored(grad)?))
+}
+
+/// A row-sparse grad was read but not coalesced (cannot happen: one per `Read::Rows`).
+fn lost_rows() -> PyErr {
+    PyValueError::new_err("a row-sparse gradient was lost between its checks")
+}
+
+/// A core error about table `index` of a row-sparse list whose tensors
+/// `labels` name, as users name it.
+fn row_error(e: StepError, labels: &[&str]) -> PyErr {
+    let label = |index: usize| labels.get(index).copied().unwrap_or("[?]");
+    match e {
+        StepError::Q8RowLength { index, row_len } => PyValueError::new_err(format!(
+            "grads{}: state_dtype='8bit' keeps blocks of {Q8_BLOCK} elements, so a RowSparse \
+             gradient needs rows of a whole number of blocks, and the rows of params{} have \
+             {row_len} elements; use state_dtype=None, 'float32', 'bfloat16' or 'float16'",
+            label(index),
+            label(index),
+        )),
+        StepError::RowOutOfRange { .. } | StepError::RowValues { .. } => {
+            PyValueError::new_err(e.to_string())
+        }
+        other => PyValueError::new_err(format!("params{}: {other}", {
+            let index = match other {
+                StepError::LengthMismatch { index, .. }
+                | StepError::MissingBuffer { index, .. }
+                | StepError::RoundingNot16Bit { index }
+                | StepError::MasterNotNative { index }
+                | StepError::GroupOutOfRange { index, .. }
+                | StepError::RowTable { index, .. } => index,
+                _ => usize::MAX,
+            };
+            label(index)
+        })),
+    }
 }
 
 #[pymethods]
@@ -472,48 +515,83 @@ impl CpuEngine {
             let (slot, label, grad, w) = (&self.slots[i], &self.labels[i], &grads[i], &writes[i]);
             let what = || format!("grads{label}");
             let shape = w.param.shape();
-            reads.push(borrow_grad(
-                grad,
-                slot.param.dtype,
-                shape,
-                &what,
-                &overlaps,
-            )?);
+            reads.push(read_grad(grad, slot.param.dtype, shape, &what, &overlaps)?);
         }
         drop(extents);
+        // The row-sparse grads, coalesced (each checked against its param).
+        let (mut g32, mut g64) = (Vec::new(), Vec::new());
+        for (&i, read) in stepped.iter().zip(&reads) {
+            if let Read::Rows(rows) = read {
+                let what = format!("grads{}", self.labels[i]);
+                if self.slots[i].param.dtype.computes_in_f64() {
+                    g64.push(rows.grad::<f64>(&what)?);
+                } else {
+                    g32.push(rows.grad::<f32>(&what)?);
+                }
+            }
+        }
         // The tensors computed in float32 and in float64, each list in slot
-        // order, each tensor's `group` the index of its scalars in the plan.
+        // order, the dense ones and the row-sparse ones apart, each tensor's
+        // `group` the index of its scalars in the plan.
         let (mut t32, mut t64) = (
             Vec::with_capacity(stepped.len().min(self.slots.len() - self.f64_slots)),
             Vec::with_capacity(stepped.len().min(self.f64_slots)),
         );
         let (mut s32, mut s64) = (Vec::new(), Vec::new());
+        let (mut r32, mut r64) = (Vec::new(), Vec::new());
+        let (mut q32, mut q64) = (Vec::new(), Vec::new());
+        let (mut rows32, mut rows64) = (g32.iter(), g64.iter());
         // `stepped` is in slot order: its slots' write borrows, in that order.
         let stepped_writes = (writes.iter_mut().enumerate()).filter(|(i, _)| !grads[*i].is_none());
-        for (((i, w), grad), &index) in stepped_writes.zip(&reads).zip(&plan.index) {
+        for (((i, w), read), &index) in stepped_writes.zip(&reads).zip(&plan.index) {
             w.group = index;
-            if self.slots[i].param.dtype.computes_in_f64() {
-                t64.push(core_tensor::<f64>(w, grad)?);
-                s64.push(i);
-            } else {
-                t32.push(core_tensor::<f32>(w, grad)?);
-                s32.push(i);
+            let in_f64 = self.slots[i].param.dtype.computes_in_f64();
+            match read {
+                Read::Dense(grad) if in_f64 => {
+                    t64.push(core_tensor::<f64>(w, grad)?);
+                    s64.push(i);
+                }
+                Read::Dense(grad) => {
+                    t32.push(core_tensor::<f32>(w, grad)?);
+                    s32.push(i);
+                }
+                Read::Rows(_) if in_f64 => {
+                    let grad = rows64.next().ok_or_else(lost_rows)?;
+                    r64.push(core_buffers::<f64>(w)?.with_grad(grad));
+                    q64.push(i);
+                }
+                Read::Rows(_) => {
+                    let grad = rows32.next().ok_or_else(lost_rows)?;
+                    r32.push(core_buffers::<f32>(w)?.with_grad(grad));
+                    q32.push(i);
+                }
             }
         }
-        // Both lists are checked before either is stepped: an error writes nothing.
+        // Every list is checked before any is stepped: an error writes nothing.
         let scalars = &plan.scalars;
         let t32 = check_mixed(t32, scalars).map_err(|e| self.step_error(e, &s32))?;
         let t64 = check_mixed(t64, scalars).map_err(|e| self.step_error(e, &s64))?;
+        let labels = |slots: &[usize]| -> Vec<&str> {
+            slots.iter().map(|&i| self.labels[i].as_str()).collect()
+        };
+        let r32 = check_rows(r32, scalars).map_err(|e| row_error(e, &labels(&q32)))?;
+        let r64 = check_rows(r64, scalars).map_err(|e| row_error(e, &labels(&q64)))?;
         let stepped_all = py.detach(|| {
             if skip_nonfinite {
-                let g32: Vec<_> = t32.tensors().iter().map(|t| t.grad).collect();
-                let g64: Vec<_> = t64.tensors().iter().map(|t| t.grad).collect();
+                let g32: Vec<_> = (t32.tensors().iter().map(|t| t.grad))
+                    .chain(r32.grads().flat_map(|g| g.parts()))
+                    .collect();
+                let g64: Vec<_> = (t64.tensors().iter().map(|t| t.grad))
+                    .chain(r64.grads().flat_map(|g| g.parts()))
+                    .collect();
                 if !(all_finite_stored(&g32) && all_finite_stored(&g64)) {
                     return false;
                 }
             }
             t32.step();
             t64.step();
+            r32.step();
+            r64.step();
             true
         });
         if stepped_all {

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._params import HALF_DTYPES, Layout, flatten_grads, layout_of
+from .._row_sparse import RowSparse
 from ..optimizer import Adam
 
 MPI_EXTRA = 'pip install "radam[mpi]"'
@@ -319,6 +320,12 @@ class _DataParallel:
             raise TypeError("grads is None: pass the gradients, with the structure of params")
         flat = flatten_grads(layout, grads)
         for t, g in zip(layout.tensors, flat):
+            if isinstance(g, RowSparse):
+                raise TypeError(
+                    f"grads{t.label} is a radam.RowSparse, but radam.distributed averages "
+                    "dense gradients across ranks (every rank's rows would differ): pass a "
+                    "dense gradient, or step row-sparse gradients with radam.Adam on one rank"
+                )
             if g is None:
                 raise TypeError(
                     f"grads{t.label} is None: the distributed optimizers step every param on "

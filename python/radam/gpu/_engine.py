@@ -18,6 +18,7 @@ from .._engine import (
     TensorBuffers,
     absmax_name,
 )
+from .._row_sparse import RowSparse
 from ._arrays import DeviceArray
 from ._device import (
     _FLOAT32,
@@ -276,6 +277,11 @@ class GpuEngine:
         kinds = []
         for i, (grad, param) in enumerate(zip(grads, self._params)):
             what = f"grads{self._labels[i]}"
+            if isinstance(grad, RowSparse):
+                raise TypeError(
+                    f"{what} is a radam.RowSparse, but device='gpu' steps dense gradients "
+                    "only: row-sparse (lazy) steps run on the CPU (device='cpu')"
+                )
             if isinstance(grad, np.ndarray):
                 if grad.dtype != param.dtype:
                     raise TypeError(
