@@ -7,7 +7,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
-const TEST_MODULES: [&str; 4] = ["kernel_tests", "storage_tests", "layers_tests", "q8_tests"];
+const TEST_MODULES: [&str; 5] = [
+    "kernel_tests",
+    "storage_tests",
+    "layers_tests",
+    "q8_tests",
+    "candle_tests",
+];
 
 /// The modules in `lib.rs`'s order, and the module each re-exported item comes from.
 fn stack(lib: &str) -> (Vec<String>, HashMap<String, String>) {
