@@ -555,3 +555,42 @@ fn the_nesting_fits_a_small_stack() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn vars_of_every_dtype_in_one_optimizer_step_as_each_alone() -> Result<()> {
+    let cpu = &Device::Cpu;
+    let dtypes = [DType::F64, DType::F32, DType::BF16, DType::F16, DType::F32];
+    let make = || -> Result<Vec<Var>> {
+        let sizes = [40, 70, 33, 20, 0];
+        let made = dtypes.iter().zip(sizes).enumerate().map(|(i, (&d, n))| {
+            let t = Tensor::from_vec(values(n, i as u64, 1.0), n, cpu)?;
+            Var::from_tensor(&t.to_dtype(d)?)
+        });
+        made.collect()
+    };
+    let (together, alone) = (make()?, make()?);
+    let config = AdamConfig {
+        lr: 1e-2,
+        ..AdamConfig::adamw()
+    };
+    let mut one = Adam::new(together.clone(), config)?;
+    let mut each: Vec<Adam> = (alone.iter())
+        .map(|v| Adam::new(vec![v.clone()], config))
+        .collect::<Result<_>>()?;
+    for step in 0..5 {
+        let grads: Vec<Tensor> = (together.iter().enumerate())
+            .map(|(i, v)| {
+                let n = v.elem_count();
+                Tensor::from_vec(values(n, 20 + i as u64 + step, 1.0), n, cpu)?.to_dtype(v.dtype())
+            })
+            .collect::<Result<_>>()?;
+        step_with(&mut one, &together, &grads)?;
+        for ((opt, v), g) in each.iter_mut().zip(&alone).zip(&grads) {
+            step_one(opt, v, g)?;
+        }
+    }
+    assert_eq!(one.var_step_counts(), [5; 5]);
+    assert_eq!(bits(&together)?, bits(&alone)?);
+    assert_ne!(bits(&together)?, bits(&make()?)?);
+    Ok(())
+}

@@ -11,8 +11,8 @@
 //!   the host in f64 once per step.
 //!
 //! The `python` feature adds the PyO3 bindings; by default the crate has no
-//! Python in its dependency tree. The `candle` feature adds [`candle::Adam`]
-//! (when built with it), a `candle_nn::Optimizer` that steps candle `Var`s in place.
+//! Python in its dependency tree. The `candle` feature adds `radam::candle::Adam`,
+//! a `candle_nn::Optimizer` that steps candle `Var`s in place.
 
 #![warn(missing_docs)]
 
