@@ -75,7 +75,7 @@ fn time_case(shapes: &[Vec<usize>], repeats: usize) -> candle_core::Result<(f64,
     let mut adamw = AdamW::new(theirs, ParamsAdamW::default())?;
     // Enough steps per repeat for about 20 ms of radam at 1 GB/s.
     let batch = (2e7 / (28.0 * total as f64)).clamp(1.0, 200.0) as usize;
-    let mut time = |opt: &mut dyn FnMut() -> candle_core::Result<()>| {
+    let time = |opt: &mut dyn FnMut() -> candle_core::Result<()>| {
         let start = Instant::now();
         for _ in 0..batch {
             opt()?;
