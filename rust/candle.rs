@@ -44,10 +44,10 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use crate::config::AdamConfig;
 use crate::error::{StepError, VarError};
 use crate::multi::check_mixed;
-use crate::optimizer::AdamState;
+use crate::optimizer::{check_fixed, zeroed, AdamState};
 use crate::scalars::{Carry, StepScalars};
 use crate::storage::{Stored, StoredMut};
-use crate::tensor::{MixedTensorMut, Origin, State, Tensor as Record};
+use crate::tensor::{MixedTensorMut, Origin, Tensor as Record};
 
 /// A step nests one in-place op per var (see the module's docs); up to this
 /// many vars it nests on the calling thread, beyond it on a helper thread
@@ -111,15 +111,6 @@ fn compute_f64(index: usize, dtype: DType) -> Result<bool, VarError> {
             dtype: other.as_str().to_string(),
         }),
     }
-}
-
-fn zeroed<T: crate::Float>(config: &AdamConfig, n: usize) -> AdamState<T> {
-    State::new(
-        vec![T::ZERO; n],
-        vec![T::ZERO; n],
-        config.amsgrad.then(|| vec![T::ZERO; n]),
-        config.uses_velocity().then(|| vec![T::ZERO; n]),
-    )
 }
 
 /// The address of a tensor's CPU storage (None off the CPU or for other
@@ -257,23 +248,10 @@ impl Adam {
     }
 
     /// Change options between steps. What decides the state's buffers
-    /// (AMSGrad, momentum on or off) is fixed at construction.
+    /// (AMSGrad, momentum on or off, AdaMax or not) is fixed at construction.
     pub fn set_config(&mut self, config: AdamConfig) -> candle_core::Result<()> {
         config.validate().map_err(wrap)?;
-        let fixed = |name, ours: bool, theirs: bool| match ours == theirs {
-            true => Ok(()),
-            false => Err(wrap(crate::ConfigError {
-                name,
-                value: theirs as u8 as f64,
-                rule: "unchanged after construction",
-            })),
-        };
-        fixed("amsgrad", self.config.amsgrad, config.amsgrad)?;
-        fixed(
-            "momentum",
-            self.config.uses_velocity(),
-            config.uses_velocity(),
-        )?;
+        check_fixed(&self.config, &config).map_err(wrap)?;
         self.config = config;
         Ok(())
     }

@@ -378,6 +378,15 @@ fn a_refused_step_writes_nothing() -> Result<()> {
     assert_eq!((a.to_vec1::<f32>()?, b.to_vec1::<f32>()?), before);
     assert_eq!(opt.var_step_counts(), [1, 1]);
     assert_eq!(opt.step_count(), 1);
+    let amsgrad = AdamConfig {
+        amsgrad: true,
+        ..AdamConfig::default()
+    };
+    let e = refusal(opt.set_config(amsgrad));
+    assert!(
+        e.contains("invalid amsgrad: 1 (must be unchanged after construction)"),
+        "{e}"
+    );
     // Stochastic rounding is for 16-bit vars: refused for f32, after the
     // checks, before any write.
     opt.set_learning_rate(1e-3);
