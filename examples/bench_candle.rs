@@ -3,6 +3,7 @@
 //!
 //!     cargo run --release --features candle --example bench_candle
 //!     cargo run --release --features candle --example bench_candle -- --repeats 31
+//!     cargo run --release --features candle --example bench_candle -- --case "200 x"
 //!
 //! Cases: one tensor of 1e6; the 288-tensor transformer-shaped set of
 //! benchmarks/bench_cpu.py (24 blocks of width 384, 42.6M params); 200
@@ -10,7 +11,9 @@
 //! (a `GradStore` built once). In each repeat the two run one after the other,
 //! in alternating order; a figure is the median over the repeats, the ratio
 //! the median of the per-repeat ratios. Small cases time a batch of steps
-//! per repeat, divided by its size.
+//! per repeat, divided by its size. A third column times `radam::Adam` on
+//! plain `Vec`s of the same shapes: what the candle adapter adds is the
+//! difference.
 
 use std::time::Instant;
 
@@ -60,8 +63,9 @@ fn vars(shapes: &[Vec<usize>], seed: u64) -> candle_core::Result<Vec<Var>> {
         .collect()
 }
 
-/// Seconds per step of each: (radam, candle-nn), and the per-repeat ratios.
-fn time_case(shapes: &[Vec<usize>], repeats: usize) -> candle_core::Result<(f64, f64, f64)> {
+/// Seconds per step: radam::candle, candle-nn, radam::Adam on Vecs; and the
+/// median ratio of the first two.
+fn time_case(shapes: &[Vec<usize>], repeats: usize) -> candle_core::Result<[f64; 4]> {
     let total: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
     let ours = vars(shapes, 0)?;
     let theirs = vars(shapes, 0)?;
@@ -71,6 +75,24 @@ fn time_case(shapes: &[Vec<usize>], repeats: usize) -> candle_core::Result<(f64,
         grads.insert(a.as_tensor(), g.clone());
         grads.insert(b.as_tensor(), g);
     }
+    let sizes: Vec<usize> = ours.iter().map(|v| v.elem_count()).collect();
+    let mut core =
+        radam::Adam::<f32>::new(AdamConfig::adamw(), &sizes).map_err(candle_core::Error::wrap)?;
+    let mut params: Vec<Vec<f32>> = ours
+        .iter()
+        .map(|v| v.flatten_all()?.to_vec1())
+        .collect::<candle_core::Result<_>>()?;
+    let flat_grads: Vec<Vec<f32>> = ours
+        .iter()
+        .map(|v| {
+            grads
+                .get(v.as_tensor())
+                .expect("inserted above")
+                .flatten_all()?
+                .to_vec1()
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let grad_slices: Vec<&[f32]> = flat_grads.iter().map(|g| &g[..]).collect();
     let mut radam = radam::candle::Adam::new(ours, AdamConfig::adamw())?;
     let mut adamw = AdamW::new(theirs, ParamsAdamW::default())?;
     // Enough steps per repeat for about 20 ms of radam at 1 GB/s.
@@ -82,7 +104,7 @@ fn time_case(shapes: &[Vec<usize>], repeats: usize) -> candle_core::Result<(f64,
         }
         Ok::<f64, candle_core::Error>(start.elapsed().as_secs_f64() / batch as f64)
     };
-    let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut b, mut c_core, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for repeat in 0..repeats + 2 {
         let mut step_radam = || radam.step(&grads);
         let (r, c) = if repeat % 2 == 0 {
@@ -92,31 +114,35 @@ fn time_case(shapes: &[Vec<usize>], repeats: usize) -> candle_core::Result<(f64,
             let c = time(&mut || adamw.step(&grads))?;
             (time(&mut step_radam)?, c)
         };
+        let plain = time(&mut || {
+            let mut slices: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();
+            core.step(&mut slices, &grad_slices)
+                .map_err(candle_core::Error::wrap)
+        })?;
         // The first two repeats warm up (page faults, caches).
         if repeat >= 2 {
             a.push(r);
             b.push(c);
+            c_core.push(plain);
             ratios.push(c / r);
         }
     }
-    Ok((median(a), median(b), median(ratios)))
+    Ok([median(a), median(b), median(c_core), median(ratios)])
 }
 
 fn main() -> candle_core::Result<()> {
-    let mut repeats = 15;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => {}
-        [flag, n] if flag == "--repeats" => match n.parse() {
-            Ok(n) if n > 0 => repeats = n,
+    let (mut repeats, mut only) = (15, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match (flag.as_str(), args.next()) {
+            ("--repeats", Some(n)) if n.parse::<usize>().is_ok_and(|n| n > 0) => {
+                repeats = n.parse().unwrap_or(repeats)
+            }
+            ("--case", Some(name)) => only = Some(name),
             _ => {
-                eprintln!("bench_candle: --repeats takes a count > 0, got {n:?}");
+                eprintln!("bench_candle: usage: bench_candle [--repeats N > 0] [--case NAME-PART]");
                 std::process::exit(2);
             }
-        },
-        _ => {
-            eprintln!("bench_candle: usage: bench_candle [--repeats N]");
-            std::process::exit(2);
         }
     }
     println!(
@@ -125,8 +151,8 @@ fn main() -> candle_core::Result<()> {
         radam::num_threads()
     );
     println!(
-        "{:<36} {:>14} {:>14} {:>9}",
-        "case", "radam (ms)", "candle-nn (ms)", "speedup"
+        "{:<36} {:>14} {:>14} {:>9} {:>14}",
+        "case", "radam (ms)", "candle-nn (ms)", "speedup", "on Vecs (ms)"
     );
     let cases: [(&str, Vec<Vec<usize>>); 3] = [
         ("1 x 1e6", vec![vec![1_000_000]]),
@@ -137,12 +163,19 @@ fn main() -> candle_core::Result<()> {
         ("200 x 1000", vec![vec![1000]; 200]),
     ];
     for (name, shapes) in cases {
-        let (ours, theirs, ratio) = time_case(&shapes, repeats)?;
+        if only
+            .as_ref()
+            .is_some_and(|part| !name.contains(part.as_str()))
+        {
+            continue;
+        }
+        let [ours, theirs, plain, ratio] = time_case(&shapes, repeats)?;
         println!(
-            "{name:<36} {:>14.3} {:>14.3} {:>8.1}x",
+            "{name:<36} {:>14.3} {:>14.3} {:>8.1}x {:>14.3}",
             ours * 1e3,
             theirs * 1e3,
-            ratio
+            ratio,
+            plain * 1e3
         );
     }
     Ok(())

@@ -22,9 +22,9 @@
 //! an in-place op, for the duration of the op's call. A step nests one such op
 //! per var inside the previous one's call, so that every var is locked at once
 //! and one multi-tensor radam call steps them all (small tensors share the
-//! threads); the nesting is as deep as the number of vars stepped, so a step
-//! with more than [`NESTED_ON_CALLER`] vars runs it on a helper thread with a
-//! stack sized for it.
+//! threads). The nesting is as deep as the number of vars stepped; where the
+//! calling thread's stack runs low, it continues on a new stack segment
+//! (`stacker`), on the same thread.
 //!
 //! Step counts are kept per var, as PyTorch keeps them: a var with no
 //! gradient in the `GradStore` is skipped, and its count (and so its bias
@@ -49,14 +49,12 @@ use crate::scalars::{Carry, StepScalars};
 use crate::storage::{Stored, StoredMut};
 use crate::tensor::{MixedTensorMut, Origin, Tensor as Record};
 
-/// A step nests one in-place op per var (see the module's docs); up to this
-/// many vars it nests on the calling thread, beyond it on a helper thread
-/// whose stack is sized for the depth.
-pub const NESTED_ON_CALLER: usize = 64;
-
-/// Stack bytes per nested var: about 600 are used in a release build, 4400
-/// in a debug build.
-const STACK_PER_VAR: usize = 8192;
+/// The stack a level of the nest may need below it, the last level's step
+/// included (a level takes about 600 bytes in a release build, 4400 in a
+/// debug build); with less left, the nest continues on a new segment of
+/// [`STACK_SEGMENT`] bytes.
+const RED_ZONE: usize = 256 << 10;
+const STACK_SEGMENT: usize = 4 << 20;
 
 /// The learning rate of each step: `schedule(count)`, `count` being the
 /// steps already taken (0 for the first), as radam's Python schedules and
@@ -396,7 +394,7 @@ impl Adam {
             outcome = step_locked(slots, &plan, locked, &groups);
             Ok(())
         };
-        lock_all_then(&pairs, &mut finish).map_err(Refused::Candle)?;
+        lock_rest(&pairs, Vec::with_capacity(pairs.len()), &mut finish).map_err(Refused::Candle)?;
         outcome?;
         for &(index, _, group) in &stepping {
             let slot = &mut self.slots[index];
@@ -716,27 +714,8 @@ type Finish<'f> = dyn for<'x> FnMut(Vec<Locked<'x>>) -> candle_core::Result<()> 
 
 /// Lock each `(var, grad)` pair (the var for writing, through candle's
 /// in-place op, the grad for reading), each inside the previous one's op, and
-/// call `finish` with all of them locked. Deeper than [`NESTED_ON_CALLER`],
-/// the nesting runs on a helper thread with a stack sized for it.
-fn lock_all_then(pairs: &[(Tensor, Tensor)], finish: &mut Finish<'_>) -> candle_core::Result<()> {
-    if pairs.len() <= NESTED_ON_CALLER {
-        return lock_rest(pairs, Vec::with_capacity(pairs.len()), finish);
-    }
-    let stack = (pairs.len() * STACK_PER_VAR).saturating_add(1 << 21);
-    std::thread::scope(|scope| {
-        let nested = std::thread::Builder::new()
-            .name("radam-candle-step".to_string())
-            .stack_size(stack)
-            .spawn_scoped(scope, || {
-                lock_rest(pairs, Vec::with_capacity(pairs.len()), finish)
-            })
-            .map_err(|e| candle_core::Error::msg(format!("radam::candle::Adam: {e}")))?;
-        nested
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
+/// call `finish` with all of them locked. The nesting runs on the calling
+/// thread; where its stack runs low, stacker continues it on a new segment.
 fn lock_rest(
     pairs: &[(Tensor, Tensor)],
     locked: Vec<Locked<'_>>,
@@ -750,7 +729,7 @@ fn lock_rest(
                 rest,
                 finish: RefCell::new(finish),
             };
-            var.inplace_op2(grad, &op)
+            stacker::maybe_grow(RED_ZONE, STACK_SEGMENT, || var.inplace_op2(grad, &op))
         }
     }
 }
