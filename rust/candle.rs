@@ -3,7 +3,7 @@
 //! steps each `Var`'s CPU storage in place.
 //!
 //! ```
-//! use candle_core::{DType, Device, Tensor, Var};
+//! use candle_core::{Device, Var};
 //! use candle_nn::Optimizer;
 //! use radam::AdamConfig;
 //!
@@ -24,12 +24,16 @@
 //! and one multi-tensor radam call steps them all (small tensors share the
 //! threads). The nesting is as deep as the number of vars stepped; where the
 //! calling thread's stack runs low, it continues on a new stack segment
-//! (`stacker`), on the same thread.
+//! (`stacker`), on the same thread. While a step runs it holds every stepped
+//! var's lock, so another thread touching those vars waits for it.
 //!
 //! Step counts are kept per var, as PyTorch keeps them: a var with no
 //! gradient in the `GradStore` is skipped, and its count (and so its bias
 //! corrections) does not advance. candle-nn's own `AdamW` advances one count
 //! for all vars instead; the two agree whenever every var has a gradient.
+//!
+//! The moments are kept in the compute type (radam's 16-bit and 8-bit state
+//! are not offered here yet).
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
