@@ -599,3 +599,29 @@ fn vars_of_every_dtype_in_one_optimizer_step_as_each_alone() -> Result<()> {
     assert_ne!(bits(&together)?, bits(&make()?)?);
     Ok(())
 }
+
+#[test]
+fn stochastic_rounding_of_bf16_vars_repeats_with_its_seed() -> Result<()> {
+    // The same seed gives the same bits; rounding to nearest gives others
+    // (updates of 1e-4 on values near 1 are under half a bfloat16 ulp).
+    let run = |stochastic: bool, seed: u64| -> Result<Vec<u64>> {
+        let start = Tensor::from_vec(values(500, 8, 1.0), 500, &Device::Cpu)?;
+        let var = Var::from_tensor(&(start + 1.5)?.to_dtype(DType::BF16)?)?;
+        let config = AdamConfig {
+            lr: 1e-4,
+            stochastic_rounding: stochastic,
+            rounding_seed: seed,
+            ..AdamConfig::default()
+        };
+        let mut opt = Adam::new(vec![var.clone()], config)?;
+        for step in 0..10 {
+            let g = Tensor::from_vec(values(500, 90 + step, 1.0), 500, &Device::Cpu)?;
+            step_one(&mut opt, &var, &g.to_dtype(DType::BF16)?)?;
+        }
+        bits(&[var])
+    };
+    assert_eq!(run(true, 7)?, run(true, 7)?);
+    assert_ne!(run(true, 7)?, run(true, 8)?);
+    assert_ne!(run(true, 7)?, run(false, 7)?);
+    Ok(())
+}
