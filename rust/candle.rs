@@ -49,7 +49,7 @@ use crate::config::AdamConfig;
 use crate::error::{StepError, VarError};
 use crate::multi::check_mixed;
 use crate::optimizer::{check_fixed, zeroed, AdamState};
-use crate::scalars::{Carry, StepScalars};
+use crate::scalars::{Carry, Count, StepScalars, TensorSteps};
 use crate::storage::{Stored, StoredMut};
 use crate::tensor::{MixedTensorMut, Origin, Tensor as Record};
 
@@ -78,10 +78,8 @@ struct Slot {
     moments: Moments,
     /// The f32 master copy of a 16-bit var (with master weights on).
     master: Option<Vec<f32>>,
-    /// The steps this var has taken.
-    count: u64,
-    /// NAdam's carried product over this var's steps.
-    carry: Carry,
+    /// The steps this var has taken, and what they carried.
+    count: Count,
 }
 
 /// Adam over candle `Var`s on the CPU, stepped in place by radam's kernel.
@@ -186,8 +184,7 @@ impl candle_nn::Optimizer for Adam {
                 var,
                 moments,
                 master: None,
-                count: 0,
-                carry: Carry::default(),
+                count: Count::default(),
             });
         }
         if let Some((index, other)) = shared(addresses) {
@@ -285,7 +282,7 @@ impl Adam {
 
     /// The steps each var has taken, in the order of the vars given.
     pub fn var_step_counts(&self) -> Vec<u64> {
-        self.slots.iter().map(|s| s.count).collect()
+        self.slots.iter().map(|s| s.count.steps).collect()
     }
 
     /// The vars, in the order given.
@@ -304,11 +301,8 @@ impl Adam {
 
     fn step_grads(&mut self, grads: &GradStore) -> Result<(), Refused> {
         let config = self.next_config();
-        // The vars that step, each with its (contiguous) gradient and group.
-        let mut stepping: Vec<(usize, Tensor, usize)> = Vec::new();
-        let mut groups: Vec<StepScalars> = Vec::new();
-        let mut keys: Vec<(u64, u64)> = Vec::new();
-        let mut carries: Vec<Carry> = Vec::new();
+        // The vars that step, each with its (contiguous) gradient.
+        let mut stepping: Vec<(usize, Tensor)> = Vec::new();
         let mut addresses = Vec::new();
         for (index, slot) in self.slots.iter().enumerate() {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
@@ -340,23 +334,11 @@ impl Adam {
                 true => grad.clone(),
                 false => grad.contiguous().map_err(Refused::Candle)?,
             };
-            let next = slot.count.checked_add(1).ok_or(StepError::StepOverflow)?;
-            let key = (next, slot.carry.mu_product.to_bits());
-            let group = match keys.iter().position(|k| *k == key) {
-                Some(g) => g,
-                None => {
-                    let (scalars, carry) = StepScalars::next(&config, next, slot.carry)?;
-                    keys.push(key);
-                    groups.push(scalars);
-                    carries.push(carry);
-                    keys.len() - 1
-                }
-            };
             if var.elem_count() > 0 {
                 addresses.extend(storage_address(var).map(|a| (a, index)));
                 addresses.extend(storage_address(&grad).map(|a| (a, usize::MAX - index)));
             }
-            stepping.push((index, grad, group));
+            stepping.push((index, grad));
         }
         // A gradient locked for reading while its storage is a var's would
         // wait on our own write lock; grads may share storage among themselves.
@@ -382,28 +364,32 @@ impl Adam {
             let reason = format!("is the storage of var {var}");
             return Err(VarError::Grad { index, reason }.into());
         }
-        let pairs: Vec<(Tensor, Tensor)> = stepping
-            .iter()
-            .filter(|(i, _, _)| self.slots[*i].var.elem_count() > 0)
-            .map(|(i, g, _)| (self.slots[*i].var.as_tensor().clone(), g.clone()))
+        // One StepScalars per distinct count among the vars that step.
+        let counts = stepping.iter().map(|(i, _)| (0, self.slots[*i].count));
+        let steps = TensorSteps::plan(&[config], counts).map_err(|(_, e)| e)?;
+        let nonempty = |k: &usize| self.slots[stepping[*k].0].var.elem_count() > 0;
+        let pairs: Vec<(Tensor, Tensor)> = (0..stepping.len())
+            .filter(nonempty)
+            .map(|k| {
+                let (i, grad) = &stepping[k];
+                (self.slots[*i].var.as_tensor().clone(), grad.clone())
+            })
             .collect();
-        let plan: Vec<(usize, usize)> = stepping
-            .iter()
-            .filter(|(i, _, _)| self.slots[*i].var.elem_count() > 0)
-            .map(|(i, _, g)| (*i, *g))
+        let plan: Vec<(usize, usize)> = (0..stepping.len())
+            .filter(nonempty)
+            .map(|k| (stepping[k].0, steps.index[k]))
             .collect();
+        let groups = &steps.scalars;
         let slots = &mut self.slots;
         let mut outcome: Result<(), StepError> = Ok(());
         let mut finish = |locked: Vec<Locked<'_>>| {
-            outcome = step_locked(slots, &plan, locked, &groups);
+            outcome = step_locked(slots, &plan, locked, groups);
             Ok(())
         };
         lock_rest(&pairs, Vec::with_capacity(pairs.len()), &mut finish).map_err(Refused::Candle)?;
         outcome?;
-        for &(index, _, group) in &stepping {
-            let slot = &mut self.slots[index];
-            slot.count = keys[group].0;
-            slot.carry = carries[group];
+        for ((index, _), next) in stepping.iter().zip(&steps.next) {
+            self.slots[*index].count = *next;
         }
         self.steps += 1;
         Ok(())
@@ -449,10 +435,10 @@ impl Adam {
         let metadata = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("steps".to_string(), self.steps.to_string()),
-            ("counts".to_string(), list(&|s| s.count)),
+            ("counts".to_string(), list(&|s| s.count.steps)),
             (
                 "mu_products".to_string(),
-                list(&|s| s.carry.mu_product.to_bits()),
+                list(&|s| s.count.carry.mu_product.to_bits()),
             ),
         ]);
         let bytes =
@@ -560,9 +546,11 @@ impl Adam {
         for (i, (slot, (moments, master))) in self.slots.iter_mut().zip(loaded).enumerate() {
             slot.moments = moments;
             slot.master = master;
-            slot.count = counts[i];
-            slot.carry = Carry {
-                mu_product: f64::from_bits(products[i]),
+            slot.count = Count {
+                steps: counts[i],
+                carry: Carry {
+                    mu_product: f64::from_bits(products[i]),
+                },
             };
         }
         self.steps = steps;

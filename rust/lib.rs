@@ -66,6 +66,8 @@ mod layers_tests;
 #[cfg(test)]
 mod q8_tests;
 #[cfg(test)]
+mod stack_tests;
+#[cfg(test)]
 mod storage_tests;
 
 #[cfg(feature = "python")]
@@ -88,7 +90,7 @@ pub use multi::{
     check_mixed, grad_norm, step_tensors, step_tensors_with, CheckedTensors, CHUNK, SERIAL_MAX,
 };
 pub use optimizer::{Adam, AdamState};
-pub use scalars::{Carry, Rule, StepScalars};
+pub use scalars::{Carry, Count, Rule, StepScalars, TensorSteps};
 pub use simd::SimdLevel;
 pub use storage::{Split, Stored, StoredMut, Q8_BLOCK};
 pub use tensor::{Buffer, MixedTensorMut, Origin, State, Tensor, TensorMut};

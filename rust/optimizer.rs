@@ -4,7 +4,7 @@ use crate::config::AdamConfig;
 use crate::element::Float;
 use crate::error::{ConfigError, StepError};
 use crate::multi::step_tensors;
-use crate::scalars::StepScalars;
+use crate::scalars::{Count, TensorSteps};
 use crate::tensor::{State, Tensor};
 
 /// The moments of one tensor (`max_exp_avg_sq` present when AMSGrad is on,
@@ -53,7 +53,10 @@ pub(crate) fn check_fixed(ours: &AdamConfig, theirs: &AdamConfig) -> Result<(), 
 #[derive(Clone, Debug)]
 pub struct Adam<T> {
     config: AdamConfig,
+    /// Calls of [`Adam::step`] / [`Adam::step_some`] that stepped.
     step: u64,
+    /// Each tensor's own count (a tensor without a gradient in a step stays).
+    counts: Vec<Count>,
     state: Vec<AdamState<T>>,
 }
 
@@ -65,6 +68,7 @@ impl<T: Float> Adam<T> {
         Ok(Adam {
             config,
             step: 0,
+            counts: vec![Count::default(); sizes.len()],
             state,
         })
     }
@@ -89,6 +93,13 @@ impl<T: Float> Adam<T> {
         self.step
     }
 
+    /// The number of steps each tensor has taken: [`Adam::step_count`] for
+    /// all of them unless [`Adam::step_some`] left some out. Its bias corrections
+    /// are those of its own count.
+    pub fn tensor_step_counts(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        self.counts.iter().map(|c| c.steps)
+    }
+
     /// The moments, one entry per tensor in the order given to [`Adam::new`].
     pub fn state(&self) -> &[AdamState<T>] {
         &self.state
@@ -97,6 +108,19 @@ impl<T: Float> Adam<T> {
     /// One step: `params[i] -= ...` in place, given `grads[i]` of the same length.
     /// On error nothing has been written.
     pub fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<(), StepError> {
+        let grads: Vec<Option<&[T]>> = grads.iter().map(|&g| Some(g)).collect();
+        self.step_some(params, &grads)
+    }
+
+    /// One step of the tensors that have a gradient (`grads[i]` is `None`
+    /// for one that has none: it is left as it is, and its step count does not
+    /// advance, as `torch.optim` skips a param whose `.grad` is None). On error
+    /// nothing has been written.
+    pub fn step_some(
+        &mut self,
+        params: &mut [&mut [T]],
+        grads: &[Option<&[T]>],
+    ) -> Result<(), StepError> {
         for (what, got) in [("params", params.len()), ("grads", grads.len())] {
             if got != self.state.len() {
                 return Err(StepError::CountMismatch {
@@ -107,22 +131,77 @@ impl<T: Float> Adam<T> {
             }
         }
         let next = self.step.checked_add(1).ok_or(StepError::StepOverflow)?;
-        let scalars = [StepScalars::new(&self.config, next)?];
+        let stepped = grads.iter().zip(&self.counts).filter(|(g, _)| g.is_some());
+        let plan = TensorSteps::plan(
+            std::slice::from_ref(&self.config),
+            stepped.map(|(_, &c)| (0, c)),
+        )
+        .map_err(|(_, e)| e)?;
         let tensors = params
             .iter_mut()
             .zip(grads)
             .zip(self.state.iter_mut())
-            .map(|((param, grad), s)| Tensor {
+            .filter_map(|((param, grad), s)| Some((param, (*grad)?, s)))
+            .zip(&plan.index)
+            .map(|((param, grad, s), &index)| Tensor {
                 param: &mut param[..],
-                grad: &grad[..],
+                grad,
                 master_param: None,
                 state: s.as_mut().map(|_, v| &mut v[..]),
-                group: 0,
+                group: index,
                 origin: None,
             })
             .collect();
-        step_tensors(tensors, &scalars)?;
+        step_tensors(tensors, &plan.scalars)?;
+        let advanced = self
+            .counts
+            .iter_mut()
+            .zip(grads)
+            .filter(|(_, g)| g.is_some());
+        for ((count, _), next) in advanced.zip(plan.next) {
+            *count = next;
+        }
         self.step = next;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tensor left out of some steps ends where an optimizer of its own, stepped
+    /// only on its steps, does: its bias corrections are those of its own count.
+    #[test]
+    fn a_tensor_without_a_grad_keeps_its_count_and_values() {
+        for config in [AdamConfig::default(), AdamConfig::nadam()] {
+            let mut a = vec![1.0f64, -2.0, 0.5];
+            let mut b = vec![0.25f64, 3.0];
+            let mut opt = Adam::<f64>::new(config, &[3, 2]).unwrap();
+            let mut alone_a = a.clone();
+            let mut alone_b = b.clone();
+            let mut opt_a = Adam::<f64>::new(config, &[3]).unwrap();
+            let mut opt_b = Adam::<f64>::new(config, &[2]).unwrap();
+            for t in 0..12u32 {
+                let ga: Vec<f64> = a.iter().map(|x| x * 0.5 + f64::from(t)).collect();
+                let gb: Vec<f64> = b.iter().map(|x| x - 0.1 * f64::from(t)).collect();
+                let b_steps = t % 3 == 0;
+                let grads = [Some(&ga[..]), b_steps.then_some(&gb[..])];
+                let before_b = b.clone();
+                opt.step_some(&mut [&mut a, &mut b], &grads).unwrap();
+                opt_a.step(&mut [&mut alone_a], &[&ga]).unwrap();
+                if b_steps {
+                    opt_b.step(&mut [&mut alone_b], &[&gb]).unwrap();
+                } else {
+                    assert_eq!(b, before_b);
+                }
+                assert_eq!(a, alone_a);
+                assert_eq!(b, alone_b);
+            }
+            let counts: Vec<u64> = opt.tensor_step_counts().collect();
+            assert_eq!(counts, [12, 4]);
+            assert_eq!(opt.step_count(), 12);
+            assert_eq!(opt.state()[1].exp_avg, opt_b.state()[0].exp_avg);
+        }
     }
 }

@@ -72,7 +72,6 @@ impl Owned {
 
     /// The reference: decode everything, the scalar f32 kernel, encode.
     fn reference_step(&mut self, scalars: &StepScalars, grad: &[f32]) {
-        let n = grad.len();
         let scale = if scalars.clips_norm() {
             let g: Vec<f32> = match self.kind {
                 Param::F32 => grad.to_vec(),
@@ -83,18 +82,7 @@ impl Owned {
             1.0
         };
         let c = scalars.coeffs::<f32>(scale);
-        let mut state: [Vec<f32>; 4] = std::array::from_fn(|k| {
-            let mut out = vec![0f32; n];
-            decode(
-                SimdLevel::Scalar,
-                BOOKS[k],
-                &self.codes[k],
-                &self.absmax[k],
-                &mut out,
-            )
-            .unwrap();
-            out
-        });
+        let mut state: [Vec<f32>; 4] = std::array::from_fn(|k| decoded(self, k));
         let grad: Vec<f32> = match self.kind {
             Param::F32 => grad.to_vec(),
             _ => grad.iter().map(|&x| bf16::from_f32(x).to_f32()).collect(),
@@ -424,4 +412,106 @@ fn eight_bit_state_with_stochastic_rounding_is_the_master_step_rounded_at_every_
             assert!(got == truth, "{level} threads={threads}");
         }
     }
+}
+
+#[test]
+fn a_finite_gradient_whose_square_overflows_gives_v_infinity_and_update_0_as_float32_state() {
+    // g = 1e21: (1 - beta2) * g^2 overflows float32, so v = +inf and that
+    // element's update is m / inf = 0, as with float32 state; the block keeps
+    // its other elements (absmax stored negated: see codec.rs), and the next
+    // steps keep v infinite and the param where it was.
+    let n = 3 * BLOCK + 7;
+    let big = 300;
+    let cfg = AdamConfig {
+        lr: 1e-2,
+        amsgrad: true,
+        momentum: 0.5,
+        ..Default::default()
+    };
+    let mut rng = Rng(5);
+    let start = Owned::new(&mut rng, n, Param::F32);
+    let grads: Vec<Vec<f32>> = (0..3)
+        .map(|t| {
+            let mut g: Vec<f32> = rng.vec(n, 1.0);
+            if t == 0 {
+                g[big] = 1e21;
+            }
+            g
+        })
+        .collect();
+    let scalars: Vec<StepScalars> = (1..=3)
+        .map(|t| StepScalars::new(&cfg, t).unwrap())
+        .collect();
+    let mut want = vec![start.clone()];
+    for (s, g) in scalars.iter().zip(&grads) {
+        let mut next = want.last().unwrap().clone();
+        next.reference_step(s, g);
+        want.push(next);
+    }
+    for after in &want[1..] {
+        let v = decoded(after, 1);
+        assert_eq!(v[big], f32::INFINITY);
+        assert_eq!(decoded(after, 2)[big], f32::INFINITY, "AMSGrad's max");
+        assert_eq!(after.param[big], start.param[big], "update 0");
+        let params = after.params_f32();
+        assert!(params.iter().all(|p| p.is_finite()));
+        assert!((v.iter().enumerate()).all(|(i, x)| i == big || x.is_finite()));
+        // The block's other elements moved.
+        let moved = (256..512).filter(|&i| after.param[i] != start.param[i]);
+        assert_eq!(moved.count(), 255);
+    }
+    // The block of the infinity holds it; the others are as without it.
+    assert!(want[1].absmax[1][1].is_sign_negative());
+    assert!(want[1].absmax[1][0] > 0.0 && want[1].absmax[1][2] > 0.0);
+    // Float32 state: the same element's update is 0 and its v infinite.
+    let mut p32 = start.params_f32();
+    let mut s32: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; n]);
+    for (s, g) in scalars.iter().zip(&grads) {
+        let [m, v, x, u] = &mut s32;
+        let t = Tensor::new(
+            StoredMut::Native(&mut p32[..]),
+            Stored::Native(&g[..]),
+            State::new(
+                StoredMut::Native(&mut m[..]),
+                StoredMut::Native(&mut v[..]),
+                Some(StoredMut::Native(&mut x[..])),
+                Some(StoredMut::Native(&mut u[..])),
+            ),
+            0,
+        );
+        step_tensors_with(SimdLevel::Scalar, vec![t], std::slice::from_ref(s)).unwrap();
+        assert_eq!(
+            (p32[big].to_bits(), s32[1][big]),
+            (start.param[big], f32::INFINITY)
+        );
+    }
+    // Every level and thread count gives the reference's bytes.
+    for level in SimdLevel::supported() {
+        for threads in [1, 2] {
+            let mut got = [start.clone()];
+            let (mut params, mut halves) = (vec![Vec::new()], vec![Vec::new()]);
+            let none = vec![Vec::new()];
+            pool(threads).install(|| {
+                for (t, (s, g)) in scalars.iter().zip(&grads).enumerate() {
+                    let g = std::slice::from_ref(g);
+                    run(level, s, &mut got, g, &mut params, &mut halves, &none).unwrap();
+                    assert!(got[0] == want[t + 1], "{level} threads={threads} step {t}");
+                }
+            });
+        }
+    }
+}
+
+/// State buffer `k` of `t`, decoded.
+fn decoded(t: &Owned, k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; t.codes[k].len()];
+    decode(
+        SimdLevel::Scalar,
+        BOOKS[k],
+        &t.codes[k],
+        &t.absmax[k],
+        &mut out,
+    )
+    .unwrap();
+    out
 }

@@ -95,6 +95,85 @@ impl Default for Carry {
     }
 }
 
+/// Where one tensor stands between steps: how many steps it has taken and what
+/// they carried. Each tensor keeps its own (a tensor left out of a step, having
+/// no gradient, does not advance, as `torch.optim` keeps a `step` per param), so
+/// the bias corrections are per tensor.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Count {
+    /// Steps taken (0 before the first).
+    pub steps: u64,
+    /// What the last step carried (NAdam's product).
+    pub carry: Carry,
+}
+
+/// The scalars of one step of tensors that each stand at their own [`Count`]:
+/// one [`StepScalars`] per distinct (group, count) among them, so tensors that
+/// stepped together share them (and a step in which every tensor of a group
+/// stands at one count computes what one count per group did).
+#[derive(Clone, Debug)]
+pub struct TensorSteps {
+    /// The distinct scalars; what a tensor's `group` field indexes in the step.
+    pub scalars: Vec<StepScalars>,
+    /// Per tensor, in the order given: its index into `scalars`.
+    pub index: Vec<usize>,
+    /// Per tensor: its count after this step.
+    pub next: Vec<Count>,
+}
+
+impl TensorSteps {
+    /// The scalars of the next step of each tensor, given as (its group's index
+    /// into `configs`, its count). An error names the group whose options (or
+    /// a tensor of which, at `u64::MAX` steps) cannot step.
+    pub fn plan(
+        configs: &[AdamConfig],
+        tensors: impl IntoIterator<Item = (usize, Count)>,
+    ) -> Result<Self, (usize, StepError)> {
+        let tensors = tensors.into_iter();
+        let mut plan = TensorSteps {
+            scalars: Vec::with_capacity(configs.len()),
+            index: Vec::with_capacity(tensors.size_hint().0),
+            next: Vec::with_capacity(tensors.size_hint().0),
+        };
+        // (group, steps, carry bits) -> index into scalars. Neighbours usually
+        // share a count, so the last one is tried before the map.
+        let mut seen = std::collections::HashMap::new();
+        let mut last: Option<((usize, u64, u64), usize, Count)> = None;
+        for (i, (group, count)) in tensors.enumerate() {
+            let key = (group, count.steps, count.carry.mu_product.to_bits());
+            let hit = match last {
+                Some((k, index, next)) if k == key => Some((index, next)),
+                _ => seen.get(&key).copied(),
+            };
+            let (index, next) = match hit {
+                Some(found) => found,
+                None => {
+                    let config = configs.get(group).ok_or((
+                        group,
+                        StepError::GroupOutOfRange {
+                            index: i,
+                            group,
+                            groups: configs.len(),
+                        },
+                    ))?;
+                    let steps = count.steps.checked_add(1);
+                    let steps = steps.ok_or((group, StepError::StepOverflow))?;
+                    let (s, carry) =
+                        StepScalars::next(config, steps, count.carry).map_err(|e| (group, e))?;
+                    plan.scalars.push(s);
+                    let found = (plan.scalars.len() - 1, Count { steps, carry });
+                    seen.insert(key, found);
+                    found
+                }
+            };
+            last = Some((key, index, next));
+            plan.index.push(index);
+            plan.next.push(next);
+        }
+        Ok(plan)
+    }
+}
+
 /// NAdam's momentum coefficient of step `t`.
 fn nadam_mu(config: &AdamConfig, t: f64) -> f64 {
     config.beta1 * (1.0 - 0.5 * 0.96f64.powf(t * config.momentum_decay))
@@ -271,6 +350,57 @@ impl StepScalars {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tensors_at_one_count_share_scalars_and_each_count_gets_its_own() {
+        let configs = [AdamConfig::default(), AdamConfig::nadam()];
+        let at = |steps, mu_product| Count {
+            steps,
+            carry: Carry { mu_product },
+        };
+        let tensors = [
+            (0, at(3, 1.0)),
+            (0, at(3, 1.0)),
+            (0, at(0, 1.0)),
+            (1, at(3, 0.5)),
+            (0, at(3, 1.0)),
+            (1, at(3, 0.25)),
+        ];
+        let plan = TensorSteps::plan(&configs, tensors).unwrap();
+        assert_eq!(plan.index, [0, 0, 1, 2, 0, 3]);
+        assert_eq!(plan.scalars.len(), 4);
+        for ((group, count), &index) in tensors.iter().zip(&plan.index) {
+            let (want, carry) =
+                StepScalars::next(&configs[*group], count.steps + 1, count.carry).unwrap();
+            assert_eq!(plan.scalars[index], want);
+            assert_eq!(
+                plan.next[tensors.iter().position(|t| t == &(*group, *count)).unwrap()].carry,
+                carry
+            );
+        }
+        assert_eq!(plan.next[2].steps, 1);
+        assert_eq!(plan.next[0].steps, 4);
+    }
+
+    #[test]
+    fn planning_names_the_group_that_cannot_step() {
+        let bad = AdamConfig {
+            lr: -1.0,
+            ..Default::default()
+        };
+        let configs = [AdamConfig::default(), bad];
+        let zero = Count::default();
+        let e = TensorSteps::plan(&configs, [(0, zero), (1, zero)]).unwrap_err();
+        assert!(matches!(e, (1, StepError::Config(_))));
+        let last = Count {
+            steps: u64::MAX,
+            ..zero
+        };
+        let e = TensorSteps::plan(&configs, [(0, zero), (0, last)]).unwrap_err();
+        assert_eq!(e, (0, StepError::StepOverflow));
+        let e = TensorSteps::plan(&configs, [(2, zero)]).unwrap_err();
+        assert!(matches!(e.1, StepError::GroupOutOfRange { group: 2, .. }));
+    }
 
     #[test]
     fn bias_corrections_follow_algorithm_1() {

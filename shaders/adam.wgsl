@@ -169,23 +169,28 @@ fn lowbias32(v: u32) -> u32 {
 }
 
 // f32 to bf16 bits, away from zero when the top 16 bits of r are below the 16
-// dropped bits; a NaN made quiet.
+// dropped bits; a NaN made quiet. Overflow as round to nearest: infinity from the
+// largest finite value plus half its gap (bits 0x7f7f8000) on, the largest below it.
 fn f32_to_bf16_stochastic(x: f32, r: u32) -> u32 {
     let b = bitcast<u32>(x);
+    let a = b & 0x7fffffffu;
     let up = select(0u, 1u, (r >> 16u) < (b & 0xffffu));
-    let nan = (b & 0x7fffffffu) > 0x7f800000u;
-    return select((b >> 16u) + up, (b >> 16u) | 0x40u, nan) & 0xffffu;
+    let finite = min((a >> 16u) + up, 0x7f7fu);
+    let magnitude = select(finite, 0x7f80u, a >= 0x7f7f8000u);
+    let nan = a > 0x7f800000u;
+    return select(magnitude | ((b >> 16u) & 0x8000u), (b >> 16u) | 0x40u, nan) & 0xffffu;
 }
 
 // f32 to f16 bits: normal results drop 13 bits (against the top 13 of r); below
 // 2^-14 the dropped fraction of |x| * 2^24, taken to 32 bits, against all of r.
+// Overflow as round to nearest: infinity from 65520 on, 65504 below it.
 fn f32_to_f16_stochastic(x: f32, r: u32) -> u32 {
     let b = bitcast<u32>(x);
     let sign = (b >> 16u) & 0x8000u;
     let a = b & 0x7fffffffu;
     let up = select(0u, 1u, (r >> 19u) < (a & 0x1fffu));
-    // (a >> 13) - ((127 - 15) << 10) as a wrapping u32, stopped at infinity.
-    let normal = min((a >> 13u) + 0xfffe4000u + up, 0x7c00u);
+    // (a >> 13) - ((127 - 15) << 10) as a wrapping u32, stopped at the largest.
+    let normal = select(min((a >> 13u) + 0xfffe4000u + up, 0x7bffu), 0x7c00u, a >= 0x477ff000u);
     let e = max(a >> 23u, 1u);
     let m = (a & 0x7fffffu) | select(0u, 0x800000u, (a >> 23u) != 0u);
     let dropped = 126u - e; // wraps for exponents past 126, as in Rust
@@ -369,9 +374,13 @@ fn adam_step(
 // adam_step), 64 words of codes (element 4i + b's code in byte b of word i, so the
 // words viewed as bytes are the host's code array), then one absmax (f32 bits) per
 // value. Decoding is values[code] * absmax; encoding takes the block's new absmax
-// (its largest |value|, NaN or infinity poisoning the block: absmax NaN, every code
-// that of 0) and each value's code nearest to value * (1 / absmax), ties between
-// two codes to the even one, decided on the float32 midpoints as bitsandbytes does.
+// (its largest |value|, a NaN poisoning the block: absmax NaN, every code that of 0)
+// and each value's code nearest to value * (1 / absmax), ties between two codes to
+// the even one, decided on the float32 midpoints as bitsandbytes does. A block with
+// infinities (and no NaN) keeps them, as rust/quant/codec.rs: absmax stored negated
+// (-A, A its largest finite |value|), +inf at code 255, -inf at code 0, the finite
+// values' codes under A kept off those; its code 255 decodes to +inf and the signed
+// map's code 0 to -inf.
 
 const Q8_BLOCK: u32 = 256u;
 const Q8_LANES: u32 = 64u;
@@ -386,6 +395,8 @@ struct Maps {
 @group(0) @binding(4) var<uniform> maps: Maps;
 
 var<workgroup> q8_absmax: array<atomic<u32>, 4>;
+// Per state value: 1 where the block holds an infinity, 2 where a NaN.
+var<workgroup> q8_nonfinite: array<atomic<u32>, 4>;
 // The maps copied into workgroup memory (values, then midpoints), where lookups at
 // different addresses across invocations do not serialize as a uniform's may.
 var<workgroup> q8_maps: array<f32, 1024>;
@@ -450,13 +461,47 @@ fn reciprocal(a: f32) -> f32 {
 
 const Q8_INFINITY: u32 = 0x7f800000u;
 
-// Codes of the 4 values x of an invocation under the block absmax whose bits
-// are `bits`, packed into one word; the block's absmax is returned through the
-// caller (absmax_of). A block of zeros or with a NaN or infinity gets the code of 0.
-fn encode4(book: u32, x: vec4<f32>, bits: u32) -> u32 {
+// A value decoded: values[code] * absmax, or an infinity at an end code of a
+// block whose absmax has its sign bit set (values[255] is 1, the signed map's
+// values[0] is -1).
+fn decode_q8(book: u32, code: u32, absmax: f32) -> f32 {
+    let bits = bitcast<u32>(absmax);
+    let end = code == 255u || (code == 0u && book == 0u);
+    let infinite = (bits >> 31u) == 1u && (bits & 0x7fffffffu) <= Q8_INFINITY && end;
+    return map_value(book, code) * select(abs(absmax), bitcast<f32>(Q8_INFINITY), infinite);
+}
+
+// Codes of the 4 values x of an invocation, packed into one word, under the block's
+// largest finite |x| (its bits: `bits`) and what it holds besides (`nonfinite`, as
+// q8_nonfinite); the block's absmax is returned through the caller (absmax_of).
+fn encode4(book: u32, x: vec4<f32>, bits: u32, nonfinite: u32) -> u32 {
+    let zero = nearest_code(book, 0.0);
+    if ((nonfinite & 2u) != 0u) {
+        return zero | (zero << 8u) | (zero << 16u) | (zero << 24u);
+    }
+    var word = encode4_finite(book, x, bits, zero);
+    if (nonfinite != 0u) {
+        // Infinities at the end codes; the finite values kept off them.
+        let lowest = select(0u, 1u, book == 0u);
+        var kept = 0u;
+        for (var b = 0u; b < 4u; b = b + 1u) {
+            var c = clamp((word >> (8u * b)) & 0xffu, lowest, 254u);
+            let xb = bitcast<u32>(x[b]);
+            if ((xb & 0x7fffffffu) == Q8_INFINITY) {
+                c = select(255u, 0u, (xb >> 31u) == 1u);
+            }
+            kept = kept | (c << (8u * b));
+        }
+        word = kept;
+    }
+    return word;
+}
+
+// encode4 for the values whose codes are the ordinary rule's (the infinities get
+// any code here).
+fn encode4_finite(book: u32, x: vec4<f32>, bits: u32, zero: u32) -> u32 {
     var word = 0u;
-    if (bits == 0u || bits >= Q8_INFINITY) {
-        let zero = nearest_code(book, 0.0);
+    if (bits == 0u) {
         return zero | (zero << 8u) | (zero << 16u) | (zero << 24u);
     }
     let absmax = bitcast<f32>(bits);
@@ -470,25 +515,38 @@ fn encode4(book: u32, x: vec4<f32>, bits: u32) -> u32 {
     }
     let scale = reciprocal(absmax * factor);
     for (var b = 0u; b < 4u; b = b + 1u) {
-        word = word | (nearest_code(book, (x[b] * factor) * scale) << (8u * b));
+        let y = select((x[b] * factor) * scale, 0.0, (bitcast<u32>(x[b]) & 0x7fffffffu) >= Q8_INFINITY);
+        word = word | (nearest_code(book, y) << (8u * b));
     }
     return word;
 }
 
-fn absmax_of(bits: u32) -> f32 {
-    if (bits >= Q8_INFINITY) {
+// The block's absmax as stored, from its largest finite |x| and what else it holds.
+fn absmax_of(bits: u32, nonfinite: u32) -> f32 {
+    if ((nonfinite & 2u) != 0u) {
         return bitcast<f32>(0x7fc00000u);
     }
-    return bitcast<f32>(bits);
+    return bitcast<f32>(bits | select(0u, 0x80000000u, nonfinite != 0u));
 }
 
-// The largest |x| of 4 values, as bits: a NaN's are above every number's.
+// The largest finite |x| of 4 values, as bits.
 fn abs_bits4(x: vec4<f32>, valid: vec4<bool>) -> u32 {
     var m = 0u;
     for (var b = 0u; b < 4u; b = b + 1u) {
-        m = max(m, select(0u, bitcast<u32>(x[b]) & 0x7fffffffu, valid[b]));
+        let a = bitcast<u32>(x[b]) & 0x7fffffffu;
+        m = max(m, select(0u, a, valid[b] && a < Q8_INFINITY));
     }
     return m;
+}
+
+// What else 4 values hold: 1 for an infinity, 2 for a NaN (as q8_nonfinite).
+fn nonfinite4(x: vec4<f32>, valid: vec4<bool>) -> u32 {
+    var f = 0u;
+    for (var b = 0u; b < 4u; b = b + 1u) {
+        let a = bitcast<u32>(x[b]) & 0x7fffffffu;
+        f = f | select(0u, select(1u, 2u, a > Q8_INFINITY), valid[b] && a >= Q8_INFINITY);
+    }
+    return f;
 }
 
 @compute @workgroup_size(64)
@@ -508,6 +566,7 @@ fn adam_step_q8(
     let slot_w = used - 1u;
     if (lid < 4u) {
         atomicStore(&q8_absmax[lid], 0u);
+        atomicStore(&q8_nonfinite[lid], 0u);
     }
     for (var k = 0u; k < 4u; k = k + 1u) {
         let row = lid * 4u + k;
@@ -533,7 +592,7 @@ fn adam_step_q8(
             var decoded: vec4<f32>;
             for (var j = 0u; j < used; j = j + 1u) {
                 let code = (words[j] >> (8u * b)) & 0xffu;
-                decoded[j] = map_value(book_of_slot(j, used), code) * scales[j];
+                decoded[j] = decode_q8(book_of_slot(j, used), code, scales[j]);
             }
             if (valid[b]) {
                 var old = Values(param[i], decoded[0], decoded[1], 0.0, 0.0);
@@ -550,17 +609,21 @@ fn adam_step_q8(
             }
         }
         for (var j = 0u; j < used; j = j + 1u) {
-            atomicMax(&q8_absmax[j], abs_bits4(slot_values(new_vals, j, used), valid));
+            let values = slot_values(new_vals, j, used);
+            atomicMax(&q8_absmax[j], abs_bits4(values, valid));
+            atomicOr(&q8_nonfinite[j], nonfinite4(values, valid));
         }
     }
     workgroupBarrier();
     if (live) {
         for (var j = 0u; j < used; j = j + 1u) {
             let bits = atomicLoad(&q8_absmax[j]);
+            let nonfinite = atomicLoad(&q8_nonfinite[j]);
             let book = book_of_slot(j, used);
-            state[base + j * Q8_LANES + lid] = encode4(book, slot_values(new_vals, j, used), bits);
+            let values = slot_values(new_vals, j, used);
+            state[base + j * Q8_LANES + lid] = encode4(book, values, bits, nonfinite);
             if (lid == 0u) {
-                state[base + used * Q8_LANES + j] = bitcast<u32>(absmax_of(bits));
+                state[base + used * Q8_LANES + j] = bitcast<u32>(absmax_of(bits, nonfinite));
             }
         }
     }

@@ -120,3 +120,28 @@ class _RaisesNamed:
             assert name in str(ev), f"message {str(ev)!r} does not name {name!r}"
         self.value = ev
         return True
+
+
+def step_both(opt1, opt2, grads, params1, params2, *, exact: bool, assert_close) -> None:
+    """One more step on two optimizers that hold the same params and state (one
+    moved from the other), then their params (synced to the host): equal bit for
+    bit when ``exact`` (the same kernel on both), else ``assert_close(got, want)``."""
+    opt1.step(grads)
+    opt2.step(grads)
+    opt1.sync()
+    opt2.sync()
+    for want, got in zip(params1, params2):
+        if exact:
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert_close(got, want)
+
+
+def assert_same_run(params_a, params_b, opt_a, opt_b) -> None:
+    """Two runs that must agree bit for bit: each param, and each state array of
+    ``opt_a``, equal to ``opt_b``'s."""
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_array_equal(a, b)
+    for key in opt_a.state:
+        for name in opt_a.state[key]:
+            np.testing.assert_array_equal(opt_a.state[key][name], opt_b.state[key][name])

@@ -175,7 +175,7 @@ def test_write_arrays_that_overlap_are_refused_by_the_engine():
     config = engine_options({**radam.Adam([np.ones(1)]).defaults}, "").config
     before = p.tobytes(), state.tobytes()
     with raises_named(ValueError, "state[0]['exp_avg_sq']", "state[0]['exp_avg']"):
-        engine.step([np.ones(8, np.float32)], 1, [config], [1.0])
+        engine.step([np.ones(8, np.float32)], [config])
     assert (p.tobytes(), state.tobytes()) == before
 
 

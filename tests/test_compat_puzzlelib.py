@@ -186,7 +186,7 @@ def test_load_checks_before_changing(tmp_path):
         fresh.load(path)
     assert (fresh.t, fresh.alpha) == (0, 0.5) and fresh.optimizer.state == {}
     (tmp_path / "junk.npz").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):  # noqa: B017 (numpy's own error for a bad file)
+    with pytest.raises(ValueError, match="junk.npz is not a checkpoint"):
         fresh.load(tmp_path / "junk.npz")
     with pytest.raises(RuntimeError, match="setupOn"):
         Adam().load(path)
@@ -255,3 +255,134 @@ def test_saved_moments_are_puzzlelibs(tmp_path, global_state):
             np.testing.assert_allclose(data[f"m{j}"], ref.m[name], rtol=1e-12)
             np.testing.assert_allclose(data[f"v{j}"], ref.v[name], rtol=1e-12)
         assert int(data["t"]) == 7 and float(data["learnRate"]) == pytest.approx(ref.learnRate)
+
+
+# ------------------------------------------------- damaged and foreign checkpoint files
+# Before: np.load's own errors (zipfile.BadZipFile, KeyError 'm1', "Failed to
+# interpret file ... as a pickle", ...), and some foreign files loaded silently.
+
+
+def _saved(tmp_path):
+    net = Net()
+    opt = Adam(alpha=1e-2)
+    opt.setupOn(net)
+    run(net, opt, 3)
+    path = tmp_path / "adam.npz"
+    opt.save(path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    return path, arrays
+
+
+def _loader():
+    """An optimizer two updates in, and what a failed load must leave as it is."""
+    net = Net()
+    opt = Adam(alpha=0.5)
+    opt.setupOn(net)
+    run(net, opt, 2, seed=7)
+    state = {n: {k: a.copy() for k, a in s.items()} for n, s in opt.optimizer.state.items()}
+    kept = (opt.t, opt.alpha, opt.learnRate, {n: p.copy() for n, p in net.params.items()}, state)
+    return opt, net, kept
+
+
+def _assert_kept(opt, net, kept):
+    t, alpha, learn_rate, params, state = kept
+    assert (opt.t, opt.alpha, opt.learnRate) == (t, alpha, learn_rate)
+    for name, p in net.params.items():
+        assert p.tobytes() == params[name].tobytes()
+    assert opt.optimizer.step_count == 2
+    for n, s in state.items():
+        for k, a in s.items():
+            assert opt.optimizer.state[n][k].tobytes() == a.tobytes()
+
+
+def _rewritten(tmp_path, arrays, **changes):
+    out = {**arrays, **changes}
+    out = {k: v for k, v in out.items() if v is not None}
+    path = tmp_path / "changed.npz"
+    np.savez(path, **out)
+    return path
+
+
+def _damaged(tmp_path, how):
+    path, _ = _saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "flipped byte":
+        data[len(data) // 3] ^= 0xFF
+    elif how == "junk":
+        data = bytearray(b"not a checkpoint")
+    elif how == "empty":
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped byte", "junk", "empty"])
+def test_a_damaged_file_is_a_clear_error_and_changes_nothing(tmp_path, how):
+    path = _damaged(tmp_path, how)
+    opt, net, kept = _loader()
+    with pytest.raises(ValueError, match="not a checkpoint written by radam.compat.puzzlelib"):
+        opt.load(path)
+    _assert_kept(opt, net, kept)
+
+
+def test_foreign_files_are_clear_errors_and_change_nothing(tmp_path):
+    opt, net, kept = _loader()
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    np.savez(tmp_path / "other.npz", weights=np.zeros(3))
+    (tmp_path / "pickle.npz").write_bytes(b"\x80\x04K\x01.")  # pickle.dumps(1)
+    for name, words in [
+        ("array.npy", "one .npy array"),
+        ("other.npz", "without its 'format'"),
+        ("pickle.npz", "cannot be read as .npz"),
+    ]:
+        with pytest.raises(ValueError, match="not a checkpoint") as info:
+            opt.load(tmp_path / name)
+        assert words in str(info.value) and name in str(info.value)
+        _assert_kept(opt, net, kept)
+    with pytest.raises(FileNotFoundError):
+        opt.load(tmp_path / "missing.npz")
+    _assert_kept(opt, net, kept)
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"m1": None}, "missing ['m1']"),
+        ({"extra": np.zeros(2)}, "unexpected ['extra']"),
+        ({"t": np.array(3.0)}, "'t' must be a single integer"),
+        ({"t": np.array([3])}, "'t' must be a single integer"),
+        ({"alpha": np.array("1e-3")}, "'alpha' must be a single float"),
+        ({"learnRate": None}, "missing ['learnRate'], unexpected []"),
+        ({"names": np.array([1, 2, 3])}, "'names'"),
+        ({"format": np.array("radam.compat.puzzlelib.Adam/2")}, "its format"),
+        ({"t": np.array(-1)}, "t must be >= 0"),
+        ({"alpha": np.array(float("nan"))}, "alpha"),
+        ({"beta1": np.array(1.5)}, "beta1"),
+        ({"learnRate": np.array(float("inf"))}, "learnRate must be finite"),
+        ({"t": np.array(0)}, "t is 0"),
+        ({"t": np.array(2**64 - 1, np.uint64)}, "step"),
+    ],
+)
+def test_a_malformed_checkpoint_is_named_and_changes_nothing(tmp_path, changes, words):
+    _, arrays = _saved(tmp_path)
+    path = _rewritten(tmp_path, arrays, **changes)
+    opt, net, kept = _loader()
+    with pytest.raises(ValueError) as info:
+        opt.load(path)
+    assert words in str(info.value) and str(path) in str(info.value)
+    _assert_kept(opt, net, kept)
+
+
+@pytest.mark.parametrize("which, value", [("m0", np.nan), ("v0", -1.0), ("v1", np.nan)])
+def test_moments_no_run_reaches_are_refused_and_change_nothing(tmp_path, which, value):
+    _, arrays = _saved(tmp_path)
+    bad = arrays[which].copy()
+    bad.reshape(-1)[0] = value
+    path = _rewritten(tmp_path, arrays, **{which: bad})
+    opt, net, kept = _loader()
+    with pytest.raises(ValueError, match="does not fit this optimizer"):
+        opt.load(path)
+    _assert_kept(opt, net, kept)

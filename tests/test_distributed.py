@@ -89,12 +89,20 @@ def test_checkpoint_reshards_from_3_to_2_ranks_and_one_process(tmp_path):
 
 
 @needs_mpi
-@pytest.mark.parametrize("case", ["shape", "count", "dtype", "option", "grad"])
+@pytest.mark.parametrize("case", ["shape", "count", "dtype", "option", "grad", "none-grad"])
 def test_mismatches_raise_on_every_rank(case):
-    ranks = 3 if case != "grad" else 2
+    ranks = 3 if case not in ("grad", "none-grad") else 2
     out = mpiexec(ranks, "failures.py", case, timeout=60).stdout
     assert out.count(f"{case} raised") == ranks, out
     assert out.count("done") == ranks
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", ["load-readonly", "load-option"])
+def test_averaged_load_that_one_rank_refuses_changes_no_rank(case, tmp_path):
+    out = mpiexec(3, "failures.py", case, str(tmp_path / "ck.radam"), timeout=90).stdout
+    assert out.count(f"{case} raised") == 3, out
+    assert out.count("done") == 3
 
 
 @needs_mpi

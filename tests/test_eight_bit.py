@@ -45,7 +45,12 @@ def fma32(a, b, c):
 
 
 def decode(codes, absmax, values):
-    return (values[codes] * np.repeat(absmax, BLOCK)[: codes.size]).astype(F32)
+    """``values[code] * absmax``; in a block whose absmax is negated (it holds
+    infinities), code 255 is +inf and the signed map's code 0 is -inf."""
+    scale = np.repeat(absmax, BLOCK)[: codes.size]
+    ends = (codes == 255) | ((codes == 0) & (values[0] < 0))
+    scale = np.where(np.signbit(scale) & ends, F32(np.inf), np.abs(scale))
+    return (values[codes] * scale).astype(F32)
 
 
 class Reference:
@@ -252,8 +257,8 @@ def _stepped(n=5000):
         ("exp_avg_sq_absmax", lambda a: a[:-1], "shape"),
         (
             "exp_avg_sq_absmax",
-            lambda a: np.where(np.arange(a.size) == 3, -1.0, a).astype(F32),
-            ">= 0",
+            lambda a: np.where(np.arange(a.size) == 3, -np.inf, a).astype(F32),
+            "finite",
         ),
         (
             "max_exp_avg_sq_absmax",
@@ -280,6 +285,45 @@ def test_bad_state_dicts_are_refused_and_change_nothing(name, change, match):
     with pytest.raises(ValueError, match=match):
         opt.load_state_dict(sd)
     assert_unchanged(opt, before)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_a_gradient_whose_square_overflows_is_kept_as_float32_state_keeps_it(amsgrad):
+    # g = 1e21 is finite, but (1 - beta2) * g^2 overflows float32: v = +inf and that
+    # element's update m / inf = 0, as with float32 state, on every step after; the
+    # block's other elements step on, and the state dict loads back.
+    n, big = 5000, 300
+    rng = np.random.default_rng(8)
+    start = rng.standard_normal(n).astype(F32)
+    w8, w32 = start.copy(), start.copy()
+    opt8 = radam.Adam([w8], lr=1e-2, amsgrad=amsgrad, state_dtype="8bit")
+    opt32 = radam.Adam([w32], lr=1e-2, amsgrad=amsgrad)
+    for t in range(3):
+        g = rng.standard_normal(n).astype(F32)
+        if t == 0:
+            g[big] = 1e21
+        opt8.step([g])
+        opt32.step([g])
+        assert w8[big] == w32[big] == start[big]
+        assert np.isfinite(w8).all()
+        for name in ["exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else []):
+            v = decode(opt8.state[0][name], opt8.state[0][f"{name}_absmax"], UNSIGNED)
+            assert v[big] == opt32.state[0][name][big] == np.inf
+            assert np.isfinite(np.delete(v, big)).all()
+            # The block's absmax is stored negated; its largest finite v keeps off
+            # code 255 (+inf's), at code 254.
+            absmax = opt8.state[0][f"{name}_absmax"]
+            assert absmax[1] < 0 and (absmax[[0, 2, 3]] > 0).all()
+            finite = np.delete(v[BLOCK : 2 * BLOCK], big - BLOCK)
+            assert finite.max() == UNSIGNED[254] * -absmax[1]
+        # The block's other elements moved, about as with float32 state.
+        moved = w8[BLOCK:big] != start[BLOCK:big]
+        assert moved.all()
+    sd = opt8.state_dict()
+    twin = radam.Adam([start.copy()], lr=1e-2, amsgrad=amsgrad, state_dtype="8bit")
+    twin.load_state_dict(sd)
+    for name, a in opt8.state[0].items():
+        np.testing.assert_array_equal(twin.state[0][name], a, err_msg=name)
 
 
 def test_a_float32_state_dict_does_not_load_into_eight_bit_state():

@@ -26,6 +26,7 @@ import tempfile
 import numpy as np
 import pytest
 import radam
+from helpers import assert_unchanged, snapshot, step_both
 from radam import _core, gpu
 
 if not os.environ.get("XDG_RUNTIME_DIR"):
@@ -270,16 +271,11 @@ def test_host_side_checks_refuse_device_grads(options, match):
     params = [np.ones(3, np.float32), np.ones((2, 3), np.float32)]
     opt = radam.Adam(params, lr=0.1, device="gpu", **options)
     opt.step([np.ones(3, np.float32), np.ones((2, 3), np.float32)])
-    before = _snapshot(opt, params)
+    before = _synced_snapshot(opt)
     with pytest.raises(ValueError, match=match):
         opt.step([np.ones(3, np.float32), _device_array((2, 3))])
-    after = _snapshot(opt, params)
-    for x, y in zip(before[0], after[0]):
-        np.testing.assert_array_equal(x, y)
-    for k in before[1]:
-        for n in before[1][k]:
-            np.testing.assert_array_equal(before[1][k][n], after[1][k][n])
-    assert before[2] == after[2] == 1
+    _assert_unchanged_on_host(opt, before)
+    assert before["step"] == 1
 
 
 @needs_gpu
@@ -671,16 +667,15 @@ def test_16_bit_state_dict_moves_between_devices(first, second, dtype):
             np.testing.assert_array_equal(
                 moved["state"][i][name].view(np.uint16), entry[name].view(np.uint16)
             )
-    # One more step on both, from the same params and state.
-    opt1.step(grads[20])
-    opt2.step(grads[20])
-    opt1.sync()
-    opt2.sync()
-    for x, y in zip(p1, p2):
-        if first == second:
-            np.testing.assert_array_equal(x, y)
-        else:
-            assert_close(y, x, "params after one more step")
+    step_both(
+        opt1,
+        opt2,
+        grads[20],
+        p1,
+        p2,
+        exact=first == second,
+        assert_close=lambda got, want: assert_close(got, want, "params after one more step"),
+    )
     sd1, sd2 = opt1.state_dict(), opt2.state_dict()
     for i, entry in sd1["state"].items():
         for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "velocity"):
@@ -913,10 +908,15 @@ def test_load_state_dict_keeps_gpu_params():
 # -- bad input on the GPU path -------------------------------------------------------------
 
 
-def _snapshot(opt, params):
+def _synced_snapshot(opt):
+    """A snapshot of the params and state on the device, read back to the host."""
     opt.sync()
-    state = {k: {n: a.copy() for n, a in v.items()} for k, v in opt.state.items()}
-    return [p.copy() for p in params], state, opt.step_count
+    return snapshot(opt)
+
+
+def _assert_unchanged_on_host(opt, before):
+    opt.sync()
+    assert_unchanged(opt, before)
 
 
 def _device_array(shape):
@@ -938,7 +938,7 @@ BAD_GRADS = {
     "dtype": (lambda p, g: [g[0], g[1].astype(np.float64)], TypeError, r"grads\[1\] has dtype"),
     "int": (lambda p, g: [g[0], g[1].astype(np.int32)], TypeError, r"grads\[1\] has dtype int32"),
     "non-array": (lambda p, g: [g[0], [1.0] * 6], TypeError, r"grads\[1\] must be"),
-    "None item": (lambda p, g: [g[0], None], TypeError, r"grads\[1\] must be"),
+    "None item": (lambda p, g: [g[0], None], ValueError, r"grads\[1\] is None: device='gpu'"),
     "None": (lambda p, g: None, TypeError, "grads is None"),
     "alias": (lambda p, g: [g[0], p[1]], ValueError, r"grads\[1\] shares memory"),
     "device shape": (
@@ -968,18 +968,13 @@ def test_bad_grads_change_nothing(case):
     first = grads_for(params, rng)
     opt.step(first)
     ref_opt.step(first)
-    before = _snapshot(opt, params)
+    before = _synced_snapshot(opt)
     make, error, match = BAD_GRADS[case]
     grads = make(params, [np.ones_like(p) for p in params])
     with pytest.raises(error, match=match):
         opt.step(grads)
-    after = _snapshot(opt, params)
-    for x, y in zip(before[0], after[0]):
-        np.testing.assert_array_equal(x, y)
-    for k in before[1]:
-        for n in before[1][k]:
-            np.testing.assert_array_equal(before[1][k][n], after[1][k][n])
-    assert before[2] == after[2] == 1
+    _assert_unchanged_on_host(opt, before)
+    assert before["step"] == 1
     # It keeps working, as if the bad call never happened.
     second = grads_for(params, rng)
     opt.step(second)
@@ -1156,18 +1151,19 @@ def test_stochastic_rounding_functions_match_the_reference():
     for col, dtype in ((0, np.dtype(ml_dtypes.bfloat16)), (1, np.dtype(np.float16))):
         got = out[:, col]
         assert (got >> 16 == 0).all()
-        inside = np.isfinite(f) & (np.abs(f) <= float(ml_dtypes.finfo(dtype).max))
-        want = round_reference(f[inside], r[inside], dtype).view(np.uint16)
-        bad = got[inside] != want
-        assert not bad.any(), f"{dtype}: {f[inside][bad][:5]} -> {got[inside][bad][:5]}"
-        # NaN stays NaN, made quiet; infinities stay; past the largest: the largest or infinity.
+        # Every finite value, those past the largest included (overflow as round to
+        # nearest: the largest, or infinity where rounding to nearest gives it).
+        finite = np.isfinite(f)
+        assert (np.abs(f[finite]) > float(ml_dtypes.finfo(dtype).max)).any()
+        want = round_reference(f[finite], r[finite], dtype).view(np.uint16)
+        bad = got[finite] != want
+        assert not bad.any(), f"{dtype}: {f[finite][bad][:5]} -> {got[finite][bad][:5]}"
+        # NaN stays NaN, made quiet; infinities stay.
         e, quiet = (0x7F80, 0x0040) if col == 0 else (0x7C00, 0x0200)
         nan = np.isnan(f)
         assert ((got[nan] & e) == e).all() and (got[nan] & quiet).all()
-        big = ~inside & ~nan
-        as_value = got[big].astype(np.uint16).view(dtype).astype(np.float64)
-        largest = float(ml_dtypes.finfo(dtype).max)
-        assert np.all((np.abs(as_value) == largest) | np.isinf(as_value))
+        inf = np.isinf(f)
+        assert (got[inf] == (e | np.where(f[inf] < 0, 0x8000, 0))).all()
 
 
 def _rounded_pair(dtype, shapes, groups, **options):
@@ -1209,6 +1205,23 @@ def test_stochastic_rounding_equals_the_cpu_bit_for_bit(dtype, monkeypatch):
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_stochastic_rounding_at_the_top_of_the_range_overflows_as_round_to_nearest(dtype):
+    # The largest finite param pushed up by lr = 1 stays the largest (infinity is no
+    # neighbour to round up to); pushed past rounding to nearest's overflow, infinity.
+    import ml_dtypes
+
+    half = _half(dtype)
+    largest = float(ml_dtypes.finfo(half).max)
+    n = 10_000
+    for lr, want in ((1.0, largest), (largest, np.inf)):
+        p = np.full(n, largest, half)
+        opt = radam.Adam([p], lr=lr, maximize=True, stochastic_rounding=True, device="gpu")
+        opt.step([np.ones(n, half)])
+        np.testing.assert_array_equal(p.astype(np.float64), want)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_stochastic_rounding_matches_the_cpu_with_gradients(dtype):
     # With gradients the float32 results differ in the odd last bit (as
     # test_16_bit_params_match_cpu measures); the rounding then differs only where
@@ -1228,3 +1241,24 @@ def test_stochastic_rounding_matches_the_cpu_with_gradients(dtype):
     total = sum(p.size for p in cpu_p)
     assert differ <= HALF_PARAMS_DIFFER * total, f"{differ} of {total} params differ"
     print(f"{dtype} stochastic rounding: {differ} of {total} params differ")
+
+
+@needs_gpu
+def test_params_of_a_group_at_different_step_counts_are_refused_on_the_gpu():
+    # The GPU steps a group at one count; a CPU run in which params skipped steps
+    # (None grads) loads elsewhere, not here, and nothing changes.
+    rng = np.random.default_rng(2)
+    cpu_params = [rng.standard_normal(4).astype(np.float32) for _ in range(2)]
+    cpu = radam.Adam(cpu_params, lr=0.1)
+    cpu.step([np.ones(4, np.float32), np.ones(4, np.float32)])
+    cpu.step([np.ones(4, np.float32), None])
+    params = [p.copy() for p in cpu_params]
+    opt = radam.Adam(params, lr=0.1, device="gpu")
+    opt.step([np.ones(4, np.float32), np.ones(4, np.float32)])
+    before = [p.copy() for p in params]
+    with pytest.raises(ValueError, match=r"param_groups\[0\].*different step counts.*cpu"):
+        opt.load_state_dict(cpu.state_dict())
+    assert opt.tensor_step_counts == [1, 1]
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, params))
+    opt.step([np.ones(4, np.float32), np.ones(4, np.float32)])
+    assert opt.tensor_step_counts == [2, 2]

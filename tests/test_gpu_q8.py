@@ -2,13 +2,15 @@
 
 The references, written from the format's rules (bitsandbytes' blockwise dynamic
 quantization): decode is ``values[code] * absmax`` per block of 256; encode takes the
-block's largest ``|x|`` (a NaN or infinity poisons the block: absmax NaN, every code
-that of 0) and gives each ``x`` the number of float32 midpoints
-``(values[k] + values[k + 1]) * 0.5`` below ``x * (1 / absmax)``, plus one where it
-equals a midpoint whose upper code is even. The float32 update between them is the one
-the float32-state GPU path computes (tests/test_gpu.py holds that against the CPU), so a
-step of 8-bit state is compared bit for bit with: decode (NumPy), one float32-state GPU
-step, encode (NumPy and the Rust core's encoder).
+block's largest ``|x|`` (a NaN poisons the block: absmax NaN, every code that of 0)
+and gives each ``x`` the number of float32 midpoints ``(values[k] + values[k + 1]) *
+0.5`` below ``x * (1 / absmax)``, plus one where it equals a midpoint whose upper code
+is even. A block with infinities keeps them: absmax stored negated (its largest finite
+``|x|``), +inf at code 255, -inf at code 0, the finite values kept off those codes; such
+a block decodes code 255 to +inf and the signed map's code 0 to -inf. The float32
+update between them is the one the float32-state GPU path computes (tests/test_gpu.py
+holds that against the CPU), so a step of 8-bit state is compared bit for bit with:
+decode (NumPy), one float32-state GPU step, encode (NumPy and the Rust core's encoder).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import radam
+from helpers import step_both
 from radam import _core, gpu
 from radam._engine import (
     EXP_AVG,
@@ -42,6 +45,9 @@ def values_of(name: str) -> np.ndarray:
 def ref_decode(codes: np.ndarray, absmax: np.ndarray, name: str) -> np.ndarray:
     flat = codes.reshape(-1)
     scale = np.repeat(absmax, BLOCK)[: flat.size]
+    ends = (flat == 255) | ((flat == 0) & (name in SIGNED_NAMES))
+    infinite = np.signbit(scale) & ~np.isnan(scale) & ends
+    scale = np.where(infinite, np.float32(np.inf), np.abs(scale))
     return (values_of(name)[flat] * scale).astype(np.float32).reshape(codes.shape)
 
 
@@ -54,8 +60,15 @@ def ref_encode(x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     absmax = np.empty(-(-flat.size // BLOCK), np.float32)
     for b in range(absmax.size):
         block = flat[b * BLOCK : (b + 1) * BLOCK]
-        if not np.isfinite(block).all():
+        if np.isnan(block).any():
             absmax[b], codes[b * BLOCK : b * BLOCK + block.size] = np.nan, zero
+            continue
+        infinite = np.isinf(block)
+        if infinite.any():
+            c, a = ref_encode(np.where(infinite, np.float32(0), block), name)
+            c = np.clip(c, 1 if name in SIGNED_NAMES else 0, 254)
+            c[infinite] = np.where(block[infinite] > 0, 255, 0)
+            absmax[b], codes[b * BLOCK : b * BLOCK + block.size] = -a[0], c
             continue
         a = np.abs(block).max()
         absmax[b] = a
@@ -96,17 +109,18 @@ def random_q8_state(shape, names, rng) -> dict[str, np.ndarray]:
     return state
 
 
-def step_f32_reference(params, states, grads, names, options, t):
+def step_f32_reference(params, states, grads, names, options, t, carry=1.0):
     """One float32-state GPU step of the decoded state, then the reference encode:
     the new params and 8-bit state."""
     records, decoded = [], []
     for i, (p, state) in enumerate(zip(params, states)):
         d = {n: ref_decode(state[n], state[absmax_name(n)], n) for n in names}
         decoded.append(d)
-        records.append(TensorBuffers(f"[{i}]", 0, p.copy(), d, i))
+        # Step t of each tensor: it has taken t - 1.
+        records.append(TensorBuffers(f"[{i}]", 0, p.copy(), d, i, 0, t - 1, carry))
     engine = GpuEngine(records)
     config = engine_options(options, "").config
-    engine.step(grads, t, [config], [1.0])
+    engine.step(grads, [config])
     engine.sync()
     out = []
     for r, d in zip(records, decoded):
@@ -173,10 +187,11 @@ def test_a_step_of_8_bit_state_is_decode_f32_step_encode(name, param_dtype="floa
     for t in (1, 2, 3):
         grads = [(0.1 * rng.standard_normal(s)).astype(param_dtype) for s in SHAPES]
         before = [(p.copy(), {k: a.copy() for k, a in st.items()}) for p, st in zip(params, states)]
+        carry = engine.counts()[1][0]  # NAdam's product so far
         want = step_f32_reference(
-            [b[0] for b in before], [b[1] for b in before], grads, names, options, t
+            [b[0] for b in before], [b[1] for b in before], grads, names, options, t, carry
         )
-        engine.step(grads, t, [config], [1.0])
+        engine.step(grads, [config])
         engine.sync()
         for i, ((p_want, s_want, moments), p, st) in enumerate(zip(want, params, states)):
             np.testing.assert_array_equal(p, p_want, err_msg=f"step {t} params[{i}]")
@@ -228,7 +243,7 @@ def test_every_midpoint_tie_and_the_special_blocks():
         zero_state[n], zero_state[absmax_name(n)] = ref_encode(np.zeros_like(g), n)
     param = np.zeros_like(g)
     engine = GpuEngine([TensorBuffers("[0]", 0, param, zero_state, 0)])
-    engine.step([g], 1, [config], [1.0])
+    engine.step([g], [config])
     engine.sync()
     for n, x in ((EXP_AVG, g), (EXP_INF, np.abs(g))):
         codes, absmax = ref_encode(x, n)
@@ -241,6 +256,55 @@ def test_every_midpoint_tie_and_the_special_blocks():
     y = g[1:BLOCK]
     assert (zero_state[EXP_AVG][1:BLOCK] == np.arange(255) + (np.arange(255) % 2 == 1)).all()
     assert y.size == 255
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", ["adam", "amsgrad"])
+def test_a_gradient_whose_square_overflows_gives_v_infinity_and_update_0(name):
+    """g = 1e21: (1 - beta2) * g^2 overflows float32, so v = +inf and that element's
+    update is 0, as with float32 state, on every later step too; the block's other
+    elements step on (decode, float32 step, encode, bit for bit), and the optimizer's
+    state dict loads back."""
+    options = {"lr": 1e-2, **OPTIONS[name]}
+    names = names_for(options)
+    shape, big = (5000,), 300
+    rng = np.random.default_rng(2)
+    start = rng.standard_normal(shape).astype(np.float32)
+    param = start.copy()
+    state = random_q8_state(shape, names, rng)
+    engine = GpuEngine([TensorBuffers("[0]", 0, param, state, 0)])
+    config = engine_options(options, "").config
+    for t in (1, 2, 3):
+        g = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        if t == 1:
+            g[big] = 1e21
+        before = {k: a.copy() for k, a in state.items()}
+        ((p_want, s_want, _),) = step_f32_reference(
+            [param.copy()], [before], [g], names, options, t
+        )
+        engine.step([g], t, [config], [1.0])
+        engine.sync()
+        np.testing.assert_array_equal(param, p_want, err_msg=f"step {t}")
+        for n in names:
+            np.testing.assert_array_equal(state[n], s_want[n], err_msg=f"step {t} {n}")
+            np.testing.assert_array_equal(state[absmax_name(n)], s_want[absmax_name(n)])
+        assert param[big] == start[big] and np.isfinite(param).all()
+        for n in names[1:]:
+            v = ref_decode(state[n], state[absmax_name(n)], n)
+            assert v[big] == np.inf and np.isfinite(np.delete(v, big)).all(), n
+            assert state[absmax_name(n)][1] < 0
+    # Through the optimizer: the same on the GPU, and its state dict loads back.
+    w = start.copy()
+    opt = radam.Adam([w], state_dtype="8bit", device="gpu", **options)
+    g = np.zeros(shape, np.float32)
+    g[big] = 1e21
+    opt.step([g])
+    opt.sync()
+    assert w[big] == start[big]
+    twin = radam.Adam([start.copy()], state_dtype="8bit", device="gpu", **options)
+    twin.load_state_dict(opt.state_dict())
+    for k, a in opt.state[0].items():
+        np.testing.assert_array_equal(twin.state[0][k], a, err_msg=k)
 
 
 @needs_gpu
@@ -360,15 +424,17 @@ def test_8_bit_state_dict_moves_between_devices(first, second):
     for i, entry in saved["state"].items():
         for name, value in entry.items():
             np.testing.assert_array_equal(moved["state"][i][name], value, err_msg=name)
-    opt1.step(grads[10])
-    opt2.step(grads[10])
-    opt1.sync()
-    opt2.sync()
-    for x, y in zip(p1, p2):
-        if first == second:
-            np.testing.assert_array_equal(x, y)
-        else:
-            np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6 * np.abs(x).max())
+    step_both(
+        opt1,
+        opt2,
+        grads[10],
+        p1,
+        p2,
+        exact=first == second,
+        assert_close=lambda got, want: np.testing.assert_allclose(
+            got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max()
+        ),
+    )
 
 
 # -- with stochastic rounding of 16-bit params ------------------------------------------------

@@ -314,15 +314,76 @@ def test_past_the_cycle_a_step_fails_and_changes_nothing():
     with raises_named(ValueError, "param_groups[0]['lr']", "past the cycle"):
         opt.step(grads[5])
     assert_unchanged(opt, before)
-    with raises_named(ValueError, "past the cycle"):
-        opt.current_lr  # noqa: B018
+    # No next step: current_lr and current_betas give the last step's values.
+    assert opt.current_lr == opt.last_lr == [oc(4)]
+    assert opt.current_betas == opt.last_betas == [(oc.momentum()(4), 0.999)]
     opt.param_groups[0]["lr"] = 1e-5
+    assert opt.current_lr == [1e-5] and opt.last_lr == [oc(4)]
+    assert opt.current_betas == [(oc.momentum()(4), 0.999)]
     with raises_named(ValueError, "param_groups[0]['betas'][0]", "past the cycle"):
         opt.step(grads[5])
     assert_unchanged(opt, {**before, "groups": snapshot(opt)["groups"]})
     opt.param_groups[0]["betas"] = (0.95, 0.999)  # numbers again: it goes on
     opt.step(grads[5])
     assert opt.step_count == 6 and opt.current_betas == [(0.95, 0.999)]
+    assert opt.last_lr == [1e-5] and opt.last_betas == [(0.95, 0.999)]
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_logging_the_lr_after_every_step_of_a_full_cycle(device, request):
+    # Before: reading opt.current_lr after the cycle's last step raised
+    # "ValueError: step count 5 is past the cycle"; torch's get_last_lr() works there.
+    if device == "gpu":
+        request.getfixturevalue("adapter")
+    params, grads = _problem(5)
+    params = [p.astype(np.float32) for p in params]
+    oc = OneCycle(1e-2, 5)
+    mom = oc.momentum()
+    opt = radam.Adam(params, lr=oc, betas=(mom, 0.999), device=device)
+    assert opt.last_lr == opt.current_lr == [oc(0)]  # torch's get_last_lr before a step
+    logged = []
+    for g in grads:
+        opt.step([x.astype(np.float32) for x in g])
+        logged.append((opt.last_lr, opt.last_betas, opt.current_lr, opt.current_betas))
+    for count, (last, last_betas, current, current_betas) in enumerate(logged):
+        assert last == [oc(count)] and last_betas == [(mom(count), 0.999)]
+        nxt = min(count + 1, 4)  # after the last step, the last step's values
+        assert current == [oc(nxt)] and current_betas == [(mom(nxt), 0.999)]
+
+
+def test_last_lr_after_a_load_is_the_schedules_at_the_last_count(tmp_path):
+    params, grads = _problem(3)
+    oc = OneCycle(1e-2, 10)
+    opt = radam.Adam(params, lr=oc)
+    for g in grads:
+        opt.step(g)
+    opt.save(tmp_path / "opt.ckpt")
+    fresh = radam.Adam([np.zeros_like(p) for p in params], lr=oc)
+    fresh.load(tmp_path / "opt.ckpt")
+    assert fresh.last_lr == opt.last_lr == [oc(2)]
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.last_lr == [oc(2)] and fresh.current_lr == [oc(3)]
+    fresh.step(grads[0])
+    assert fresh.last_lr == [oc(3)]
+    # A failed step leaves the last step's values.
+    fresh.param_groups[0]["eps"] = -1.0
+    with pytest.raises(ValueError):
+        fresh.step(grads[1])
+    assert fresh.last_lr == [oc(3)]
+
+
+def test_a_schedule_failing_otherwise_still_raises_from_current_lr():
+    params, grads = _problem(2)
+
+    def broken(count):
+        if count >= 1:
+            raise RuntimeError("boom")
+        return 1e-3
+
+    opt = radam.Adam(params, lr=broken)
+    opt.step(grads[0])
+    with raises_named(ValueError, "param_groups[0]['lr']", "boom"):
+        opt.current_lr  # noqa: B018
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 import radam
 from radam import _core, _options
 from radam._options import OPTIONS, VARIANTS
+from radam.compat import _aliases
 
 # A value other than the default for every option, valid where the option applies.
 EXAMPLES = {
@@ -153,13 +154,30 @@ def test_the_gpu_check_reads_the_table(monkeypatch):
 
 
 def test_the_seed_systems_names_map_onto_options():
-    assert _options.PUZZLELIB == {"alpha": "lr", ("beta1", "beta2"): "betas", "epsilon": "eps"}
-    assert _options.DOWNHILL["learning_rate"] == "lr"
-    assert _options.DOWNHILL[("beta1_halflife", "beta2_halflife")] == "betas"
-    assert set(_options.DOWNHILL.values()) <= {o.name for o in OPTIONS if o.group}
+    assert _aliases.PUZZLELIB == {"alpha": "lr", ("beta1", "beta2"): "betas", "epsilon": "eps"}
+    assert _aliases.DOWNHILL["learning_rate"] == "lr"
+    assert _aliases.DOWNHILL[("beta1_halflife", "beta2_halflife")] == "betas"
+    assert set(_aliases.DOWNHILL.values()) <= {o.name for o in OPTIONS if o.group}
     values = {"alpha": 1.0, "beta1": 0.5, "beta2": 0.25, "epsilon": 0.0}
-    assert _options.from_seed(_options.PUZZLELIB, values.__getitem__) == {
+    assert _aliases.from_seed(_aliases.PUZZLELIB, values.__getitem__) == {
         "lr": 1.0,
         "betas": (0.5, 0.25),
         "eps": 0.0,
     }
+
+
+def test_the_seed_systems_names_are_theirs_and_radams():
+    from radam.compat import downhill, puzzlelib
+
+    def seed_names(names):
+        return {n for key in names for n in (key if isinstance(key, tuple) else (key,))}
+
+    assert seed_names(_aliases.DOWNHILL) <= set(downhill.DEFAULTS)
+    assert seed_names(_aliases.PUZZLELIB) <= set(inspect.signature(puzzlelib.Adam).parameters)
+    group_options = {o.name for o in OPTIONS if o.group}
+    for names in (_aliases.DOWNHILL, _aliases.PUZZLELIB):
+        assert set(names.values()) <= group_options
+        # a pair of seed names is betas, the one option that is a pair
+        assert {k for k, v in names.items() if v == "betas"} == {
+            k for k in names if isinstance(k, tuple)
+        }

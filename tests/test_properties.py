@@ -197,7 +197,7 @@ def _resumable(snap: dict) -> dict:
 BAD_KINDS = [
     "dtype",
     "shape",
-    "none",
+    "string",
     "list",
     "alias-param",
     "alias-state",
@@ -225,8 +225,8 @@ def _inject(kind, opt, params, grads, i):
     if kind == "shape":
         grads[i] = np.zeros((*p.shape, 2), dtype)
         return ValueError, [f"grads{label}", "shape"], None
-    if kind == "none":
-        grads[i] = None
+    if kind == "string":  # (a None grad is not an error: that tensor is skipped)
+        grads[i] = "g"
         return TypeError, [f"grads{label}"], None
     if kind == "list":
         grads[i] = grads[i].tolist()

@@ -56,8 +56,16 @@ def reference_encode(values, x):
     codes, absmax = np.empty(x.size, np.uint8), []
     for start in range(0, x.size, BLOCK):
         block = x[start : start + BLOCK]
-        if not np.isfinite(block).all():
+        infinite = np.isinf(block)
+        if np.isnan(block).any():
             codes[start : start + block.size], a = zero, np.float32(np.nan)
+        elif infinite.any():
+            # Kept: absmax negated (the largest finite |x|), +inf at code 255, -inf
+            # at code 0, the finite values' codes kept off those.
+            c, a = reference_encode(values, np.where(infinite, np.float32(0), block))
+            c = np.clip(c, 1 if zero == 127 else 0, 254)
+            c[infinite] = np.where(block[infinite] > 0, 255, 0)
+            codes[start : start + block.size], a = c, -a[0]
         elif not block.any():
             codes[start : start + block.size], a = zero, np.float32(0)
         else:

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import radam
-from helpers import assert_unchanged, raises_named, snapshot
+from helpers import assert_same_run, assert_unchanged, raises_named, snapshot
 
 
 def make_params(rng):
@@ -54,11 +54,7 @@ def test_resume_is_bit_for_bit(amsgrad, save_at):
         opt2.step(g)
 
     assert opt2.step_count == opt.step_count == 15
-    for a, b in zip(resumed, straight):
-        np.testing.assert_array_equal(a, b)
-    for key in opt.state:
-        for name in opt.state[key]:
-            np.testing.assert_array_equal(opt2.state[key][name], opt.state[key][name])
+    assert_same_run(straight, resumed, opt, opt2)
 
 
 def test_round_trip_and_layout():
@@ -195,8 +191,8 @@ def _bad_dicts():
         sd["state"][3] = copy.deepcopy(sd["state"][2])
         return sd
 
-    def fewer_state(sd):
-        del sd["state"][2]
+    def unknown_state(sd):
+        sd["state"][99] = dict(sd["state"][2])
         return sd
 
     def bad_option(sd):
@@ -212,7 +208,7 @@ def _bad_dicts():
         ("no-param_groups", drop("param_groups"), ValueError, ["param_groups"]),
         ("fewer-groups", fewer_groups, ValueError, ["param groups"]),
         ("more-params", more_params, ValueError, ["param_groups'][1]", "params"]),
-        ("missing-state-entry", fewer_state, ValueError, ["state"]),
+        ("unknown-state-entry", unknown_state, ValueError, ["state", "99"]),
         (
             "shape",
             set_state(1, "exp_avg", lambda a: a[:-1].copy()),
@@ -228,7 +224,6 @@ def _bad_dicts():
         ("not-array", set_state(2, "exp_avg", lambda a: a.tolist()), TypeError, ["[2]", "exp_avg"]),
         ("missing-max", del_state(0, "max_exp_avg_sq"), ValueError, ["[0]", "max_exp_avg_sq"]),
         ("missing-step", del_state(1, "step"), ValueError, ["[1]", "step"]),
-        ("disagreeing-steps", set_state(2, "step", 5), ValueError, ["step"]),
         ("fractional-step", set_state(0, "step", 1.5), ValueError, ["[0]", "step"]),
         ("string-step", set_state(0, "step", "2"), ValueError, ["[0]", "step"]),
         ("zero-step", set_state(1, "step", 0), ValueError, ["[1]", "step"]),
@@ -388,12 +383,13 @@ def test_nadam_mu_product_of_zero_is_reachable_and_loads():
     assert twin_w.tobytes() == w.tobytes()
 
 
-def test_nadam_mu_products_that_disagree_within_a_group_are_refused():
+def test_a_nadam_mu_product_outside_its_range_is_refused():
+    # Each param keeps its own (params of a group may have stepped apart).
     opt, _ = _nadam()
     sd = opt.state_dict()
-    sd["state"][1]["mu_product"] = sd["state"][0]["mu_product"] / 2
+    sd["state"][1]["mu_product"] = 1.5
     before = snapshot(opt)
-    with raises_named(ValueError, "state_dict['state'][1]['mu_product']", "[0]"):
+    with raises_named(ValueError, "state_dict['state'][1]['mu_product']", "[0, 1)"):
         opt.load_state_dict(sd)
     assert_unchanged(opt, before)
 

@@ -67,13 +67,20 @@ def neighbours(x: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 def round_reference(x: np.ndarray, r: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``x`` (f32) rounded by the definition with random bits ``r``: away from zero
-    when r < floor(2^32 * (|x| - lo) / (hi - lo))."""
-    lo, hi = neighbours(x, dtype)
+    """``x`` (finite f32) rounded by the definition with random bits ``r``: away from
+    zero when r < floor(2^32 * (|x| - lo) / (hi - lo)). Past ``dtype``'s largest finite
+    value, overflow as round to nearest: the largest, or infinity where rounding to
+    nearest gives it (infinity is no neighbour to round up to)."""
+    past = np.abs(x.astype(np.float64)) > float(ml_dtypes.finfo(dtype).max)
+    inside = np.where(past, np.float32(0), x)
+    lo, hi = neighbours(inside, dtype)
     gap = np.where(hi > lo, hi - lo, 1.0)
-    threshold = np.floor((np.abs(x.astype(np.float64)) - lo) / gap * 2.0**32)
+    threshold = np.floor((np.abs(inside.astype(np.float64)) - lo) / gap * 2.0**32)
     up = r.astype(np.float64) < threshold
-    return (np.copysign(np.where(up, hi, lo), x)).astype(dtype)
+    rounded = (np.copysign(np.where(up, hi, lo), inside)).astype(dtype)
+    with np.errstate(over="ignore"):
+        nearest = x.astype(dtype)
+    return np.where(past, nearest, rounded)
 
 
 def bits(a: np.ndarray) -> np.ndarray:
@@ -202,6 +209,25 @@ def test_unbiased_over_a_million_elements(dtype):
     assert np.array_equal(bits(nearest[0]), bits(start))
     nearest_error = nearest[0].astype(np.float64) - f32
     assert abs(nearest_error.mean()) > 50 * sigma
+
+
+@pytest.mark.parametrize("dtype", [BF16, F16], ids=["bfloat16", "float16"])
+def test_params_at_the_top_of_the_range_overflow_as_round_to_nearest(dtype):
+    # The largest finite param, pushed up by lr = 1 (maximize): rounding to nearest
+    # keeps it, and so does stochastic rounding (infinity is no neighbour to round
+    # up to); pushed past the point where rounding to nearest overflows, both give
+    # infinity.
+    largest = float(ml_dtypes.finfo(dtype).max)
+    n = 10_000
+    for lr, want in ((1.0, largest), (largest, np.inf)):
+        for sign in (1.0, -1.0):
+            got, nearest = np.full(n, sign * largest, dtype), np.full(n, sign * largest, dtype)
+            options = {"lr": lr, "maximize": True}
+            g = np.full(n, sign, dtype)
+            radam.Adam([got], stochastic_rounding=True, rounding_seed=1, **options).step([g])
+            radam.Adam([nearest], **options).step([g])
+            np.testing.assert_array_equal(got.astype(np.float64), sign * want)
+            np.testing.assert_array_equal(bits(got), bits(nearest))
 
 
 # -- determinism -----------------------------------------------------------------------------

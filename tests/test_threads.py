@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 import radam
+from helpers import assert_same_run
 
 
 def _options():
@@ -50,11 +51,7 @@ def test_concurrent_steps_equal_sequential_steps(n_threads):
     seq = radam.Adam(alone, **_options())
     for _ in range(n_threads * n_steps):
         seq.step(grads)
-    for a, b in zip(shared, alone):
-        np.testing.assert_array_equal(a, b)
-    for key in seq.state:
-        for name in seq.state[key]:
-            np.testing.assert_array_equal(opt.state[key][name], seq.state[key][name])
+    assert_same_run(alone, shared, seq, opt)
 
 
 def test_state_dict_while_stepping_is_consistent():
@@ -178,13 +175,21 @@ def test_forked_child_steps_after_parent_did():
 def test_thread_count_is_caller_plus_helpers(threads):
     # RAYON_NUM_THREADS = n: a step runs on the caller and n - 1 helper
     # threads (no spare idle worker competing for the cores).
+    # A new thread names itself once it first runs, which on a loaded machine may
+    # be after the step has returned: count the named helpers until all are up
+    # (or 10 s have passed), so that a slow start reads as late, not missing.
     code = (
-        "import os, numpy as np, radam\n"
+        "import os, time, numpy as np, radam\n"
         "p = np.ones(300_001, np.float32)\n"
         "radam.Adam([p]).step([p.copy()])\n"
-        "names = [open(f'/proc/self/task/{t}/comm').read().strip()"
+        "def helpers():\n"
+        "    names = [open(f'/proc/self/task/{t}/comm').read().strip()"
         " for t in os.listdir('/proc/self/task')]\n"
-        "print(radam.num_threads(), sum(n.startswith('radam-helper') for n in names))\n"
+        "    return sum(n.startswith('radam-helper') for n in names)\n"
+        "deadline = time.monotonic() + 10\n"
+        f"while helpers() < {threads - 1} and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "print(radam.num_threads(), helpers())\n"
     )
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     out = subprocess.run(

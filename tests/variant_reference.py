@@ -9,6 +9,20 @@ import math
 import numpy as np
 
 
+def decay_and_moments(ref, p, g, m, v):
+    """The steps NAdam and RAdam share with Adam, on one tensor of reference
+    ``ref``: weight decay (decoupled, AdamW's, on ``p``; else L2, on the
+    gradient), then both moments' moving averages. Returns the gradient used."""
+    g = np.asarray(g, dtype=np.float64)
+    if ref.decoupled:
+        p *= 1 - ref.lr * ref.wd
+    else:
+        g = g + ref.wd * p
+    m[...] = ref.b1 * m + (1 - ref.b1) * g
+    v[...] = ref.b2 * v + (1 - ref.b2) * g * g
+    return g
+
+
 class RefNAdam:
     """Dozat's NAdam with PyTorch's momentum_decay schedule:
     mu_t = beta1 (1 - 0.5 * 0.96^(t psi)); the update mixes the gradient and the
@@ -39,13 +53,7 @@ class RefNAdam:
         self.mu_product *= mu
         bc2 = 1 - b2**t
         for p, g, m, v in zip(self.p, grads, self.m, self.v):
-            g = np.asarray(g, dtype=np.float64)
-            if self.decoupled:
-                p *= 1 - lr * self.wd
-            else:
-                g = g + self.wd * p
-            m[...] = b1 * m + (1 - b1) * g
-            v[...] = b2 * v + (1 - b2) * g * g
+            g = decay_and_moments(self, p, g, m, v)
             denom = np.sqrt(v / bc2) + self.eps
             p -= lr * (1 - mu) / (1 - self.mu_product) * g / denom
             p -= lr * mu_next / (1 - self.mu_product * mu_next) * m / denom
@@ -87,13 +95,7 @@ class RefRAdam:
         adaptive = rho_t > 5
         self.adaptive_steps.append(adaptive)
         for p, g, m, v in zip(self.p, grads, self.m, self.v):
-            g = np.asarray(g, dtype=np.float64)
-            if self.decoupled:
-                p *= 1 - lr * self.wd
-            else:
-                g = g + self.wd * p
-            m[...] = b1 * m + (1 - b1) * g
-            v[...] = b2 * v + (1 - b2) * g * g
+            g = decay_and_moments(self, p, g, m, v)
             m_hat = m / (1 - b1**t)
             if adaptive:
                 rect = math.sqrt(

@@ -8,8 +8,9 @@
 
 from . import schedules
 from ._core import __version__, num_threads, simd_level
+from ._errors import Error, ReentrantCallError
+from ._halflife import beta_to_halflife, halflife_to_beta
 from ._minimize import minimize
-from ._options import beta_to_halflife, halflife_to_beta
 from .checkpoint import CheckpointError
 from .optimizer import Adam
 from .variants import Adamax, AdamW, NAdam, RAdam
@@ -19,8 +20,10 @@ __all__ = [
     "AdamW",
     "Adamax",
     "CheckpointError",
+    "Error",
     "NAdam",
     "RAdam",
+    "ReentrantCallError",
     "__version__",
     "beta_to_halflife",
     "halflife_to_beta",

@@ -8,9 +8,12 @@ maps ``qmap1``/``qmap2``, wrapped in its state dict under
 ``"__bnb_optimizer_quant_state__"``. Its 8-bit Adam decays weights
 decoupled (``p *= 1 - lr * weight_decay``) in both classes, so a dict with
 ``weight_decay != 0`` loads into ``radam.AdamW`` (or ``decoupled_weight_decay=True``).
-Neither torch nor bitsandbytes is a dependency: tensors are read through
-their ``numpy`` methods; only :func:`export` makes torch tensors (bitsandbytes
-loads nothing else).
+Its ``Adam32bit``/``AdamW32bit`` keep float32 ``state1``/``state2`` (no
+absmax, no map) in the same wrapper: :func:`to_radam` takes those too (into
+float32 state, or quantized on import into 8-bit state: see
+``_torch_import._fit``). Neither torch nor bitsandbytes is a dependency:
+tensors are read through their ``numpy`` methods; only :func:`export` makes
+torch tensors (bitsandbytes loads nothing else).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from ._engine import EIGHT_BIT, EXP_AVG, EXP_AVG_SQ, absmax_name
 from ._options import BY_NAME, q8_map
+from ._tensors import scalar, to_numpy
 
 WRAPPED = "__bnb_optimizer_quant_state__"
 # bitsandbytes' names of each buffer and its absmax, with radam's, and its map.
@@ -49,91 +53,164 @@ DEFAULTS_ONLY = (
 
 
 def is_bnb(state_dict: Mapping[str, Any]) -> bool:
-    """Whether ``state_dict`` was written by bitsandbytes' 8-bit optimizers."""
+    """Whether ``state_dict`` was written by bitsandbytes' 8-bit or 32-bit Adam."""
     state = state_dict.get("state")
     if not isinstance(state, Mapping):
         return False
-    return any(isinstance(e, Mapping) and (WRAPPED in e or "qmap1" in e) for e in state.values())
+    return any(
+        isinstance(e, Mapping) and (WRAPPED in e or "qmap1" in e or "state1" in e)
+        for e in state.values()
+    )
 
 
-def _numpy(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach") and hasattr(value, "numpy"):
-        return np.array(value.detach().cpu().numpy(), copy=True)
-    raise TypeError(f"{what} must be a tensor or a numpy.ndarray, got {type(value).__name__}")
+def _flat_entries(bnb_sd: Mapping[str, Any]) -> dict[Any, dict[str, Any]]:
+    """Each param's state with bitsandbytes' wrapper unwrapped."""
+    entries = {}
+    for pid, entry in bnb_sd["state"].items():
+        where = f"state_dict['state'][{pid}]"
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where} must be a dict name -> value, got {type(entry).__name__}")
+        flat = dict(entry)
+        wrapped = flat.pop(WRAPPED, {})
+        if not isinstance(wrapped, Mapping):
+            raise TypeError(f"{where}[{WRAPPED!r}] must be a dict, got {type(wrapped).__name__}")
+        flat.update(wrapped)
+        entries[pid] = flat
+    return entries
+
+
+def _kind(entries: Mapping[Any, Mapping[str, Any]]) -> str:
+    """Which bitsandbytes Adam wrote the state: "8-bit" (uint8 codes, with their
+    maps) or "32-bit" (``Adam32bit``/``AdamW32bit``: float32 moments, no map)."""
+    if any("qmap1" in e or "qmap2" in e for e in entries.values()):
+        return "8-bit"
+    return "32-bit"
+
+
+def _group_options(group: Any, gi: int, decoupled: bool | None, ours: Mapping) -> dict:
+    """radam's options of bitsandbytes group ``gi``, every key checked and named."""
+    where = f"state_dict['param_groups'][{gi}]"
+    if not isinstance(group, Mapping):
+        raise TypeError(f"{where} must be a dict, got {type(group).__name__}")
+    unknown = sorted(set(group) - {*OPTIONS, *ADAM_ONLY, "params", "param_names"}, key=repr)
+    if unknown:
+        raise ValueError(f"{where} has option(s) {unknown} that bitsandbytes' Adam lacks")
+    missing = [k for k in (*OPTIONS, "params") if k not in group]
+    if missing:
+        raise ValueError(
+            f"{where} lacks {missing}; bitsandbytes' Adam writes {[*OPTIONS, 'params']} "
+            "in every group"
+        )
+    for key, plain in ADAM_ONLY.items():
+        if group.get(key, plain) != plain:
+            raise ValueError(
+                f"{where}[{key!r}] is {group[key]!r}: that is bitsandbytes' AdEMAMix, "
+                "which radam does not implement"
+            )
+    options = {k: scalar(group[k], f"{where}[{k!r}]") for k in OPTIONS if k != "betas"}
+    options["betas"] = _betas(group["betas"], f"{where}['betas']")
+    wd = options["weight_decay"]
+    decoupled_here = True if decoupled is None else decoupled
+    if wd != 0 and not decoupled_here:
+        raise ValueError(
+            f"{where} has weight_decay={wd!r}: bitsandbytes' Adam decays weights "
+            "decoupled (as AdamW), so it loads with decoupled_weight_decay=True only"
+        )
+    options["decoupled_weight_decay"] = (
+        decoupled_here if wd != 0 else ours.get("decoupled_weight_decay", False)
+    )
+    options["params"] = list(group["params"])
+    return options
+
+
+def _betas(betas: Any, what: str) -> tuple[float, float]:
+    """A saved (beta1, beta2): two numbers (or 0-d tensors)."""
+    try:
+        if isinstance(betas, (str, bytes)) or len(betas) != 2:
+            raise TypeError
+        pair = tuple(float(scalar(b, what)) for b in betas)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{what} must be a pair of numbers (beta1, beta2), got {betas!r}"
+        ) from None
+    return pair[0], pair[1]
 
 
 def to_radam(opt: Any, bnb_sd: Mapping[str, Any], decoupled: bool | None) -> dict[str, Any]:
-    """The radam ``state_dict`` of a bitsandbytes Adam8bit/AdamW8bit one, every part
-    checked that radam reads differently: the maps (equal to radam's bit for bit),
-    the AdEMAMix options (off), the form of the decay."""
-    if opt._algorithm != "adam" or opt.state_dtype != EIGHT_BIT:
+    """The radam ``state_dict`` of a bitsandbytes ``Adam8bit``/``AdamW8bit`` or
+    ``Adam32bit``/``AdamW32bit`` one, every part checked that radam reads
+    differently (the maps, equal to radam's bit for bit; the AdEMAMix options,
+    off; the form of the decay; each buffer's dtype), errors naming the key.
+    The step goes through as saved: ``load_state_dict`` checks it as its own."""
+    entries = _flat_entries(bnb_sd)
+    kind = _kind(entries)
+    if opt._algorithm != "adam" or (kind == "8-bit" and opt.state_dtype != EIGHT_BIT):
+        into = "radam.Adam or radam.AdamW"
+        if kind == "8-bit":
+            into += " built with state_dtype='8bit'"
         raise ValueError(
-            "a bitsandbytes 8-bit Adam state_dict loads into radam.Adam or radam.AdamW "
-            f"built with state_dtype='8bit', not {type(opt).__name__} with "
-            f"state_dtype={opt.state_dtype!r}"
+            f"a bitsandbytes {kind} Adam state_dict loads into {into}, not "
+            f"{type(opt).__name__} with state_dtype={opt.state_dtype!r}"
         )
-    maps = {True: q8_map(True), False: q8_map(False)}
-    groups = []
-    for gi, group in enumerate(bnb_sd["param_groups"]):
-        where = f"state_dict['param_groups'][{gi}]"
-        known = {*OPTIONS, *ADAM_ONLY, "params", "param_names"}
-        unknown = sorted(set(group) - known)
-        if unknown:
-            raise ValueError(f"{where} has option(s) {unknown} that bitsandbytes' Adam8bit lacks")
-        for key, plain in ADAM_ONLY.items():
-            if group.get(key, plain) != plain:
-                raise ValueError(
-                    f"{where}[{key!r}] is {group[key]!r}: that is bitsandbytes' AdEMAMix, "
-                    "which radam does not implement"
-                )
-        options = {k: group[k] for k in OPTIONS}
-        options["betas"] = tuple(float(b) for b in group["betas"])
-        wd = float(group["weight_decay"])
-        decoupled_here = True if decoupled is None else decoupled
-        if wd != 0 and not decoupled_here:
-            raise ValueError(
-                f"{where} has weight_decay={wd!r}: bitsandbytes' 8-bit Adam decays weights "
-                "decoupled (as AdamW), so it loads with decoupled_weight_decay=True only"
-            )
-        options["decoupled_weight_decay"] = (
-            decoupled_here if wd != 0 else opt.param_groups[gi].get("decoupled_weight_decay", False)
-        )
-        options["params"] = list(group["params"])
-        groups.append(options)
+    ours = opt.param_groups
+    groups = [
+        _group_options(g, gi, decoupled, ours[gi] if gi < len(ours) else {})
+        for gi, g in enumerate(bnb_sd["param_groups"])
+    ]
     state = {}
-    for pid, entry in bnb_sd["state"].items():
-        where = f"state_dict['state'][{pid}]"
-        flat = dict(entry)
-        flat.update(flat.pop(WRAPPED, {}))
-        out: dict[str, Any] = {"step": int(flat.get("step", 0))}
-        for codes, scale, qmap, name, signed in BUFFERS:
-            if codes not in flat:
-                raise ValueError(f"{where} lacks {codes!r}, which bitsandbytes' Adam8bit keeps")
-            value = _numpy(flat[codes], f"{where}[{codes!r}]")
-            out[name] = value
-            if value.dtype != np.uint8:
-                continue  # a small param's float32 moment
-            for key in (scale, qmap):
-                if key not in flat:
-                    raise ValueError(f"{where} lacks {key!r}, which 8-bit state keeps")
-            theirs = _numpy(flat[qmap], f"{where}[{qmap!r}]")
-            ours = maps[signed]
-            if (
-                theirs.dtype != np.float32
-                or theirs.shape != ours.shape
-                or (theirs.view(np.uint32) != ours.view(np.uint32)).any()
-            ):
-                kind = "signed" if signed else "unsigned"
-                raise ValueError(
-                    f"{where}[{qmap!r}] is not the {kind} dynamic map radam's 8-bit state "
-                    "uses (bitsandbytes' create_dynamic_map(signed="
-                    f"{signed})): codes of another map cannot be imported"
-                )
-            out[absmax_name(name)] = _numpy(flat[scale], f"{where}[{scale!r}]").reshape(-1)
+    for pid, flat in entries.items():
+        out: dict[str, Any] = {}
+        if "step" in flat:
+            out["step"] = flat["step"]
+            if hasattr(flat["step"], "detach"):  # a 0-d tensor
+                out["step"] = to_numpy(flat["step"], f"state_dict['state'][{pid}]['step']")
+        for buffer in BUFFERS:
+            out.update(_buffer(flat, buffer, f"state_dict['state'][{pid}]"))
         state[pid] = out
     return {"state": state, "param_groups": groups}
+
+
+def _buffer(flat: Mapping[str, Any], buffer: tuple, where: str) -> dict[str, np.ndarray]:
+    """One moment of a param's bitsandbytes state as radam's arrays: float32
+    as it is, uint8 codes with their absmax (after checking their map)."""
+    codes, scale, qmap, name, signed = buffer
+    if codes not in flat:
+        raise ValueError(f"{where} lacks {codes!r}, which bitsandbytes' Adam keeps")
+    value = to_numpy(flat[codes], f"{where}[{codes!r}]")
+    if value.dtype == np.float32:  # a 32-bit optimizer's moment, or a small param's
+        return {name: value}
+    if value.dtype != np.uint8:
+        raise ValueError(
+            f"{where}[{codes!r}] has dtype {value.dtype}; bitsandbytes' Adam keeps uint8 "
+            "codes there (8-bit state, with an absmax and a map) or float32 moments"
+        )
+    for key in (scale, qmap):
+        if key not in flat:
+            raise ValueError(f"{where} lacks {key!r}, which 8-bit state keeps beside its codes")
+    theirs, ours = to_numpy(flat[qmap], f"{where}[{qmap!r}]"), q8_map(signed)
+    if (
+        theirs.dtype != np.float32
+        or theirs.shape != ours.shape
+        or (theirs.view(np.uint32) != ours.view(np.uint32)).any()
+    ):
+        kind = "signed" if signed else "unsigned"
+        raise ValueError(
+            f"{where}[{qmap!r}] is not the {kind} dynamic map radam's 8-bit state uses "
+            f"(bitsandbytes' create_dynamic_map(signed={signed})): codes of another map "
+            "cannot be imported"
+        )
+    absmax = to_numpy(flat[scale], f"{where}[{scale!r}]")
+    if absmax.dtype != np.float32:
+        raise ValueError(
+            f"{where}[{scale!r}] has dtype {absmax.dtype}; an 8-bit buffer's absmax is "
+            "float32, one per block of 256"
+        )
+    if (absmax < 0).any():  # radam's mark of a block holding an infinity; never bitsandbytes'
+        raise ValueError(
+            f"{where}[{scale!r}] holds a negative absmax; bitsandbytes' absmax is a block's "
+            "largest magnitude, >= 0"
+        )
+    return {name: value, absmax_name(name): absmax.reshape(-1)}
 
 
 def export(opt: Any) -> dict[str, Any]:
@@ -184,6 +261,12 @@ def export(opt: Any) -> dict[str, Any]:
         for (codes, scale, qmap, name, _), book in zip(BUFFERS, maps):
             wrapped[codes] = torch.from_numpy(np.ascontiguousarray(entry[name]))
             if entry[name].dtype == np.uint8:
+                if (entry[absmax_name(name)] < 0).any():
+                    raise ValueError(
+                        f"opt.state[{pid!r}][{name!r}] holds a block with an infinite moment "
+                        "(its absmax is negated), which bitsandbytes' 8-bit format cannot "
+                        "hold; nothing was exported"
+                    )
                 wrapped[scale] = torch.from_numpy(entry[absmax_name(name)])
                 wrapped[qmap] = book.clone()
         state[pid] = {"step": entry["step"], WRAPPED: wrapped}

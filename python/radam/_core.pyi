@@ -69,19 +69,19 @@ class CpuEngine:
     """Steps a fixed list of tensors in place: params of float32, float64,
     float16 or bfloat16; state in the compute type or 16 bits. One record per
     tensor (``radam._engine.TensorBuffers``: label, group, param, state,
-    position, offset)."""
+    position, offset, step, carry)."""
 
     def __new__(cls, tensors: Sequence[Any]) -> CpuEngine: ...
     def step(
         self,
-        grads: Sequence[np.ndarray],
-        step: int,
+        grads: Sequence[np.ndarray | None],
         configs: Sequence[AdamConfig],
-        carries: Sequence[float],
         skip_nonfinite: bool = False,
-    ) -> list[float] | None:
-        """One step. Returns the next carries (NAdam's mu_product per group), or None
-        if ``skip_nonfinite`` found a NaN or Inf (then nothing was written)."""
+    ) -> bool:
+        """One step of each tensor whose grad is not None, at its own step count.
+        Returns False if ``skip_nonfinite`` found a NaN or Inf (then nothing was written)."""
+    def counts(self) -> tuple[list[int], list[float]]:
+        """Each tensor's step count and its carried mu_product (1.0 before its first step)."""
     def sync(self) -> None:
         """Nothing to copy: the host arrays are the ones stepped."""
     def __len__(self) -> int: ...

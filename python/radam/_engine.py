@@ -19,6 +19,9 @@ import numpy as np
 
 from ._options import Q8_BLOCK, EngineOptions
 
+# The kernel counts steps in 64 bits: the number of the last step it can take.
+LAST_STEP = 2**64 - 1
+
 # The state buffers, in the engines' order: the first moment; the second (AdaMax's
 # infinity norm is EXP_INF, as torch.optim.Adamax names it); AMSGrad's running max;
 # the momentum velocity; the float32 master copy of a 16-bit param.
@@ -90,6 +93,10 @@ class TensorBuffers(NamedTuple):
     # the whole tensor (a shard of radam.distributed starts past 0).
     position: int
     offset: int = 0
+    # The steps it has taken (each tensor keeps its own: one without a grad in a
+    # step does not advance), and what its last step carried (NAdam's mu_product).
+    step: int = 0
+    carry: float = 1.0
 
 
 class Engine(Protocol):
@@ -99,18 +106,17 @@ class Engine(Protocol):
     :meth:`sync` on a device."""
 
     def step(
-        self,
-        grads: Sequence[Any],
-        step: int,
-        configs: Sequence[Any],
-        carries: Sequence[float],
-        skip_nonfinite: bool = False,
-    ) -> list[float] | None:
-        """Step ``step`` (from 1) with each group's ``radam._core.AdamConfig`` and
-        what it carried from the previous step (NAdam's ``mu_product``). Returns the
-        carries for the next step, or None when ``skip_nonfinite`` found a NaN or
-        Inf in a gradient. Every check runs before anything is written: on an
-        error nothing changed."""
+        self, grads: Sequence[Any], configs: Sequence[Any], skip_nonfinite: bool = False
+    ) -> bool:
+        """One step of each tensor whose grad is not None, at its own step count,
+        with each group's ``radam._core.AdamConfig``; a tensor whose grad is None
+        is left as it is, its count too. Returns False when ``skip_nonfinite``
+        found a NaN or Inf in a gradient (then nothing was written). Every check
+        runs before anything is written: on an error nothing changed."""
+        ...
+
+    def counts(self) -> tuple[list[int], list[float]]:
+        """Each tensor's step count, and what its last step carried (1.0 before its first)."""
         ...
 
     def sync(self) -> None:

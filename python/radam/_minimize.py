@@ -138,7 +138,14 @@ def minimize(
     grad = np.empty_like(x)
 
     def evaluate() -> float:
-        value, g = evaluate_pair(x, *args)
+        pair = evaluate_pair(x, *args)
+        if jac is True and (isinstance(pair, (str, bytes)) or not _is_pair(pair)):
+            raise TypeError(
+                "with jac=True, fun must return a pair (f, g): the value and the gradient; "
+                f"it returned {_shown(pair)}. Return (f, g), or pass the gradient as a "
+                "callable jac(x, *args)"
+            )
+        value, g = pair
         g = np.asarray(g)
         if g.shape != x.shape:
             raise ValueError(f"the gradient returned for x of shape {x.shape} has shape {g.shape}")
@@ -192,3 +199,18 @@ def minimize(
         success=status == 0,
         message=message,
     )
+
+
+def _is_pair(value: Any) -> bool:
+    try:
+        return len(value) == 2
+    except TypeError:
+        return False
+
+
+def _shown(value: Any) -> str:
+    """A short description of what fun returned."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"

@@ -1,15 +1,14 @@
 """The options of radam's optimizers, declared once.
 
 :data:`OPTIONS` is the table: each option's name, default, kind of value,
-which update rules use it, whether the GPU kernel has it, and what downhill
-and PuzzleLib call it. :data:`VARIANTS` says what each class changes. From
-these two come every class's signature, defaults and option docs
-(:func:`make_init`, :func:`options_doc`), the group options
-(:func:`group_defaults`), :class:`EngineOptions` (the record the Rust core's
-``AdamConfig`` is read from), the checks of a group (:func:`engine_options`),
-the GPU support check (:func:`unsupported_on_gpu`), the options a checkpoint
-holds schedules in (:data:`SCHEDULABLE`) and the seed systems' names
-(:data:`DOWNHILL`, :data:`PUZZLELIB`).
+which update rules use it and whether the GPU kernel has it. :data:`VARIANTS`
+says what each class changes. From these two come every class's defaults
+(:func:`defaults_of`; its signature and option docs are made from them in
+``_signatures.py``), the group options (:func:`group_defaults`),
+:class:`EngineOptions` (the record the Rust core's ``AdamConfig`` is read
+from), the checks of a group (:func:`engine_options`), the GPU support check
+(:func:`unsupported_on_gpu`) and the options a checkpoint holds schedules in
+(:data:`SCHEDULABLE`).
 
 Adding an option: one :class:`Option` here, its field in ``rust/config.rs``'s
 ``AdamConfig`` (read by name in ``rust/python/config.rs``) and its arithmetic
@@ -18,18 +17,18 @@ in the kernels; the tests walk this table (``tests/test_option_table.py``).
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from collections import namedtuple
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _core
 from ._errors import ReentrantCallError
+from ._numbers import as_number, is_real, real
 
 RULES = _core.ALGORITHMS  # the update rules: "adam", "adamax", "nadam", "radam"
 # Elements per block of state_dtype="8bit" state, each with one float32 absmax.
@@ -39,6 +38,14 @@ Q8_BLOCK = _core.Q8_BLOCK
 def q8_map(signed: bool) -> np.ndarray:
     """The 256 values of the signed or unsigned dynamic map of 8-bit state."""
     return _core._q8_map(signed)
+
+
+def q8_encode(values: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``values`` as 8-bit state: the codes (uint8, of ``values``' shape),
+    each the nearest value of the map, and the float32 absmax of each block."""
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    codes, absmax = _core._q8_encode(flat, signed)
+    return codes.reshape(values.shape), absmax
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,6 @@ class Option:
     # Whether the GPU kernel implements it (device='gpu' takes only the default else).
     gpu: bool = True
     choices: tuple[Any, ...] = ()
-    # What downhill's Adam and PuzzleLib's Adam call it (a pair for betas).
-    downhill: str | tuple[str, str] | None = None
-    puzzlelib: str | tuple[str, str] | None = None
 
     def applies_to(self, rule: str) -> bool:
         return self.rules is None or rule in self.rules
@@ -85,8 +89,6 @@ OPTIONS: tuple[Option, ...] = (
         "schedulable",
         "the step size alpha, >= 0, or a schedule of the step count (radam.schedules)",
         positional=True,
-        downhill="learning_rate",
-        puzzlelib="alpha",
     ),
     Option(
         "betas",
@@ -95,8 +97,6 @@ OPTIONS: tuple[Option, ...] = (
         "(beta1, beta2), the decays of the first and second moments, each in [0, 1); "
         "beta1 may be a schedule",
         positional=True,
-        downhill=("beta1_halflife", "beta2_halflife"),
-        puzzlelib=("beta1", "beta2"),
     ),
     Option(
         "eps",
@@ -104,8 +104,6 @@ OPTIONS: tuple[Option, ...] = (
         "real",
         "added to the root of the second moment, >= 0",
         positional=True,
-        downhill="rms_regularizer",
-        puzzlelib="epsilon",
     ),
     Option(
         "weight_decay",
@@ -161,22 +159,19 @@ OPTIONS: tuple[Option, ...] = (
         1.0,
         "real",
         "lambda: the first moment uses beta1 * lambda^(t-1), in (0, 1]",
-        downhill="beta1_decay",
     ),
     Option(
         "momentum",
         0.0,
         "real",
         "downhill's velocity on top of the Adam step, in [0, 1)",
-        downhill="momentum",
     ),
-    Option("nesterov", False, "flag", "Nesterov's form of that velocity", downhill="nesterov"),
+    Option("nesterov", False, "flag", "Nesterov's form of that velocity"),
     Option(
         "max_gradient_elem",
         0.0,
         "real",
         "clip each raw gradient element to +-this (0: off)",
-        downhill="max_gradient_elem",
     ),
     Option(
         "max_gradient_norm",
@@ -184,7 +179,6 @@ OPTIONS: tuple[Option, ...] = (
         "real",
         "rescale each tensor's raw gradient to at most this L2 norm (0: off; element "
         "clipping wins)",
-        downhill="max_gradient_norm",
     ),
     Option(
         "bias_correction",
@@ -261,23 +255,11 @@ VARIANTS: dict[str, Variant] = {
     "NAdam": Variant("nadam", {"lr": 2e-3}, {}),
     "RAdam": Variant("radam", {}, {}),
 }
-# Options of one group that the seed systems set, by their names there.
-DOWNHILL = {o.downhill: o.name for o in OPTIONS if o.downhill is not None}
-PUZZLELIB = {o.puzzlelib: o.name for o in OPTIONS if o.puzzlelib is not None}
 # Options whose value may be (or hold) a schedule, which a checkpoint stores by description.
 SCHEDULABLE = tuple(o.name for o in OPTIONS if o.kind in ("schedulable", "betas"))
 # Group keys that are not options: the arrays, their names, and the update rule
 # (set by the class, not by users).
 NOT_OPTIONS = ("params", "param_names", "algorithm")
-
-
-def from_seed(names: Mapping[Any, str], value_of: Callable[[str], Any]) -> dict[str, Any]:
-    """radam's options from a seed system's (:data:`DOWNHILL`, :data:`PUZZLELIB`):
-    ``value_of(name)`` is the value, as radam takes it, of the seed's option ``name``."""
-    return {
-        option: tuple(value_of(n) for n in seed) if isinstance(seed, tuple) else value_of(seed)
-        for seed, option in names.items()
-    }
 
 
 def options_of(variant: Variant) -> list[Option]:
@@ -297,74 +279,6 @@ def group_defaults(variant: Variant, given: Mapping[str, Any]) -> dict[str, Any]
     """A class's per-group options: ``given`` over its defaults."""
     defaults = defaults_of(variant)
     return {o.name: given.get(o.name, defaults[o.name]) for o in options_of(variant) if o.group}
-
-
-def make_init(name: str, setup: str = "_setup") -> Callable[..., None]:
-    """The ``__init__`` of class ``name`` of :data:`VARIANTS`: its signature is
-    ``(self, params, <positional options>, *, <the others>)`` with the class's
-    defaults (what ``help()`` and ``inspect.signature`` show), and it hands the
-    options, checked against that signature, to ``self.<setup>(params, options)``."""
-    variant = VARIANTS[name]
-    defaults = defaults_of(variant)
-    kinds = inspect.Parameter
-    parameters = [
-        kinds("self", kinds.POSITIONAL_OR_KEYWORD),
-        kinds("params", kinds.POSITIONAL_OR_KEYWORD),
-    ]
-    taken = options_of(variant)
-    positional = [
-        o
-        for o in taken
-        if o.positional and o.applies_to(variant.rule) and o.name not in variant.fixed
-    ]
-    for o in taken:
-        kind = kinds.POSITIONAL_OR_KEYWORD if o in positional else kinds.KEYWORD_ONLY
-        parameters.append(kinds(o.name, kind, default=defaults[o.name]))
-    parameters.sort(key=lambda p: p.kind)  # stable: the table's order within each kind
-    signature = inspect.Signature(parameters)
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        options = dict(bound.arguments)
-        del options["self"]
-        params = options.pop("params")
-        for key, value in variant.fixed.items():
-            if options[key] is not value and options[key] != value:
-                raise ValueError(
-                    f"{name}'s {key} is always {value!r}: {key} must be {value!r} "
-                    f"(radam.Adam takes other values)"
-                )
-        getattr(self, setup)(params, options)
-
-    __init__.__signature__ = signature  # type: ignore[attr-defined]
-    __init__.__qualname__ = f"{name}.__init__"
-    return __init__
-
-
-def from_table(name: str) -> Callable[[type], type]:
-    """A class decorator: the class is entry ``name`` of :data:`VARIANTS`. It gets
-    its ``__init__`` (:func:`make_init`) and the options part of its docstring
-    (:func:`options_doc`, after the class's own)."""
-
-    def decorate(cls: type) -> type:
-        cls._variant = name  # type: ignore[attr-defined]
-        cls.__init__ = make_init(name)  # type: ignore[misc]
-        cls.__doc__ = f"{inspect.cleandoc(cls.__doc__ or '')}\n\n{options_doc(name)}"
-        return cls
-
-    return decorate
-
-
-def options_doc(name: str) -> str:
-    """The options section of class ``name``'s docstring."""
-    variant = VARIANTS[name]
-    defaults = defaults_of(variant)
-    lines = ["Options (the defaults are this class's):", ""]
-    for o in options_of(variant):
-        fixed = " (fixed)" if o.name in variant.fixed else ""
-        lines.append(f"- ``{o.name}={defaults[o.name]!r}``{fixed}: {o.doc}.")
-    return "\n".join(lines)
 
 
 def _engine_fields() -> tuple[str, ...]:
@@ -400,19 +314,6 @@ class Checked(NamedTuple):
     config: Any  # radam._core.AdamConfig
 
 
-def _real(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what} must be a real number, got {value!r}")
-    try:
-        return float(value)
-    except OverflowError:  # an int past float64's range, e.g. 10**400
-        # Its bit length, not its digits: str() of a huge int is slow or refused.
-        bits = int(value).bit_length()
-        raise ValueError(
-            f"{what} is too large: an integer of {bits} bits, past float64's range"
-        ) from None
-
-
 def betas_pair(betas: Any, what: str = "betas") -> tuple[Any, Any]:
     """``betas`` as a tuple (beta1, beta2): from a sequence of two (a tuple, a
     list, a 1-d array), not from a set (no order), a dict or a string."""
@@ -429,6 +330,7 @@ def betas_pair(betas: Any, what: str = "betas") -> tuple[Any, Any]:
 
 def _seed(value: Any, what: str) -> int:
     """A seed: a whole number from 0 to 2**64 - 1 (the core's u64)."""
+    value = as_number(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{what} must be an integer, got {value!r}")
     value = int(value)
@@ -440,13 +342,15 @@ def _seed(value: Any, what: str) -> int:
 
 
 def _flag(value: Any, what: str) -> bool:
+    value = as_number(value)
     if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
         raise TypeError(f"{what} must be True or False, got {value!r}")
     return bool(value)
 
 
 def check_switch(value: Any, what: str) -> bool:
-    """A whole-optimizer switch: True or False, nothing else."""
+    """A whole-optimizer switch: True or False (np.True_ too), nothing else."""
+    value = as_number(value) if isinstance(value, (np.bool_, np.ndarray)) else value
     if not isinstance(value, bool):
         raise TypeError(f"{what} must be True or False, got {value!r}")
     return value
@@ -471,19 +375,20 @@ def _schedule_value(schedule: Any, what: str, count: int) -> float:
             f"{what}: the schedule {schedule!r} failed at step count {count}: "
             f"{type(err).__name__}: {err}"
         ) from err
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    value = as_number(value)
+    if not is_real(value):
         raise TypeError(
             f"{what}: the schedule {schedule!r} returned {value!r} at step count {count}; "
             "a schedule must return a real number"
         )
-    return float(value)
+    return real(value, f"{what}: the value of the schedule {schedule!r} at step count {count}")
 
 
 def _lr(lr: Any, where: str, count: int) -> float:
     """A group's lr for the update after ``count`` updates: the float itself, or
     the schedule's value, checked here so that errors name ``[...]['lr']``."""
     if not callable(lr):
-        return _real(lr, f"{where}: lr" if where else "lr")
+        return real(lr, f"{where}: lr" if where else "lr")
     what = f"{where}['lr']" if where else "lr"
     value = _schedule_value(lr, what, count)
     if not (math.isfinite(value) and value >= 0):
@@ -499,7 +404,7 @@ def _beta1(beta1: Any, where: str, count: int) -> float:
     a schedule's value (e.g. ``OneCycle.momentum()``), called like lr's. Its
     range is checked with the other options, by the core."""
     if not callable(beta1):
-        return _real(beta1, f"{where}: betas[0]" if where else "betas[0]")
+        return real(beta1, f"{where}: betas[0]" if where else "betas[0]")
     return _schedule_value(beta1, f"{where}['betas'][0]" if where else "betas[0]", count)
 
 
@@ -510,7 +415,7 @@ def _group_value(o: Option, value: Any, where: str, count: int) -> dict[str, Any
         return {o.name: _lr(value, where, count)}
     if o.kind == "betas":
         beta1, beta2 = betas_pair(value, f"{prefix}betas")
-        return {"beta1": _beta1(beta1, where, count), "beta2": _real(beta2, f"{prefix}betas[1]")}
+        return {"beta1": _beta1(beta1, where, count), "beta2": real(beta2, f"{prefix}betas[1]")}
     if o.kind == "flag":
         return {o.name: _flag(value, f"{prefix}{o.name}")}
     if o.kind == "choice":
@@ -519,7 +424,7 @@ def _group_value(o: Option, value: Any, where: str, count: int) -> dict[str, Any
         return {o.name: value}
     if o.kind == "seed":
         return {o.name: _seed(value, f"{prefix}{o.name}")}
-    return {o.name: _real(value, f"{prefix}{o.name}")}
+    return {o.name: real(value, f"{prefix}{o.name}")}
 
 
 def engine_options(group: Mapping[str, Any], where: str, count: int = 0) -> Checked:
@@ -554,8 +459,20 @@ def engine_options(group: Mapping[str, Any], where: str, count: int = 0) -> Chec
             if callable(beta1)
             else ""
         )
-        raise ValueError(f"{prefix}{err}{scheduled}") from None
+        raise ValueError(f"{prefix}{_as_given(str(err), group)}{scheduled}") from None
     return Checked(options, config)
+
+
+def _as_given(message: str, group: Mapping[str, Any]) -> str:
+    """The core's "invalid NAME: VALUE (must be ...)" with the value the user gave
+    for a flag or a choice, which the core sees as a code (True as 1, a choice as
+    its index)."""
+    name, sep, rest = message.partition(": ")
+    option = BY_NAME.get(name.removeprefix("invalid "))
+    if not sep or option is None or option.kind not in ("flag", "choice"):
+        return message
+    rule = rest[rest.find(" (must be ") :] if " (must be " in rest else ""
+    return f"{name}: {group.get(option.name, option.default)!r}{rule}"
 
 
 def unsupported_on_gpu(options: EngineOptions) -> str | None:
@@ -567,20 +484,3 @@ def unsupported_on_gpu(options: EngineOptions) -> str | None:
             if value != o.default:
                 return f"{o.name}={value!r}"
     return None
-
-
-def halflife_to_beta(halflife: float) -> float:
-    """The decay whose weights halve every ``halflife`` steps: 2^(-1/h) = exp(-ln 2 / h),
-    as downhill parametrises Adam (its defaults 7 and 69 give betas ~0.9057 and ~0.9900)."""
-    h = _real(halflife, "halflife")
-    if not h > 0:
-        raise ValueError(f"halflife must be > 0, got {halflife!r}")
-    return 2.0 ** (-1.0 / h)
-
-
-def beta_to_halflife(beta: float) -> float:
-    """The inverse of :func:`halflife_to_beta`: -1 / log2(beta)."""
-    b = _real(beta, "beta")
-    if not 0 < b < 1:
-        raise ValueError(f"beta must be in (0, 1), got {beta!r}")
-    return -1.0 / math.log2(b)

@@ -15,33 +15,34 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._engine import ABSMAX, CODES, NON_NEGATIVE, state_names
+from ._engine import ABSMAX, CODES, LAST_STEP, NON_NEGATIVE, state_names
 from ._frozen import FrozenMapping, state_entry, state_mapping
 from ._options import EngineOptions
-
-# The kernel counts steps in 64 bits: the number of the last step it can take.
-LAST_STEP = 2**64 - 1
 
 
 class Loaded(NamedTuple):
     """A checked state_dict, ready to apply: each group's options, state names,
-    step, state arrays (copies) and carries."""
+    the optimizer's step count (its tensors' largest), state arrays (copies),
+    and each tensor's step count and carry (NAdam's mu_product)."""
 
     groups: list[dict[str, Any]]
     names: list[tuple[str, ...]]
     step: int
     state: dict[Any, Any]
+    counts: list[int]
     carries: list[float]
 
 
 def build(opt: Any) -> dict[str, Any]:
     """``opt``'s state dict (copies of its arrays). Under its lock, after a sync."""
     state = {}
+    counts, carries = opt._tensor_counts()
     for i, t in enumerate(opt._layout.tensors):
-        if t.key in opt._state:
-            entry: dict[str, Any] = {"step": opt._step}
+        # As torch.optim: a param that has not stepped yet has no entry.
+        if t.key in opt._state and counts[i] > 0:
+            entry: dict[str, Any] = {"step": counts[i]}
             if opt.param_groups[t.group].get("algorithm") == "nadam":
-                entry["mu_product"] = opt._carries[t.group]
+                entry["mu_product"] = carries[i]
             entry.update({k: v.copy() for k, v in opt._state[t.key].items()})
             state[i] = entry
     groups, start = [], 0
@@ -96,20 +97,19 @@ def check(opt: Any, state_dict: Mapping[str, Any], caller: str) -> Loaded:
         groups.append({**ours, **options})
     options = opt._evaluate(groups, "state_dict['param_groups'][{}]", 0, caller).options
     names = [state_names(o) for o in options]
-    step, state = _checked_state(opt, state_dict["state"], names)
+    counts, state = _checked_state(opt, state_dict["state"], names)
     carries = _saved_carries(opt, state_dict["state"], options)
-    return Loaded(groups, names, step, state, carries)
+    return Loaded(groups, names, max(counts, default=0), state, counts, carries)
 
 
 def _saved_carries(opt: Any, saved: Mapping, options: list[EngineOptions]) -> list[float]:
-    """NAdam's mu_product per group, from the state entries of its params: the
-    product of the group's momentum coefficients so far, each in [0, 1), so
-    in [0, 1) once a step was taken (0 with beta1 = 0, or once the product
-    underflows: at step 646 with beta1 = 0.6)."""
-    carries = [1.0] * len(options)
-    seen: dict[int, tuple[float, int]] = {}
+    """NAdam's mu_product per tensor, from its state entry: the product of its
+    momentum coefficients so far, each in [0, 1), so in [0, 1) once a step was
+    taken (0 with beta1 = 0, or once the product underflows: at step 646 with
+    beta1 = 0.6); 1.0 for a tensor without an entry (no step taken)."""
+    carries = [1.0] * len(opt._layout.tensors)
     for i, t in enumerate(opt._layout.tensors):
-        if options[t.group].algorithm != "nadam" or not saved:
+        if options[t.group].algorithm != "nadam" or i not in saved:
             continue
         where = f"state_dict['state'][{i}]['mu_product']"
         value = saved[i].get("mu_product")
@@ -126,31 +126,34 @@ def _saved_carries(opt: Any, saved: Mapping, options: list[EngineOptions]) -> li
                 f"{where} is {saved[i].get('mu_product')!r}; NAdam's product of momentum "
                 "coefficients is in [0, 1) once a step was taken"
             )
-        first = seen.setdefault(t.group, (value, i))
-        if first[0] != value:
-            raise ValueError(
-                f"{where} is {value!r} but state_dict['state'][{first[1]}]['mu_product'] "
-                f"of the same group is {first[0]!r}; a group's params share one product"
-            )
-        carries[t.group] = value
+        carries[i] = value
     return carries
 
 
-def _checked_state(opt: Any, saved: Any, names: list[tuple[str, ...]]) -> tuple[int, FrozenMapping]:
-    """The step and state arrays (copies) of a state dict's ``state``."""
+def _checked_state(
+    opt: Any, saved: Any, names: list[tuple[str, ...]]
+) -> tuple[list[int], FrozenMapping]:
+    """Each tensor's step count and state arrays (copies) from a state dict's
+    ``state``. As in torch.optim's, a param without an entry has not stepped
+    yet: its count is 0 and its state fresh."""
     if not isinstance(saved, Mapping):
         raise ValueError("state_dict['state'] must be a dict index -> state")
     tensors = opt._layout.tensors
     if not saved:
-        return 0, state_mapping({})
+        return [0] * len(tensors), state_mapping({})
     indices = list(range(len(tensors)))
-    if set(saved) != set(indices):
+    if not set(saved) <= set(indices):
         raise ValueError(
-            f"state_dict['state'] must have an entry for each of the {len(tensors)} params "
+            f"state_dict['state'] must have entries for params among the {len(tensors)} "
             f"(indices 0..{len(tensors) - 1}), got {sorted(saved, key=repr)}"
         )
-    steps, state = set(), {}
+    counts, state = [0] * len(tensors), {}
+    missing = [t.key for i, t in enumerate(tensors) if i not in saved]
+    fresh = opt._fresh_state(names, missing) if missing else {}
     for i, t in enumerate(tensors):
+        if i not in saved:
+            state[t.key] = fresh[t.key]
+            continue
         entry, where = saved[i], f"state_dict['state'][{i}]"
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict name -> value, got {type(entry).__name__}")
@@ -158,7 +161,7 @@ def _checked_state(opt: Any, saved: Any, names: list[tuple[str, ...]]) -> tuple[
         missing = [n for n in (*arrays, "step") if n not in entry]
         if missing:
             raise ValueError(f"{where} lacks {missing}")
-        steps.add(_saved_step(entry["step"], f"{where}['step']"))
+        counts[i] = _saved_step(entry["step"], f"{where}['step']")
         copies = {}
         for n, (shape, dtype) in arrays.items():
             value = entry[n]
@@ -174,9 +177,15 @@ def _checked_state(opt: Any, saved: Any, names: list[tuple[str, ...]]) -> tuple[
             _check_reachable(value, n, f"{where}[{n!r}]")
             copies[n] = np.array(value, order="C", copy=True)
         state[t.key] = state_entry(t.key, copies)
-    if len(steps) != 1:
-        raise ValueError(f"state_dict['state'] entries disagree on 'step': {sorted(steps)}")
-    return steps.pop(), state_mapping(state)
+    return counts, state_mapping(state)
+
+
+def check_values(opt: Any) -> None:
+    """Refuse ``opt``'s state if a load would: :func:`_check_reachable` of every
+    state array (a NaN written into the state, or left by a NaN gradient)."""
+    for t in opt._layout.tensors:
+        for name, value in opt._state.get(t.key, {}).items():
+            _check_reachable(value, name, f"opt.state[{t.key!r}][{name!r}]")
 
 
 def _check_reachable(value: np.ndarray, name: str, where: str) -> None:
@@ -192,13 +201,18 @@ def _check_reachable(value: np.ndarray, name: str, where: str) -> None:
     a load. The other arrays (the first moment, the velocity, a master copy)
     are finite until the params themselves turn Inf or NaN, and NaN appears
     nowhere before that: a state holding those would make the next steps'
-    params NaN. 8-bit codes may hold any code; an absmax is finite and >= 0
-    (a block's largest magnitude; an Inf would decode its zeros to NaN)."""
+    params NaN. 8-bit codes may hold any code; an absmax is finite (a block's
+    largest finite magnitude, negated where the block holds an infinity, as a
+    second moment whose gradient's square overflowed does; an Inf would decode
+    its zeros to NaN)."""
     if value.dtype == CODES:
         return  # 8-bit codes: every code is a value of its map
     if name.endswith(ABSMAX):
-        bad = ~(np.isfinite(value) & (value >= 0))
-        rule = "an 8-bit buffer's absmax is a block's largest magnitude: finite and >= 0"
+        bad = ~np.isfinite(value)
+        rule = (
+            "an 8-bit buffer's absmax is a block's largest finite magnitude (negated "
+            "where the block holds an infinity): finite"
+        )
     elif name in NON_NEGATIVE:
         with np.errstate(invalid="ignore"):
             bad = ~(value >= 0)  # NaN fails the comparison too

@@ -16,6 +16,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _bnb
+from ._engine import EXP_AVG, MASTER, VELOCITY, absmax_name, is_eight_bit
+from ._options import q8_encode
+from ._params import HALF_DTYPES
+from ._tensors import scalar as _scalar
+from ._tensors import to_numpy as _to_numpy
 
 
 class TorchKind(NamedTuple):
@@ -86,38 +91,9 @@ IGNORED = (
     "base_momentum",
     "max_momentum",
 )
+# The 8-bit buffers on the signed map (the others hold non-negative values).
+SIGNED = (EXP_AVG, VELOCITY)
 ALL_NAMES = "torch.optim.Adam or AdamW, NAdam, RAdam and Adamax"
-
-
-def _to_numpy(value: Any, what: str) -> Any:
-    """A torch tensor (or anything with ``.numpy()``) as a NumPy array copy."""
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach") and hasattr(value, "numpy"):
-        tensor = value.detach()
-        if hasattr(tensor, "cpu"):
-            tensor = tensor.cpu()
-        if getattr(tensor, "is_complex", lambda: False)():
-            raise TypeError(f"{what} is complex; radam optimizes real float arrays")
-        try:
-            return np.array(tensor.numpy(), copy=True)
-        except TypeError as err:  # e.g. torch.bfloat16, which NumPy cannot hold
-            raise TypeError(
-                f"{what}: cannot convert a {tensor.dtype} tensor to NumPy: {err}"
-            ) from err
-    raise TypeError(f"{what} must be a tensor or a numpy.ndarray, got {type(value).__name__}")
-
-
-def _scalar(value: Any, what: str) -> Any:
-    """A Python number from a number, a 0-d tensor or a 0-d array."""
-    if hasattr(value, "detach") or isinstance(value, np.ndarray):
-        array = _to_numpy(value, what)
-        if array.shape not in ((), (1,)):
-            raise ValueError(f"{what} must be a scalar, got shape {array.shape}")
-        return array.reshape(()).item()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _keys(torch_sd: Mapping[str, Any]) -> tuple[set[str], set[str]]:
@@ -227,13 +203,8 @@ def to_radam_state_dict(
             f"state_dict['param_groups'] params must number 0..{len(order) - 1} in order, "
             f"got {order}"
         )
+    # A param that has not stepped yet has no entry, in torch as in radam.
     saved = torch_sd["state"]
-    if saved and sorted(saved) != list(range(len(order))):
-        raise ValueError(
-            f"state_dict['state'] has entries for params {sorted(saved)} only; radam keeps state "
-            f"for every param (0..{len(order) - 1}): take the state_dict after a step in which "
-            "every param had a gradient"
-        )
     state = {}
     for pid in sorted(saved):
         entry, where = saved[pid], f"state_dict['state'][{pid}]"
@@ -261,25 +232,7 @@ def to_radam_state_dict(
             else:
                 converted[k] = _to_numpy(v, f"{where}[{k!r}]")
         state[pid] = converted
-    if "mu_product" in kind.state:
-        _check_mu_products(state, groups)
     return {"state": state, "param_groups": groups}
-
-
-def _check_mu_products(state: dict[int, dict[str, Any]], groups: list[dict[str, Any]]) -> None:
-    """torch's NAdam keeps mu_product per param, radam per group (the params of a
-    group step together): the params of a group must agree on it."""
-    for gi, group in enumerate(groups):
-        values = {
-            repr(state[pid]["mu_product"])
-            for pid in group["params"]
-            if pid in state and "mu_product" in state[pid]
-        }
-        if len(values) > 1:
-            raise ValueError(
-                f"state_dict['state'] entries of param_groups[{gi}] disagree on 'mu_product' "
-                f"({sorted(values)}); radam keeps one per group"
-            )
 
 
 def _decoupled(group: Mapping[str, Any], arg: bool | None, weight_decay: Any, where: str) -> Any:
@@ -324,7 +277,7 @@ def load_torch_state_dict(
     bitsandbytes 8-bit Adam's dict goes through ``_bnb.to_radam``."""
     _check_shape(torch_sd)
     if _bnb.is_bnb(torch_sd):
-        opt.load_state_dict(_bnb.to_radam(opt, torch_sd, decoupled_weight_decay))
+        opt.load_state_dict(_fit(opt, _bnb.to_radam(opt, torch_sd, decoupled_weight_decay)))
         return
     algorithm = opt._algorithm
     found = torch_kind(torch_sd)
@@ -343,4 +296,36 @@ def load_torch_state_dict(
             f"this is a {what} state_dict ({why}): it loads into {where}, not radam."
             f"{type(opt).__name__}, which takes a {KINDS[algorithm].torch_name} one"
         )
-    opt.load_state_dict(to_radam_state_dict(torch_sd, algorithm, decoupled_weight_decay))
+    opt.load_state_dict(_fit(opt, to_radam_state_dict(torch_sd, algorithm, decoupled_weight_decay)))
+
+
+def _fit(opt: Any, sd: dict[str, Any]) -> dict[str, Any]:
+    """``sd`` (a converted dict, changed in place) with what ``opt`` keeps and
+    torch or bitsandbytes do not, made from what they have: with
+    ``master_weights``, each 16-bit param's float32 master copy, its value now
+    (they step the 16-bit params themselves, so that is the value they would
+    go on from); and where ``opt`` keeps 8-bit state, float32 moments quantized
+    to it (a torch Adam or bitsandbytes Adam32bit dict), each to the nearest
+    code, as radam's own steps store them."""
+    state = sd["state"]
+    if not state:
+        return sd
+    opt.sync()  # the host params, on the GPU
+    for i, t in enumerate(opt._layout.tensors):
+        entry = state.get(i)
+        if not isinstance(entry, dict):
+            continue  # load_state_dict says what is wrong
+        if opt.master_weights and t.array.dtype in HALF_DTYPES and MASTER not in entry:
+            entry[MASTER] = t.array.astype(np.float32)
+        if not is_eight_bit(opt.state_dtype, opt._whole_sizes.get(t.key, t.array.size)):
+            continue
+        for name, value in list(entry.items()):
+            if (
+                isinstance(value, np.ndarray)
+                and value.dtype in (np.float32, np.float64) + HALF_DTYPES
+                and value.shape == t.array.shape
+                and name != MASTER
+                and absmax_name(name) not in entry
+            ):
+                entry[name], entry[absmax_name(name)] = q8_encode(value, name in SIGNED)
+    return sd

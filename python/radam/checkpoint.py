@@ -59,6 +59,7 @@ import numpy as np
 
 from . import _atomic_file, _core, _state_dict
 from ._engine import ABSMAX, Q8_BLOCK
+from ._errors import Error
 from ._options import BY_NAME, SCHEDULABLE
 from .schedules import Schedule, from_config
 
@@ -84,7 +85,7 @@ _NUMPY_DTYPES = (
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so equal checkpoints are equal files
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Error, ValueError):
     """A file that is not a readable radam checkpoint, or one that does not
     fit the optimizer it is loaded into. Nothing was changed."""
 
@@ -109,22 +110,14 @@ def _path(path: Any) -> str:
 
 
 def _snapshot(opt: Any, include_params: bool) -> tuple[dict[str, Any], list[np.ndarray] | None]:
-    """``opt.state_dict()`` and copies of the params, from the same step (retried
-    if another thread stepped in between)."""
-    while True:
-        sd = opt.state_dict()
-        step = _step_of(sd)
-        with opt._lock:
-            if opt.step_count != step:
-                continue
-            params = [t.array.copy() for t in opt._layout.tensors] if include_params else None
+    """``opt.state_dict()`` (refusing what load would refuse) and copies of the
+    params, from the same step (under the optimizer's lock, which is reentrant, so
+    no other thread steps between)."""
+    with opt._lock:
+        sd = opt._saved_state("save")
+        params = [t.array.copy() for t in opt._layout.tensors] if include_params else None
+        sd["step"] = opt.step_count
         return sd, params
-
-
-def _step_of(sd: dict[str, Any]) -> int:
-    for entry in sd["state"].values():
-        return int(entry["step"])
-    return 0
 
 
 def _encode(
@@ -167,7 +160,7 @@ def _encode(
         "format_version": FORMAT_VERSION,
         "radam_version": _core.__version__,
         "optimizer": type(opt).__name__,
-        "step": _step_of(sd),
+        "step": sd.get("step", opt.step_count),  # _snapshot's, taken with the state
         "param_groups": groups,
         "tensors": tensors,
     }
@@ -195,7 +188,7 @@ def _add_array(members: list[tuple[str, bytes]], member: str, array: np.ndarray)
 
 
 def _encode_number(value: Any, what: str) -> Any:
-    if isinstance(value, np.generic):
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         value = value.item()
     if isinstance(value, (bool, int, float)) or value is None:
         return value
@@ -249,22 +242,43 @@ def load(opt: Any, path: str | os.PathLike, *, restore_params: bool = True) -> N
     if not isinstance(restore_params, bool):
         raise TypeError(f"restore_params must be True or False, got {restore_params!r}")
     path = _path(path)
+    sd, params = read_state(opt, path)
+    with opt._lock:
+        loaded = check_state(opt, path, sd)
+        try:
+            opt._apply_state_dict(loaded, params if restore_params else None)
+        except ValueError as err:  # a param that cannot take the saved values (read-only)
+            raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
+
+
+def read_state(opt: Any, path: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray] | None]:
+    """The checkpoint at ``path`` as a state dict for ``opt`` and its params (None
+    when the file has none), the metadata checked against ``opt`` before any
+    array is read. Changes nothing (:func:`load` = this, :func:`check_state`,
+    then ``opt._apply_state_dict``)."""
+    path = _path(path)
     misfit = f"checkpoint {path!r} does not fit this optimizer"
     with _Archive(path) as archive:
         meta = archive.meta()
         groups = _fit(opt, meta, misfit)
         arrays = archive.arrays(meta)
-    sd, params = _saved_state_dict(meta, groups, arrays)
-    with opt._lock:
-        opt._refuse_reentry("load")
-        try:
-            loaded = _state_dict.check(opt, sd, "load")
-        except (ValueError, TypeError, OverflowError) as err:
-            raise CheckpointError(f"{misfit}: {err}") from err
-        try:
-            opt._apply_state_dict(loaded, params if restore_params else None)
-        except ValueError as err:  # a param that cannot take the saved values (read-only)
-            raise CheckpointError(f"cannot restore checkpoint {path!r}: {err}") from err
+    return _saved_state_dict(meta, groups, arrays)
+
+
+def check_state(opt: Any, path: str, sd: dict[str, Any]) -> _state_dict.Loaded:
+    """:func:`radam._state_dict.check` of a :func:`read_state` dict, as
+    :class:`CheckpointError`. Under ``opt``'s lock."""
+    opt._refuse_reentry("load")
+    try:
+        loaded = _state_dict.check(opt, sd, "load")
+    except (ValueError, TypeError, OverflowError) as err:
+        raise CheckpointError(f"checkpoint {path!r} does not fit this optimizer: {err}") from err
+    # The optimizer's own count (its schedules' position): the file's, which is at
+    # least its tensors' (an older file's is theirs).
+    step = sd.get("step")
+    if isinstance(step, int) and not isinstance(step, bool) and step > loaded.step:
+        loaded = loaded._replace(step=step)
+    return loaded
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -544,7 +558,7 @@ def _fit(opt: Any, meta: dict[str, Any], misfit: str) -> list[dict[str, Any]]:
         options = {k: _decode_option(v) for k, v in g["options"].items()}
         for name in SCHEDULABLE:  # lr, and betas (whose beta1 may be a schedule)
             if name in options:
-                value, current = g["options"][name], ours[name]
+                value, current = g["options"][name], ours.get(name)
                 if BY_NAME[name].kind == "betas":
                     options[name] = _decode_betas(value, current, where, misfit)
                 else:
@@ -595,7 +609,7 @@ def _saved_state_dict(
         entry.update(rec["scalars"])
         if entry:
             state[i] = entry
-    return {"state": state, "param_groups": groups}, params
+    return {"state": state, "param_groups": groups, "step": meta.get("step")}, params
 
 
 def _decode_option(value: Any) -> Any:
@@ -613,8 +627,10 @@ def _decode_betas(saved: Any, live: Any, where: str, misfit: str) -> Any:
     (betas[0] may be a schedule)."""
     if not isinstance(saved, list) or len(saved) != 2:
         raise CheckpointError(f"{misfit}: its {where}['betas'] is {saved!r}, not a pair")
+    # This optimizer's betas, which may have been set to anything since a step refused them.
+    pair = live if isinstance(live, (tuple, list)) and len(live) == 2 else (None, None)
     return tuple(
-        _decode_schedulable(s, live[i], f"{where}['betas'][{i}]", misfit)
+        _decode_schedulable(s, pair[i], f"{where}['betas'][{i}]", misfit)
         for i, s in enumerate(saved)
     )
 

@@ -30,7 +30,6 @@ from ._options import (
     check_choice,
     check_switch,
     engine_options,
-    from_table,
     group_defaults,
     unsupported_on_gpu,
 )
@@ -42,7 +41,8 @@ from ._params import (
     layout_of,
     resolve_state_dtype,
 )
-from ._state_dict import LAST_STEP
+from ._signatures import from_table
+from .schedules import ScheduleEnded
 
 # Every live optimizer, for the fork handlers below.
 _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -127,7 +127,8 @@ class Adam:
     (the released downhill's constant rescale, a legacy choice).
 
     ``device="gpu"`` runs the WGSL kernel through wgpu-py (``pip install
-    "radam[gpu]"``; float32 params and state only, every other option above;
+    "radam[gpu]"``; float32, bfloat16 or float16 params, all of one dtype, with
+    float32, 16-bit or 8-bit state, and master weights; every other option above;
     ``skip_nonfinite`` and ``max_gradient_norm`` need NumPy grads there,
     being checked and measured on the host) with params and state resident on the
     GPU; ``device="auto"`` picks it only when a non-CPU adapter exists. The host
@@ -178,8 +179,6 @@ class Adam:
         self._step = 0
         self._engine: Engine | None = None
         self._state_names: list[tuple[str, ...]] = []  # per group, fixed once state exists
-        # What each group carries from step to step on the host (NAdam's mu_product).
-        self._carries = [1.0] * len(self.param_groups)
         # Reentrant, so that a schedule may read the optimizer (current_lr,
         # state_dict) while step holds it. _busy names the call whose schedules
         # are running: a call that changes the optimizer from inside them (a
@@ -190,6 +189,8 @@ class Adam:
         self._torn_by_fork = False  # set while a fork could not wait for a call of it
         self._last_lrs = [o.lr for o in options_list]
         self._last_betas = [(o.beta1, o.beta2) for o in options_list]
+        # Each group's (lr, betas) in the last step this object took (None: none yet).
+        self._stepped: list[tuple[float, tuple[float, float]]] | None = None
         self._option_cache: OptionCache[_Evaluated] = OptionCache()
         _LIVE.add(self)
 
@@ -200,8 +201,24 @@ class Adam:
 
     @property
     def step_count(self) -> int:
-        """The number of steps taken (the ``t`` of the bias corrections)."""
+        """The number of steps taken: what schedules are called with, and the ``t``
+        of the bias corrections of every tensor that had a gradient in each (see
+        :attr:`tensor_step_counts`)."""
         return self._step
+
+    @property
+    def tensor_step_counts(self) -> list[int]:
+        """Each param's own step count, in the flat order of params: the ``t`` of
+        its bias corrections (torch.optim's ``state[p]["step"]``). A param whose
+        grad was None in a step did not advance."""
+        with self._lock:
+            return self._tensor_counts()[0]
+
+    def _tensor_counts(self) -> tuple[list[int], list[float]]:
+        """Each tensor's step count and carry (NAdam's mu_product). Under the lock."""
+        if self._engine is None:
+            return [0] * len(self._layout), [1.0] * len(self._layout)
+        return self._engine.counts()
 
     @property
     def state(self) -> Mapping[Any, Mapping[str, np.ndarray]]:
@@ -240,21 +257,106 @@ class Adam:
     def current_lr(self) -> list[float]:
         """Each group's lr for the next step: the float, or the group's schedule
         called with ``step_count`` (see ``radam.schedules`` for the convention).
+        Past the end of a group's schedule (``OneCycle`` after its
+        ``transition_steps`` updates: :class:`radam.schedules.ScheduleEnded`)
+        there is no next step, and that group's :attr:`last_lr` is given.
         Read from inside a schedule of this optimizer, the lrs last computed
         (those of the last step, or of construction)."""
         with self._lock:
             if self._busy is not None:
                 return list(self._last_lrs)
-            return [o.lr for o in self._options("current_lr").options]
+            return [lr for lr, _ in self._next_values("current_lr")]
 
     @property
     def current_betas(self) -> list[tuple[float, float]]:
         """Each group's (beta1, beta2) for the next step: betas[0] may be a
-        schedule (e.g. ``radam.schedules.OneCycle.momentum()``), called like lr's."""
+        schedule (e.g. ``radam.schedules.OneCycle.momentum()``), called like lr's
+        (past its end, the last step's, as :attr:`current_lr`)."""
         with self._lock:
             if self._busy is not None:
                 return list(self._last_betas)
-            return [(o.beta1, o.beta2) for o in self._options("current_betas").options]
+            return [betas for _, betas in self._next_values("current_betas")]
+
+    @property
+    def last_lr(self) -> list[float]:
+        """Each group's lr in the last step taken (torch's ``get_last_lr()``).
+        Before this optimizer steps (built, or just loaded), the float or the
+        schedule at ``step_count - 1``, the lr of the step counted last (at 0
+        before any step: the first step's, as torch gives before stepping)."""
+        with self._lock:
+            return [lr for lr, _ in self._last_values("last_lr")]
+
+    @property
+    def last_betas(self) -> list[tuple[float, float]]:
+        """Each group's (beta1, beta2) in the last step taken, as :attr:`last_lr`."""
+        with self._lock:
+            return [betas for _, betas in self._last_values("last_betas")]
+
+    def _next_values(self, caller: str) -> list[tuple[float, tuple[float, float]]]:
+        """Each group's (lr, betas) for the next step, a schedule that has ended
+        giving its value in the last step instead (see :attr:`current_lr`).
+        Under the lock."""
+        try:
+            return _values(self._options(caller).options)
+        except ValueError as err:
+            if self._step == 0 or not isinstance(err.__cause__, ScheduleEnded):
+                raise
+        last = self._last_values(caller)
+        values = []
+        for i, group in enumerate(self.param_groups):
+            group = dict(group)
+            if self._has_ended(group.get("lr"), caller):
+                group["lr"] = last[i][0]
+            betas = group.get("betas")
+            if (
+                isinstance(betas, (tuple, list))
+                and len(betas) == 2
+                and self._has_ended(betas[0], caller)
+            ):
+                group["betas"] = (last[i][1][0], betas[1])
+            self._busy = caller
+            try:
+                values += _values([engine_options(group, f"param_groups[{i}]", self._step).options])
+            finally:
+                self._busy = None
+        return values
+
+    def _has_ended(self, schedule: Any, caller: str) -> bool:
+        """Whether ``schedule`` (a group's lr or betas[0]) is a schedule past its
+        end at the next step. Under the lock."""
+        if not callable(schedule):
+            return False
+        self._busy = caller
+        try:
+            schedule(self._step)
+        except ScheduleEnded:
+            return True
+        except Exception:  # reported as it is by engine_options
+            return False
+        finally:
+            self._busy = None
+        return False
+
+    def _last_values(self, caller: str) -> list[tuple[float, tuple[float, float]]]:
+        """Each group's (lr, betas) in the last step taken (see :attr:`last_lr`).
+        Under the lock."""
+        if self._stepped is not None:
+            return self._stepped
+        if self._busy is not None:  # inside a schedule: the values last computed
+            return list(zip(self._last_lrs, self._last_betas))
+        count = max(self._step - 1, 0)
+        return _values(
+            [self._group_options(i, count, caller) for i in range(len(self.param_groups))]
+        )
+
+    def _group_options(self, i: int, count: int, caller: str) -> EngineOptions:
+        """Group ``i``'s options, its schedules called at ``count`` as part of
+        ``caller``. Under the lock."""
+        self._busy = caller
+        try:
+            return engine_options(self.param_groups[i], f"param_groups[{i}]", count).options
+        finally:
+            self._busy = None
 
     def save(self, path: Any, *, include_params: bool = True) -> None:
         """Write a checkpoint to ``path`` atomically: options (a built-in
@@ -294,8 +396,9 @@ class Adam:
         moving over; torch itself is not needed): ``torch.optim.Adam`` or ``AdamW`` into
         radam.Adam/AdamW (bitsandbytes' ``Adam8bit``/``AdamW8bit`` into one with
         ``state_dtype="8bit"``: its maps must be radam's, and its decoupled decay needs
-        a decoupled decay here when ``weight_decay != 0``), and ``NAdam`` (its
-        ``mu_product``), ``RAdam`` and ``Adamax`` into the radam class of the same name;
+        a decoupled decay here when ``weight_decay != 0``; its ``Adam32bit`` too), and
+        ``NAdam`` (its ``mu_product``), ``RAdam`` and ``Adamax`` into the radam class of
+        the same name;
         another optimizer's dict is an error that names it. This optimizer must be built
         over the same params in the same order and groups, as NumPy arrays. Tensors
         become NumPy copies, ``step`` tensors ints; the options both have map one to
@@ -304,7 +407,11 @@ class Adam:
         not change the math: the lr and betas in effect are in lr and betas); other keys
         are rejected. For torch < 2.6, whose AdamW state_dict does not say that its
         decay is decoupled, pass ``decoupled_weight_decay=True`` for AdamW. Options
-        torch lacks keep this optimizer's values. Checked fully before anything changes.
+        torch lacks keep this optimizer's values. What this optimizer keeps and the
+        dict lacks is made from what it has: with ``master_weights``, the float32
+        master copies from the params now; with 8-bit state, float32 moments quantized
+        (to the nearest code, as radam's steps store them). Checked fully before
+        anything changes; an error names the dict's key and what it must hold.
         """
         from ._torch_import import load_torch_state_dict
 
@@ -332,17 +439,49 @@ class Adam:
             return cached
         self._check_groups()
         evaluated = self._evaluate(groups, "param_groups[{}]", self._step, caller)
+        self._check_state_names(evaluated.options)
+        self._option_cache.put(groups, self._state_names, evaluated)
+        return evaluated
+
+    def _check_state_names(self, options: list[EngineOptions]) -> None:
         if self._engine is not None:
-            for i, (opts, names) in enumerate(zip(evaluated.options, self._state_names)):
+            for i, (opts, names) in enumerate(zip(options, self._state_names)):
                 if state_names(opts) != names:
                     raise ValueError(
                         f"param_groups[{i}]: amsgrad, and whether momentum is on, "
                         "cannot change once state exists"
                     )
-        self._option_cache.put(groups, self._state_names, evaluated)
-        return evaluated
+
+    def _check_savable(self, caller: str) -> None:
+        """Refuse to write (``caller``: state_dict, save) what ``load_state_dict``
+        would refuse: each group's options checked as a load checks them (its
+        schedules called at count 0), and the state arrays' values. From inside
+        a schedule of this optimizer only the state is checked: the options are
+        being checked by the call that runs the schedule. Under the lock."""
+        try:
+            if self._busy is None:
+                self._check_groups()
+                self._check_state_names(
+                    self._validate(self.param_groups, "param_groups[{}]", 0, caller).options
+                )
+            _state_dict.check_values(self)
+        except ReentrantCallError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise type(err)(
+                f"{caller}() refused: {err}; radam writes only what load_state_dict() "
+                "accepts (nothing was written)"
+            ) from None
 
     def _evaluate(self, groups: list[Any], where: str, count: int, caller: str) -> _Evaluated:
+        """:meth:`_validate`, and keep the lrs and betas computed (which
+        ``current_lr`` reads from inside a schedule)."""
+        evaluated = self._validate(groups, where, count, caller)
+        self._last_lrs = [o.lr for o in evaluated.options]
+        self._last_betas = [(o.beta1, o.beta2) for o in evaluated.options]
+        return evaluated
+
+    def _validate(self, groups: list[Any], where: str, count: int, caller: str) -> _Evaluated:
         """Validate each group's options, calling its schedules at ``count``
         (``where`` names group i once formatted with i) as part of ``caller``
         (marked busy meanwhile). Under the lock."""
@@ -356,8 +495,6 @@ class Adam:
         if self.device == "gpu":
             for i, o in enumerate(options):
                 _refuse_on_gpu(o, where.format(i))
-        self._last_lrs = [o.lr for o in options]
-        self._last_betas = [(o.beta1, o.beta2) for o in options]
         return _Evaluated(options, [c.config for c in checked])
 
     def _check_rounding(self, options: list[EngineOptions], where: str) -> None:
@@ -399,14 +536,24 @@ class Adam:
                     "it was built with; build a new optimizer over new params"
                 )
 
-    def _build(self, state: Mapping[Any, Mapping[str, np.ndarray]]) -> Engine:
-        """The engine of this optimizer's device over the params and ``state``."""
+    def _build(
+        self,
+        state: Mapping[Any, Mapping[str, np.ndarray]],
+        counts: list[int] | None = None,
+        carries: list[float] | None = None,
+    ) -> Engine:
+        """The engine of this optimizer's device over the params and ``state``, each
+        tensor at its step count and carry (none taken when not given)."""
         if self.device == "gpu":
             from .gpu import GpuEngine as engine_class
         else:
             engine_class = _core.CpuEngine
+        n = len(self._layout)
+        counts, carries = counts or [0] * n, carries or [1.0] * n
         records = [
-            TensorBuffers(t.label, t.group, t.array, dict(state[t.key]), i, offset)
+            TensorBuffers(
+                t.label, t.group, t.array, dict(state[t.key]), i, offset, counts[i], carries[i]
+            )
             for i, (t, offset) in enumerate(zip(self._layout.tensors, self._first_elements))
         ]
         return engine_class(records)
@@ -428,9 +575,15 @@ class Adam:
             arrays[MASTER] = (t.array.shape, np.dtype(np.float32))
         return arrays
 
-    def _fresh_state(self, names: list[tuple[str, ...]]) -> Mapping[Any, Any]:
+    def _fresh_state(
+        self, names: list[tuple[str, ...]], keys: list[Any] | None = None
+    ) -> Mapping[Any, Any]:
+        """Zeroed state (a master copy: the param's values) of every tensor, or of ``keys``'."""
         state = {}
+        wanted = None if keys is None else set(keys)
         for t in self._layout.tensors:
+            if wanted is not None and t.key not in wanted:
+                continue
             arrays = self._tensor_state(names, t)
             entry = {n: np.zeros(shape, d) for n, (shape, d) in arrays.items()}
             if MASTER in entry:
@@ -439,7 +592,10 @@ class Adam:
         return state_mapping(state)
 
     def step(self, grads: Any) -> None:
-        """One Adam step: every param moves in place. ``grads`` mirrors ``params``.
+        """One Adam step: every param moves in place. ``grads`` mirrors ``params``;
+        a grad may be None (not on the GPU): that param is left as it is and its
+        step count does not advance (each param keeps its own, as torch.optim's
+        ``state[p]["step"]``; :attr:`tensor_step_counts`).
 
         On any error (a missing, misshapen, mistyped or aliasing grad, a bad
         option) a clear exception is raised and params and state are untouched.
@@ -460,23 +616,13 @@ class Adam:
                 names = [state_names(o) for o in evaluated.options]
                 state = self._fresh_state(names)
                 engine = self._build(state)
-            t = self._step + 1
-            try:
-                carries = engine.step(
-                    flat, t, evaluated.configs, self._carries, self.skip_nonfinite
-                )
-            except OverflowError:
-                if t <= LAST_STEP:
-                    raise
-                raise OverflowError(
-                    f"the step count is {self._step}: the kernel counts steps in 64 bits, "
-                    f"and {LAST_STEP} is its last"
-                ) from None
-            if carries is None:  # a NaN or Inf gradient: the whole step was skipped
+            if not engine.step(flat, evaluated.configs, self.skip_nonfinite):
+                # a NaN or Inf gradient: the whole step was skipped
                 self.skipped_steps += 1
                 return
-            self._engine, self._state, self._state_names, self._step = engine, state, names, t
-            self._carries = carries
+            self._engine, self._state, self._state_names = engine, state, names
+            self._step += 1
+            self._stepped = _values(evaluated.options)
 
     def sync(self) -> None:
         """Copy params and state from the device into the host arrays (no-op on the CPU).
@@ -499,10 +645,19 @@ class Adam:
         ``{"state": {index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}},
         "param_groups": [{options..., "params": [indices][, "param_names": [...]]}]}``.
         The arrays are copies: later steps do not change a saved dict.
+
+        It holds only what :meth:`load_state_dict` accepts: options that a step
+        refuses (set in ``param_groups`` since), or a state holding values no
+        healthy run reaches (a NaN), raise the error a load would, naming them.
         """
+        return self._saved_state("state_dict")
+
+    def _saved_state(self, caller: str) -> dict[str, Any]:
+        """:meth:`state_dict`, as part of ``caller`` (which its errors name)."""
         with self._lock:
-            self._refuse_torn("state_dict")
+            self._refuse_torn(caller)
             self._sync_host()
+            self._check_savable(caller)
             return _state_dict.build(self)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -539,19 +694,26 @@ class Adam:
                 # first, and put the old values back if the build fails.
                 previous = [t.array.copy() for t in tensors]
                 _copy_params(tensors, params)
+                _fresh_masters(tensors, loaded)
                 try:
-                    engine = self._build(loaded.state)
+                    engine = self._build(loaded.state, loaded.counts, loaded.carries)
                 except BaseException:
                     _copy_params(tensors, previous)
                     raise
             else:
-                engine = self._build(loaded.state) if loaded.state else None
+                engine = (
+                    self._build(loaded.state, loaded.counts, loaded.carries)
+                    if loaded.state
+                    else None
+                )
                 if params is not None:
                     _copy_params(tensors, params)  # checked above: cannot fail
+                    _fresh_masters(tensors, loaded)
             for ours, group in zip(self.param_groups, loaded.groups):
                 ours.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
             self._engine, self._state, self._state_names = engine, loaded.state, loaded.names
-            self._step, self._carries = loaded.step, loaded.carries
+            self._step = loaded.step
+            self._stepped = None  # last_lr: computed from the loaded groups until a step
             self._option_cache.clear()
 
     def __repr__(self) -> str:
@@ -562,9 +724,22 @@ class Adam:
         return "\n".join(lines)
 
 
+def _values(options: list[EngineOptions]) -> list[tuple[float, tuple[float, float]]]:
+    """Each group's (lr, (beta1, beta2))."""
+    return [(o.lr, (o.beta1, o.beta2)) for o in options]
+
+
 def _copy_params(tensors: list[Tensor], values: list[np.ndarray]) -> None:
     for t, value in zip(tensors, values):
         np.copyto(t.array, value)
+
+
+def _fresh_masters(tensors: list[Tensor], loaded: _state_dict.Loaded) -> None:
+    """The master copy of a tensor that has not stepped (it had no state entry) is
+    its param's value: that of the param restored with the state."""
+    for t, count in zip(tensors, loaded.counts):
+        if count == 0 and MASTER in loaded.state.get(t.key, {}):
+            np.copyto(loaded.state[t.key][MASTER], t.array)
 
 
 def _refuse_on_gpu(options: EngineOptions, where: str) -> None:

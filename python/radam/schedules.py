@@ -14,7 +14,10 @@ The convention, shared with optax and with PyTorch's LR schedulers:
   raises an error naming ``param_groups[i]['lr']`` and the step does not
   happen (params, state and step count untouched).
 - ``opt.current_lr`` gives each group's lr for the next step (it calls the
-  schedules with ``opt.step_count``), ``opt.current_betas`` its betas.
+  schedules with ``opt.step_count``), ``opt.current_betas`` its betas; past
+  the end of a schedule (:class:`ScheduleEnded`) there is no next step, and
+  they give that group's last step's. ``opt.last_lr`` and ``opt.last_betas``
+  give the values the last step used (torch's ``get_last_lr()``).
 - A schedule's position is the optimizer's step count, so it survives
   ``state_dict``/``load_state_dict`` and ``save``/``load`` with nothing extra.
 
@@ -42,6 +45,9 @@ import math
 import numbers
 from typing import Any, ClassVar
 
+from ._errors import Error
+from ._numbers import as_number, real
+
 __all__ = [
     "Constant",
     "ExponentialDecay",
@@ -60,17 +66,12 @@ __all__ = [
 
 def _value(cls: str, name: str, value: Any, *, positive: bool = False) -> float:
     """A finite real number >= 0 (> 0 with ``positive``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{cls}: {name} must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        rule = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"{cls}: {name} must be {rule}, got {value!r}")
-    return v
+    return real(value, f"{cls}: {name}", 0, low_open=positive)
 
 
 def _steps(cls: str, name: str, value: Any, *, positive: bool = False) -> int:
     """A whole number of steps >= 0 (> 0 with ``positive``)."""
+    value = as_number(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{cls}: {name} must be an integer number of steps, got {value!r}")
     v = int(value)
@@ -81,9 +82,23 @@ def _steps(cls: str, name: str, value: Any, *, positive: bool = False) -> int:
 
 
 def _count(cls: str, count: Any) -> int:
-    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
+    count = as_number(count)
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral):
         raise TypeError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
+    if count < 0:
+        raise ValueError(f"{cls}: the step count must be an integer >= 0, got {count!r}")
     return int(count)
+
+
+def _warmup(init_value: float, peak_value: float, frac: float) -> float:
+    """The linear warmup's value ``frac`` of the way from ``init_value`` to ``peak_value``."""
+    return init_value + (peak_value - init_value) * frac
+
+
+class ScheduleEnded(Error, ValueError):
+    """A schedule called past its last update (:class:`OneCycle` after its
+    ``transition_steps`` updates), where it has no value. A step there fails;
+    ``opt.current_lr`` reports the last step's values instead."""
 
 
 class Schedule:
@@ -164,8 +179,7 @@ class LinearWarmup(Schedule):
     def _value(self, count: int) -> float:
         if count >= self.warmup_steps:
             return self.peak_value
-        frac = count / self.warmup_steps
-        return self.init_value + (self.peak_value - self.init_value) * frac
+        return _warmup(self.init_value, self.peak_value, count / self.warmup_steps)
 
 
 class WarmupCosineDecay(Schedule):
@@ -206,8 +220,7 @@ class WarmupCosineDecay(Schedule):
 
     def _value(self, count: int) -> float:
         if count < self.warmup_steps:
-            frac = count / self.warmup_steps
-            return self.init_value + (self.peak_value - self.init_value) * frac
+            return _warmup(self.init_value, self.peak_value, count / self.warmup_steps)
         span = self.decay_steps - self.warmup_steps
         if count >= self.decay_steps or span == 0:
             return self.end_value if count >= self.decay_steps else self.peak_value
@@ -283,9 +296,7 @@ def _one_cycle_shape(
 ) -> tuple[int, float, str, bool]:
     """The checked arguments that shape a one-cycle (shared by the lr and the beta1 cycle)."""
     steps = _steps(cls, "transition_steps", transition_steps, positive=True)
-    pct = _value(cls, "pct_start", pct_start)
-    if pct > 1:
-        raise ValueError(f"{cls}: pct_start must be in [0, 1], got {pct_start!r}")
+    pct = real(pct_start, f"{cls}: pct_start", 0, 1)
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(
             f"{cls}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
@@ -307,7 +318,7 @@ def _one_cycle_at(schedule: Any, count: int, values: tuple[tuple[float, float], 
     order of operations, over phases that start and end at ``values``."""
     steps, pct_start = schedule.transition_steps, schedule.pct_start
     if count >= steps:
-        raise ValueError(
+        raise ScheduleEnded(
             f"{type(schedule).__name__}: step count {count} is past the cycle, whose "
             f"transition_steps={steps} updates have counts 0 to {steps - 1} (torch's OneCycleLR "
             "refuses to go on too); build a longer cycle, or set a number in its place"
@@ -418,11 +429,8 @@ class OneCycleMomentum(Schedule):
         self.transition_steps, self.pct_start, self.anneal_strategy, self.three_phase = (
             _one_cycle_shape(name, transition_steps, pct_start, anneal_strategy, three_phase)
         )
-        for arg, value in (("base", base), ("peak", peak)):
-            if _value(name, arg, value) >= 1:
-                raise ValueError(f"{name}: {arg} is a beta1, in [0, 1); got {value!r}")
-        self.base = float(base)
-        self.peak = float(peak)
+        self.base = real(base, f"{name}: base (a beta1)", 0, 1, high_open=True)
+        self.peak = real(peak, f"{name}: peak (a beta1)", 0, 1, high_open=True)
         self._freeze()
 
     def _value(self, count: int) -> float:

@@ -8,7 +8,7 @@ signature, defaults and the options part of its docstring are made; the rest
 
 from __future__ import annotations
 
-from ._options import from_table
+from ._signatures import from_table
 from .optimizer import Adam
 
 

@@ -3,7 +3,7 @@
 //! `step` is the one native call of each step.
 
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyMapping;
 use std::sync::{Mutex, PoisonError};
@@ -13,8 +13,8 @@ use super::config::PyAdamConfig;
 use super::extents::WriteExtents;
 use crate::finite::all_finite_stored;
 use crate::{
-    check_mixed, Buffer, Carry, MixedTensorMut, Origin, State, StepError, StepScalars, Tensor,
-    Q8_BLOCK,
+    check_mixed, Buffer, Carry, Count, MixedTensorMut, Origin, State, StepError, Tensor,
+    TensorSteps, Q8_BLOCK,
 };
 
 /// One array the engine writes, with how messages name it.
@@ -70,6 +70,9 @@ struct Record<'py> {
     position: u64,
     /// The index, in that tensor, of the param's first element (a shard's start).
     offset: u64,
+    /// The steps it has taken, and what the last carried (NAdam's `mu_product`).
+    step: u64,
+    carry: f64,
 }
 
 /// The state buffer Python names `name` (the core's names, but AdaMax's
@@ -131,6 +134,12 @@ fn check_absmax(n: usize, absmax: &Bound<'_, PyUntypedArray>, what: &str) -> PyR
 /// The slot of one record, every array checked.
 fn slot_of(record: Record<'_>) -> PyResult<Slot> {
     let label = record.label;
+    if record.step > 0 && !(0.0..=1.0).contains(&record.carry) {
+        return Err(PyValueError::new_err(format!(
+            "params{label}: its carried mu_product {} is not in [0, 1]",
+            record.carry
+        )));
+    }
     let param = as_array(&record.param, || format!("params{label}"))?;
     let param_dtype = DType::of(&param)?.ok_or_else(|| {
         PyTypeError::new_err(format!(
@@ -266,6 +275,8 @@ pub(super) struct CpuEngine {
     labels: Vec<String>,
     /// The bytes every step writes, sorted, to check each grad against.
     writes: Mutex<WriteExtents>,
+    /// Each slot's step count (a slot without a grad in a step keeps its own).
+    counts: Mutex<Vec<Count>>,
     /// How many slots compute in float64.
     f64_slots: usize,
 }
@@ -280,16 +291,13 @@ impl CpuEngine {
             .map_or_else(|| format!("written array {index}"), Clone::clone)
     }
 
-    /// A core error about tensor `i` of the float32 or float64 list, with the
-    /// tensor and its buffer named as users name them.
-    fn step_error(&self, e: StepError, in_f64: bool) -> PyErr {
+    /// A core error about tensor `i` of a list stepped together (`slots[i]`
+    /// is its slot), with the tensor and its buffer named as users name them.
+    fn step_error(&self, e: StepError, slots: &[usize]) -> PyErr {
         // The core names a tensor by its position in its list.
         let nth = |i: usize| {
-            self.slots
-                .iter()
-                .zip(&self.labels)
-                .filter(|(s, _)| s.param.dtype.computes_in_f64() == in_f64)
-                .nth(i)
+            let slot = *slots.get(i)?;
+            Some((&self.slots[slot], &self.labels[slot]))
         };
         match e {
             StepError::LengthMismatch {
@@ -355,6 +363,15 @@ impl CpuEngine {
     #[new]
     fn new(tensors: Vec<Record<'_>>) -> PyResult<Self> {
         let labels = tensors.iter().map(|r| r.label.clone()).collect();
+        let counts = tensors
+            .iter()
+            .map(|r| Count {
+                steps: r.step,
+                carry: Carry {
+                    mu_product: if r.step == 0 { 1.0 } else { r.carry },
+                },
+            })
+            .collect();
         let slots = tensors
             .into_iter()
             .map(slot_of)
@@ -367,25 +384,24 @@ impl CpuEngine {
             slots,
             labels,
             writes: Mutex::new(WriteExtents::default()),
+            counts: Mutex::new(counts),
         })
     }
 
-    /// One step (number `step`, counting from 1) with each group's options
-    /// (`AdamConfig`) and what it carries from the previous step (NAdam's
-    /// `mu_product`). Returns the carries for the next step, or None when
+    /// One step of every slot whose grad is not None, each at its own step
+    /// count, with each group's options (`AdamConfig`); a slot whose grad is
+    /// None is left as it is, its count too. Returns False when
     /// `skip_nonfinite` found a NaN or Inf in a gradient (then nothing was
     /// written). Every check runs before any element is written; on error
     /// nothing changed.
-    #[pyo3(signature = (grads, step, configs, carries, skip_nonfinite=false))]
+    #[pyo3(signature = (grads, configs, skip_nonfinite=false))]
     fn step(
         &self,
         py: Python<'_>,
         grads: Vec<Bound<'_, PyAny>>,
-        step: u64,
         configs: Vec<Bound<'_, PyAdamConfig>>,
-        carries: Vec<f64>,
         skip_nonfinite: bool,
-    ) -> PyResult<Option<Vec<f64>>> {
+    ) -> PyResult<bool> {
         if grads.len() != self.slots.len() {
             return Err(PyValueError::new_err(format!(
                 "expected {} grads (one per param), got {}",
@@ -393,28 +409,40 @@ impl CpuEngine {
                 grads.len()
             )));
         }
-        if carries.len() != configs.len() {
-            return Err(PyValueError::new_err(
-                "carries must have one entry per group",
-            ));
-        }
-        let mut scalars = Vec::with_capacity(configs.len());
-        let mut next_carries = Vec::with_capacity(configs.len());
-        for (i, (config, mu_product)) in configs.iter().zip(carries).enumerate() {
-            let (s, carry) = StepScalars::next(&config.get().0, step, Carry { mu_product })
-                .map_err(|e| PyValueError::new_err(format!("param_groups[{i}]: {e}")))?;
-            scalars.push(s);
-            next_carries.push(carry.mu_product);
-        }
-        for (slot, label) in self.slots.iter().zip(&self.labels) {
-            let state = &slot.state;
-            let fits = scalars.get(slot.group).is_some_and(|s| {
-                (!s.amsgrad || state.max_exp_avg_sq.is_some())
-                    && (!s.velocity || state.velocity.is_some())
-            });
-            if !fits {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let stepped: Vec<usize> = (0..grads.len()).filter(|&i| !grads[i].is_none()).collect();
+        let configs: Vec<_> = configs.iter().map(|c| c.get().0).collect();
+        let plan = TensorSteps::plan(
+            &configs,
+            stepped.iter().map(|&i| (self.slots[i].group, counts[i])),
+        )
+        .map_err(|(group, e)| match e {
+            StepError::StepOverflow => {
+                let at = stepped
+                    .iter()
+                    .find(|&&i| self.slots[i].group == group && counts[i].steps == u64::MAX);
+                let label = at.map_or("[?]", |&i| self.labels[i].as_str());
+                PyOverflowError::new_err(format!(
+                    "params{label}: the step count is {}: the kernel counts steps in 64 bits, \
+                     and {} is its last",
+                    u64::MAX,
+                    u64::MAX
+                ))
+            }
+            StepError::GroupOutOfRange { .. } => PyValueError::new_err(format!(
+                "expected options for every group, got {}",
+                configs.len()
+            )),
+            e => PyValueError::new_err(format!("param_groups[{group}]: {e}")),
+        })?;
+        for (&i, &index) in stepped.iter().zip(&plan.index) {
+            let (state, s) = (&self.slots[i].state, &plan.scalars[index]);
+            if (s.amsgrad && state.max_exp_avg_sq.is_none())
+                || (s.velocity && state.velocity.is_none())
+            {
                 return Err(PyValueError::new_err(format!(
-                    "params{label}: its group's options do not match the optimizer's state"
+                    "params{}: its group's options do not match the optimizer's state",
+                    self.labels[i]
                 )));
             }
         }
@@ -439,13 +467,9 @@ impl CpuEngine {
             ))
         })?;
         let overlaps = |extent| extents.overlapping(extent).map(|i| self.write_name(i));
-        let mut reads = Vec::with_capacity(self.slots.len());
-        for ((slot, label), (grad, w)) in self
-            .slots
-            .iter()
-            .zip(&self.labels)
-            .zip(grads.iter().zip(&writes))
-        {
+        let mut reads = Vec::with_capacity(stepped.len());
+        for &i in &stepped {
+            let (slot, label, grad, w) = (&self.slots[i], &self.labels[i], &grads[i], &writes[i]);
             let what = || format!("grads{label}");
             let shape = w.param.shape();
             reads.push(borrow_grad(
@@ -457,33 +481,54 @@ impl CpuEngine {
             )?);
         }
         drop(extents);
-        // The tensors computed in float32 and in float64, each list in slot order.
+        // The tensors computed in float32 and in float64, each list in slot
+        // order, each tensor's `group` the index of its scalars in the plan.
         let (mut t32, mut t64) = (
-            Vec::with_capacity(self.slots.len() - self.f64_slots),
-            Vec::with_capacity(self.f64_slots),
+            Vec::with_capacity(stepped.len().min(self.slots.len() - self.f64_slots)),
+            Vec::with_capacity(stepped.len().min(self.f64_slots)),
         );
-        for ((slot, w), grad) in self.slots.iter().zip(&mut writes).zip(&reads) {
-            if slot.param.dtype.computes_in_f64() {
+        let (mut s32, mut s64) = (Vec::new(), Vec::new());
+        // `stepped` is in slot order: its slots' write borrows, in that order.
+        let stepped_writes = (writes.iter_mut().enumerate()).filter(|(i, _)| !grads[*i].is_none());
+        for (((i, w), grad), &index) in stepped_writes.zip(&reads).zip(&plan.index) {
+            w.group = index;
+            if self.slots[i].param.dtype.computes_in_f64() {
                 t64.push(core_tensor::<f64>(w, grad)?);
+                s64.push(i);
             } else {
                 t32.push(core_tensor::<f32>(w, grad)?);
+                s32.push(i);
             }
         }
         // Both lists are checked before either is stepped: an error writes nothing.
-        let t32 = check_mixed(t32, &scalars).map_err(|e| self.step_error(e, false))?;
-        let t64 = check_mixed(t64, &scalars).map_err(|e| self.step_error(e, true))?;
-        Ok(py.detach(|| {
+        let scalars = &plan.scalars;
+        let t32 = check_mixed(t32, scalars).map_err(|e| self.step_error(e, &s32))?;
+        let t64 = check_mixed(t64, scalars).map_err(|e| self.step_error(e, &s64))?;
+        let stepped_all = py.detach(|| {
             if skip_nonfinite {
                 let g32: Vec<_> = t32.tensors().iter().map(|t| t.grad).collect();
                 let g64: Vec<_> = t64.tensors().iter().map(|t| t.grad).collect();
                 if !(all_finite_stored(&g32) && all_finite_stored(&g64)) {
-                    return None;
+                    return false;
                 }
             }
             t32.step();
             t64.step();
-            Some(next_carries)
-        }))
+            true
+        });
+        if stepped_all {
+            for (&i, &next) in stepped.iter().zip(&plan.next) {
+                counts[i] = next;
+            }
+        }
+        Ok(stepped_all)
+    }
+
+    /// Each slot's step count and what its last step carried (NAdam's
+    /// `mu_product`; 1 before its first step).
+    fn counts(&self) -> (Vec<u64>, Vec<f64>) {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.iter().map(|c| (c.steps, c.carry.mu_product)).unzip()
     }
 
     /// The host arrays are the ones stepped: nothing to copy (the engine

@@ -18,15 +18,18 @@
 //! block is split between pieces; its `absmax` slices hold the absmax of
 //! exactly its blocks.
 
+use std::ops::Range;
+
 use crate::error::StepError;
 use crate::kernel::{flags, with_variants, Coeffs, Slices};
 use crate::scalars::StepScalars;
 use crate::simd::{kernel_for, KernelFn, SimdLevel};
 
 use super::codec::{
-    blocks, check_len, decode_block, run, Codebook, Encoder, Job, BLOCK, SIGNED, UNSIGNED,
+    abs_max_bits, blocks, check_len, decode_block, encode_block, holds_infinities, run, Codebook,
+    Job, BLOCK, SIGNED, UNSIGNED,
 };
-use super::fused::{step_block, used, BlockState, Encoders, Splat};
+use super::fused::{step_block, used, BlockState, Splat};
 use super::lanes::{Lanes, Scalar};
 
 /// One buffer of 8-bit state: a code per element and an absmax per block.
@@ -103,31 +106,70 @@ pub fn step_q8(
 
 /// [`step_q8`] for a caller that has checked the piece and picked the kernel
 /// once (the multi-tensor planner).
+///
+/// The variant is chosen here, before entering the level's function, so that
+/// each (level, variant) is a function of its own: its frame holds one
+/// variant's locals (a debug build gives every local of every inlined body a
+/// slot of its own; one function holding all 20 variants needed 2.5 MiB).
 pub(crate) fn run_piece(
     level: SimdLevel,
     kernel: KernelFn<f32>,
     c: &Coeffs<f32>,
     piece: Q8Piece<'_>,
 ) -> Result<(), StepError> {
-    run(level, Step { kernel, c, piece })
+    // Every variant `StepScalars::coeffs` builds.
+    macro_rules! fused {
+        ($($f:expr),+) => {
+            match c.variant {
+                $(v if v == $f => run(level, Fused::<{ $f }> { kernel, c, piece }),)+
+                _ => run(level, Staged { kernel, c, piece }),
+            }
+        };
+    }
+    with_variants!(fused!())
 }
 
-struct Step<'a> {
+/// The fused step of variant `F` (`kernel`: the float32 kernel of `F`, for
+/// the blocks whose state holds infinities).
+struct Fused<'a, const F: u32> {
     kernel: KernelFn<f32>,
     c: &'a Coeffs<f32>,
     piece: Q8Piece<'a>,
 }
 
+impl<const F: u32> Job for Fused<'_, F> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        fused::<L, F>(self.kernel, self.c, self.piece)
+    }
+}
+
+/// The staged step, for a variant the fused step lacks.
+pub(super) struct Staged<'a> {
+    pub kernel: KernelFn<f32>,
+    pub c: &'a Coeffs<f32>,
+    pub piece: Q8Piece<'a>,
+}
+
+impl Job for Staged<'_> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        staged::<L>(self.kernel, self.c, self.piece)
+    }
+}
+
 /// A state buffer of the current block, on the stack.
-struct Staged<'s, 'b> {
+struct StagedBuffer<'s, 'b> {
     book: &'static Codebook,
     state: Option<&'s mut Q8State<'b>>,
     buf: [f32; BLOCK],
 }
 
-impl<'s, 'b> Staged<'s, 'b> {
+impl<'s, 'b> StagedBuffer<'s, 'b> {
     fn new(book: &'static Codebook, state: Option<&'s mut Q8State<'b>>) -> Self {
-        Staged {
+        StagedBuffer {
             book,
             state,
             buf: [0.0; BLOCK],
@@ -153,42 +195,44 @@ impl<'s, 'b> Staged<'s, 'b> {
         if let Some(s) = &mut self.state {
             let codes = &mut s.codes[start..start + len];
             let x = &self.buf[..len];
-            s.absmax[b] = if self.book.mirrors() {
-                Encoder::<L, true>::new(self.book).block(x, codes)
-            } else {
-                Encoder::<L, false>::new(self.book).block(x, codes)
-            };
+            s.absmax[b] = encode_block::<L>(self.book, x, abs_max_bits::<L>(x), codes);
         }
     }
 }
 
-impl Job for Step<'_> {
-    type Out = ();
-    #[inline(always)]
-    unsafe fn run<L: Lanes>(self) {
-        // Every variant `StepScalars::coeffs` builds.
-        macro_rules! fused {
-            ($($f:expr),+) => {
-                match self.c.variant {
-                    $(v if v == $f => fused::<L, { $f }>(self.c, self.piece),)+
-                    _ => staged::<L>(self.kernel, self.c, self.piece),
-                }
-            };
-        }
-        with_variants!(fused!())
-    }
-}
-
-/// The fused step (see `fused`), block by block.
+/// The fused step (see `fused`), block by block; a block whose state holds
+/// infinities (rare: a finite gradient whose square overflows) goes the
+/// staged way, whose decoder knows them.
 #[inline(always)]
-unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>) {
+unsafe fn fused<L: Lanes, const F: u32>(
+    kernel: KernelFn<f32>,
+    c: &Coeffs<f32>,
+    mut piece: Q8Piece<'_>,
+) {
     let n = piece.param.len();
     let used = used(F);
     let mut new = [[0f32; BLOCK]; 4];
     let (splat, scalar) = (Splat::<L>::new(c), Splat::<Scalar>::new(c));
-    let encoders = Encoders::<L>::new();
     for b in 0..blocks(n) {
         let range = b * BLOCK..n.min((b + 1) * BLOCK);
+        let infinite = |s: &Q8State<'_>| holds_infinities(s.absmax[b]);
+        if infinite(&piece.exp_avg)
+            || infinite(&piece.exp_avg_sq)
+            || (used[2] && piece.max_exp_avg_sq.as_ref().is_some_and(infinite))
+            || (used[3] && piece.velocity.as_ref().is_some_and(infinite))
+        {
+            let at = || (range.clone(), b);
+            let piece = Q8Piece {
+                param: &mut piece.param[range.clone()],
+                grad: &piece.grad[range.clone()],
+                exp_avg: one_block(&mut piece.exp_avg, at()),
+                exp_avg_sq: one_block(&mut piece.exp_avg_sq, at()),
+                max_exp_avg_sq: piece.max_exp_avg_sq.as_mut().map(|s| one_block(s, at())),
+                velocity: piece.velocity.as_mut().map(|s| one_block(s, at())),
+            };
+            L::framed(Staged { kernel, c, piece });
+            continue;
+        }
         let mut state: [Option<BlockState<'_>>; 4] = [None, None, None, None];
         let buffers = [
             Some(&mut piece.exp_avg),
@@ -207,12 +251,19 @@ unsafe fn fused<L: Lanes, const F: u32>(c: &Coeffs<f32>, mut piece: Q8Piece<'_>)
         step_block::<L, F>(
             &splat,
             &scalar,
-            &encoders,
             &mut piece.param[range.clone()],
             &piece.grad[range],
             &mut state,
             &mut new,
         );
+    }
+}
+
+/// Block `b` (elements `range`) of a state buffer.
+fn one_block<'s>(s: &'s mut Q8State<'_>, (range, b): (Range<usize>, usize)) -> Q8State<'s> {
+    Q8State {
+        codes: &mut s.codes[range],
+        absmax: std::slice::from_mut(&mut s.absmax[b]),
     }
 }
 
@@ -235,10 +286,10 @@ pub(super) unsafe fn staged<L: Lanes>(
     } else {
         None
     };
-    let mut m = Staged::new(&SIGNED, Some(&mut piece.exp_avg));
-    let mut v = Staged::new(&UNSIGNED, Some(&mut piece.exp_avg_sq));
-    let mut x = Staged::new(&UNSIGNED, amsgrad);
-    let mut u = Staged::new(&SIGNED, velocity);
+    let mut m = StagedBuffer::new(&SIGNED, Some(&mut piece.exp_avg));
+    let mut v = StagedBuffer::new(&UNSIGNED, Some(&mut piece.exp_avg_sq));
+    let mut x = StagedBuffer::new(&UNSIGNED, amsgrad);
+    let mut u = StagedBuffer::new(&SIGNED, velocity);
     let n = piece.param.len();
     for b in 0..blocks(n) {
         let start = b * BLOCK;

@@ -390,19 +390,6 @@ fn bad_pieces_are_errors_that_write_nothing() {
 
 /// The staged step (decode into buffers, the float32 kernel, encode), run
 /// through the same dispatch as the fused one.
-struct StagedStep<'a> {
-    c: &'a crate::kernel::Coeffs<f32>,
-    piece: Q8Piece<'a>,
-}
-
-impl super::codec::Job for StagedStep<'_> {
-    type Out = ();
-    unsafe fn run<L: super::lanes::Lanes>(self) {
-        let kernel = kernel_for::<f32, f32>(SimdLevel::Scalar, self.c);
-        super::block::staged::<L>(kernel, self.c, self.piece)
-    }
-}
-
 #[test]
 fn every_variant_steps_as_the_staged_kernel_does() {
     use crate::Rule;
@@ -447,7 +434,16 @@ fn every_variant_steps_as_the_staged_kernel_does() {
                 let (mut fused, mut staged) = (start.clone(), start.clone());
                 fused.fused_step(level, &scalars, &g).unwrap();
                 staged.with_piece(&g, |piece| {
-                    super::codec::run(level, StagedStep { c: &c, piece }).unwrap()
+                    let kernel = kernel_for::<f32, f32>(SimdLevel::Scalar, &c);
+                    super::codec::run(
+                        level,
+                        super::block::Staged {
+                            kernel,
+                            c: &c,
+                            piece,
+                        },
+                    )
+                    .unwrap()
                 });
                 assert!(fused == staged, "variant {} n={n} {level}", c.variant);
                 assert_ne!(fused, start);

@@ -11,8 +11,17 @@
 //!   float32 midpoint `(values[k] + values[k + 1]) * 0.5` of each neighbouring
 //!   pair, a `y` equal to a midpoint going to the even code of the pair.
 //! * A block of zeros has absmax 0 and the code of 0. A block holding a NaN
-//!   or an infinity has absmax NaN (so the whole block decodes to NaN: the
-//!   non-finite value is not silently dropped) and the code of 0.
+//!   has absmax NaN (so the whole block decodes to NaN: the NaN is not
+//!   silently dropped) and the code of 0.
+//! * A block holding an infinity (and no NaN) keeps it, as float32 state
+//!   does (a second moment whose finite gradient's square overflows is +inf,
+//!   and that element's update 0): its absmax is stored negated, `-A` (`A`
+//!   the largest finite `|x|`, -0.0 when there is none); `+inf` takes the top
+//!   code 255 and `-inf` the bottom code 0, and the finite values take their
+//!   codes under `A` kept off those (signed map: 1..=254; unsigned: 0..=254).
+//!   Decoding a block whose absmax has its sign bit set gives `+inf` for code
+//!   255, `-inf` for the signed map's code 0, and `values[code] * |absmax|`
+//!   for the others.
 //! * Where `1 / absmax` would leave the normal range (absmax under 2^-126 or
 //!   over 2^126), `x` and `absmax` are first scaled by an exact power of two,
 //!   so the codes are those of the same rule with an unbounded exponent.
@@ -31,6 +40,7 @@ use crate::error::StepError;
 use crate::simd::SimdLevel;
 
 use super::decades::{Decades, Loaded, GUARD, INDEX_BITS_FROM};
+pub(super) use super::lanes::Job;
 use super::lanes::{Lanes, Scalar};
 use super::map;
 
@@ -223,9 +233,12 @@ impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
     /// `L`'s level must be enabled.
     #[inline(always)]
     pub(super) unsafe fn block_with(&self, x: &[f32], bits: u32, codes: &mut [u8]) -> f32 {
-        if bits == 0 || bits >= INFINITY_BITS {
+        if bits == 0 {
             codes.fill(self.book.zero);
-            return if bits == 0 { 0.0 } else { f32::NAN };
+            return 0.0;
+        }
+        if bits >= INFINITY_BITS {
+            return encode_nonfinite(self.book, x, codes);
         }
         let absmax = f32::from_bits(bits);
         if RECIPROCAL_NORMAL.contains(&bits) {
@@ -265,6 +278,52 @@ impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
             }
         }
         encode_tail::<L, SIGNED>(self.book, x, scale, out, i, n)
+    }
+}
+
+/// Encode one block (at most [`BLOCK`] values) at level `L`, given its
+/// largest `|x|` as bits (see [`Encoder::block_with`]); returns its absmax.
+/// The encoder runs in a frame of its own (one per level and map), so a
+/// caller that encodes several moments holds no copy of its locals.
+///
+/// # Safety
+/// `L`'s level must be enabled and supported by the CPU.
+#[inline(always)]
+pub(super) unsafe fn encode_block<L: Lanes>(
+    book: &Codebook,
+    x: &[f32],
+    bits: u32,
+    codes: &mut [u8],
+) -> f32 {
+    if book.mirrors() {
+        L::framed(EncodeBlock::<true> {
+            book,
+            x,
+            bits,
+            codes,
+        })
+    } else {
+        L::framed(EncodeBlock::<false> {
+            book,
+            x,
+            bits,
+            codes,
+        })
+    }
+}
+
+struct EncodeBlock<'a, const SIGNED: bool> {
+    book: &'a Codebook,
+    x: &'a [f32],
+    bits: u32,
+    codes: &'a mut [u8],
+}
+
+impl<const SIGNED: bool> Job for EncodeBlock<'_, SIGNED> {
+    type Out = f32;
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) -> f32 {
+        Encoder::<L, SIGNED>::new(self.book).block_with(self.x, self.bits, self.codes)
     }
 }
 
@@ -315,7 +374,7 @@ unsafe fn encode_tail<L: Lanes, const SIGNED: bool>(
 
 /// The largest `|x|`, as bits (a NaN's bits are above every number's).
 #[inline(always)]
-unsafe fn abs_max_bits<L: Lanes>(x: &[f32]) -> u32 {
+pub(super) unsafe fn abs_max_bits<L: Lanes>(x: &[f32]) -> u32 {
     let n = x.len();
     let magnitude = L::splat_u(0x7fff_ffff);
     let (mut acc0, mut acc1) = (L::splat_u(0), L::splat_u(0));
@@ -356,7 +415,65 @@ fn encode_rescaled(book: &Codebook, x: &[f32], absmax: f32, codes: &mut [u8]) {
     encode_scalar(book, scaled, 1.0 / (absmax * factor), codes);
 }
 
-/// Decode one block: `out[i] = values[codes[i]] * absmax`.
+/// Encode a block holding a NaN or an infinity (see the module doc): the
+/// ordinary rule for its finite values under their own absmax, then the
+/// infinities at the end codes; returns the absmax as stored.
+#[cold]
+#[inline(never)]
+fn encode_nonfinite(book: &Codebook, x: &[f32], codes: &mut [u8]) -> f32 {
+    if x.iter().any(|v| v.is_nan()) {
+        codes.fill(book.zero);
+        return f32::NAN;
+    }
+    let mut finite = [0f32; BLOCK];
+    let finite = &mut finite[..x.len()];
+    for (f, &v) in finite.iter_mut().zip(x) {
+        *f = if v.is_finite() { v } else { 0.0 };
+    }
+    // SAFETY: the scalar lanes are plain Rust.
+    let absmax = unsafe {
+        if book.mirrors() {
+            Encoder::<Scalar, true>::new(book).block(finite, codes)
+        } else {
+            Encoder::<Scalar, false>::new(book).block(finite, codes)
+        }
+    };
+    let lowest = book.mirrors() as u8;
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = match v {
+            f32::INFINITY => 255,
+            f32::NEG_INFINITY => 0,
+            _ => (*c).clamp(lowest, 254),
+        };
+    }
+    -absmax
+}
+
+/// Whether a block's stored absmax says it holds infinities (its sign bit).
+#[inline(always)]
+pub(super) fn holds_infinities(absmax: f32) -> bool {
+    absmax.is_sign_negative()
+}
+
+/// [`decode_block`] for a block whose absmax has its sign bit set.
+#[cold]
+#[inline(never)]
+fn decode_with_infinities(book: &Codebook, codes: &[u8], absmax: f32, out: &mut [f32]) {
+    let scale = absmax.abs();
+    for (o, &c) in out.iter_mut().zip(codes) {
+        let end = c == 255 || (c == 0 && book.mirrors());
+        // values[255] is 1 and the signed map's values[0] is -1; a NaN absmax stays NaN.
+        let scale = if end && !absmax.is_nan() {
+            f32::INFINITY
+        } else {
+            scale
+        };
+        *o = book.values[c as usize] * scale;
+    }
+}
+
+/// Decode one block: `out[i] = values[codes[i]] * absmax` (for a block
+/// without infinities).
 #[inline(always)]
 pub(super) unsafe fn decode_block<L: Lanes>(
     book: &Codebook,
@@ -364,6 +481,9 @@ pub(super) unsafe fn decode_block<L: Lanes>(
     absmax: f32,
     out: &mut [f32],
 ) {
+    if holds_infinities(absmax) {
+        return decode_with_infinities(book, codes, absmax, out);
+    }
     let n = out.len().min(codes.len());
     let table = book.values.as_ptr();
     let mut i = 0;
@@ -378,29 +498,11 @@ pub(super) unsafe fn decode_block<L: Lanes>(
     }
 }
 
-/// Work compiled once per SIMD level (see [`run`]).
-pub(super) trait Job {
-    type Out;
-    /// # Safety
-    /// `L`'s level must be enabled in the calling function and supported by the CPU.
-    unsafe fn run<L: Lanes>(self) -> Self::Out;
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn run_avx512<J: Job>(job: J) -> J::Out {
-    job.run::<super::lanes::Avx512>()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<J: Job>(job: J) -> J::Out {
-    job.run::<super::lanes::Avx2>()
-}
-
-/// NEON has no gather: the one-lane code, compiled for NEON (its other loops vectorize).
+/// NEON has no gather: the one-lane code, compiled for NEON (its other loops
+/// vectorize). A frame of its own, as `Lanes::framed` makes them.
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
+#[inline(never)]
 unsafe fn run_neon<J: Job>(job: J) -> J::Out {
     job.run::<Scalar>()
 }
@@ -413,12 +515,12 @@ pub(super) fn run<J: Job>(level: SimdLevel, job: J) -> Result<J::Out, StepError>
     // SAFETY (all arms): the CPU supports `level`, checked above.
     Ok(match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { run_avx512(job) },
+        SimdLevel::Avx512 => unsafe { super::lanes::Avx512::framed(job) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { run_avx2(job) },
+        SimdLevel::Avx2 => unsafe { super::lanes::Avx2::framed(job) },
         #[cfg(target_arch = "aarch64")]
         SimdLevel::Neon => unsafe { run_neon(job) },
-        _ => unsafe { job.run::<Scalar>() },
+        _ => unsafe { Scalar::framed(job) },
     })
 }
 
@@ -440,32 +542,21 @@ pub(super) fn check_len(
     }
 }
 
-struct Encode<'a> {
+struct Encode<'a, const SIGNED: bool> {
     book: &'a Codebook,
     x: &'a [f32],
     codes: &'a mut [u8],
     absmax: &'a mut [f32],
 }
 
-impl Encode<'_> {
-    #[inline(always)]
-    unsafe fn blocks<L: Lanes, const SIGNED: bool>(self, encoder: &Encoder<'_, L, SIGNED>) {
-        let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
-        for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
-            *absmax = encoder.block(x, codes);
-        }
-    }
-}
-
-impl Job for Encode<'_> {
+impl<const SIGNED: bool> Job for Encode<'_, SIGNED> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        let book = self.book;
-        if book.mirrors() {
-            self.blocks(&Encoder::<L, true>::new(book))
-        } else {
-            self.blocks(&Encoder::<L, false>::new(book))
+        let encoder = Encoder::<L, SIGNED>::new(self.book);
+        let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
+        for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
+            *absmax = encoder.block(x, codes);
         }
     }
 }
@@ -499,15 +590,27 @@ pub fn encode(
 ) -> Result<(), StepError> {
     check_len("codes", x.len(), codes.len())?;
     check_len("absmax", blocks(x.len()), absmax.len())?;
-    run(
-        level,
-        Encode {
-            book,
-            x,
-            codes,
-            absmax,
-        },
-    )
+    if book.mirrors() {
+        run(
+            level,
+            Encode::<true> {
+                book,
+                x,
+                codes,
+                absmax,
+            },
+        )
+    } else {
+        run(
+            level,
+            Encode::<false> {
+                book,
+                x,
+                codes,
+                absmax,
+            },
+        )
+    }
 }
 
 /// Dequantize `codes` and their blocks' `absmax` into `out`.

@@ -35,11 +35,29 @@ fn nearest_by_distance(values: &[f32; 256], y: f32) -> u8 {
     best as u8
 }
 
-/// A reference block encoder: absmax by comparison (NaN or infinity poisons
-/// the block), then each value's code by [`reference_code`] on `x * (1/absmax)`.
+/// A reference block encoder: absmax by comparison (a NaN poisons the
+/// block), then each value's code by [`reference_code`] on `x * (1/absmax)`.
+/// A block with infinities: its finite values' codes under their own absmax,
+/// kept off the end codes, which the infinities take; the absmax negated.
 pub(super) fn reference_encode(book: &Codebook, x: &[f32]) -> (Vec<u8>, f32) {
-    if x.iter().any(|v| !v.is_finite()) {
+    if x.iter().any(|v| v.is_nan()) {
         return (vec![book.zero; x.len()], f32::NAN);
+    }
+    if x.iter().any(|v| v.is_infinite()) {
+        let finite: Vec<f32> = x
+            .iter()
+            .map(|&v| if v.is_finite() { v } else { 0.0 })
+            .collect();
+        let (codes, absmax) = reference_encode(book, &finite);
+        let lowest = if book.zero == 127 { 1 } else { 0 };
+        let codes = (codes.iter().zip(x))
+            .map(|(&c, &v)| match v {
+                f32::INFINITY => 255,
+                f32::NEG_INFINITY => 0,
+                _ => c.clamp(lowest, 254),
+            })
+            .collect();
+        return (codes, -absmax);
     }
     let absmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     if absmax == 0.0 {
@@ -256,18 +274,45 @@ fn special_blocks() {
                 "{name} {level}"
             );
             assert!(out.iter().all(|v| v.to_bits() == 0));
-            // A NaN or an infinity poisons its block (only): absmax NaN, all decoded NaN.
-            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-                let mut x = vec![0.5f32; 600];
+            // A NaN poisons its block (only): absmax NaN, all decoded NaN.
+            let mut x = vec![0.5f32; 600];
+            x[300] = f32::NAN;
+            let (codes, absmax, out) = run(&x);
+            assert!(absmax[1].is_nan(), "{name} {level}");
+            assert_eq!((absmax[0], absmax[2]), (0.5, 0.5));
+            assert!(codes[256..512].iter().all(|&c| c == book.zero));
+            assert!(out[256..512].iter().all(|v| v.is_nan()));
+            assert!(out[..256].iter().chain(&out[512..]).all(|&v| v == 0.5));
+            // An infinity is kept at an end code, its block's absmax negated; the
+            // finite values keep off the end codes. The unsigned map stores -inf as
+            // it stores every negative value, as 0.
+            for (bad, code, back) in [
+                (f32::INFINITY, 255, f32::INFINITY),
+                (
+                    f32::NEG_INFINITY,
+                    0,
+                    if book.zero == 0 { 0.0 } else { -f32::INFINITY },
+                ),
+            ] {
                 x[300] = bad;
                 let (codes, absmax, out) = run(&x);
-                assert!(absmax[1].is_nan(), "{name} {level} {bad}");
-                assert_eq!(absmax[0], 0.5);
-                assert_eq!(absmax[2], 0.5);
-                assert!(codes[256..512].iter().all(|&c| c == book.zero));
-                assert!(out[256..512].iter().all(|v| v.is_nan()));
+                assert_eq!(
+                    absmax[1].to_bits(),
+                    (-0.5f32).to_bits(),
+                    "{name} {level} {bad}"
+                );
+                assert_eq!((absmax[0], absmax[2]), (0.5, 0.5));
+                assert_eq!((codes[300], out[300]), (code, back), "{name} {level} {bad}");
+                let mut others = (256..512).filter(|&i| i != 300);
+                assert!(others.clone().all(|i| codes[i] == 254));
+                assert!(others.all(|i| out[i] == book.values[254] * 0.5));
                 assert!(out[..256].iter().chain(&out[512..]).all(|&v| v == 0.5));
             }
+            // Only infinities and zeros: absmax -0.0.
+            let (codes, absmax, out) = run(&[0.0, f32::INFINITY, -0.0]);
+            assert_eq!(absmax[0].to_bits(), (-0.0f32).to_bits());
+            assert_eq!(codes, vec![book.zero, 255, book.zero]);
+            assert_eq!(out, vec![0.0, f32::INFINITY, 0.0]);
             // A value equal to absmax decodes exactly; one far below it, to 0.
             let (codes, absmax, out) = run(&[3.0, 1e-9, 3.0]);
             assert_eq!((codes[0], absmax[0], out[0]), (255, 3.0, 3.0));
@@ -376,4 +421,82 @@ fn bad_lengths_and_levels_are_errors_that_write_nothing() {
         );
     }
     assert!(codes.iter().all(|&c| c == 9) && absmax == [9.0; 2] && out == [9.0; 300]);
+}
+
+/// The codes of `ys` (each in [-1, 1]) at `level`: each block holds 255 of
+/// them and a 1, so its absmax is 1 and `y * (1 / absmax)` is `y` itself.
+fn codes_of(level: SimdLevel, book: &Codebook, ys: &[f32]) -> Vec<u8> {
+    let mut x = Vec::with_capacity(ys.len() + ys.len() / 255 + 1);
+    for chunk in ys.chunks(255) {
+        x.push(1.0);
+        x.extend_from_slice(chunk);
+    }
+    let mut codes = vec![0; x.len()];
+    let mut absmax = vec![0f32; blocks(x.len())];
+    encode(level, book, &x, &mut codes, &mut absmax).unwrap();
+    assert!(absmax.iter().all(|&a| a == 1.0));
+    (codes.chunks(BLOCK))
+        .flat_map(|block| block[1..].iter().copied())
+        .collect()
+}
+
+#[test]
+fn every_y_in_the_unit_interval_takes_the_reference_code_at_every_level() {
+    // Every float32 y in [-1, 1] in increasing order (a release build walks all
+    // 2^31 of them; a debug build every 1021st bit pattern and the 64 on either
+    // side of every midpoint), against the reference rule by a merge walk:
+    // the count of midpoints below y, plus one where y is a midpoint whose
+    // upper code is even.
+    let stride = if cfg!(debug_assertions) { 1021 } else { 1 };
+    for (name, book) in books() {
+        let mids: Vec<f32> = (0..255)
+            .map(|k| (book.values[k] + book.values[k + 1]) * 0.5)
+            .collect();
+        // The magnitudes' bit patterns: the sample, then every midpoint's neighbourhood.
+        let mut bits: Vec<u32> = (0..=0x3f80_0000u32).step_by(stride).collect();
+        if stride > 1 {
+            for m in &mids {
+                let b = m.to_bits() & 0x7fff_ffff;
+                bits.extend(b.saturating_sub(64)..=(b + 64).min(0x3f80_0000));
+            }
+            bits.push(0x3f80_0000);
+            bits.sort_unstable();
+            bits.dedup();
+        }
+        // Increasing y: the negatives from -1 up, then the positives.
+        let order = (bits.iter().rev().map(|&b| b | 0x8000_0000)).chain(bits.iter().copied());
+        let levels = SimdLevel::supported();
+        let mut below = 0; // midpoints below y
+        let mut ys = Vec::with_capacity(1 << 20);
+        let mut want = Vec::with_capacity(1 << 20);
+        let check = |ys: &mut Vec<f32>, want: &mut Vec<u8>| {
+            for &level in &levels {
+                let got = codes_of(level, book, ys);
+                if let Some(i) = (0..ys.len()).find(|&i| got[i] != want[i]) {
+                    panic!(
+                        "{name} {level}: y = {:e} ({:#x}) got {} want {}",
+                        ys[i],
+                        ys[i].to_bits(),
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+            ys.clear();
+            want.clear();
+        };
+        for b in order {
+            let y = f32::from_bits(b);
+            while below < 255 && mids[below] < y {
+                below += 1;
+            }
+            let tie = below < 255 && mids[below] == y && (below + 1) % 2 == 0;
+            ys.push(y);
+            want.push((below + tie as usize) as u8);
+            if ys.len() == 1 << 20 {
+                check(&mut ys, &mut want);
+            }
+        }
+        check(&mut ys, &mut want);
+    }
 }

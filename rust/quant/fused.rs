@@ -11,7 +11,7 @@
 
 use crate::kernel::{flags, Coeffs};
 
-use super::codec::{Codebook, Encoder, BLOCK, SIGNED, UNSIGNED};
+use super::codec::{encode_block, Codebook, BLOCK, SIGNED, UNSIGNED};
 use super::lanes::{Lanes, Scalar};
 
 /// The coefficients of one step, in every lane.
@@ -126,24 +126,6 @@ pub(super) struct BlockState<'a> {
 /// for the first moment and the velocity, unsigned for the others.
 const BOOKS: [&Codebook; 4] = [&SIGNED, &UNSIGNED, &UNSIGNED, &SIGNED];
 
-/// The encoders of both maps, loaded once per piece.
-pub(super) struct Encoders<L: Lanes> {
-    signed: Encoder<'static, L, true>,
-    unsigned: Encoder<'static, L, false>,
-}
-
-impl<L: Lanes> Encoders<L> {
-    /// # Safety
-    /// `L`'s level must be enabled.
-    #[inline(always)]
-    pub(super) unsafe fn new() -> Self {
-        Encoders {
-            signed: Encoder::new(&SIGNED),
-            unsigned: Encoder::new(&UNSIGNED),
-        }
-    }
-}
-
 /// Which of the four state buffers variant `F` uses.
 pub(super) const fn used(variant: u32) -> [bool; 4] {
     [
@@ -164,7 +146,6 @@ pub(super) const fn used(variant: u32) -> [bool; 4] {
 pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
     splat: &Splat<L>,
     scalar: &Splat<Scalar>,
-    encoders: &Encoders<L>,
     param: &mut [f32],
     grad: &[f32],
     state: &mut [Option<BlockState<'_>>; 4],
@@ -230,12 +211,7 @@ pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
     for k in 0..4 {
         if use_[k] {
             if let Some(s) = &mut state[k] {
-                let (x, bits) = (&new[k][..n], largest[k]);
-                *s.absmax = if BOOKS[k].mirrors() {
-                    encoders.signed.block_with(x, bits, s.codes)
-                } else {
-                    encoders.unsigned.block_with(x, bits, s.codes)
-                };
+                *s.absmax = encode_block::<L>(BOOKS[k], &new[k][..n], largest[k], s.codes);
             }
         }
     }

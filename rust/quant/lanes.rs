@@ -9,6 +9,14 @@
 //! Encoding uses small per-decade tables held in registers (`decades`), and
 //! the 2945-cell table (read with gathers) only where that is undecided.
 
+/// Work compiled once per SIMD level (see [`Lanes::framed`]).
+pub(super) trait Job {
+    type Out;
+    /// # Safety
+    /// `L`'s level must be enabled in the calling function and supported by the CPU.
+    unsafe fn run<L: Lanes>(self) -> Self::Out;
+}
+
 /// Vector operations over `N` lanes of `u32` (`U`) and `f32` (`F`).
 ///
 /// # Safety
@@ -18,6 +26,11 @@
 /// (gathers: every lane's index inside the table).
 pub(super) unsafe trait Lanes {
     const N: usize;
+    /// Runs `job` at this level in a frame of its own: a function compiled
+    /// for the level, never inlined. A debug build gives every local of
+    /// every inlined body a slot of its own, so each frame holds one job's
+    /// locals only, and every path runs on a small stack.
+    unsafe fn framed<J: Job>(job: J) -> J::Out;
     type U: Copy;
     type F: Copy;
     unsafe fn load(p: *const f32) -> Self::F;
@@ -109,8 +122,18 @@ pub(super) unsafe trait Lanes {
 /// One lane: the portable level, and the tails of the vector levels.
 pub(super) struct Scalar;
 
+#[inline(never)]
+fn run_scalar<J: Job>(job: J) -> J::Out {
+    // SAFETY: the scalar lanes are plain Rust.
+    unsafe { job.run::<Scalar>() }
+}
+
 unsafe impl Lanes for Scalar {
     const N: usize = 1;
+    #[inline(always)]
+    unsafe fn framed<J: Job>(job: J) -> J::Out {
+        run_scalar(job)
+    }
     type U = u32;
     type F = f32;
     #[inline(always)]
@@ -309,7 +332,19 @@ pub(super) use x86::{Avx2, Avx512};
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::Lanes;
+    use super::{Job, Lanes};
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline(never)]
+    unsafe fn run_avx512<J: Job>(job: J) -> J::Out {
+        job.run::<Avx512>()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn run_avx2<J: Job>(job: J) -> J::Out {
+        job.run::<Avx2>()
+    }
 
     /// AVX2: 8 lanes. Decoding reads the 256 values with eight scalar loads
     /// (the codes are bytes in memory), which beats `vpgatherdd` on AMD Zen 3;
@@ -319,6 +354,10 @@ mod x86 {
 
     unsafe impl Lanes for Avx2 {
         const N: usize = 8;
+        #[inline(always)]
+        unsafe fn framed<J: Job>(job: J) -> J::Out {
+            run_avx2(job)
+        }
         type U = __m256i;
         type F = __m256;
         #[inline(always)]
@@ -530,6 +569,10 @@ mod x86 {
     #[allow(clippy::incompatible_msrv)]
     unsafe impl Lanes for Avx512 {
         const N: usize = 16;
+        #[inline(always)]
+        unsafe fn framed<J: Job>(job: J) -> J::Out {
+            run_avx512(job)
+        }
         type U = __m512i;
         type F = __m512;
         #[inline(always)]

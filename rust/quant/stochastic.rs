@@ -4,9 +4,12 @@
 //! from zero with probability (its distance from the one towards zero) /
 //! (their gap), so the rounding is unbiased and small updates survive on
 //! average instead of being lost. Exact values never move; NaN stays NaN
-//! (made quiet); infinities stay; finite values beyond the format's largest
-//! round up to infinity with the same rule, taking infinity as the next value
-//! (beyond that gap, always).
+//! (made quiet); infinities stay. Overflow follows round to nearest: a finite
+//! value rounds to infinity exactly where rounding to nearest would (from the
+//! largest finite value plus half its gap on: 65520 for float16), and a value
+//! between the largest finite one and that point is stored as the largest
+//! (infinity is not a neighbour to round up to: a param at the top of the
+//! range must not turn infinite on a coin toss).
 //!
 //! The rule on bits, with `r` 32 random bits: drop `k` low bits of the
 //! magnitude and add one unit when the top `k` bits of `r` (as an integer)
@@ -82,13 +85,23 @@ fn select(c: bool, a: u32, b: u32) -> u32 {
     }
 }
 
+/// `|x|`'s bits from which round to nearest gives infinity: bfloat16's
+/// largest finite value plus half its gap.
+const BF16_OVERFLOW: u32 = 0x7f7f_8000;
+/// The same for float16: 65520.
+const F16_OVERFLOW: u32 = 0x477f_f000;
+
 /// `x` to bfloat16 bits, rounded with the random bits `r`.
 #[inline(always)]
 pub fn bf16_bits(x: f32, r: u32) -> u16 {
     let b = x.to_bits();
+    let a = b & 0x7fff_ffff;
     let up = ((r >> 16) < (b & 0xffff)) as u32;
-    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
-    select(nan, (b >> 16) | 0x40, (b >> 16) + up) as u16
+    // Below the overflow point the result stops at the largest finite value.
+    let finite = ((a >> 16) + up).min(0x7f7f);
+    let magnitude = select(a >= BF16_OVERFLOW, 0x7f80, finite);
+    let nan = a > 0x7f80_0000;
+    select(nan, (b >> 16) | 0x40, magnitude | ((b >> 16) & 0x8000)) as u16
 }
 
 /// `x` to float16 bits, rounded with the random bits `r`.
@@ -97,12 +110,14 @@ pub fn f16_bits(x: f32, r: u32) -> u16 {
     let b = x.to_bits();
     let sign = (b >> 16) & 0x8000;
     let a = b & 0x7fff_ffff;
-    // Normal range (and beyond): drop 13 bits, rebias the exponent, stop at infinity.
+    // Normal range: drop 13 bits, rebias the exponent; below the overflow
+    // point stop at the largest finite value, from it on infinity.
     let up = ((r >> 19) < (a & 0x1fff)) as u32;
     let normal = (a >> 13)
         .wrapping_sub((127 - 15) << 10)
         .wrapping_add(up)
-        .min(0x7c00);
+        .min(0x7bff);
+    let normal = select(a >= F16_OVERFLOW, 0x7c00, normal);
     // Below 2^-14 the float16 is |x| * 2^24 as an integer: |x| = m * 2^(e - 150),
     // so `dropped` = 126 - e bits of the significand m fall below the unit.
     let e = (a >> 23).max(1);

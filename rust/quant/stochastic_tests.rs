@@ -6,13 +6,13 @@ use half::{bf16, f16};
 use crate::kernel_tests::Rng;
 use crate::SimdLevel;
 
-use super::stochastic::{bf16_bits, f16_bits, lowbias32, round_stochastic, StochasticKey};
+use super::stochastic::{bf16_bits, f16_bits, lowbias32, round_stochastic, Sixteen, StochasticKey};
 
 /// A 16-bit format described by its numbers only (for the reference).
 trait Format: Copy + PartialEq + std::fmt::Debug {
-    /// The largest finite value, and the value the rule takes as the next one after it.
+    /// The largest finite value, and the least value round to nearest takes to infinity.
     const MAX: f64;
-    const PAST_MAX: f64;
+    const OVERFLOW: f64;
     fn nearest(x: f32) -> Self;
     fn value(self) -> f64;
     fn from_bits(b: u16) -> Self;
@@ -22,7 +22,7 @@ trait Format: Copy + PartialEq + std::fmt::Debug {
 
 impl Format for bf16 {
     const MAX: f64 = 3.3895313892515355e38;
-    const PAST_MAX: f64 = 3.402823669209385e38; // 2^128
+    const OVERFLOW: f64 = 3.3961775292304957e38; // MAX + 2^111, half its gap
     fn nearest(x: f32) -> Self {
         bf16::from_f32(x)
     }
@@ -42,7 +42,7 @@ impl Format for bf16 {
 
 impl Format for f16 {
     const MAX: f64 = 65504.0;
-    const PAST_MAX: f64 = 65536.0;
+    const OVERFLOW: f64 = 65520.0;
     fn nearest(x: f32) -> Self {
         f16::from_f32(x)
     }
@@ -64,8 +64,12 @@ impl Format for f16 {
 /// fraction of the gap `|x|` lies above the first, all exact in f64.
 fn neighbours<F: Format>(x: f32) -> (f64, f64, f64) {
     let a = (x as f64).abs();
+    if a >= F::OVERFLOW {
+        return (f64::INFINITY, f64::INFINITY, 0.0);
+    }
     if a > F::MAX {
-        return (F::MAX, F::PAST_MAX, (a - F::MAX) / (F::PAST_MAX - F::MAX));
+        // Overflow as round to nearest: infinity is no neighbour to round up to.
+        return (F::MAX, F::MAX, 0.0);
     }
     let n = F::nearest(x.abs()).value();
     let step = |v: f64, up: bool| {
@@ -86,11 +90,6 @@ fn reference<F: Format>(x: f32, r: u32) -> f64 {
     let (lo, hi, fraction) = neighbours::<F>(x);
     let up = (r as f64) < (fraction * 2f64.powi(32)).floor();
     let magnitude = if up { hi } else { lo };
-    let magnitude = if magnitude > F::MAX {
-        f64::INFINITY
-    } else {
-        magnitude
-    };
     if x.is_sign_negative() {
         -magnitude
     } else {
@@ -202,15 +201,7 @@ fn check_unbiased<F: Format>(values: &[f32], convert: impl Fn(&[f32], u64) -> Ve
     for &x in values {
         let src = vec![x; n];
         // Infinity stands for the value past the largest, as in the rule.
-        let got: Vec<f64> = (convert(&src, 3).iter())
-            .map(|v| {
-                if v.is_infinite() {
-                    F::PAST_MAX
-                } else {
-                    v.abs()
-                }
-            })
-            .collect();
+        let got: Vec<f64> = convert(&src, 3).iter().map(|v| v.abs()).collect();
         let (lo, hi, _) = neighbours::<F>(x);
         let a = (x as f64).abs();
         let variance = (a - lo) * (hi - a);
@@ -244,11 +235,83 @@ fn rounding_is_unbiased_over_a_million_elements() {
         round_stochastic(level, key, first, src, &mut dst).unwrap();
         dst.iter().map(|v| v.to_f64()).collect()
     };
-    // Normal, subnormal, under the smallest subnormal, and past the largest.
+    // Normal, subnormal, under the smallest subnormal, and the top gap.
     check_unbiased::<f16>(
-        &[1.0 + 2f32.powi(-12), -3.3e-3, 1.0e-6, -2.0e-8, 65519.0],
+        &[1.0 + 2f32.powi(-12), -3.3e-3, 1.0e-6, -2.0e-8, 65500.0],
         h,
     );
+}
+
+/// `n` copies of `x` rounded stochastically at `level`, as bits.
+fn rounded_to<D: Sixteen + Format>(level: SimdLevel, x: f32, n: usize) -> Vec<u16> {
+    let key = StochasticKey {
+        seed: 5,
+        step: 1,
+        tensor: 0,
+    };
+    let mut dst = vec![D::from_bits(0); n];
+    round_stochastic(level, key, 0, &vec![x; n], &mut dst).unwrap();
+    dst.iter().map(|d| d.to_bits()).collect()
+}
+
+fn sign_bit(sign: f32) -> u16 {
+    if sign < 0.0 {
+        0x8000
+    } else {
+        0
+    }
+}
+
+#[test]
+fn overflow_is_round_to_nearest_s_at_every_level() {
+    // Past the largest finite value: the largest, every time, until round to
+    // nearest overflows; from there on, infinity every time.
+    let n = 10_000;
+    let key = StochasticKey {
+        seed: 5,
+        step: 1,
+        tensor: 0,
+    };
+    let f16_max = f16::MAX.to_f32();
+    let bf16_max = bf16::MAX.to_f32();
+    let next = |x: f32| f32::from_bits(x.to_bits() + 1);
+    let prev = |x: f32| f32::from_bits(x.to_bits() - 1);
+    for level in SimdLevel::supported() {
+        for sign in [1.0f32, -1.0] {
+            let all = |got: Vec<u16>, want: u16, x: f32| {
+                let want = want | sign_bit(sign);
+                assert!(got.iter().all(|&d| d == want), "{level} {x:e}");
+            };
+            for (x, want) in [
+                (next(f16_max), f16::MAX),
+                (65519.99, f16::MAX),
+                (65520.0, f16::INFINITY),
+                (f32::MAX, f16::INFINITY),
+            ] {
+                all(rounded_to::<f16>(level, sign * x, n), want.to_bits(), x);
+            }
+            for (x, want) in [
+                (next(bf16_max), bf16::MAX),
+                (prev(f32::from_bits(0x7f7f_8000)), bf16::MAX),
+                (f32::from_bits(0x7f7f_8000), bf16::INFINITY),
+                (f32::MAX, bf16::INFINITY),
+            ] {
+                all(rounded_to::<bf16>(level, sign * x, n), want.to_bits(), x);
+            }
+        }
+        // Just under the largest finite value: the largest or its lower neighbour.
+        let mut dst = vec![f16::ZERO; n];
+        round_stochastic(level, key, 0, &vec![65503.0; n], &mut dst).unwrap();
+        assert!(dst
+            .iter()
+            .all(|d| d.to_f32() == 65504.0 || d.to_f32() == 65472.0));
+        assert!(dst.iter().any(|d| d.to_f32() == 65504.0));
+    }
+    // Round to nearest agrees on where infinity starts.
+    assert_eq!(f16::from_f32(prev(65520.0)), f16::MAX);
+    assert_eq!(f16::from_f32(65520.0), f16::INFINITY);
+    assert_eq!(bf16::from_f32(prev(f32::from_bits(0x7f7f_8000))), bf16::MAX);
+    assert_eq!(bf16::from_f32(f32::from_bits(0x7f7f_8000)), bf16::INFINITY);
 }
 
 #[test]

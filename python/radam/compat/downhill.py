@@ -67,15 +67,16 @@ Deliberate differences from downhill, all fixes of its known defects:
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
 
-from .._options import DOWNHILL, from_seed
+from .._halflife import halflife_to_beta
+from .._numbers import real
 from ..optimizer import Adam as _RadamAdam
+from ._aliases import DOWNHILL, from_seed
 
 FORMULAS = ("master", "0.4.0")
 
@@ -105,26 +106,7 @@ _BETA1_DECAY = {"master": 1.0, "0.4.0": 1.0 - 1e-6}
 _BIAS_CORRECTION = {"master": "adam", "0.4.0": "downhill-0.4.0"}
 
 
-def halflife_to_beta(halflife: float) -> float:
-    """downhill's EWMA weight for a half-life: ``2**(-1/halflife)``."""
-    return 2.0 ** (-1.0 / halflife)
-
-
 # -- validation ---------------------------------------------------------------------------
-
-
-def _real(name: str, value: Any, low: float, high: float, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    ok = math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low)
-    ok = ok and (value < high if high_open else value <= high)
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}")
-    return value
 
 
 def _whole(name: str, value: Any, low: int) -> int:
@@ -148,21 +130,19 @@ def _check_hyperparams(given: Mapping[str, Any], formula: str) -> dict[str, Any]
     h = {**DEFAULTS, **given}
     if h["beta1_decay"] is None:
         h["beta1_decay"] = _BETA1_DECAY[formula]
-    inf = math.inf
-    h["learning_rate"] = _real("learning_rate", h["learning_rate"], 0, inf)
+    h["learning_rate"] = real(h["learning_rate"], "learning_rate", 0)
     for name in ("beta1_halflife", "beta2_halflife"):
-        h[name] = _real(name, h[name], 0, inf, low_open=True)
-    h["beta1_decay"] = _real("beta1_decay", h["beta1_decay"], 0, 1, low_open=True)
-    h["rms_regularizer"] = _real("rms_regularizer", h["rms_regularizer"], 0, inf)
-    h["momentum"] = _real("momentum", h["momentum"], 0, 1, high_open=True)
+        h[name] = real(h[name], name, 0, low_open=True)
+    h["beta1_decay"] = real(h["beta1_decay"], "beta1_decay", 0, 1, low_open=True)
+    h["rms_regularizer"] = real(h["rms_regularizer"], "rms_regularizer", 0)
+    h["momentum"] = real(h["momentum"], "momentum", 0, 1, high_open=True)
     if not isinstance(h["nesterov"], (bool, np.bool_)):
         raise TypeError(f"nesterov must be True or False, got {h['nesterov']!r}")
     h["nesterov"] = bool(h["nesterov"])
     h["patience"] = _whole("patience", h["patience"], 0)
     h["validate_every"] = _whole("validate_every", h["validate_every"], 1)
-    h["min_improvement"] = _real("min_improvement", h["min_improvement"], 0, inf)
-    h["max_gradient_elem"] = _real("max_gradient_elem", h["max_gradient_elem"], 0, inf)
-    h["max_gradient_norm"] = _real("max_gradient_norm", h["max_gradient_norm"], 0, inf)
+    for name in ("min_improvement", "max_gradient_elem", "max_gradient_norm"):
+        h[name] = real(h[name], name, 0)
     h["batch_size"] = _integer("batch_size", h["batch_size"])
     for name in ("train_batches", "valid_batches"):
         if h[name] is not None:

@@ -41,24 +41,30 @@ file, not PuzzleLib's HDF5.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import tempfile
 from typing import Any
 
 import numpy as np
 
-from .._options import PUZZLELIB, from_seed
+from .._numbers import real
 from ..optimizer import Adam as _RadamAdam
+from ._aliases import PUZZLELIB, from_seed
 
 _FORMAT = "radam.compat.puzzlelib.Adam/1"
 _ALIGN_BYTES = 64  # each block of a global buffer starts on a cache line
+# Each hyperparameter's range, as radam.Adam takes its option: (low, high, high_open).
+_RANGES = {
+    "alpha": (0, None, False),
+    "beta1": (0, 1, True),
+    "beta2": (0, 1, True),
+    "epsilon": (0, None, False),
+}
 
 
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
+def _hyperparameter(name: str, value: Any) -> float:
+    low, high, high_open = _RANGES[name]
+    return real(value, name, low, high, high_open=high_open)
 
 
 class Adam:
@@ -87,11 +93,10 @@ class Adam:
                 )
         self.nodeinfo = nodeinfo  # an mpi4py communicator, or None
         self._averaged: Any = None  # radam.distributed.AveragedAdam with nodeinfo
-        self.alpha = _real("alpha", alpha)
-        self.beta1 = _real("beta1", beta1)
-        self.beta2 = _real("beta2", beta2)
-        self.epsilon = _real("epsilon", epsilon)
-        self._check_hyperparams()
+        self.alpha = _hyperparameter("alpha", alpha)
+        self.beta1 = _hyperparameter("beta1", beta1)
+        self.beta2 = _hyperparameter("beta2", beta2)
+        self.epsilon = _hyperparameter("epsilon", epsilon)
         self.t = 0
         self.learnRate = 0.0
         self.net: Any = None
@@ -104,22 +109,10 @@ class Adam:
         self._grad_buffers: list[np.ndarray] = []
         self._grad_views: dict[str, np.ndarray] = {}
 
-    def _check_hyperparams(self) -> None:
-        for name in ("alpha", "beta1", "beta2", "epsilon"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"{name} must be a real number, got {value!r}")
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be finite and >= 0, got {self.alpha!r}")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
-            raise ValueError(f"epsilon must be finite and >= 0, got {self.epsilon!r}")
-
     def _options(self) -> dict[str, Any]:
-        """radam.Adam's options for this optimizer's (named by radam's option table)."""
-        return from_seed(PUZZLELIB, lambda name: float(getattr(self, name)))
+        """radam.Adam's options for this optimizer's hyperparameters (which may have
+        been changed since), each checked (named by radam's option table)."""
+        return from_seed(PUZZLELIB, lambda name: _hyperparameter(name, getattr(self, name)))
 
     # -- setup
     def setupOn(self, net: Any, useGlobalState: bool = False) -> None:  # noqa: N802, N803
@@ -201,9 +194,9 @@ class Adam:
         """``t += 1`` and one step of every param (PuzzleLib's sign: grads are -dLoss)."""
         self._require_setup()
         assert self._opt is not None
-        self._check_hyperparams()
+        options = self._options()
         grads = self._grads()
-        self._opt.param_groups[0].update(self._options())
+        self._opt.param_groups[0].update(options)
         if self._averaged is not None:
             self._averaged.step(grads)  # grads averaged across nodeinfo's ranks first
         else:
@@ -274,20 +267,26 @@ class Adam:
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore what :meth:`save` wrote, into an optimizer set up on a net with the
-        same names, shapes and dtypes. Everything is checked before anything changes."""
+        same names, shapes and dtypes. Everything is checked before anything changes:
+        a missing file raises FileNotFoundError; any other file (another ``.npz``, a
+        damaged or truncated one, not an ``.npz`` at all), or one that does not fit
+        this net, raises ValueError naming the path and what is wrong."""
         self._require_setup()
         assert self._opt is not None
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            if "format" not in data or str(data["format"]) != _FORMAT:
-                raise ValueError(f"{path} is not a checkpoint written by {_FORMAT}")
-            saved = {k: data[k] for k in data.files}
+        path = os.fspath(path)
+        saved = _read_checkpoint(path)
         names = [str(n) for n in saved["names"]]
         if names != [str(n) for n in self._names]:
             raise ValueError(f"{path} holds moments for params {names}, this net has {self._names}")
         t = int(saved["t"])
-        if t < 0:
-            raise ValueError(f"{path}: t must be >= 0, got {t}")
         hyper = {k: float(saved[k]) for k in ("alpha", "beta1", "beta2", "epsilon")}
+        try:
+            Adam(**hyper)  # validates the saved hyperparameters
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+        learn_rate = float(saved["learnRate"])
+        if not math.isfinite(learn_rate):
+            raise ValueError(f"{path}: learnRate must be finite, got {learn_rate!r}")
         moments = {}
         for j, name in enumerate(self._names):
             param = self._param_views[name]
@@ -298,9 +297,11 @@ class Adam:
                         f"{path}: the {what} of {name!r} has shape {a.shape} and dtype {a.dtype}, "
                         f"the param has {param.shape} and {param.dtype}"
                     )
+                if t == 0 and a.any():
+                    raise ValueError(
+                        f"{path}: t is 0 (no update taken) but the {what} of {name!r} is not zero"
+                    )
             moments[name] = (m, v)
-        check = Adam(**hyper)  # validates the saved hyperparameters
-        del check
 
         tensors = self._opt.param_groups[0]["params"]
         state: dict[int, dict[str, Any]] = {}
@@ -315,10 +316,69 @@ class Adam:
                 state[i] = {"step": t, "exp_avg": exp_avg[i], "exp_avg_sq": exp_avg_sq[i]}
         groups = self._opt.state_dict()["param_groups"]
         groups[0].update(from_seed(PUZZLELIB, hyper.__getitem__))
-        self._opt.load_state_dict({"state": state, "param_groups": groups})
+        try:  # all or nothing: it checks the step and the moments' values too
+            self._opt.load_state_dict({"state": state, "param_groups": groups})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} does not fit this optimizer: {err}") from err
         self.alpha, self.beta1 = hyper["alpha"], hyper["beta1"]
         self.beta2, self.epsilon = hyper["beta2"], hyper["epsilon"]
-        self.t, self.learnRate = t, float(saved["learnRate"])
+        self.t, self.learnRate = t, learn_rate
+
+
+# What save writes: the 0-d arrays, with the kinds of their dtypes (NumPy's dtype.kind).
+_SCALARS = {
+    "format": ("U", "string"),
+    "t": ("iu", "integer"),
+    "learnRate": ("f", "float"),
+    "alpha": ("f", "float"),
+    "beta1": ("f", "float"),
+    "beta2": ("f", "float"),
+    "epsilon": ("f", "float"),
+}
+
+
+def _read_checkpoint(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a :meth:`Adam.save` file, each checked
+    to be what save writes there (nothing is unpickled). FileNotFoundError for a
+    missing file; ValueError naming ``path`` for anything else."""
+    bad = f"{path} is not a checkpoint written by {_FORMAT}"
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # NumPy's and zipfile's errors for a file of another kind
+        raise ValueError(f"{bad} (it cannot be read as .npz: {type(err).__name__}: {err})") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{bad} (it holds one .npy array, not an .npz archive)")
+    try:
+        with data:
+            if "format" not in data.files:
+                raise ValueError(f"{bad} (an .npz without its 'format' entry)")
+            saved = {k: data[k] for k in data.files}
+    except ValueError as err:
+        if str(err).startswith(bad):
+            raise
+        raise ValueError(f"{bad} (damaged or truncated: {type(err).__name__}: {err})") from err
+    except Exception as err:  # a bad CRC, a truncated member: zipfile's, zlib's, OSError
+        raise ValueError(f"{bad} (damaged or truncated: {type(err).__name__}: {err})") from err
+    if saved["format"].shape != () or str(saved["format"]) != _FORMAT:
+        raise ValueError(f"{bad} (its format is {saved['format']!r})")
+    names = saved.get("names")
+    if names is None or names.ndim != 1 or names.dtype.kind != "U":
+        raise ValueError(f"{path}: 'names' must be a list of param names")
+    expected = {*_SCALARS, "names"} | {f"{x}{j}" for j in range(len(names)) for x in "mv"}
+    if set(saved) != expected:
+        missing, extra = sorted(expected - set(saved)), sorted(set(saved) - expected)
+        raise ValueError(f"{path}: arrays missing {missing}, unexpected {extra}")
+    for key, (kinds, kind) in _SCALARS.items():
+        value = saved[key]
+        if value.shape != () or value.dtype.kind not in kinds:
+            raise ValueError(
+                f"{path}: {key!r} must be a single {kind}, got {value.dtype} of shape {value.shape}"
+            )
+    if int(saved["t"]) < 0:
+        raise ValueError(f"{path}: t must be >= 0, got {int(saved['t'])}")
+    return saved
 
 
 def _refuse_replaced(arrays: dict, kept: dict[str, np.ndarray], message: str) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checkpoint
 from .._params import Layout
 from ..optimizer import Adam
 from ._common import (
@@ -73,19 +74,33 @@ class AveragedAdam(_DataParallel):
         self._root_result(lambda: self.optimizer.save(path, include_params=include_params), "save")
 
     def load(self, path: Any, *, restore_params: bool = True) -> None:
-        """Rank 0 reads the checkpoint; every rank gets its state (and params)."""
+        """Rank 0 reads the checkpoint; every rank checks it against its own
+        optimizer, and it is applied only where every rank can take it (state,
+        and params when ``restore_params``): otherwise every rank raises (the
+        failing one its error, the others a RuntimeError naming it) and nothing
+        changed on any rank."""
+        if not isinstance(restore_params, bool):
+            raise TypeError(f"restore_params must be True or False, got {restore_params!r}")
         with self._lock:
-            sd = self._root_result(
-                lambda: (
-                    self.optimizer.load(path, restore_params=restore_params),
-                    self.optimizer.state_dict(),
-                )[1],
-                "load",
-            )
+            read = self._root_result(lambda: checkpoint.read_state(self.optimizer, path), "load")
+            sd, params = read if read is not None else (None, None)
             with self._collective("load"):
                 sd = _bcast_state_dict(self, sd, self.optimizer)
-                if self.rank != 0:
-                    self.optimizer.load_state_dict(sd)
+            local, loaded, error = self.optimizer, None, None
+            try:
+                with local._lock:
+                    loaded = checkpoint.check_state(local, str(path), sd)
+                    if restore_params:
+                        for t in self._layout.tensors:
+                            if not t.array.flags.writeable:
+                                raise ValueError(
+                                    f"params{t.label} is read-only, so it cannot be restored"
+                                )
+            except Exception as err:
+                error = err
+            self._agree(error, "load")
+            with self._collective("load"):
+                local._apply_state_dict(loaded, params if restore_params else None)
                 if restore_params:
                     self._broadcast_params(self._layout)
 

@@ -319,6 +319,11 @@ class _DataParallel:
             raise TypeError("grads is None: pass the gradients, with the structure of params")
         flat = flatten_grads(layout, grads)
         for t, g in zip(layout.tensors, flat):
+            if g is None:
+                raise TypeError(
+                    f"grads{t.label} is None: the distributed optimizers step every param on "
+                    "every rank (a None grad, which radam.Adam skips, is not supported here)"
+                )
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"grads{t.label} must be a numpy.ndarray, got {type(g).__name__}")
             if g.shape != t.array.shape or g.dtype != t.array.dtype:

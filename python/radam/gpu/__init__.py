@@ -116,11 +116,11 @@ from ._device import (  # noqa: F401
     device,
     wait,
 )
-from ._engine import GpuEngine
+from ._engine import GpuEngine  # noqa: F401  (radam.optimizer builds it; not in __all__)
 
+# The API; GpuEngine is the optimizer's backend, not for users.
 __all__ = [
     "DeviceArray",
-    "GpuEngine",
     "GpuError",
     "adapter_name",
     "asarray",

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _core
 from .._engine import EIGHT_BIT
+from .._errors import Error
 
 WORKGROUP_SIZE = 256
 _FLOAT32 = np.dtype(np.float32)
@@ -26,7 +27,7 @@ ADAPTER_HINT = (
 )
 
 
-class GpuError(RuntimeError):
+class GpuError(Error, RuntimeError):
     """The GPU path is unavailable or failed (no wgpu, no adapter, out of memory,
     lost device). The host arrays are intact when this is raised."""
 
@@ -246,8 +247,9 @@ def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
                 )
             continue
         raise TypeError(
-            f"params{label} has dtype {array.dtype}; device='gpu' updates float32 arrays "
-            "only (WGSL has no float64): convert with .astype(np.float32) or use device='cpu'"
+            f"params{label} has dtype {array.dtype}; device='gpu' updates float32, bfloat16 "
+            "and float16 arrays only (WGSL has no float64): convert with "
+            ".astype(np.float32) or use device='cpu'"
         )
 
 

@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from .._engine import EXP_AVG, MASTER, MAX_EXP_AVG_SQ, VELOCITY, TensorBuffers, absmax_name
+from .._engine import (
+    EXP_AVG,
+    LAST_STEP,
+    MASTER,
+    MAX_EXP_AVG_SQ,
+    VELOCITY,
+    TensorBuffers,
+    absmax_name,
+)
 from ._arrays import DeviceArray
 from ._device import (
     _FLOAT32,
@@ -97,6 +105,18 @@ class GpuEngine:
         self._broken: str | None = None
         n_groups = max(self._tensor_group) + 1 if n else 0
         self._n_groups = n_groups
+        # Each group's step count and carry: a group steps as one here, so its
+        # tensors must stand at one count (a None grad, which would part them, is refused).
+        self._counts: list[tuple[int, float]] = [(0, 1.0)] * n_groups
+        for gi in range(n_groups):
+            stands = {(t.step, t.carry if t.step else 1.0) for t in tensors if t.group == gi}
+            if len(stands) > 1:
+                raise ValueError(
+                    f"param_groups[{gi}]: its params stand at different step counts "
+                    f"({sorted(c for c, _ in stands)}); device='gpu' steps a group's params "
+                    "together, at one count: use device='cpu'"
+                )
+            self._counts[gi] = stands.pop() if stands else (0, 1.0)
         # Each group's state names (those of its first tensor: a group shares them).
         self._group_state = [
             next((tuple(t.state) for t in tensors if t.group == gi), ()) for gi in range(n_groups)
@@ -190,31 +210,29 @@ class GpuEngine:
         entries.append({"binding": 4, "resource": {"buffer": maps, "offset": 0, "size": maps.size}})
         return self._ctx.device.create_bind_group(layout=self._ctx.layout_q8, entries=entries)
 
-    def _state_views(self, image: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """For each tensor: (host array, its strided view in a flat state image) per
-        moment. ``image`` is the state buffer's bytes as state values (float32 or 16-bit)."""
-        out = []
+    def _state_pairs(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every host state array beside its view in a flat image of the state
+        buffer (``image``: its bytes as state values, float32 or 16-bit, contiguous):
+        what uploading copies one way and ``sync`` the other. A moment of float32 or
+        16-bit state is a strided column of its tensor's rows, of the host array's
+        shape; 8-bit state is its codes, as the block records' code words seen as
+        uint8 (blocks, 256), whose last block runs past the tensor (see
+        :func:`_codes_in_blocks`), and its absmax, the records' absmax words seen
+        as float32."""
+        pairs = []
+        words = image.view(np.uint32)
         for i, (p, moments) in enumerate(zip(self._params, self._moments)):
-            if self._q8[i]:
-                out.append([])
+            if not self._q8[i]:
+                rows = self._layout.state_rows(i, image)
+                pairs += [(h, rows[:, k].reshape(p.shape)) for k, h in enumerate(moments)]
                 continue
-            rows = self._layout.state_rows(i, image)
-            out.append([(h, rows[:, k].reshape(p.shape)) for k, h in enumerate(moments)])
-        return out
-
-    def _q8_views(self, i: int, words: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Tensor ``i``'s 8-bit state in a flat image of the state buffer (u32 words),
-        per moment: its codes as uint8 (blocks, 256), contiguous when ``words`` is,
-        and its absmax's bits (blocks,)."""
-        records = self._layout.block_records(i, words)
-        k = len(self._q8_moments[i])
-        return [
-            (
-                records[:, j * BLOCK_WORDS : (j + 1) * BLOCK_WORDS].view(_UINT8),
-                records[:, k * BLOCK_WORDS + j],
-            )
-            for j in range(k)
-        ]
+            records = self._layout.block_records(i, words)
+            k = len(self._q8_moments[i])
+            for j, (codes, absmax) in enumerate(self._q8_moments[i]):
+                code_words = records[:, j * BLOCK_WORDS : (j + 1) * BLOCK_WORDS]
+                pairs.append((codes, code_words.view(_UINT8)))
+                pairs.append((absmax, records[:, k * BLOCK_WORDS + j].view(_FLOAT32)))
+        return pairs
 
     def _upload(self) -> None:
         """Params (or their master copies) and state from the host arrays into the
@@ -224,16 +242,10 @@ class GpuEngine:
             np.copyto(view, p if master is None else master)
         queue.write_buffer(self._param_buf, 0, self._staging)
         image = np.zeros(self._layout.n_state_words * self._per_word, self._state_dtype)
-        for roles in self._state_views(image):
-            for host, view in roles:
-                np.copyto(view, host)
-        words = image.view(np.uint32)
-        for i, pairs in enumerate(self._q8_moments):
-            for (codes, absmax), (code_view, absmax_view) in zip(pairs, self._q8_views(i, words)):
-                padded = np.zeros(code_view.size, _UINT8)
-                padded[: codes.size] = codes.reshape(-1)
-                code_view[:] = padded.reshape(code_view.shape)
-                absmax_view[:] = absmax.view(np.uint32)
+        for host, view in self._state_pairs(image):
+            if view.shape != host.shape:  # 8-bit codes, in whole blocks
+                host = _codes_in_blocks(host, view.shape)
+            np.copyto(view, host)
         queue.write_buffer(self._state_buf, 0, image.view(np.uint32))
         self._staging[:] = 0
 
@@ -341,13 +353,18 @@ class GpuEngine:
         if buffer.map_state != "unmapped":
             raise ValueError(f"{what} is mapped; unmap it before the step")
 
-    def _steps(self, t: int, configs: Sequence[Any], carries: Sequence[float]) -> list[Any]:
-        """Each group's ``radam._core.GpuStep`` of step ``t``: the Rust core's rows
+    def _steps(self, configs: Sequence[Any]) -> list[Any]:
+        """Each group's ``radam._core.GpuStep`` of its next step: the Rust core's rows
         and pipeline constants (rust/uniform.rs, from the CPU kernel's own formulas)."""
         steps = []
-        for gi, (config, carry) in enumerate(zip(configs, carries)):
+        for gi, (config, (count, carry)) in enumerate(zip(configs, self._counts)):
+            if count >= LAST_STEP:
+                raise OverflowError(
+                    f"param_groups[{gi}]: the step count is {count}: the kernel counts steps "
+                    f"in 64 bits, and {LAST_STEP} is its last"
+                )
             try:
-                steps.append(_core.GpuStep(config, t, float(carry)))
+                steps.append(_core.GpuStep(config, count + 1, float(carry)))
             except ValueError as err:
                 raise ValueError(f"param_groups[{gi}]: {err}") from None
         return steps
@@ -379,29 +396,32 @@ class GpuEngine:
                     words[d.slot, ROUND_FIRST] = record.offset + d.first
         return used
 
-    def step(
-        self,
-        grads: Sequence[Any],
-        step: int,
-        configs: Sequence[Any],
-        carries: Sequence[float],
-        skip_nonfinite: bool = False,
-    ) -> list[float] | None:
-        """One step (number ``step``, from 1) with each group's ``radam._core.AdamConfig``
-        and what it carries from the previous step (NAdam's ``mu_product``).
+    def counts(self) -> tuple[list[int], list[float]]:
+        """Each tensor's step count and carry (its group's: a group steps as one here)."""
+        per = [self._counts[g] for g in self._tensor_group]
+        return [c for c, _ in per], [m for _, m in per]
 
-        Returns the carries for the next step, or None when ``skip_nonfinite`` found
-        a NaN or Inf in a gradient (then nothing was written), as ``CpuEngine.step``.
-        Every grad is checked before anything is written; on an error nothing changed.
+    def step(
+        self, grads: Sequence[Any], configs: Sequence[Any], skip_nonfinite: bool = False
+    ) -> bool:
+        """One step of every tensor with each group's ``radam._core.AdamConfig``, each
+        group at its own count. Returns False when ``skip_nonfinite`` found a NaN or
+        Inf in a gradient (then nothing was written), as ``CpuEngine.step``. Every
+        grad is checked before anything is written; on an error nothing changed.
+        A None grad (which ``CpuEngine`` skips) is refused: a group steps as one here.
         """
         if self._broken:
             raise GpuError(self._broken)
         self._check_hosts()
         if len(configs) != self._n_groups:
             raise ValueError(f"expected options for {self._n_groups} groups, got {len(configs)}")
-        if len(carries) != self._n_groups:
-            raise ValueError("carries must have one entry per group")
-        steps = self._steps(step, configs, carries)
+        for label, grad in zip(self._labels, grads):
+            if grad is None:
+                raise ValueError(
+                    f"grads{label} is None: device='gpu' steps every param (a group's params "
+                    "share one step count there); skipping a param is for device='cpu'"
+                )
+        steps = self._steps(configs)
         for lg, group in enumerate(self._groups):
             if not steps[lg // 2].rounds:
                 continue
@@ -439,7 +459,7 @@ class GpuEngine:
             if kind is None:
                 np.copyto(view, grad)
         if skip_nonfinite and not np.isfinite(self._staging).all():
-            return None  # nothing was sent to the GPU
+            return False  # nothing was sent to the GPU
         used = self._write_uniforms(steps)
         ctx, wgpu = self._ctx, self._ctx.wgpu
         dev, queue = ctx.device, ctx.device.queue
@@ -489,13 +509,14 @@ class GpuEngine:
                 finally:
                     self._readback.unmap()
         except (wgpu.GPUError, RuntimeError) as err:
-            error = self._error(f"running step {step}", err)
+            error = self._error("running a step", err)
             if submitted:
                 # The GPU may have stepped without us reading it back: refuse to go on.
                 self._broken = f"{error}; this optimizer cannot continue on the GPU"
                 _forget_context(ctx)
             raise error from err
-        return [s.mu_product for s in steps]
+        self._counts = [(c + 1, s.mu_product) for (c, _), s in zip(self._counts, steps)]
+        return True
 
     def sync(self) -> None:
         """Copy params and state from the GPU into the host arrays."""
@@ -509,14 +530,10 @@ class GpuEngine:
         except (self._ctx.wgpu.GPUError, RuntimeError) as err:
             raise self._error("reading params and state back", err) from err
         self._params_from(flat)
-        for roles in self._state_views(image):
-            for host, view in roles:
-                np.copyto(host, view)
-        words = image.view(np.uint32)
-        for i, pairs in enumerate(self._q8_moments):
-            for (codes, absmax), (code_view, absmax_view) in zip(pairs, self._q8_views(i, words)):
-                np.copyto(codes, code_view.reshape(-1)[: codes.size].reshape(codes.shape))
-                np.copyto(absmax, absmax_view.view(_FLOAT32))
+        for host, view in self._state_pairs(image):
+            if view.shape != host.shape:  # 8-bit codes, in whole blocks
+                view = view.reshape(-1)[: host.size].reshape(host.shape)
+            np.copyto(host, view)
 
     def _params_from(self, flat: np.ndarray) -> None:
         """The host params (and master copies) from the params buffer's contents:
@@ -530,6 +547,14 @@ class GpuEngine:
 
     def __len__(self) -> int:
         return len(self._params)
+
+
+def _codes_in_blocks(codes: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
+    """A tensor's 8-bit codes as whole blocks, of shape ``blocks`` (count, BLOCK):
+    the codes past the tensor, in its last block, are 0."""
+    padded = np.zeros(blocks, _UINT8)
+    padded.reshape(-1)[: codes.size] = codes.reshape(-1)
+    return padded
 
 
 def _q8_moments(t: TensorBuffers) -> list[tuple[np.ndarray, np.ndarray]]:
