@@ -128,3 +128,61 @@ pub enum StepError {
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
+
+/// A candle `Var`, its gradient or a state file that [`crate::candle::Adam`]
+/// refuses. Checked before anything is written: on this error the vars, the
+/// state and the step counts are as they were.
+#[cfg(feature = "candle")]
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum VarError {
+    /// The var is not on the CPU.
+    #[error("var {index} is on {device}: radam steps CPU tensors only")]
+    Device {
+        /// The var's position in the optimizer.
+        index: usize,
+        /// Its device (`"cuda"`, `"metal"`).
+        device: String,
+    },
+    /// The var's dtype is not one radam steps.
+    #[error("var {index} has dtype {dtype}: radam steps f32, f64, bf16 and f16")]
+    Dtype {
+        /// The var's position in the optimizer.
+        index: usize,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// The var's elements are not one contiguous run of its storage.
+    #[error("var {index} is not contiguous (strides {strides:?} for shape {shape:?}): radam steps storage in place")]
+    NotContiguous {
+        /// The var's position in the optimizer.
+        index: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Its strides.
+        strides: Vec<usize>,
+    },
+    /// Two vars share their storage (the same var passed twice, say).
+    #[error("var {index} shares its storage with var {other}")]
+    SharedStorage {
+        /// The later var's position.
+        index: usize,
+        /// The earlier one's.
+        other: usize,
+    },
+    /// The gradient does not fit its var (dtype, shape or device), or is the storage of a var.
+    #[error("the gradient of var {index} {reason}")]
+    Grad {
+        /// The var's position in the optimizer.
+        index: usize,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A state file that does not fit this optimizer, or cannot be read or written.
+    #[error("state file {path}: {reason}")]
+    StateFile {
+        /// The file.
+        path: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
+}

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
-const TEST_MODULES: [&str; 5] = [
+const TEST_MODULES: [&str; 6] = [
     "kernel_tests",
     "storage_tests",
     "layers_tests",
     "q8_tests",
     "stack_tests",
+    "candle_tests",
 ];
 
 /// The modules in `lib.rs`'s order, and the module each re-exported item comes from.

@@ -11,7 +11,8 @@
 //!   the host in f64 once per step.
 //!
 //! The `python` feature adds the PyO3 bindings; by default the crate has no
-//! Python in its dependency tree.
+//! Python in its dependency tree. The `candle` feature adds `radam::candle::Adam`,
+//! a `candle_nn::Optimizer` that steps candle `Var`s in place.
 
 #![warn(missing_docs)]
 
@@ -54,7 +55,12 @@ mod rows;
 mod finite;
 // The owning optimizer.
 mod optimizer;
+// A candle optimizer over `Var`s (the `candle` feature).
+#[cfg(feature = "candle")]
+pub mod candle;
 
+#[cfg(all(test, feature = "candle"))]
+mod candle_tests;
 #[cfg(test)]
 mod kernel_tests;
 #[cfg(test)]
@@ -78,6 +84,8 @@ struct ReadmeDoctests;
 pub use config::{AdamConfig, Algorithm, BiasCorrection, Choice, Fields};
 pub use convert::Store;
 pub use element::Float;
+#[cfg(feature = "candle")]
+pub use error::VarError;
 pub use error::{ConfigError, StepError};
 pub use finite::{all_finite, all_finite_stored};
 pub use multi::{

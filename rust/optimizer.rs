@@ -11,6 +11,33 @@ use crate::tensor::{State, Tensor};
 /// `velocity` when momentum or Nesterov is).
 pub type AdamState<T> = State<Vec<T>>;
 
+/// The zeroed moments of a tensor of `n` elements, with the buffers `config` needs.
+pub(crate) fn zeroed<T: Float>(config: &AdamConfig, n: usize) -> AdamState<T> {
+    State {
+        exp_avg: vec![T::ZERO; n],
+        exp_avg_sq: vec![T::ZERO; n],
+        max_exp_avg_sq: config.amsgrad.then(|| vec![T::ZERO; n]),
+        velocity: config.uses_velocity().then(|| vec![T::ZERO; n]),
+    }
+}
+
+/// Refuse a change of what decides the state's buffers (AMSGrad, momentum on
+/// or off) or their meaning (AdaMax's infinity norm) after construction.
+pub(crate) fn check_fixed(ours: &AdamConfig, theirs: &AdamConfig) -> Result<(), ConfigError> {
+    let fixed = |name, ours: bool, theirs: bool| match ours == theirs {
+        true => Ok(()),
+        false => Err(ConfigError {
+            name,
+            value: theirs as u8 as f64,
+            rule: "unchanged after construction",
+        }),
+    };
+    fixed("amsgrad", ours.amsgrad, theirs.amsgrad)?;
+    fixed("momentum", ours.uses_velocity(), theirs.uses_velocity())?;
+    let adamax = |c: &AdamConfig| c.algorithm == crate::Algorithm::Adamax;
+    fixed("algorithm", adamax(ours), adamax(theirs))
+}
+
 /// Adam over a fixed list of tensors, one parameter group.
 ///
 /// ```
@@ -37,15 +64,7 @@ impl<T: Float> Adam<T> {
     /// An optimizer for tensors of the given sizes, with zeroed moments.
     pub fn new(config: AdamConfig, sizes: &[usize]) -> Result<Self, ConfigError> {
         config.validate()?;
-        let state = sizes
-            .iter()
-            .map(|&n| State {
-                exp_avg: vec![T::ZERO; n],
-                exp_avg_sq: vec![T::ZERO; n],
-                max_exp_avg_sq: config.amsgrad.then(|| vec![T::ZERO; n]),
-                velocity: config.uses_velocity().then(|| vec![T::ZERO; n]),
-            })
-            .collect();
+        let state = sizes.iter().map(|&n| zeroed(&config, n)).collect();
         Ok(Adam {
             config,
             step: 0,
@@ -64,25 +83,7 @@ impl<T: Float> Adam<T> {
     /// momentum on or off, the algorithm) is fixed at construction.
     pub fn set_config(&mut self, config: AdamConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let fixed = |name, ours: bool, theirs: bool| match ours == theirs {
-            true => Ok(()),
-            false => Err(ConfigError {
-                name,
-                value: theirs as u8 as f64,
-                rule: "unchanged after construction",
-            }),
-        };
-        fixed("amsgrad", self.config.amsgrad, config.amsgrad)?;
-        fixed(
-            "momentum",
-            self.config.uses_velocity(),
-            config.uses_velocity(),
-        )?;
-        fixed(
-            "algorithm",
-            self.config.algorithm == crate::Algorithm::Adamax,
-            config.algorithm == crate::Algorithm::Adamax,
-        )?;
+        check_fixed(&self.config, &config)?;
         self.config = config;
         Ok(())
     }
