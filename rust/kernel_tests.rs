@@ -1,9 +1,10 @@
 //! Tests of the kernels against a reference written from the formulas, and of
 //! the SIMD levels and thread counts against each other, bit for bit.
 
+use crate::multi::{CHUNK, SERIAL_MAX};
 use crate::{
     grad_norm, step_tensors_with, AdamConfig, Algorithm, BiasCorrection, Float, SimdLevel, State,
-    StepError, StepScalars, TensorMut, CHUNK, SERIAL_MAX,
+    StepError, StepScalars, TensorMut,
 };
 
 /// A small deterministic generator (xorshift64*), so tests need no crate.

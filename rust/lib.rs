@@ -58,6 +58,9 @@ mod optimizer;
 // A candle optimizer over `Var`s (the `candle` feature).
 #[cfg(feature = "candle")]
 pub mod candle;
+// What radam's own bindings use from the core that is not the crate's API.
+#[doc(hidden)]
+pub mod plumbing;
 
 #[cfg(all(test, feature = "candle"))]
 mod candle_tests;
@@ -81,27 +84,20 @@ mod python;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use config::{AdamConfig, Algorithm, BiasCorrection, Choice, Fields};
+pub use config::{AdamConfig, Algorithm, BiasCorrection};
 pub use convert::Store;
 pub use element::Float;
 #[cfg(feature = "candle")]
 pub use error::VarError;
 pub use error::{ConfigError, StepError};
 pub use finite::{all_finite, all_finite_stored};
-pub use multi::{
-    check_mixed, grad_norm, step_tensors, step_tensors_with, CheckedTensors, CHUNK, SERIAL_MAX,
-};
+pub use multi::{check_mixed, grad_norm, step_tensors, step_tensors_with, CheckedTensors};
 pub use optimizer::{Adam, AdamState};
 pub use rows::{check_rows, step_rows, step_rows_with, CheckedRows, RowGrad, RowTensorMut};
 pub use scalars::{Carry, Count, Rule, StepScalars, TensorSteps};
 pub use simd::SimdLevel;
 pub use storage::{Split, Stored, StoredMut, Q8_BLOCK};
 pub use tensor::{Buffer, MixedTensorMut, Origin, State, Tensor, TensorMut};
-pub use uniform::{GpuStep, Pipeline, STEP_FIELDS, STEP_WORDS};
-
-/// The WGSL source of the GPU kernel (`shaders/adam.wgsl`), for running the
-/// same Adam step through WebGPU (`wgpu`). Its entry point is `adam_step`.
-pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 
 /// The number of threads a multi-tensor step may use from the calling
 /// thread: the current rayon pool's on one of its workers; otherwise the

@@ -26,7 +26,8 @@ mod rows;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::{AdamConfig, Algorithm, BiasCorrection, Choice, SimdLevel, STEP_FIELDS};
+use crate::plumbing::{Choice, ADAM_WGSL, STEP_FIELDS};
+use crate::{AdamConfig, Algorithm, BiasCorrection, SimdLevel};
 
 /// The SIMD instruction set the kernels run with on this CPU.
 #[pyfunction]
@@ -45,7 +46,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The GPU kernel's source, embedded so it ships inside the wheel.
-    m.add("ADAM_WGSL", crate::ADAM_WGSL)?;
+    m.add("ADAM_WGSL", ADAM_WGSL)?;
     // The names the options' choices take, for the Python option table.
     let algorithms = Algorithm::ALL.iter().map(|a| a.name());
     m.add("ALGORITHMS", PyTuple::new(py, algorithms)?)?;

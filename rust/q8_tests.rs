@@ -8,12 +8,13 @@ use half::bf16;
 
 use crate::kernel::{flags, Slices};
 use crate::kernel_tests::Rng;
+use crate::multi::CHUNK;
 use crate::quant::stochastic::bf16_bits;
 use crate::quant::{decode, encode, Codebook, StochasticKey, BLOCK, SIGNED, UNSIGNED};
 use crate::simd::kernel_for;
 use crate::storage::{Stored, StoredMut};
 use crate::tensor::{MixedTensorMut, State, Tensor};
-use crate::{step_tensors_with, AdamConfig, SimdLevel, StepError, StepScalars, CHUNK};
+use crate::{step_tensors_with, AdamConfig, SimdLevel, StepError, StepScalars};
 
 /// The maps of exp_avg, exp_avg_sq, max_exp_avg_sq and velocity.
 const BOOKS: [&Codebook; 4] = [&SIGNED, &UNSIGNED, &UNSIGNED, &SIGNED];

@@ -12,11 +12,12 @@ use std::io::Write;
 use half::{bf16, f16};
 
 use crate::kernel_tests::Rng;
+use crate::multi::CHUNK;
 use crate::quant::{decode, encode, round_stochastic, step_q8, Q8Piece, Q8State};
 use crate::quant::{StochasticKey, BLOCK, SIGNED, UNSIGNED};
 use crate::{
     step_tensors_with, AdamConfig, MixedTensorMut, Rule, SimdLevel, State, StepError, StepScalars,
-    Stored, StoredMut, CHUNK,
+    Stored, StoredMut,
 };
 
 const STACK: usize = 256 * 1024;

@@ -5,11 +5,12 @@
 use half::{bf16, f16};
 
 use crate::kernel_tests::{run, Owned, Rng};
+use crate::multi::CHUNK;
 use crate::quant::stochastic::{bf16_bits, f16_bits};
 use crate::quant::StochasticKey;
 use crate::{
     step_tensors_with, AdamConfig, MixedTensorMut, Origin, SimdLevel, State, StepError,
-    StepScalars, Stored, StoredMut, CHUNK,
+    StepScalars, Stored, StoredMut,
 };
 
 /// One tensor stored in 16 bits: bfloat16 moments, float16 param with an f32 master.

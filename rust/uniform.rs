@@ -9,6 +9,10 @@ use crate::kernel::{flags, Coeffs, COEFFS};
 use crate::quant::StochasticKey;
 use crate::scalars::StepScalars;
 
+/// The WGSL source of the GPU kernel (`shaders/adam.wgsl`), whose `Step` rows
+/// this module writes. Its entry points are `adam_step` and `adam_step_q8`.
+pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
+
 /// The fields of the WGSL `Step` struct after the coefficients: the
 /// dispatch's element range `lo..hi`; with stochastic rounding, the key of
 /// its tensor and the index in that tensor of element `lo`; a pad to 16 bytes.
@@ -183,7 +187,7 @@ mod tests {
 
     #[test]
     fn rows_follow_the_shaders_step_struct() {
-        let fields = wgsl_struct(crate::ADAM_WGSL, "Step");
+        let fields = wgsl_struct(ADAM_WGSL, "Step");
         let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, STEP_FIELDS);
         for (i, (name, ty)) in fields.iter().enumerate() {
@@ -201,7 +205,7 @@ mod tests {
             ("RULE_UNADAPTED", flags::UNADAPTED),
         ] {
             assert_eq!(
-                wgsl_const(crate::ADAM_WGSL, rule),
+                wgsl_const(ADAM_WGSL, rule),
                 flags::rule_code(flag),
                 "{rule}"
             );
@@ -209,7 +213,7 @@ mod tests {
         let scalars = StepScalars::new(&AdamConfig::default(), 1).unwrap();
         for (name, _) in GpuStep::new(&scalars).pipeline().overrides() {
             assert!(
-                crate::ADAM_WGSL.contains(&format!("\noverride {name}: ")),
+                ADAM_WGSL.contains(&format!("\noverride {name}: ")),
                 "override {name}"
             );
         }

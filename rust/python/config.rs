@@ -6,7 +6,8 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::{AdamConfig, Fields};
+use crate::plumbing::Fields;
+use crate::AdamConfig;
 
 /// The core's options of one parameter group (`rust/config.rs`), made from a
 /// `radam._options.EngineOptions`, whose fields are the struct's by name.

@@ -8,7 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::config::PyAdamConfig;
-use crate::{Carry, GpuStep, StepScalars};
+use crate::plumbing::GpuStep;
+use crate::{Carry, StepScalars};
 
 /// One step of one parameter group on the GPU: the rows of the WGSL `Step`
 /// uniform (the fields before `lo`, in `STEP_FIELDS`' order, as float32) and

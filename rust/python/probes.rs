@@ -2,7 +2,7 @@
 //! `benchmarks/report.py`), built only with the `bench` cargo feature
 //! (`maturin develop --release --features bench`): the wheel and the default
 //! build do not have them. Each moves the bytes of a step with trivial
-//! arithmetic, in [`crate::CHUNK`] pieces after a head up to the first array's
+//! arithmetic, in [`crate::plumbing::CHUNK`] pieces after a head up to the first array's
 //! cache-line boundary, spread over the threads as a step's units are, so its
 //! speed is the machine's bandwidth: the roofline an Adam step is drawn against.
 
@@ -48,8 +48,8 @@ fn probe(
     let mut bounds = vec![(0, head)];
     bounds.extend(
         (head..read.len())
-            .step_by(crate::CHUNK)
-            .map(|s| (s, crate::CHUNK)),
+            .step_by(crate::plumbing::CHUNK)
+            .map(|s| (s, crate::plumbing::CHUNK)),
     );
     let mut pieces: Vec<(Vec<&mut [f32]>, &[f32])> = Vec::with_capacity(bounds.len());
     for &(start, len) in &bounds {
