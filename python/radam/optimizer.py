@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _core, _state_dict
+from . import _core, _fork, _state_dict
 from ._engine import (
     MASTER,
     Engine,
@@ -43,49 +41,6 @@ from ._params import (
 )
 from ._signatures import from_table
 from .schedules import ScheduleEnded
-
-# Every live optimizer, for the fork handlers below.
-_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
-# How long a fork waits for a step in flight on another thread to finish.
-FORK_WAIT_S = 60.0
-# _busy of an optimizer in a child forked while a call of it did not end.
-_TORN = "fork"
-_FORK_LOCK = threading.Lock()  # one fork at a time goes through the handlers
-_FORK_HELD: list[Any] = []
-
-
-def _before_fork() -> None:
-    """Let steps in flight finish, and hold every optimizer's lock across the
-    fork: a child must not start with a lock held by a thread it does not
-    have, nor with params half written by it."""
-    _FORK_LOCK.acquire()
-    for opt in list(_LIVE):
-        if opt._lock.acquire(timeout=FORK_WAIT_S):
-            _FORK_HELD.append(opt)
-        else:  # a call that does not end (a schedule waiting on this thread?)
-            opt._torn_by_fork = True
-
-
-def _after_fork(child: bool) -> None:
-    # The forking thread holds what _before_fork acquired, in the child too.
-    for opt in _FORK_HELD:
-        opt._lock.release()
-    _FORK_HELD.clear()
-    for opt in list(_LIVE):
-        if opt._torn_by_fork and child:
-            # Its lock is held by a thread the child does not have, mid-call.
-            opt._lock = threading.RLock()
-            opt._busy = _TORN
-        opt._torn_by_fork = False
-    _FORK_LOCK.release()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=lambda: _after_fork(child=False),
-        after_in_child=lambda: _after_fork(child=True),
-    )
 
 
 class _Evaluated(NamedTuple):
@@ -186,13 +141,12 @@ class Adam:
         # current_lr reads the lrs last computed (it would call itself).
         self._lock = threading.RLock()
         self._busy: str | None = None
-        self._torn_by_fork = False  # set while a fork could not wait for a call of it
         self._last_lrs = [o.lr for o in options_list]
         self._last_betas = [(o.beta1, o.beta2) for o in options_list]
         # Each group's (lr, betas) in the last step this object took (None: none yet).
         self._stepped: list[tuple[float, tuple[float, float]]] | None = None
         self._option_cache: OptionCache[_Evaluated] = OptionCache()
-        _LIVE.add(self)
+        _fork.track(self)  # its lock is held across forks (radam._fork)
 
     @property
     def _algorithm(self) -> str:
@@ -236,7 +190,7 @@ class Adam:
     def _refuse_reentry(self, call: str) -> None:
         """Refuse ``call``, which changes the optimizer, made from inside the
         schedules another call is running (which it would corrupt). Under the lock."""
-        self._refuse_torn(call)
+        _fork.refuse_torn(self, call)
         if self._busy is not None:
             raise ReentrantCallError(
                 f"{call}() was called from an lr schedule that {self._busy}() of the same "
@@ -244,14 +198,6 @@ class Adam:
             )
 
     # -- schedules, checkpoints, torch import (radam.schedules, radam.checkpoint) --
-
-    def _refuse_torn(self, call: str) -> None:
-        if self._busy == _TORN:
-            raise RuntimeError(
-                f"{call}(): this process was forked while another thread was inside a call "
-                f"of this optimizer that did not end within {FORK_WAIT_S:.0f} s, so its params "
-                "and state may be half-written here; build a new optimizer"
-            )
 
     @property
     def current_lr(self) -> list[float]:
@@ -660,7 +606,7 @@ class Adam:
     def _saved_state(self, caller: str) -> dict[str, Any]:
         """:meth:`state_dict`, as part of ``caller`` (which its errors name)."""
         with self._lock:
-            self._refuse_torn(caller)
+            _fork.refuse_torn(self, caller)
             self._sync_host()
             self._check_savable(caller)
             return _state_dict.build(self)
