@@ -11,12 +11,12 @@ import radam
 
 PACKAGE = os.path.dirname(radam.__file__)
 # The modules that may import radam._core: the package root (its version and
-# SIMD facts), the option table (the core's config and names), the front class
-# (the CPU engine), checkpoints (the version) and the GPU engine (its rows).
+# SIMD facts), the option table (the core's config and names), the backends (the
+# CPU engine), checkpoints (the version) and the GPU engine (its rows).
 MAY_IMPORT_THE_EXTENSION = {
     "radam",
     "radam._options",
-    "radam.optimizer",
+    "radam._backends",
     "radam.checkpoint",
     "radam.gpu._device",
     "radam.gpu._engine",

@@ -7,7 +7,6 @@ GPU check and the seed systems' names."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 import ml_dtypes
@@ -141,16 +140,6 @@ def test_engine_options_are_the_cores_fields():
     assert checked.options.algorithm == "nadam"
     assert "algorithm: NAdam" in repr(checked.config)
     assert "momentum_decay: 0.004" in repr(checked.config)
-
-
-def test_the_gpu_check_reads_the_table(monkeypatch):
-    plain = _options.engine_options({}, "").options
-    changed = plain._replace(momentum=0.5, nesterov=True)
-    assert _options.unsupported_on_gpu(changed) is None  # the kernel has every option
-    table = tuple(dataclasses.replace(o, gpu=o.name != "nesterov") for o in OPTIONS)
-    monkeypatch.setattr(_options, "OPTIONS", table)
-    assert _options.unsupported_on_gpu(plain) is None
-    assert _options.unsupported_on_gpu(changed) == "nesterov=True"
 
 
 def test_the_seed_systems_names_map_onto_options():

@@ -1,14 +1,14 @@
 """The options of radam's optimizers, declared once.
 
 :data:`OPTIONS` is the table: each option's name, default, kind of value,
-which update rules use it and whether the GPU kernel has it. :data:`VARIANTS`
+and which update rules use it. :data:`VARIANTS`
 says what each class changes. From these two come every class's defaults
 (:func:`defaults_of`; its signature and option docs are made from them in
 ``_signatures.py``), the group options (:func:`group_defaults`),
 :class:`EngineOptions` (the record the Rust core's ``AdamConfig`` is read
-from), the checks of a group (:func:`engine_options`), the GPU support check
-(:func:`unsupported_on_gpu`) and the options a checkpoint holds schedules in
-(:data:`SCHEDULABLE`).
+from), the checks of a group (:func:`engine_options`) and the options a
+checkpoint holds schedules in (:data:`SCHEDULABLE`). Which options a device
+implements is its backend's to say (``radam._backends``).
 
 Adding an option: one :class:`Option` here, its field in ``rust/config.rs``'s
 ``AdamConfig`` (read by name in ``rust/python/config.rs``) and its arithmetic
@@ -70,8 +70,6 @@ class Option:
     # ``only_its_rules``: then they do not take it at all.
     rules: tuple[str, ...] | None = None
     only_its_rules: bool = False
-    # Whether the GPU kernel implements it (device='gpu' takes only the default else).
-    gpu: bool = True
     choices: tuple[Any, ...] = ()
 
     def applies_to(self, rule: str) -> bool:
@@ -473,14 +471,3 @@ def _as_given(message: str, group: Mapping[str, Any]) -> str:
         return message
     rule = rest[rest.find(" (must be ") :] if " (must be " in rest else ""
     return f"{name}: {group.get(option.name, option.default)!r}{rule}"
-
-
-def unsupported_on_gpu(options: EngineOptions) -> str | None:
-    """``"name=value"`` of the first option the GPU kernel does not implement
-    set to other than its default, else None."""
-    for o in OPTIONS:
-        if o.group and not o.gpu and o.name != "betas":
-            value = getattr(options, o.name)
-            if value != o.default:
-                return f"{o.name}={value!r}"
-    return None

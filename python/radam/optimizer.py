@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _core, _fork, _state_dict
+from . import _backends, _fork, _state_dict
 from ._engine import (
     MASTER,
     Engine,
@@ -29,7 +29,6 @@ from ._options import (
     check_switch,
     engine_options,
     group_defaults,
-    unsupported_on_gpu,
 )
 from ._params import (
     HALF_DTYPES,
@@ -123,7 +122,10 @@ class Adam:
         # Each param's first element's index in its whole tensor, which stochastic
         # rounding hashes: 0, but for the shards radam.distributed steps.
         self._first_elements = [0] * len(self._layout)
-        self.device = _resolve_device(device, self._layout.tensors, options_list, self.state_dtype)
+        self._backend = _backends.resolve(
+            device, self._layout.tensors, options_list, self.state_dtype
+        )
+        self.device = self._backend.name
         self._group_params = [g["params"] for g in self.param_groups]
         # The length of a list of grads that is passed as it is (-1: none is).
         self._flat_list = len(self._layout) if self._layout.kind == "list" else -1
@@ -438,9 +440,8 @@ class Adam:
             self._busy = None
         options = [c.options for c in checked]
         self._check_rounding(options, where)
-        if self.device == "gpu":
-            for i, o in enumerate(options):
-                _refuse_on_gpu(o, where.format(i))
+        for i, o in enumerate(options):
+            _backends.check_options(self._backend, o, where.format(i))
         return _Evaluated(options, [c.config for c in checked])
 
     def _check_rounding(self, options: list[EngineOptions], where: str) -> None:
@@ -490,10 +491,6 @@ class Adam:
     ) -> Engine:
         """The engine of this optimizer's device over the params and ``state``, each
         tensor at its step count and carry (none taken when not given)."""
-        if self.device == "gpu":
-            from .gpu import GpuEngine as engine_class
-        else:
-            engine_class = _core.CpuEngine
         n = len(self._layout)
         counts, carries = counts or [0] * n, carries or [1.0] * n
         records = [
@@ -502,7 +499,7 @@ class Adam:
             )
             for i, (t, offset) in enumerate(zip(self._layout.tensors, self._first_elements))
         ]
-        return engine_class(records)
+        return self._backend.engine(records)
 
     def _tensor_state(
         self, names: list[tuple[str, ...]], t: Tensor
@@ -587,7 +584,7 @@ class Adam:
             self._sync_host()
 
     def _sync_host(self) -> None:
-        if self._engine is not None and self.device == "gpu":
+        if self._engine is not None and self._backend.resident:
             self._engine.sync()
 
     def state_dict(self) -> dict[str, Any]:
@@ -640,7 +637,7 @@ class Adam:
                         f"the values to restore {value.shape} and {value.dtype}"
                     )
             self._sync_host()  # a GPU engine's params reach the host before the new one uploads
-            if params is not None and self.device != "cpu" and loaded.state:
+            if params is not None and self._backend.resident and loaded.state:
                 # A device engine uploads the params when it is built: copy them in
                 # first, and put the old values back if the build fails.
                 previous = [t.array.copy() for t in tensors]
@@ -691,39 +688,3 @@ def _fresh_masters(tensors: list[Tensor], loaded: _state_dict.Loaded) -> None:
     for t, count in zip(tensors, loaded.counts):
         if count == 0 and MASTER in loaded.state.get(t.key, {}):
             np.copyto(loaded.state[t.key][MASTER], t.array)
-
-
-def _refuse_on_gpu(options: EngineOptions, where: str) -> None:
-    bad = unsupported_on_gpu(options)
-    if bad is not None:
-        raise ValueError(
-            f"{where}: {bad} is not supported with device='gpu' (the GPU kernel does not "
-            "implement it yet); use device='cpu'"
-        )
-
-
-def _resolve_device(
-    device: str, tensors: list[Any], options: list[EngineOptions], state_dtype: Any = None
-) -> str:
-    """The backend: for "gpu", check the params (float32) and options and set up
-    the device now, so a missing wgpu or adapter is a clear error at construction;
-    "auto" is "gpu" only with a non-CPU adapter, float32 params (their state in
-    float32, bfloat16 or float16), and options the GPU kernel implements."""
-    if device == "cpu":
-        return "cpu"
-    from . import gpu
-
-    if device == "auto":
-        if (
-            all(t.array.dtype == np.float32 for t in tensors)
-            and all(unsupported_on_gpu(o) is None for o in options)
-            and gpu.available(allow_cpu_adapter=False)
-        ):
-            return "gpu"
-        return "cpu"
-    gpu.check_params([t.array for t in tensors], [t.label for t in tensors])
-    gpu.check_state_dtype(state_dtype)
-    for i, o in enumerate(options):
-        _refuse_on_gpu(o, f"params[{i}]")
-    gpu.device()
-    return "gpu"
