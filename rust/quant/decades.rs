@@ -1,6 +1,6 @@
-//! The nearest code of `|y|` by arithmetic: no table
-//! of cells, so no gather (a gather of 8 lanes costs about 15 cycles on
-//! AMD Zen 3). Three steps, each exact or checked:
+//! The nearest code of `|y|` by arithmetic: no table of cells, and on the
+//! vector levels no gather for nearly every value (a gather of 8 lanes
+//! costs about 15 cycles on AMD Zen 3). Three steps, each exact or checked:
 //!
 //! 1. The region of `|y|`: 0 (the code of 0), `d + 1` for decade `d` (0..7),
 //!    or 8 (the code of 1). The regions' lower ends are float32 midpoints,
