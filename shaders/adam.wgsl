@@ -414,18 +414,46 @@ fn book_of(j: u32) -> u32 {
     return select(1u, 0u, j == 0u || j == 3u);
 }
 
-// The code of y (not NaN): the number of midpoints below y, plus one where y is
-// a midpoint whose upper code is even. A binary search over the sorted midpoints.
+// Whether the code of y is above k: y is past midpoint k, or on it where the upper
+// code (k + 1) is even.
+fn above_mid(book: u32, k: u32, y: f32) -> bool {
+    let m = map_mid(book, k);
+    return m < y || (m == y && (k & 1u) == 1u);
+}
+
+// The code of y (not NaN): the number of midpoints below y, plus one where y is a
+// midpoint whose upper code is even. An estimate by arithmetic (the decade from
+// log2 |y|, the bin from where |y| lies in it: decade d holds n equal bins of
+// [0.1, 1] * 10^(d - 6)), then a walk past each midpoint on the wrong side of y,
+// which makes the code exact whatever the estimate's rounding; it is a step or none.
 fn nearest_code(book: u32, y: f32) -> u32 {
-    var c = 0u;
-    for (var step = 128u; step > 0u; step = step >> 1u) {
-        let k = c + step - 1u;
-        if (k < 255u && map_mid(book, k) < y) {
-            c = c + step;
+    let signed = book == 0u;
+    let a = abs(y);
+    var c = select(0u, 127u, signed);
+    if (a >= 1e-7) {
+        let d = u32(clamp(floor(log2(a) * 0.30103) + 7.0, 0.0, 6.0));
+        let n = select(2u << d, 1u << d, signed);
+        let u = (a / pow(10.0, f32(d) - 6.0) - 0.1) / 0.9;
+        let j = u32(clamp(floor(u * f32(n)), 0.0, f32(n - 1u)));
+        c = select((2u << d) - 1u, 127u + (1u << d), signed) + j;
+        if (y < 0.0) {
+            // The signed map's negative half mirrors its positive half.
+            c = select(0u, 254u - c, signed);
         }
     }
-    if (c < 255u && map_mid(book, c) == y && (c & 1u) == 1u) {
-        c = c + 1u;
+    loop {
+        if (c < 255u && above_mid(book, c, y)) {
+            c = c + 1u;
+        } else {
+            break;
+        }
+    }
+    loop {
+        if (c > 0u && !above_mid(book, c - 1u, y)) {
+            c = c - 1u;
+        } else {
+            break;
+        }
     }
     return c;
 }

@@ -26,15 +26,15 @@
 //!   over 2^126), `x` and `absmax` are first scaled by an exact power of two,
 //!   so the codes are those of the same rule with an unbounded exponent.
 //!
-//! Encode finds the nearest code without a search: `|y|`'s exponent and top
-//! seven mantissa bits index a table of cells (2945 per map); no cell holds
-//! more than one midpoint, so its entry gives the code at the cell's start
-//! and the one threshold on the low 16 bits of `|y|` past which the code is
-//! one higher. Negative `y` in the signed map take the mirrored code (the
-//! map's negative half is the exact negation of its positive half). The
-//! vector levels first try arithmetic instead (`decades`: no gather), which
-//! decides nearly every value exactly and says where it cannot; a block with
-//! such a value goes through the table again.
+//! Encode finds the nearest code by arithmetic (`decades`): `|y|`'s region
+//! (a decade, or the codes of 0 and 1) from its exponent, the code below
+//! from one fused multiply-add and a truncation, and one comparison with
+//! the largest `|y|` of that code (a float32 midpoint, ties to the even
+//! code) to settle which side. Negative `y` in the signed map take the
+//! mirrored code (the map's negative half is the exact negation of its
+//! positive half). The vector levels first skip that comparison, which the
+//! arithmetic alone decides for nearly every value and says where it
+//! cannot; a block with such a value goes through the comparison again.
 
 use crate::error::StepError;
 use crate::simd::SimdLevel;
@@ -52,25 +52,19 @@ pub const fn blocks(len: usize) -> usize {
     len.div_ceil(BLOCK)
 }
 
-/// `|y|` bits >> 16 of the first cell, 2^-23: every smaller `|y|` (all
-/// under the smallest positive midpoint, 1.6e-7) has the code of 0.
-const FIRST_CELL: u32 = (127 - 23) << 7;
-/// The cell of `|y|` = 1: from it on, every `|y|` has code 255.
-const LAST_CELL: u32 = 127 << 7;
-const CELLS: usize = (LAST_CELL - FIRST_CELL + 1) as usize;
-/// A cell entry's threshold when the cell holds no midpoint (never reached).
-const NO_MIDPOINT: u32 = 1 << 16;
-
 /// A quantization map with what encoding needs.
 pub struct Codebook {
     /// The value of each code, increasing.
     pub values: [f32; 256],
-    /// Per cell of `|y|`: (1 + the code at the cell's start) << 17 | the
-    /// threshold on `|y|`'s low 16 bits from which the code is one higher.
-    cells: [u32; CELLS],
-    /// A negative `y` takes code `mirror - min(c, mirror)`, `c` being the
-    /// code of `|y|` (254 in the signed map; 0, the code of 0, in the unsigned).
-    mirror: u32,
+    /// Byte `b` of `values[c]`'s bits at `planes[b][c]` (for byte permutes).
+    pub(super) planes: [[u8; 256]; 4],
+    /// Per code `c`: the bits of the largest `|y|` whose code is `c` (one
+    /// below the next midpoint's, or at it where that midpoint goes to `c`,
+    /// the even code); `i32::MAX` for code 255.
+    upper: [u32; 256],
+    /// Whether negative `y` take the mirrored code of `|y|` (the signed
+    /// map) rather than the code of 0.
+    mirrors: bool,
     /// The code of 0.
     pub zero: u8,
     /// The arithmetic search the vector levels try first.
@@ -78,51 +72,40 @@ pub struct Codebook {
 }
 
 /// The signed map (first moment, velocity).
-pub static SIGNED: Codebook = Codebook::new(&map::SIGNED, 254);
+pub static SIGNED: Codebook = Codebook::new(&map::SIGNED, true);
 /// The unsigned map (second moment, AMSGrad's max, AdaMax's norm).
-pub static UNSIGNED: Codebook = Codebook::new(&map::UNSIGNED, 0);
+pub static UNSIGNED: Codebook = Codebook::new(&map::UNSIGNED, false);
 
 impl Codebook {
-    const fn new(values: &[f32; 256], mirror: u32) -> Self {
-        let mut mid = [0f32; 255];
+    const fn new(values: &[f32; 256], mirrors: bool) -> Self {
+        let mut upper = [i32::MAX as u32; 256];
         let mut zero = 0;
         let mut k = 0;
         while k < 255 {
-            mid[k] = (values[k] + values[k + 1]) * 0.5;
+            let mid = (values[k] + values[k + 1]) * 0.5;
+            // y == midpoint goes to the even code of the pair: k when k is even.
+            upper[k] = mid.to_bits() - (k % 2) as u32;
             if values[k + 1] == 0.0 {
                 zero = k + 1;
             }
             k += 1;
         }
-        let mut cells = [0u32; CELLS];
-        // Midpoints below the current cell's start (all the negative ones included).
-        let mut below = 0;
+        let mut planes = [[0u8; 256]; 4];
         let mut c = 0;
-        while c < CELLS {
-            let start = f32::from_bits((FIRST_CELL + c as u32) << 16);
-            let end_bits = (FIRST_CELL + c as u32 + 1) << 16;
-            while below < 255 && mid[below] < start {
-                below += 1;
+        while c < 256 {
+            let bits = values[c].to_bits();
+            let mut b = 0;
+            while b < 4 {
+                planes[b][c] = (bits >> (8 * b)) as u8;
+                b += 1;
             }
-            let mut threshold = NO_MIDPOINT;
-            if below < 255 && mid[below].to_bits() < end_bits {
-                // y == midpoint goes up only when the upper code (below + 1) is even.
-                threshold = (mid[below].to_bits() & 0xffff) + (below % 2 == 0) as u32;
-                assert!(
-                    below + 1 == 255 || mid[below + 1].to_bits() >= end_bits,
-                    "a cell holds at most one midpoint"
-                );
-            }
-            cells[c] = ((below as u32 + 1) << 17) | threshold;
             c += 1;
         }
-        // The first cell also serves every smaller |y|, the last every larger one.
-        assert!(cells[0] & 0x1ffff == NO_MIDPOINT && cells[CELLS - 1] & 0x1ffff == NO_MIDPOINT);
-        assert!(cells[0] >> 17 == zero as u32 + 1 && cells[CELLS - 1] >> 17 == 256);
         Codebook {
             values: *values,
-            cells,
-            mirror,
+            planes,
+            upper,
+            mirrors,
             zero: zero as u8,
             decades: Decades::new(values, zero),
         }
@@ -130,7 +113,7 @@ impl Codebook {
 
     /// Whether negative values take mirrored codes (the signed map).
     pub(super) fn mirrors(&self) -> bool {
-        self.mirror != 0
+        self.mirrors
     }
 
     pub(super) fn decades(&self) -> &Decades {
@@ -141,61 +124,12 @@ impl Codebook {
     /// not NaN: a block holding one is poisoned before any value is encoded).
     pub fn nearest(&self, y: f32) -> u8 {
         let mut code = 0;
+        // Every |y| from 1 up has the code of 1 (or, negative, of -1 or 0):
+        // the encoder's arithmetic covers |y| up to 1 + 2^-23.
+        let y = y.clamp(-1.0, 1.0);
         encode_scalar(self, &[y], 1.0, std::slice::from_mut(&mut code));
         code
     }
-}
-
-/// The code of `|y|` in each lane (`magnitude` = `|y|`'s bits), by the cell table.
-///
-/// # Safety
-/// `L`'s level must be enabled; `cells` is the codebook's table less
-/// [`FIRST_CELL`] entries.
-#[inline(always)]
-unsafe fn magnitude_code<L: Lanes>(cells: *const u32, magnitude: L::U) -> L::U {
-    // |y|'s exponent and top 7 mantissa bits, clamped to the table.
-    let cell = L::shr16(magnitude);
-    let cell = L::min(L::max(cell, L::splat_u(FIRST_CELL)), L::splat_u(LAST_CELL));
-    let entry = L::gather_u(cells, cell);
-    // (1 + start code) - 1 unless |y|'s low 16 bits reach the threshold.
-    let threshold = L::and(entry, L::splat_u(0x1ffff));
-    let low = L::and(magnitude, L::splat_u(0xffff));
-    L::dec_where_gt(L::shr17(entry), threshold, low)
-}
-
-/// The code of `y` (its bits) from the code of `|y|`: `SIGNED` when the map
-/// mirrors negative values (`mirror` != 0), else they all take code 0.
-#[inline(always)]
-unsafe fn with_sign<L: Lanes, const SIGNED: bool>(mirror: u32, y: L::U, magnitude: L::U) -> L::U {
-    if SIGNED {
-        let mirror = L::splat_u(mirror);
-        let mirrored = L::sub(mirror, L::min(magnitude, mirror));
-        L::select_negative(y, mirrored, magnitude)
-    } else {
-        L::select_negative(y, L::splat_u(0), magnitude)
-    }
-}
-
-/// `|y|`'s bits.
-#[inline(always)]
-unsafe fn abs_bits<L: Lanes>(y: L::U) -> L::U {
-    L::and(y, L::splat_u(0x7fff_ffff))
-}
-
-/// The codes of `L::N` values `x * scale`, one per lane, by the cell table.
-///
-/// # Safety
-/// `L`'s level must be enabled; `x` valid for `L::N` elements; `cells` as
-/// for [`magnitude_code`].
-#[inline(always)]
-unsafe fn encode_lanes<L: Lanes, const SIGNED: bool>(
-    cells: *const u32,
-    mirror: u32,
-    x: *const f32,
-    scale: f32,
-) -> L::U {
-    let y = L::bits(L::mul(L::load(x), L::splat(scale)));
-    with_sign::<L, SIGNED>(mirror, y, magnitude_code::<L>(cells, abs_bits::<L>(y)))
 }
 
 /// A map's block encoder at level `L` (`SIGNED`: the book mirrors negative
@@ -256,28 +190,114 @@ impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
         let (x, out) = (x.as_ptr(), codes.as_mut_ptr());
         let mut i = 0;
         if L::N > 1 {
-            // By arithmetic; by the table again if any lane was undecided.
+            // By arithmetic; then each group of 4 vectors with an undecided
+            // lane again, with the comparison.
             let splat = L::splat(scale);
             let y = |i: usize| L::bits(L::mul(L::load(x.add(i)), splat));
-            let mut undecided = L::splat_u(0);
+            const { assert!(INDEX_BITS_FROM == 16 && BLOCK <= 64 * 4 * 2) };
+            let mut redo = 0u64;
+            let mut group = 0;
             while i + 4 * L::N <= n {
                 let (c0, u0) = self.decades.code(y(i));
                 let (c1, u1) = self.decades.code(y(i + L::N));
                 let (c2, u2) = self.decades.code(y(i + 2 * L::N));
                 let (c3, u3) = self.decades.code(y(i + 3 * L::N));
-                undecided = L::max_low16(
-                    undecided,
-                    L::max_low16(L::max_low16(u0, u1), L::max_low16(u2, u3)),
-                );
+                let undecided = L::max_low16(L::max_low16(u0, u1), L::max_low16(u2, u3));
+                let undecided = L::any_low16_at_least(undecided, (1 << INDEX_BITS_FROM) - GUARD);
+                redo |= (undecided as u64) << group;
                 L::store_bytes4(out.add(i), c0, c1, c2, c3);
+                group += 1;
                 i += 4 * L::N;
             }
-            const { assert!(INDEX_BITS_FROM == 16) };
-            if L::reduce_max_low16(undecided) >= (1 << INDEX_BITS_FROM) - GUARD {
-                i = 0;
+            if redo == 0 && i == n {
+                return;
             }
+            let book = self.book;
+            return L::framed(Settle::<SIGNED> {
+                book,
+                x,
+                scale,
+                out,
+                redo,
+                group: 4 * L::N,
+                tail: i,
+                n,
+            });
         }
-        encode_tail::<L, SIGNED>(self.book, x, scale, out, i, n)
+        settle(&self.decades, self.book, x, scale, out, i, n)
+    }
+}
+
+/// The exact codes of an [`Encoder`]'s undecided groups and its tail, in a
+/// frame of their own (they are rare: the vector loop stays small).
+struct Settle<'a, const SIGNED: bool> {
+    book: &'a Codebook,
+    x: *const f32,
+    scale: f32,
+    out: *mut u8,
+    /// Bit `g`: group `g` (elements from `g * group`) is undecided.
+    redo: u64,
+    group: usize,
+    /// The elements from `tail` to `n` are not encoded yet.
+    tail: usize,
+    n: usize,
+}
+
+impl<const SIGNED: bool> Job for Settle<'_, SIGNED> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        let decades = Loaded::<L, SIGNED>::new(self.book.decades());
+        let (book, x, scale, out) = (self.book, self.x, self.scale, self.out);
+        let mut redo = self.redo;
+        while redo != 0 {
+            let start = redo.trailing_zeros() as usize * self.group;
+            settle(&decades, book, x, scale, out, start, start + self.group);
+            redo &= redo - 1;
+        }
+        settle(&decades, book, x, scale, out, self.tail, self.n)
+    }
+}
+
+/// `out[j]` = the code of `x[j] * scale` for `j` in `i..n`, each settled
+/// by its comparison.
+#[inline(always)]
+unsafe fn settle<L: Lanes, const SIGNED: bool>(
+    decades: &Loaded<L, SIGNED>,
+    book: &Codebook,
+    x: *const f32,
+    scale: f32,
+    out: *mut u8,
+    mut i: usize,
+    n: usize,
+) {
+    let upper = book.upper.as_ptr();
+    let splat = L::splat(scale);
+    let code = |i: usize| {
+        let y = L::bits(L::mul(L::load(x.add(i)), splat));
+        decades.exact(y, upper)
+    };
+    while i + 4 * L::N <= n {
+        let (a, b, c, d) = (
+            code(i),
+            code(i + L::N),
+            code(i + 2 * L::N),
+            code(i + 3 * L::N),
+        );
+        L::store_bytes4(out.add(i), a, b, c, d);
+        i += 4 * L::N;
+    }
+    while i + L::N <= n {
+        L::store_bytes(out.add(i), code(i));
+        i += L::N;
+    }
+    if i < n {
+        let one = Loaded::<Scalar, SIGNED>::new(book.decades());
+        while i < n {
+            let y = (*x.add(i) * scale).to_bits();
+            Scalar::store_bytes(out.add(i), one.exact(y, upper));
+            i += 1;
+        }
     }
 }
 
@@ -336,39 +356,6 @@ fn encode_scalar(book: &Codebook, x: &[f32], scale: f32, codes: &mut [u8]) {
         } else {
             Encoder::<Scalar, false>::new(book).scaled(x, scale, codes)
         }
-    }
-}
-
-/// [`encode_loop`] by the table, from element `i` on.
-#[inline(always)]
-unsafe fn encode_tail<L: Lanes, const SIGNED: bool>(
-    book: &Codebook,
-    x: *const f32,
-    scale: f32,
-    out: *mut u8,
-    mut i: usize,
-    n: usize,
-) {
-    let cells = book.cells.as_ptr().wrapping_sub(FIRST_CELL as usize);
-    let code = |i: usize| encode_lanes::<L, SIGNED>(cells, book.mirror, x.add(i), scale);
-    while i + 4 * L::N <= n {
-        let (a, b, c, d) = (
-            code(i),
-            code(i + L::N),
-            code(i + 2 * L::N),
-            code(i + 3 * L::N),
-        );
-        L::store_bytes4(out.add(i), a, b, c, d);
-        i += 4 * L::N;
-    }
-    while i + L::N <= n {
-        L::store_bytes(out.add(i), code(i));
-        i += L::N;
-    }
-    while i < n {
-        let one = encode_lanes::<Scalar, SIGNED>(cells, book.mirror, x.add(i), scale);
-        Scalar::store_bytes(out.add(i), one);
-        i += 1;
     }
 }
 
@@ -486,7 +473,7 @@ pub(super) unsafe fn decode_block<L: Lanes>(
     }
     let n = out.len().min(codes.len());
     let table = book.values.as_ptr();
-    let mut i = 0;
+    let mut i = L::decode_run(&book.planes, codes.as_ptr(), absmax, out.as_mut_ptr(), n);
     while i + L::N <= n {
         let v = L::lookup(table, codes.as_ptr().add(i));
         L::store(out.as_mut_ptr().add(i), L::mul(v, L::splat(absmax)));

@@ -1,6 +1,6 @@
-//! The nearest code of `|y|` by arithmetic, for the vector levels: no table
-//! of cells, so no gather (a gather of 8 lanes costs about 15 cycles on
-//! AMD Zen 3). Three steps, each exact or checked:
+//! The nearest code of `|y|` by arithmetic: no table of cells, and on the
+//! vector levels no gather for nearly every value (a gather of 8 lanes
+//! costs about 15 cycles on AMD Zen 3). Three steps, each exact or checked:
 //!
 //! 1. The region of `|y|`: 0 (the code of 0), `d + 1` for decade `d` (0..7),
 //!    or 8 (the code of 1). The regions' lower ends are float32 midpoints,
@@ -21,9 +21,11 @@
 //! 3. `hi` is `lo` for `v` raised by [`GUARD`] units in its last place. The
 //!    code is `v`'s top `k <= 7` fraction bits, so `lo == hi` unless that
 //!    raise carries into fraction bit 7 (bit [`INDEX_BITS_FROM`]), which the
-//!    caller checks once per block; a block where it happens (a `|y|` within
-//!    2^-14 of a bin of a midpoint, or of a multiple of 2^(7-k) bins) is
-//!    encoded again by the exact table.
+//!    caller checks per group of four vectors; a group where it happens (a
+//!    `|y|` within 2^-14 of a bin of a midpoint, or of a multiple of
+//!    2^(7-k) bins) is encoded again by [`Loaded::exact`]: `lo`, then one
+//!    comparison with the largest `|y|` of that code. The scalar level
+//!    encodes every value that way.
 //!
 //! Why `lo == hi` is exact: `lo` and `hi` are non-decreasing in `|y|` inside
 //! a region (an fma, a minimum, an exponent add and a truncation, each
@@ -321,17 +323,14 @@ impl<L: Lanes, const SIGNED: bool> Loaded<L, SIGNED> {
         }
     }
 
-    /// The code of `y` (its bits) in each lane (`|y| <= 1 + 2^-23`), and `v`
-    /// (its bits): the code may be wrong where raising `v` by [`GUARD`]
-    /// units carries into bit [`INDEX_BITS_FROM`].
+    /// `|y|` raised to the least keyed magnitude (the unsigned map's
+    /// negative `y`, negative as integers, are all raised: region 0, code
+    /// 0), and `lo` and `v` (its bits) for it.
     ///
     /// # Safety
     /// `L`'s level must be enabled.
     #[inline(always)]
-    pub(super) unsafe fn code(&self, y: L::U) -> (L::U, L::U) {
-        // |y|, raised to the least keyed magnitude; the unsigned map's
-        // negative y (negative as integers) are all raised, to region 0 and
-        // its code 0.
+    unsafe fn lower(&self, y: L::U) -> (L::U, L::U, L::U) {
         let magnitude = if SIGNED {
             L::and(y, L::splat_u(0x7fff_ffff))
         } else {
@@ -353,6 +352,18 @@ impl<L: Lanes, const SIGNED: bool> Loaded<L, SIGNED> {
             L::max_i(region, L::splat_u(1))
         };
         let lo = L::trunc(L::from_bits(L::add_u(v, L::shl23(k))));
+        (magnitude, lo, v)
+    }
+
+    /// The code of `y` (its bits) in each lane (`|y| <= 1 + 2^-23`), and `v`
+    /// (its bits): the code may be wrong where raising `v` by [`GUARD`]
+    /// units carries into bit [`INDEX_BITS_FROM`].
+    ///
+    /// # Safety
+    /// `L`'s level must be enabled.
+    #[inline(always)]
+    pub(super) unsafe fn code(&self, y: L::U) -> (L::U, L::U) {
+        let (_, lo, v) = self.lower(y);
         let code = if SIGNED {
             // 127 + lo, mirrored for negative y: 127 - lo, at least 0.
             L::max_i(L::add_u(L::sign(lo, y), L::splat_u(127)), L::splat_u(0))
@@ -360,5 +371,32 @@ impl<L: Lanes, const SIGNED: bool> Loaded<L, SIGNED> {
             L::sub(lo, L::splat_u(1))
         };
         (code, v)
+    }
+
+    /// The exact code of `y` (its bits) in each lane (`|y| <= 1 + 2^-23`):
+    /// the code of `|y|` is `lo`'s or the next (`lo(M) < c <= lo(M) + 1`
+    /// for the midpoint `M` below each code `c`, as `hi` is at most `lo + 1`),
+    /// the next where `|y|` reaches its lower end: one comparison with
+    /// `upper[c]`, the bits of the largest `|y|` of code `c` (`i32::MAX`
+    /// for code 255).
+    ///
+    /// # Safety
+    /// `L`'s level must be enabled; `upper` holds 256 entries.
+    #[inline(always)]
+    pub(super) unsafe fn exact(&self, y: L::U, upper: *const u32) -> L::U {
+        let (magnitude, lo, _) = self.lower(y);
+        let c = if SIGNED {
+            L::add_u(lo, L::splat_u(127))
+        } else {
+            L::sub(lo, L::splat_u(1))
+        };
+        let c = L::inc_where_gt(c, magnitude, L::gather_u(upper, c));
+        if SIGNED {
+            // Mirrored for negative y: 254 - c, at least 0 (255, the code of 1, mirrors to 0).
+            let mirrored = L::max_i(L::sub(L::splat_u(254), c), L::splat_u(0));
+            L::select_negative(y, mirrored, c)
+        } else {
+            c
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! The 256 floats of a map are too many for in-register permutes on AVX2:
 //! decoding reads them with scalar loads (faster than a gather on Zen 3).
 //! Encoding uses small per-decade tables held in registers (`decades`), and
-//! the 2945-cell table (read with gathers) only where that is undecided.
+//! one gather of a 256-entry table only where that is undecided.
 
 /// Work compiled once per SIMD level (see [`Lanes::framed`]).
 pub(super) trait Job {
@@ -41,21 +41,29 @@ pub(super) unsafe trait Lanes {
     unsafe fn bits(v: Self::F) -> Self::U;
     unsafe fn splat_u(x: u32) -> Self::U;
     unsafe fn and(a: Self::U, b: Self::U) -> Self::U;
-    /// Logical shifts right by 16 and by 17.
-    unsafe fn shr16(a: Self::U) -> Self::U;
-    unsafe fn shr17(a: Self::U) -> Self::U;
-    /// Unsigned maximum and minimum.
+    /// Unsigned maximum.
     unsafe fn max(a: Self::U, b: Self::U) -> Self::U;
-    unsafe fn min(a: Self::U, b: Self::U) -> Self::U;
     unsafe fn sub(a: Self::U, b: Self::U) -> Self::U;
-    /// `x - 1` in the lanes where `a > b`, `x` elsewhere (lanes below 2^31).
-    unsafe fn dec_where_gt(x: Self::U, a: Self::U, b: Self::U) -> Self::U;
     /// `neg` in the lanes whose `sign` has its top bit set, `pos` elsewhere.
     unsafe fn select_negative(sign: Self::U, neg: Self::U, pos: Self::U) -> Self::U;
     /// `table[idx]` in each lane.
     unsafe fn gather_u(table: *const u32, idx: Self::U) -> Self::U;
     /// `table[codes[i]]` for the `N` bytes at `codes`.
     unsafe fn lookup(table: *const f32, codes: *const u8) -> Self::F;
+    /// `out[i] = values[codes[i]] * scale` for the first `n / 64 * 64`
+    /// codes, where the level has a faster way than [`Lanes::lookup`]
+    /// (`planes[b][c]`: byte `b` of `values[c]`'s bits); returns how many it
+    /// decoded (0: none; the caller decodes the rest).
+    #[inline(always)]
+    unsafe fn decode_run(
+        _planes: &[[u8; 256]; 4],
+        _codes: *const u8,
+        _scale: f32,
+        _out: *mut f32,
+        _n: usize,
+    ) -> usize {
+        0
+    }
     /// The low byte of each lane, into `N` bytes.
     unsafe fn store_bytes(p: *mut u8, v: Self::U);
     /// [`Lanes::store_bytes`] of four vectors, into `4 * N` bytes.
@@ -112,10 +120,10 @@ pub(super) unsafe trait Lanes {
     /// Lanes whose low 16 bits are the larger of `a`'s and `b`'s low 16
     /// bits (the high 16 bits are whatever the level finds cheapest).
     unsafe fn max_low16(a: Self::U, b: Self::U) -> Self::U;
-    /// The largest low 16 bits of any lane.
+    /// Whether any lane's low 16 bits are `t` or more.
     #[inline(always)]
-    unsafe fn reduce_max_low16(a: Self::U) -> u32 {
-        Self::reduce_max(Self::and(a, Self::splat_u(0xffff)))
+    unsafe fn any_low16_at_least(a: Self::U, t: u32) -> bool {
+        Self::reduce_max(Self::and(a, Self::splat_u(0xffff))) >= t
     }
 }
 
@@ -165,28 +173,12 @@ unsafe impl Lanes for Scalar {
         a & b
     }
     #[inline(always)]
-    unsafe fn shr16(a: u32) -> u32 {
-        a >> 16
-    }
-    #[inline(always)]
-    unsafe fn shr17(a: u32) -> u32 {
-        a >> 17
-    }
-    #[inline(always)]
     unsafe fn max(a: u32, b: u32) -> u32 {
         a.max(b)
     }
     #[inline(always)]
-    unsafe fn min(a: u32, b: u32) -> u32 {
-        a.min(b)
-    }
-    #[inline(always)]
     unsafe fn sub(a: u32, b: u32) -> u32 {
         a.wrapping_sub(b)
-    }
-    #[inline(always)]
-    unsafe fn dec_where_gt(x: u32, a: u32, b: u32) -> u32 {
-        x - (a > b) as u32
     }
     #[inline(always)]
     unsafe fn select_negative(sign: u32, neg: u32, pos: u32) -> u32 {
@@ -348,7 +340,7 @@ mod x86 {
 
     /// AVX2: 8 lanes. Decoding reads the 256 values with eight scalar loads
     /// (the codes are bytes in memory), which beats `vpgatherdd` on AMD Zen 3;
-    /// encoding's cell indices are in a register, where the gather beats
+    /// encoding's fallback indices are in a register, where the gather beats
     /// moving them out (both measured on Zen 3).
     pub(in crate::quant) struct Avx2;
 
@@ -389,29 +381,12 @@ mod x86 {
             _mm256_and_si256(a, b)
         }
         #[inline(always)]
-        unsafe fn shr16(a: __m256i) -> __m256i {
-            _mm256_srli_epi32::<16>(a)
-        }
-        #[inline(always)]
-        unsafe fn shr17(a: __m256i) -> __m256i {
-            _mm256_srli_epi32::<17>(a)
-        }
-        #[inline(always)]
         unsafe fn max(a: __m256i, b: __m256i) -> __m256i {
             _mm256_max_epu32(a, b)
         }
         #[inline(always)]
-        unsafe fn min(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_min_epu32(a, b)
-        }
-        #[inline(always)]
         unsafe fn sub(a: __m256i, b: __m256i) -> __m256i {
             _mm256_sub_epi32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn dec_where_gt(x: __m256i, a: __m256i, b: __m256i) -> __m256i {
-            // The comparison's all-ones lanes are -1.
-            _mm256_add_epi32(x, _mm256_cmpgt_epi32(a, b))
         }
         #[inline(always)]
         unsafe fn select_negative(sign: __m256i, neg: __m256i, pos: __m256i) -> __m256i {
@@ -558,6 +533,79 @@ mod x86 {
         unsafe fn max_low16(a: __m256i, b: __m256i) -> __m256i {
             _mm256_max_epu16(a, b)
         }
+        #[inline(always)]
+        unsafe fn any_low16_at_least(a: __m256i, t: u32) -> bool {
+            let low = _mm256_and_si256(a, _mm256_set1_epi32(0xffff));
+            let at_least = _mm256_cmpgt_epi32(low, _mm256_set1_epi32(t as i32 - 1));
+            _mm256_movemask_epi8(at_least) != 0
+        }
+    }
+
+    /// Where code `16m + 4j + t` goes among 64 (`j, m, t` in 0..4) so that
+    /// [`decode_planes`]' unpacks, which work within 128-bit lanes, leave
+    /// codes `16m..16m + 16` in order in output vector `m`: at `16j + 4m + t`.
+    const PLANE_ORDER: [u8; 64] = {
+        let mut order = [0u8; 64];
+        let mut p = 0;
+        while p < 64 {
+            let (j, m, t) = (p / 16, p / 4 % 4, p % 4);
+            order[p] = (16 * m + 4 * j + t) as u8;
+            p += 1;
+        }
+        order
+    };
+
+    /// [`Lanes::decode_run`] with AVX-512 VBMI, 64 codes at a time: each
+    /// byte of the 256 values is a plane of 256 bytes, four registers, which
+    /// two `vpermi2b` (the codes' low 7 bits) and a blend (bit 7) look up;
+    /// byte unpacks then assemble each value's four bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline(never)]
+    #[allow(clippy::incompatible_msrv)]
+    unsafe fn decode_planes(
+        planes: &[[u8; 256]; 4],
+        codes: *const u8,
+        scale: f32,
+        out: *mut f32,
+        n: usize,
+    ) -> usize {
+        let part =
+            |b: usize, q: usize| _mm512_loadu_si512(planes[b].as_ptr().add(64 * q) as *const _);
+        let quarters = |b: usize| [part(b, 0), part(b, 1), part(b, 2), part(b, 3)];
+        let table = [quarters(0), quarters(1), quarters(2), quarters(3)];
+        let order = _mm512_loadu_si512(PLANE_ORDER.as_ptr() as *const _);
+        let scale = _mm512_set1_ps(scale);
+        let mut i = 0;
+        while i + 64 <= n {
+            let c = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(codes.add(i) as *const _));
+            let high = _mm512_movepi8_mask(c);
+            let byte = |[a, b, c2, d]: [__m512i; 4]| {
+                let low = _mm512_permutex2var_epi8(a, c, b);
+                _mm512_mask_blend_epi8(high, low, _mm512_permutex2var_epi8(c2, c, d))
+            };
+            let (b0, b1, b2, b3) = (
+                byte(table[0]),
+                byte(table[1]),
+                byte(table[2]),
+                byte(table[3]),
+            );
+            let (l01, h01) = (_mm512_unpacklo_epi8(b0, b1), _mm512_unpackhi_epi8(b0, b1));
+            let (l23, h23) = (_mm512_unpacklo_epi8(b2, b3), _mm512_unpackhi_epi8(b2, b3));
+            let values = [
+                _mm512_unpacklo_epi16(l01, l23),
+                _mm512_unpackhi_epi16(l01, l23),
+                _mm512_unpacklo_epi16(h01, h23),
+                _mm512_unpackhi_epi16(h01, h23),
+            ];
+            for (m, v) in values.into_iter().enumerate() {
+                _mm512_storeu_ps(
+                    out.add(i + 16 * m),
+                    _mm512_mul_ps(_mm512_castsi512_ps(v), scale),
+                );
+            }
+            i += 64;
+        }
+        i
     }
 
     /// AVX-512F: 16 lanes, compare results in mask registers.
@@ -604,29 +652,12 @@ mod x86 {
             _mm512_and_si512(a, b)
         }
         #[inline(always)]
-        unsafe fn shr16(a: __m512i) -> __m512i {
-            _mm512_srli_epi32::<16>(a)
-        }
-        #[inline(always)]
-        unsafe fn shr17(a: __m512i) -> __m512i {
-            _mm512_srli_epi32::<17>(a)
-        }
-        #[inline(always)]
         unsafe fn max(a: __m512i, b: __m512i) -> __m512i {
             _mm512_max_epu32(a, b)
         }
         #[inline(always)]
-        unsafe fn min(a: __m512i, b: __m512i) -> __m512i {
-            _mm512_min_epu32(a, b)
-        }
-        #[inline(always)]
         unsafe fn sub(a: __m512i, b: __m512i) -> __m512i {
             _mm512_sub_epi32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn dec_where_gt(x: __m512i, a: __m512i, b: __m512i) -> __m512i {
-            let gt = _mm512_cmpgt_epi32_mask(a, b);
-            _mm512_mask_sub_epi32(x, gt, x, _mm512_set1_epi32(1))
         }
         #[inline(always)]
         unsafe fn select_negative(sign: __m512i, neg: __m512i, pos: __m512i) -> __m512i {
@@ -641,6 +672,20 @@ mod x86 {
         unsafe fn lookup(table: *const f32, codes: *const u8) -> __m512 {
             let idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(codes as *const __m128i));
             _mm512_i32gather_ps::<4>(idx, table)
+        }
+        #[inline(always)]
+        unsafe fn decode_run(
+            planes: &[[u8; 256]; 4],
+            codes: *const u8,
+            scale: f32,
+            out: *mut f32,
+            n: usize,
+        ) -> usize {
+            if is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("avx512bw") {
+                decode_planes(planes, codes, scale, out, n)
+            } else {
+                0
+            }
         }
         #[inline(always)]
         unsafe fn store_bytes(p: *mut u8, v: __m512i) {
@@ -757,6 +802,11 @@ mod x86 {
             // No 16-bit maximum in AVX-512F: the low halves' 32-bit maximum.
             let low = _mm512_set1_epi32(0xffff);
             _mm512_max_epu32(_mm512_and_si512(a, low), _mm512_and_si512(b, low))
+        }
+        #[inline(always)]
+        unsafe fn any_low16_at_least(a: __m512i, t: u32) -> bool {
+            let low = _mm512_and_si512(a, _mm512_set1_epi32(0xffff));
+            _mm512_cmpge_epu32_mask(low, _mm512_set1_epi32(t as i32)) != 0
         }
     }
 }

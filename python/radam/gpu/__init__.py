@@ -77,8 +77,9 @@ How the optimizer lays out its buffers (``GpuEngine``; the arithmetic is ``_layo
   a tensor at a time, one workgroup of 64 invocations per block: decode through
   the Rust core's maps, the float32 update of ``adam_step`` (one WGSL function
   for both), the block's new absmax reduced in workgroup memory, and the encode of
-  rust/quant/codec.rs (``1 / absmax`` correctly rounded, the nearest code by
-  binary search over the float32 midpoints, ties to the even code), so the bytes
+  rust/quant/codec.rs (``1 / absmax`` correctly rounded, the nearest code
+  estimated by arithmetic and settled against the float32 midpoints beside it,
+  ties to the even code), so the bytes
   are the CPU's up to the odd code an unfused ``fma`` moves across a midpoint.
   16-bit params are rounded as ``adam_step`` rounds them, stochastically too (the
   per-tensor dispatches carry ``round_key`` and ``round_first``).
