@@ -63,7 +63,15 @@ def coalesce(grad: RowSparse, param: np.ndarray, hosts: Sequence[np.ndarray], wh
     row_len = param.size // table_rows
     given = values.reshape(len(indices), row_len).astype(_FLOAT32, copy=False)
     order = np.argsort(indices, kind="stable")
-    ordered = indices[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(order) else order
-    summed = np.add.reduceat(given[order], starts, axis=0) if len(order) else given
-    return Rows(ordered[starts].astype(np.uint32), np.ascontiguousarray(summed), given)
+    ordered, given_ordered = indices[order], given[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]] if len(order) else np.zeros(0, bool)
+    starts = np.flatnonzero(first)
+    summed = given_ordered[starts]  # a copy
+    # The k-th value of each run, for k = 1, 2, ..., added to its run's sum in turn
+    # (np.add.reduceat does not add one at a time).
+    run = np.cumsum(first) - 1
+    rank = np.arange(len(order)) - starts[run] if len(order) else run
+    for k in range(1, int(rank.max(initial=0)) + 1):
+        at = rank == k
+        summed[run[at]] += given_ordered[at]
+    return Rows(ordered[starts].astype(np.uint32), summed, given)
