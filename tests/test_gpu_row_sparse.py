@@ -93,7 +93,10 @@ def test_naming_rows_is_the_dense_gpu_step_of_the_summed_rows_bit_for_bit(
         summed[r] = summed[r] + v if seen[r] else v
         seen[r] = True
     sparse, dense = _table(3, dtype), _table(3, dtype)
-    opts = [radam.Adam([p], lr=1e-2, amsgrad=True, device="gpu") for p in (sparse, dense)]
+    rounding = {"stochastic_rounding": dtype != np.float32}  # keyed by index in the tensor
+    opts = [
+        radam.Adam([p], lr=1e-2, amsgrad=True, device="gpu", **rounding) for p in (sparse, dense)
+    ]
     for _ in range(2):
         opts[0].step([RowSparse(indices, values)])
         opts[1].step([summed.astype(dtype)])
@@ -133,6 +136,19 @@ def test_a_row_sparse_step_after_device_grads_brings_the_whole_table_back(adapte
     for o in (opt, ref):
         o.step([RowSparse(indices, values)])
     assert_close(table, twin, "params")  # no sync: the step read it all back
+
+
+def test_skip_nonfinite_skips_a_step_whose_rows_or_their_sum_are_not_finite(adapter):
+    opt, table, other = _gpu_fresh(skip_nonfinite=True)
+    big = np.full((2, 4), 3e38, np.float32)  # finite, but their sum overflows
+    for values, indices in ((np.array([[np.nan] * 4], np.float32), [1]), (big, [2, 2])):
+        before = snapshot(opt)
+        opt.step({"table": RowSparse(indices, values), "other": np.ones_like(other)})
+        opt.sync()
+        assert_unchanged(opt, before)
+    opt.step({"table": RowSparse([2, 3], np.ones((2, 4), np.float32)), "other": other * 0})
+    opt.sync()
+    assert opt.step_count == 2 and table[2:4].tobytes() != before["params"][0][2:4].tobytes()
 
 
 def _gpu_fresh(**options):

@@ -71,7 +71,8 @@ def coalesce(grad: RowSparse, param: np.ndarray, hosts: Sequence[np.ndarray], wh
     # (np.add.reduceat does not add one at a time).
     run = np.cumsum(first) - 1
     rank = np.arange(len(order)) - starts[run] if len(order) else run
-    for k in range(1, int(rank.max(initial=0)) + 1):
-        at = rank == k
-        summed[run[at]] += given_ordered[at]
+    with np.errstate(over="ignore", invalid="ignore"):  # skip_nonfinite checks the sums
+        for k in range(1, int(rank.max(initial=0)) + 1):
+            at = rank == k
+            summed[run[at]] += given_ordered[at]
     return Rows(ordered[starts].astype(np.uint32), summed, given)
