@@ -745,13 +745,13 @@ fn q8_reciprocal(
 // each once, ascending, with their values summed on the host as the CPU sums them).
 // Bind group 0 is adam_step's, its slot a per-tensor dispatch (lo..hi of the chunk,
 // round_first the index in the tensor of element lo); the grads binding goes unread.
-// Bind group 1 holds the rows and their values, bound at their exact sizes, so a
-// row's length is their ratio. Each value is replaced by its element's new param,
-// which the host reads back instead of the whole table. An element outside this
-// dispatch's chunk is left to the dispatch of its own chunk.
+// Bind group 1 is one buffer, bound at its exact size (one storage binding more than
+// adam_step, four in all): the number of rows, the rows, then their values (f32
+// bits), so a row's length is the values' count over the rows'. Each value is replaced
+// by its element's new param, which the host reads back instead of the whole table.
+// An element outside this dispatch's chunk is left to the dispatch of its own chunk.
 
-@group(1) @binding(0) var<storage, read> rows: array<u32>;
-@group(1) @binding(1) var<storage, read_write> row_values: array<f32>;
+@group(1) @binding(0) var<storage, read_write> rows: array<u32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn adam_step_rows(
@@ -760,15 +760,18 @@ fn adam_step_rows(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let e = invocation(wid, nwg, lid);
-    let n = arrayLength(&row_values);
+    let named = rows[0];
+    let first_value = 1u + named;
+    let n = arrayLength(&rows) - first_value;
     if (e >= n) {
         return;
     }
-    let row_len = n / arrayLength(&rows);
+    let row_len = n / named;
     // The element's index in its tensor (the host keeps tensors under 2^32 elements).
-    let t = rows[e / row_len] * row_len + e % row_len;
+    let t = rows[1u + e / row_len] * row_len + e % row_len;
     if (t < s.round_first || t - s.round_first >= s.hi - s.lo) {
         return;
     }
-    row_values[e] = step_element(s.lo + (t - s.round_first), row_values[e]);
+    let k = first_value + e;
+    rows[k] = bitcast<u32>(step_element(s.lo + (t - s.round_first), bitcast<f32>(rows[k])));
 }

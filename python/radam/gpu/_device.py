@@ -122,14 +122,10 @@ class _Context:
                 self.device.create_pipeline_layout(bind_group_layouts=[layout])
                 for layout in (self.layout, self.layout_q8)
             )
-            # adam_step_rows (row-sparse grads) also reads a second group: the rows
-            # named and their values.
+            # adam_step_rows (row-sparse grads) also reads a second group: one buffer
+            # of the rows named and their values.
             self.layout_rows = self.device.create_bind_group_layout(
-                label="radam adam_step_rows",
-                entries=[
-                    _layout_entry(wgpu, 0, wgpu.BufferBindingType.read_only_storage),
-                    _layout_entry(wgpu, 1, storage),
-                ],
+                label="radam adam_step_rows", entries=[_layout_entry(wgpu, 0, storage)]
             )
             self.pipeline_layout_rows = self.device.create_pipeline_layout(
                 bind_group_layouts=[self.layout, self.layout_rows]

@@ -557,8 +557,9 @@ class GpuEngine:
                     encoder.copy_buffer_to_buffer(
                         self._param_buf, 4 * lo, self._readback, 4 * lo, 4 * (hi - lo)
                     )
-            for _, values, at in row_groups.values():
-                encoder.copy_buffer_to_buffer(values, 0, row_back, at, values.size)
+            for i, (_, buffer, at) in row_groups.items():
+                head = 4 * (1 + len(rows[i].rows))  # the values follow the rows
+                encoder.copy_buffer_to_buffer(buffer, head, row_back, at, rows[i].values.nbytes)
             commands = encoder.finish()
             queue.submit([commands])
             submitted = True
@@ -622,42 +623,30 @@ class GpuEngine:
         return runs
 
     def _row_buffers(self, rows: dict[int, Rows]) -> tuple[dict[int, tuple[Any, Any, int]], Any]:
-        """Each row-sparse grad naming a row uploaded: its bind group 1 of
-        adam_step_rows (the rows, and the values its new params replace) and the
-        byte offset of those values in the returned readback buffer."""
+        """Each row-sparse grad naming a row uploaded as adam_step_rows reads it (the
+        number of rows, the rows, their values): its bind group 1, its buffer, and
+        the byte offset in the returned readback buffer where its values go, which
+        its new params replace."""
         dev, usage = self._ctx.device, self._ctx.wgpu.BufferUsage
         groups: dict[int, tuple[Any, Any, int]] = {}
         total = 0
         for i, r in rows.items():
             if not len(r.rows):
                 continue
-            listed = dev.create_buffer_with_data(
-                label="radam rows", data=r.rows, usage=usage.STORAGE
+            words = np.concatenate([[len(r.rows)], r.rows, r.values.view(np.uint32).ravel()])
+            buffer = dev.create_buffer_with_data(
+                label="radam rows",
+                data=words.astype(np.uint32),
+                usage=usage.STORAGE | usage.COPY_SRC,
             )
-            values = dev.create_buffer_with_data(
-                label="radam row values", data=r.values, usage=usage.STORAGE | usage.COPY_SRC
-            )
-            group = dev.create_bind_group(
-                layout=self._ctx.layout_rows,
-                entries=[
-                    {
-                        "binding": 0,
-                        "resource": {"buffer": listed, "offset": 0, "size": listed.size},
-                    },
-                    {
-                        "binding": 1,
-                        "resource": {"buffer": values, "offset": 0, "size": values.size},
-                    },
-                ],
-            )
-            groups[i] = (group, values, total)
-            total += values.size
+            entry = {"binding": 0, "resource": {"buffer": buffer, "offset": 0, "size": buffer.size}}
+            group = dev.create_bind_group(layout=self._ctx.layout_rows, entries=[entry])
+            groups[i] = (group, buffer, total)
+            total += r.values.nbytes
         back = None
         if total:
             back = dev.create_buffer(
-                label="radam row params readback",
-                size=total,
-                usage=usage.MAP_READ | usage.COPY_DST,
+                label="radam row params readback", size=total, usage=usage.MAP_READ | usage.COPY_DST
             )
         return groups, back
 
