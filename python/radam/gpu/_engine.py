@@ -45,6 +45,9 @@ class GpuEngine:
     the param's shape beside its float32 absmax per 256-element block (under
     ``radam._engine.absmax_name``), as bitsandbytes' blockwise quantization.
 
+    A grad may be a ``radam.RowSparse`` (except with 8-bit state): adam.wgsl's
+    ``adam_step_rows`` steps its named rows alone, uploaded and read back alone.
+
     Built from one ``radam._engine.TensorBuffers`` per tensor, as
     ``radam._core.CpuEngine``. Building uploads the params and state; the host
     arrays stay the user's, current after :meth:`sync`.
@@ -322,8 +325,8 @@ class GpuEngine:
                 kinds.append((grad, 0))
             else:
                 raise TypeError(
-                    f"{what} must be a numpy.ndarray, a radam.gpu.DeviceArray or a "
-                    f"wgpu.GPUBuffer, got {type(grad).__name__}"
+                    f"{what} must be a numpy.ndarray, a radam.RowSparse, a "
+                    f"radam.gpu.DeviceArray or a wgpu.GPUBuffer, got {type(grad).__name__}"
                 )
         return kinds
 
