@@ -2,6 +2,7 @@
 
     python benchmarks/bench_row_sparse.py                       # 1e6 x 64 float32
     python benchmarks/bench_row_sparse.py --rows 100000 --repeats 5
+    python benchmarks/bench_row_sparse.py --device gpu --rows 100000 --fractions 0.01
 
 One float32 table of ``--rows`` x ``--dim`` (1e6 x 64 by default). Per repeat, in
 a rotating order: radam's dense step (a full gradient), and for each fraction of
@@ -13,6 +14,13 @@ for ``--settle`` seconds (at least one): torch's OpenMP threads spin for
 milliseconds after its steps, which would steal the cores from the next case.
 Figures are medians over the repeats; ratios are medians of per-repeat ratios
 (both timed in the same repeat).
+
+``--device gpu``: radam's steps run on the GPU (adam.wgsl; torch stays on the CPU,
+skipped). Both keep the host table current: the dense step uploads the whole
+gradient and reads the whole table back, the row-sparse one uploads and reads back
+the named rows. ``dense kernel`` is the dense step with the gradient already on the
+device (a ``radam.gpu.DeviceArray``), ended by a wait for the queue: the kernel
+without the transfers.
 """
 
 from __future__ import annotations
@@ -48,18 +56,19 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.001,0.01,0.1")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--settle", type=float, default=0.05)
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = parser.parse_args()
-    rows, dim = int(args.rows), args.dim
+    rows, dim, device = int(args.rows), args.dim, args.device
     fractions = [float(f) for f in args.fractions.split(",")]
-    torch = _torch()
+    torch = _torch() if device == "cpu" else None
     rng = np.random.default_rng(0)
     start = rng.standard_normal((rows, dim), dtype=np.float32)
 
     dense_table = start.copy()
-    dense = radam.Adam([dense_table], lr=1e-3)
+    dense = radam.Adam([dense_table], lr=1e-3, device=device)
     dense_grad = rng.standard_normal((rows, dim), dtype=np.float32)
     lazy_table = start.copy()
-    lazy = radam.Adam([lazy_table], lr=1e-3)
+    lazy = radam.Adam([lazy_table], lr=1e-3, device=device)
     batches = {}
     for f in fractions:
         k = max(1, int(rows * f))
@@ -67,6 +76,17 @@ def main() -> None:
         values = rng.standard_normal((k, dim), dtype=np.float32)
         batches[f] = (indices, values, radam.RowSparse(indices, values))
     cases = {"dense": lambda: dense.step([dense_grad])}
+    if device == "gpu":
+        from radam import gpu
+
+        kernel = radam.Adam([start.copy()], lr=1e-3, device="gpu")
+        device_grad = gpu.DeviceArray.from_numpy(dense_grad)
+
+        def kernel_step() -> None:
+            kernel.step([device_grad])
+            gpu.wait()
+
+        cases["dense kernel"] = kernel_step
     for f, (_, _, grad) in batches.items():
         cases[f"radam {f:g}"] = lambda grad=grad: lazy.step([grad])
     if torch is not None:
@@ -105,14 +125,19 @@ def main() -> None:
         return statistics.median(a / b for a, b in zip(times[slow], times[fast]))
 
     threads = radam.num_threads()
-    print(f"table {rows} x {dim} float32, {threads} radam threads, {args.repeats} repeats")
+    where = f"on {gpu.adapter_name()}" if device == "gpu" else f"{threads} radam threads"
+    print(f"table {rows} x {dim} float32, {where}, {args.repeats} repeats")
     print(f"load average before/after: {os.getloadavg()}")
     print(f"dense radam step: {ms('dense')}")
+    if device == "gpu":
+        print(f"dense kernel (grad on the device, no readback): {ms('dense kernel')}")
     for f in fractions:
         lazy_name = f"radam {f:g}"
         line = (
             f"rows {f:6.1%}: radam {ms(lazy_name)}  dense/radam {ratio('dense', lazy_name):7.1f}x"
         )
+        if device == "gpu":
+            line += f"  dense kernel/radam {ratio('dense kernel', lazy_name):6.1f}x"
         if torch is not None:
             line += (
                 f"  torch SparseAdam {ms(f'torch {f:g}')}"

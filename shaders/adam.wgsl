@@ -320,16 +320,9 @@ fn update(raw: f32, old: Values, i: u32) -> Values {
     return out;
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn adam_step(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = s.lo + invocation(wid, nwg, lid);
-    if (i >= s.hi) {
-        return;
-    }
+// Step element i of the dispatch's float32 or 16-bit state with raw gradient `raw`,
+// storing its state and param; returns the new param (adam_step and adam_step_rows).
+fn step_element(i: u32, raw: f32) -> f32 {
     // Values per element, and the words they take (16-bit: two per word, padded).
     let stride = 2u + select(0u, 1u, AMSGRAD) + select(0u, 1u, MOMENTUM);
     let k = i * select((stride + 1u) / 2u, stride, STATE == STATE_F32);
@@ -343,7 +336,7 @@ fn adam_step(
     if (MOMENTUM) {
         old.w = load_state(k, kw);
     }
-    let stepped = update(grad[i], old, i);
+    let stepped = update(raw, old, i);
     store_f32(k, 0u, stepped.m);
     store_f32(k, 1u, stepped.v);
     store_word(k, 0u, stepped.m, stepped.v, true);
@@ -362,6 +355,20 @@ fn adam_step(
         store_word(k, 1u, stepped.w, 0.0, false);
     }
     param[i] = stepped.p;
+    return stepped.p;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn adam_step(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = s.lo + invocation(wid, nwg, lid);
+    if (i >= s.hi) {
+        return;
+    }
+    step_element(i, grad[i]);
 }
 
 // -- 8-bit state (blockwise dynamic quantization, as rust/quant/codec.rs) -------------------
@@ -757,4 +764,42 @@ fn q8_reciprocal(
         return;
     }
     conv_out[i] = bitcast<u32>(reciprocal(bitcast<f32>(conv_in[i])));
+}
+
+// -- row-sparse (lazy) steps: radam.RowSparse, as rust/rows.rs ------------------------------
+//
+// The entry point adam_step_rows steps only the named rows of one tensor of float32 or
+// 16-bit state: one invocation per element of its coalesced gradient (the rows named,
+// each once, ascending, with their values summed on the host as the CPU sums them).
+// Bind group 0 is adam_step's, its slot a per-tensor dispatch (lo..hi of the chunk,
+// round_first the index in the tensor of element lo); the grads binding goes unread.
+// Bind group 1 is one buffer, bound at its exact size (one storage binding more than
+// adam_step, four in all): the number of rows, the rows, then their values (f32
+// bits), so a row's length is the values' count over the rows'. Each value is replaced
+// by its element's new param, which the host reads back instead of the whole table.
+// An element outside this dispatch's chunk is left to the dispatch of its own chunk.
+
+@group(1) @binding(0) var<storage, read_write> rows: array<u32>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn adam_step_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let e = invocation(wid, nwg, lid);
+    let named = rows[0];
+    let first_value = 1u + named;
+    let n = arrayLength(&rows) - first_value;
+    if (e >= n) {
+        return;
+    }
+    let row_len = n / named;
+    // The element's index in its tensor (the host keeps tensors under 2^32 elements).
+    let t = rows[1u + e / row_len] * row_len + e % row_len;
+    if (t < s.round_first || t - s.round_first >= s.hi - s.lo) {
+        return;
+    }
+    let k = first_value + e;
+    rows[k] = bitcast<u32>(step_element(s.lo + (t - s.round_first), bitcast<f32>(rows[k])));
 }

@@ -427,18 +427,6 @@ def test_sharded_optimizers_refuse_row_sparse_grads(mpi):
     assert table.tobytes() == before.tobytes()
 
 
-def test_the_gpu_refuses_row_sparse_grads(adapter):
-    table = np.ones((8, 4), np.float32)
-    opt = radam.Adam([table], device="gpu")
-    opt.step([np.ones_like(table)])
-    opt.sync()
-    before = table.copy()
-    with raises_named(TypeError, "grads[0]", "RowSparse", "device='cpu'"):
-        opt.step([RowSparse([1], np.ones((1, 4), np.float32))])
-    opt.sync()
-    assert table.tobytes() == before.tobytes()
-
-
 # -- radam.torch.SparseAdam ------------------------------------------------------------
 
 

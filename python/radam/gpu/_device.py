@@ -122,6 +122,14 @@ class _Context:
                 self.device.create_pipeline_layout(bind_group_layouts=[layout])
                 for layout in (self.layout, self.layout_q8)
             )
+            # adam_step_rows (row-sparse grads) also reads a second group: one buffer
+            # of the rows named and their values.
+            self.layout_rows = self.device.create_bind_group_layout(
+                label="radam adam_step_rows", entries=[_layout_entry(wgpu, 0, storage)]
+            )
+            self.pipeline_layout_rows = self.device.create_pipeline_layout(
+                bind_group_layouts=[self.layout, self.layout_rows]
+            )
         except wgpu.GPUError as err:
             raise GpuError(f"could not set up the GPU device {self.name}: {err}") from err
         self._pipelines: dict[tuple[Any, ...], Any] = {}
@@ -134,12 +142,14 @@ class _Context:
         state: np.dtype = _FLOAT32,
         param: np.dtype = _FLOAT32,
         q8: bool = False,
+        rows: bool = False,
     ) -> Any:
         """The compute pipeline of one variant, compiled on first use: adam.wgsl's
         override constants that a step sets (``step``: ``radam._core.GpuStep.constants``),
         and those of the buffers: ``state``, how the state is stored, and ``param``, the
-        format each stored param is rounded to; ``q8``: the 8-bit state entry point."""
-        key = (*sorted(step.items()), state.name, param.name, q8)
+        format each stored param is rounded to; ``q8``: the 8-bit state entry point;
+        ``rows``: the row-sparse one."""
+        key = (*sorted(step.items()), state.name, param.name, q8, rows)
         if key not in self._pipelines:
             constants = {
                 **step,
@@ -149,10 +159,20 @@ class _Context:
             }
             self._pipelines[key] = self.device.create_compute_pipeline(
                 label="radam adam_step " + " ".join(f"{k}={v}" for k, v in constants.items()),
-                layout=self.pipeline_layout_q8 if q8 else self.pipeline_layout,
+                layout=(
+                    self.pipeline_layout_rows
+                    if rows
+                    else self.pipeline_layout_q8
+                    if q8
+                    else self.pipeline_layout
+                ),
                 compute={
                     "module": self.module,
-                    "entry_point": "adam_step_q8" if q8 else "adam_step",
+                    "entry_point": "adam_step_rows"
+                    if rows
+                    else "adam_step_q8"
+                    if q8
+                    else "adam_step",
                     "constants": constants,
                 },
             )

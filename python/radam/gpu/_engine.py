@@ -29,6 +29,7 @@ from ._device import (
     check_state_dtype,
 )
 from ._layout import BLOCK, BLOCK_WORDS, ROUND_FIRST, ROUND_KEY, STEP_WORDS, Layout
+from ._rows import Rows, coalesce
 
 _UINT8 = np.dtype(np.uint8)
 
@@ -43,6 +44,9 @@ class GpuEngine:
     A tensor's state is float32 or 16-bit, or 8-bit: each moment's uint8 codes of
     the param's shape beside its float32 absmax per 256-element block (under
     ``radam._engine.absmax_name``), as bitsandbytes' blockwise quantization.
+
+    A grad may be a ``radam.RowSparse`` (except with 8-bit state): adam.wgsl's
+    ``adam_step_rows`` steps its named rows alone, uploaded and read back alone.
 
     Built from one ``radam._engine.TensorBuffers`` per tensor, as
     ``radam._core.CpuEngine``. Building uploads the params and state; the host
@@ -104,6 +108,9 @@ class GpuEngine:
         self._records = list(tensors)
         self._host_layout = [(a.shape, a.dtype) for _, a in self._hosts()]
         self._broken: str | None = None
+        # Whether the host params are behind the device (a step of device grads only
+        # reads nothing back): then a row-sparse step reads its whole tensor back.
+        self._stale = False
         n_groups = max(self._tensor_group) + 1 if n else 0
         self._n_groups = n_groups
         # Each group's step count and carry: a group steps as one here, so its
@@ -278,11 +285,8 @@ class GpuEngine:
         for i, (grad, param) in enumerate(zip(grads, self._params)):
             what = f"grads{self._labels[i]}"
             if isinstance(grad, RowSparse):
-                raise TypeError(
-                    f"{what} is a radam.RowSparse, but device='gpu' steps dense gradients "
-                    "only: row-sparse (lazy) steps run on the CPU (device='cpu')"
-                )
-            if isinstance(grad, np.ndarray):
+                kinds.append(self._check_rows(i, grad, what))
+            elif isinstance(grad, np.ndarray):
                 if grad.dtype != param.dtype:
                     raise TypeError(
                         f"{what} has dtype {grad.dtype} but its param has dtype {param.dtype}; "
@@ -321,10 +325,29 @@ class GpuEngine:
                 kinds.append((grad, 0))
             else:
                 raise TypeError(
-                    f"{what} must be a numpy.ndarray, a radam.gpu.DeviceArray or a "
-                    f"wgpu.GPUBuffer, got {type(grad).__name__}"
+                    f"{what} must be a numpy.ndarray, a radam.RowSparse, a "
+                    f"radam.gpu.DeviceArray or a wgpu.GPUBuffer, got {type(grad).__name__}"
                 )
         return kinds
+
+    def _check_rows(self, i: int, grad: RowSparse, what: str) -> Rows:
+        """Row-sparse grad ``what`` of tensor ``i`` checked and coalesced, or refused
+        where adam_step_rows cannot step it."""
+        record = self._records[i]
+        if self._q8[i]:
+            raise TypeError(
+                f"{what} is a radam.RowSparse, but state{record.label} is 8-bit: "
+                "device='gpu' steps row-sparse grads with float32 or 16-bit state_dtype "
+                "only; use device='cpu'"
+            )
+        if record.offset or record.param.size >= 2**32:
+            raise ValueError(
+                f"{what} is a radam.RowSparse, but its param is a shard or has 2**32 "
+                "elements or more: device='gpu' steps rows of whole tensors under 2**32 "
+                "elements only; use device='cpu'"
+            )
+        hosts = [record.param, *record.state.values()]
+        return coalesce(grad, record.param, hosts, what)
 
     def _hosts(self) -> list[tuple[str, np.ndarray]]:
         """Every host array that steps and ``sync`` write, with its name."""
@@ -375,8 +398,16 @@ class GpuEngine:
                 raise ValueError(f"param_groups[{gi}]: {err}") from None
         return steps
 
-    def _write_uniforms(self, steps: list[Any]) -> int:
-        """Each group's rows into its uniform slots; returns how many slots the step uses."""
+    @staticmethod
+    def _per_tensor(s: Any, group: Any, rows: dict[int, Rows]) -> bool:
+        """Whether a group steps a dispatch per tensor (``group.per_tensor``): when
+        clipping by norm or rounding stochastically (per-tensor rows), with 8-bit
+        state, or when one of its tensors has a row-sparse grad."""
+        return bool(s.clips_norm or s.rounds or group.q8 or rows.keys() & set(group.tensors))
+
+    def _write_uniforms(self, steps: list[Any], rows: dict[int, Rows]) -> int:
+        """Each group's rows into its uniform slots; returns how many slots the step
+        uses. ``rows``: the row-sparse grads, by tensor."""
         used = self._layout.whole_slots
         words = self._uniforms.view(np.uint32)
         for lg, group in enumerate(self._groups):
@@ -384,18 +415,24 @@ class GpuEngine:
             row = s.row
             for d in group.whole:
                 self._uniforms[d.slot, : len(row)] = row
-            if not (s.clips_norm or s.rounds or group.q8):
+            if not self._per_tensor(s, group, rows):
                 continue
             # Each tensor's row holds its own norm-clipping factor, from its raw
             # (loss-scaled) float32 gradient as packed for upload, and its own
             # stochastic rounding key, from its position in the optimizer; 8-bit
-            # state is stepped a tensor at a time (its blocks end where the tensor does).
+            # state is stepped a tensor at a time (its blocks end where the tensor does),
+            # and so is a row-sparse grad (its norm is the coalesced rows').
             used = len(self._uniforms)
-            rows = {
-                i: s.tensor_row(self._grad_views[i]) if s.clips_norm else row for i in group.tensors
+            tensor_rows = {
+                i: s.tensor_row(rows[i].values if i in rows else self._grad_views[i])
+                if s.clips_norm
+                else row
+                for i in group.tensors
             }
             for d in group.per_tensor:
-                self._uniforms[d.slot, : len(row)] = rows[d.tensor]
+                self._uniforms[d.slot, : len(row)] = tensor_rows[d.tensor]
+                # adam_step_rows finds its elements by their index in the tensor.
+                words[d.slot, ROUND_FIRST] = self._records[d.tensor].offset + d.first
                 if s.rounds:
                     record = self._records[d.tensor]
                     words[d.slot, ROUND_KEY] = s.round_key(record.position)
@@ -447,7 +484,8 @@ class GpuEngine:
                     "(amsgrad, momentum)"
                 )
         kinds = self._check_grads(grads)
-        on_device = [i for i, k in enumerate(kinds) if k is not None]
+        rows = {i: k for i, k in enumerate(kinds) if isinstance(k, Rows)}
+        on_device = [i for i, k in enumerate(kinds) if isinstance(k, tuple)]
         if on_device and skip_nonfinite:
             raise ValueError(
                 f"grads{self._labels[on_device[0]]} is a device array, but skip_nonfinite=True "
@@ -460,23 +498,32 @@ class GpuEngine:
                     f"grads{self._labels[i]} is a device array, but param_groups[{gi}] clips "
                     "by max_gradient_norm, whose norm is measured on the host: pass NumPy grads"
                 )
-        host_grads = len(on_device) < len(kinds)
-        for view, grad, kind in zip(self._grad_views, grads, kinds):
-            if kind is None:
-                np.copyto(view, grad)
-        if skip_nonfinite and not np.isfinite(self._staging).all():
+        dense = [i for i, k in enumerate(kinds) if k is None]
+        host_grads = bool(dense or rows)
+        for i in dense:
+            np.copyto(self._grad_views[i], grads[i])
+        if skip_nonfinite and not (
+            all(np.isfinite(self._grad_views[i]).all() for i in dense)
+            and all(
+                np.isfinite(r.given).all() and np.isfinite(r.values).all() for r in rows.values()
+            )
+        ):
             return False  # nothing was sent to the GPU
-        used = self._write_uniforms(steps)
+        used = self._write_uniforms(steps, rows)
+        # The tensors whose whole params come back: all but the row-sparse ones, whose
+        # named rows come back, unless the host params are behind the device.
+        whole = [i for i in range(len(kinds)) if self._stale or i not in rows]
         ctx, wgpu = self._ctx, self._ctx.wgpu
         dev, queue = ctx.device, ctx.device.queue
         submitted = False
         try:
-            if host_grads:
-                queue.write_buffer(self._grad_buf, 0, self._staging)
+            for lo, hi in self._runs(dense):
+                queue.write_buffer(self._grad_buf, 4 * lo, self._staging[lo:hi])
             queue.write_buffer(self._uniform_buf, 0, self._uniforms[:used])
+            row_groups, row_back = self._row_buffers(rows)
             encoder = dev.create_command_encoder(label="radam step")
             for offset, (kind, p) in zip(self._offsets, zip(kinds, self._params)):
-                if kind is not None and p.nbytes:
+                if isinstance(kind, tuple) and p.nbytes:
                     encoder.copy_buffer_to_buffer(
                         kind[0], kind[1], self._grad_buf, 4 * offset, p.nbytes
                     )
@@ -485,35 +532,57 @@ class GpuEngine:
                 s = steps[lg // 2]
                 if not group.size:
                     continue
-                pipeline = ctx.pipeline(s.constants, self._state_dtype, self._param_round, group.q8)
-                compute.set_pipeline(pipeline)
-                for d in group.per_tensor if s.clips_norm or s.rounds or group.q8 else group.whole:
+                per_tensor = self._per_tensor(s, group, rows)
+                args = (s.constants, self._state_dtype, self._param_round)
+                for d in group.per_tensor if per_tensor else group.whole:
+                    n = d.hi - d.lo
+                    if d.tensor in rows:
+                        if d.tensor not in row_groups:
+                            continue  # no rows named
+                        compute.set_pipeline(ctx.pipeline(*args, rows=True))
+                        compute.set_bind_group(1, row_groups[d.tensor][0])
+                        n = rows[d.tensor].values.size
+                    else:
+                        compute.set_pipeline(ctx.pipeline(*args, group.q8))
                     offset = [d.slot * self._ustride]
                     compute.set_bind_group(0, self._bind_groups[d.bind_group], offset)
-                    x, y = ctx.grid(d.hi - d.lo)
+                    x, y = ctx.grid(n)
                     compute.dispatch_workgroups(x, y, 1)
             compute.end()
-            if host_grads:
+            if host_grads and whole:
                 if self._readback is None:
                     self._readback = dev.create_buffer(
                         label="radam params readback",
                         size=self._layout.n_elements * 4,
                         usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
                     )
-                encoder.copy_buffer_to_buffer(
-                    self._param_buf, 0, self._readback, 0, self._layout.n_elements * 4
-                )
+                for lo, hi in self._runs(whole):
+                    encoder.copy_buffer_to_buffer(
+                        self._param_buf, 4 * lo, self._readback, 4 * lo, 4 * (hi - lo)
+                    )
+            for i, (_, buffer, at) in row_groups.items():
+                head = 4 * (1 + len(rows[i].rows))  # the values follow the rows
+                encoder.copy_buffer_to_buffer(buffer, head, row_back, at, rows[i].values.nbytes)
             commands = encoder.finish()
             queue.submit([commands])
             submitted = True
-            if host_grads:
+            if host_grads and whole:
                 self._readback.map_sync(wgpu.MapMode.READ)
                 try:
-                    self._params_from(
-                        np.frombuffer(self._readback.read_mapped(copy=False), _FLOAT32)
-                    )
+                    flat = np.frombuffer(self._readback.read_mapped(copy=False), _FLOAT32)
+                    self._params_from(flat, whole)
                 finally:
                     self._readback.unmap()
+            if row_groups:
+                row_back.map_sync(wgpu.MapMode.READ)
+                try:
+                    flat = np.frombuffer(row_back.read_mapped(copy=False), _FLOAT32)
+                    for i, (_, _, at) in row_groups.items():
+                        if not self._stale:
+                            size = rows[i].values.size
+                            self._rows_from(i, rows[i], flat[at // 4 : at // 4 + size])
+                finally:
+                    row_back.unmap()
         except (wgpu.GPUError, RuntimeError) as err:
             error = self._error("running a step", err)
             if submitted:
@@ -521,6 +590,7 @@ class GpuEngine:
                 self._broken = f"{error}; this optimizer cannot continue on the GPU"
                 _forget_context(ctx)
             raise error from err
+        self._stale = not host_grads
         self._counts = [(c + 1, s.mu_product) for (c, _), s in zip(self._counts, steps)]
         return True
 
@@ -536,16 +606,68 @@ class GpuEngine:
         except (self._ctx.wgpu.GPUError, RuntimeError) as err:
             raise self._error("reading params and state back", err) from err
         self._params_from(flat)
+        self._stale = False
         for host, view in self._state_pairs(image):
             if view.shape != host.shape:  # 8-bit codes, in whole blocks
                 view = view.reshape(-1)[: host.size].reshape(host.shape)
             np.copyto(host, view)
 
-    def _params_from(self, flat: np.ndarray) -> None:
-        """The host params (and master copies) from the params buffer's contents:
-        16-bit params receive their values (exact) or their master copies rounded
-        to nearest even, as the CPU's staging does."""
-        for o, p, master in zip(self._offsets, self._params, self._masters):
+    def _runs(self, tensors: Sequence[int]) -> list[tuple[int, int]]:
+        """The elements of the flat buffers that ``tensors`` (ascending) take, as
+        runs ``(lo, hi)`` of adjacent tensors: what one copy moves."""
+        runs: list[tuple[int, int]] = []
+        for i in tensors:
+            lo = self._offsets[i]
+            hi = lo + self._params[i].size
+            if runs and runs[-1][1] == lo:
+                runs[-1] = (runs[-1][0], hi)
+            elif hi > lo:
+                runs.append((lo, hi))
+        return runs
+
+    def _row_buffers(self, rows: dict[int, Rows]) -> tuple[dict[int, tuple[Any, Any, int]], Any]:
+        """Each row-sparse grad naming a row uploaded as adam_step_rows reads it (the
+        number of rows, the rows, their values): its bind group 1, its buffer, and
+        the byte offset in the returned readback buffer where its values go, which
+        its new params replace."""
+        dev, usage = self._ctx.device, self._ctx.wgpu.BufferUsage
+        groups: dict[int, tuple[Any, Any, int]] = {}
+        total = 0
+        for i, r in rows.items():
+            if not len(r.rows):
+                continue
+            words = np.concatenate([[len(r.rows)], r.rows, r.values.view(np.uint32).ravel()])
+            buffer = dev.create_buffer_with_data(
+                label="radam rows",
+                data=words.astype(np.uint32),
+                usage=usage.STORAGE | usage.COPY_SRC,
+            )
+            entry = {"binding": 0, "resource": {"buffer": buffer, "offset": 0, "size": buffer.size}}
+            group = dev.create_bind_group(layout=self._ctx.layout_rows, entries=[entry])
+            groups[i] = (group, buffer, total)
+            total += r.values.nbytes
+        back = None
+        if total:
+            back = dev.create_buffer(
+                label="radam row params readback", size=total, usage=usage.MAP_READ | usage.COPY_DST
+            )
+        return groups, back
+
+    def _rows_from(self, i: int, r: Rows, flat: np.ndarray) -> None:
+        """Tensor ``i``'s named rows ``r.rows`` on the host from their new params
+        (``flat``, float32, row after row), as :meth:`_params_from` writes a whole one."""
+        p, master = self._params[i], self._masters[i]
+        values = flat.reshape((len(r.rows), *p.shape[1:]))
+        if master is not None:
+            master[r.rows] = values
+        p[r.rows] = values.astype(p.dtype)
+
+    def _params_from(self, flat: np.ndarray, tensors: Sequence[int] | None = None) -> None:
+        """The host params (and master copies) of ``tensors`` (default all) from the
+        params buffer's contents: 16-bit params receive their values (exact) or their
+        master copies rounded to nearest even, as the CPU's staging does."""
+        for i in range(len(self._params)) if tensors is None else tensors:
+            o, p, master = self._offsets[i], self._params[i], self._masters[i]
             values = flat[o : o + p.size].reshape(p.shape)
             if master is not None:
                 np.copyto(master, values)
