@@ -4,7 +4,7 @@
 // the same formula and operation order as the Rust CPU kernel (rust/kernel.rs).
 //
 // The single source of the GPU kernel. It is embedded in the Rust extension
-// (`radam._core.ADAM_WGSL`, `radam::ADAM_WGSL`) and compiled once per device
+// (`radam._core.ADAM_WGSL`, `radam::plumbing::ADAM_WGSL`) and compiled once per device
 // by python/radam/gpu/_device.py.
 //
 // Layout of one dispatch (one chunk of one parameter group, or with norm
