@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 import radam
-from radam import gpu
+from radam import _core, gpu
 
 if not os.environ.get("XDG_RUNTIME_DIR"):
     os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="radam-xdg-")
@@ -80,7 +80,11 @@ class CopyKernel:
         self.pipeline = dev.create_compute_pipeline(
             layout="auto",
             compute={
-                "module": ctx.module,
+                # The copy kernel is a probe (shaders/probes.wgsl), composed after the
+                # kernel's source as the tests compose it.
+                "module": dev.create_shader_module(
+                    label="radam probes.wgsl", code=_core.ADAM_WGSL + _core.PROBES_WGSL
+                ),
                 "entry_point": "copy",
                 "constants": {"WORKGROUP_SIZE": gpu.WORKGROUP_SIZE},
             },

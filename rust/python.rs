@@ -26,7 +26,7 @@ mod rows;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::plumbing::{Choice, ADAM_WGSL, STEP_FIELDS};
+use crate::plumbing::{Choice, ADAM_WGSL, PROBES_WGSL, STEP_FIELDS};
 use crate::{AdamConfig, Algorithm, BiasCorrection, SimdLevel};
 
 /// The SIMD instruction set the kernels run with on this CPU.
@@ -47,6 +47,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The GPU kernel's source, embedded so it ships inside the wheel.
     m.add("ADAM_WGSL", ADAM_WGSL)?;
+    m.add("PROBES_WGSL", PROBES_WGSL)?;
     // The names the options' choices take, for the Python option table.
     let algorithms = Algorithm::ALL.iter().map(|a| a.name());
     m.add("ALGORITHMS", PyTuple::new(py, algorithms)?)?;

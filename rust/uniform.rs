@@ -13,6 +13,11 @@ use crate::scalars::StepScalars;
 /// this module writes. Its entry points are `adam_step` and `adam_step_q8`.
 pub const ADAM_WGSL: &str = include_str!("../shaders/adam.wgsl");
 
+/// The tests' and the benchmark's entry points (`shaders/probes.wgsl`: a copy
+/// kernel, the 16-bit conversions, stochastic rounding and the 8-bit reciprocal
+/// alone), compiled appended to [`ADAM_WGSL`], whose functions they call.
+pub const PROBES_WGSL: &str = include_str!("../shaders/probes.wgsl");
+
 /// The fields of the WGSL `Step` struct after the coefficients: the
 /// dispatch's element range `lo..hi`; with stochastic rounding, the key of
 /// its tensor and the index in that tensor of element `lo`; a pad to 16 bytes.

@@ -35,6 +35,8 @@ if not os.environ.get("XDG_RUNTIME_DIR"):
 
 RTOL = 1e-6
 STEPS = 100
+# The tests' entry points (shaders/probes.wgsl) run composed after the kernel's source.
+PROBES = _core.ADAM_WGSL + _core.PROBES_WGSL
 
 # The adapter fixture (conftest.py) skips without one, or fails with CI=true.
 needs_gpu = pytest.mark.usefixtures("adapter")
@@ -515,7 +517,7 @@ def test_16_bit_conversions_match_numpy():
     import ml_dtypes
 
     x = _rounding_samples()
-    out = _run_wgsl(_core.ADAM_WGSL, "convert16", x, 4 * x.size).reshape(-1, 4)
+    out = _run_wgsl(PROBES, "convert16", x, 4 * x.size).reshape(-1, 4)
     f = x.view(np.float32)
     nan = np.isnan(f)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -549,7 +551,7 @@ def test_8_bit_encode_reciprocal_is_correctly_rounded():
     sweep = np.ldexp(rng.uniform(1, 2, 200_000), rng.integers(-126, 126, 200_000))
     edges = np.array([2.0**-126, 2.0**126, np.nextafter(2.0, 0), 3.0, 1.5], np.float32)
     a = np.concatenate([every, sweep.astype(np.float32), edges])
-    got = _run_wgsl(_core.ADAM_WGSL, "q8_reciprocal", a.view(np.uint32), a.size)
+    got = _run_wgsl(PROBES, "q8_reciprocal", a.view(np.uint32), a.size)
     want = (np.float32(1) / a).view(np.uint32)
     bad = got != want
     assert not bad.any(), f"{a[bad][:5]} -> {got[bad][:5].view(np.float32)}"
@@ -1121,12 +1123,14 @@ def test_lost_device_is_a_clear_error_and_host_arrays_stay():
 def test_the_shader_ships_inside_the_extension():
     source = _core.ADAM_WGSL
     assert "fn adam_step" in source and "override AMSGRAD" in source
-    # The benchmark's copy kernel and the tests' conversions ship with it.
-    assert "fn copy(" in source and "fn convert16(" in source
-    in_tree = os.path.join(os.path.dirname(__file__), "..", "shaders", "adam.wgsl")
-    if os.path.exists(in_tree):
-        with open(in_tree, encoding="utf-8") as f:
-            assert f.read() == source  # one copy: the extension embeds the file
+    # The benchmark's copy kernel and the tests' conversions ship beside it, apart.
+    assert "fn copy(" in _core.PROBES_WGSL and "fn convert16(" in _core.PROBES_WGSL
+    assert "fn copy(" not in source and "fn convert16(" not in source
+    for name, shipped in (("adam.wgsl", source), ("probes.wgsl", _core.PROBES_WGSL)):
+        in_tree = os.path.join(os.path.dirname(__file__), "..", "shaders", name)
+        if os.path.exists(in_tree):
+            with open(in_tree, encoding="utf-8") as f:
+                assert f.read() == shipped  # one copy: the extension embeds the file
 
 
 # -- stochastic rounding of 16-bit params ------------------------------------------------------
@@ -1145,7 +1149,7 @@ def test_stochastic_rounding_functions_match_the_reference():
     extremes = np.array([0, 1, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF], np.uint32)
     r = np.concatenate([rng.integers(0, 2**32, x.size - extremes.size, np.uint32), extremes])
     pairs = np.stack([x, r], axis=1).reshape(-1)
-    out = _run_wgsl(_core.ADAM_WGSL, "round16", pairs, 3 * x.size).reshape(-1, 3)
+    out = _run_wgsl(PROBES, "round16", pairs, 3 * x.size).reshape(-1, 3)
     np.testing.assert_array_equal(out[:, 2], lowbias32(r))
     f = x.view(np.float32)
     for col, dtype in ((0, np.dtype(ml_dtypes.bfloat16)), (1, np.dtype(np.float16))):

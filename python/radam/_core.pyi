@@ -11,6 +11,7 @@ from radam._row_sparse import RowSparse
 __all__ = [
     "__version__",
     "ADAM_WGSL",
+    "PROBES_WGSL",
     "ALGORITHMS",
     "BIAS_CORRECTIONS",
     "CONFIG_FIELDS",
@@ -28,6 +29,7 @@ __all__ = [
 
 __version__: str
 ADAM_WGSL: str
+PROBES_WGSL: str
 """The WGSL source of the GPU kernel (shaders/adam.wgsl), embedded at build time."""
 ALGORITHMS: tuple[str, ...]
 """The update rules' names: "adam", "adamax", "nadam", "radam"."""

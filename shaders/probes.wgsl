@@ -1,0 +1,80 @@
+// Entry points for the tests and the benchmark, not the optimizer: composed after
+// adam.wgsl (whose functions and constants they use) at load time by the tests and
+// benchmarks/bench_gpu.py (`radam._core.ADAM_WGSL + radam._core.PROBES_WGSL`); the
+// optimizer compiles adam.wgsl alone.
+
+// A copy kernel with the same access pattern shape, for the benchmark's
+// bandwidth reference: reads and writes one f32 per element.
+@group(0) @binding(0) var<storage, read> copy_src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> copy_dst: array<f32>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn copy(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = invocation(wid, nwg, lid);
+    if (i >= arrayLength(&copy_dst)) {
+        return;
+    }
+    copy_dst[i] = copy_src[i];
+}
+
+// The 16-bit conversions alone, for the tests (tests/test_gpu.py compares them with
+// NumPy's and ml_dtypes' on every 16-bit value and every rounding boundary): per
+// input word x, f32 -> bf16 and f32 -> f16 of bitcast<f32>(x), then the f32 bits of
+// bf16 -> f32 and f16 -> f32 of x's low half.
+@group(0) @binding(0) var<storage, read> conv_in: array<u32>;
+@group(0) @binding(1) var<storage, read_write> conv_out: array<u32>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn convert16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = invocation(wid, nwg, lid);
+    if (i >= arrayLength(&conv_in)) {
+        return;
+    }
+    let x = conv_in[i];
+    conv_out[4u * i] = f32_to_bf16(bitcast<f32>(x));
+    conv_out[4u * i + 1u] = f32_to_f16(bitcast<f32>(x));
+    conv_out[4u * i + 2u] = bitcast<u32>(bf16_to_f32(x));
+    conv_out[4u * i + 3u] = bitcast<u32>(f16_to_f32(x));
+}
+
+// Stochastic rounding alone, for the tests: per input pair (x's bits, r), the bf16
+// and f16 bits of x rounded with random bits r, and lowbias32 of r.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn round16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = invocation(wid, nwg, lid);
+    if (2u * i + 1u >= arrayLength(&conv_in)) {
+        return;
+    }
+    let x = bitcast<f32>(conv_in[2u * i]);
+    let r = conv_in[2u * i + 1u];
+    conv_out[3u * i] = f32_to_bf16_stochastic(x, r);
+    conv_out[3u * i + 1u] = f32_to_f16_stochastic(x, r);
+    conv_out[3u * i + 2u] = lowbias32(r);
+}
+
+// adam_step_q8's reciprocal alone, for the tests (tests/test_gpu_q8.py compares it with
+// the correctly rounded 1 / a of NumPy): per input word, the bits of reciprocal(a).
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn q8_reciprocal(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = invocation(wid, nwg, lid);
+    if (i >= arrayLength(&conv_in)) {
+        return;
+    }
+    conv_out[i] = bitcast<u32>(reciprocal(bitcast<f32>(conv_in[i])));
+}
