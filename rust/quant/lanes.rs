@@ -338,6 +338,82 @@ mod x86 {
         job.run::<Avx2>()
     }
 
+    /// The `Lanes` items that are one intrinsic on both x86 levels, written
+    /// once over the level's types and intrinsics (`u`: `U`-by-`U` methods,
+    /// `f`: `F`-by-`F` ones). Each `impl` writes out the methods whose
+    /// bodies differ between the levels.
+    macro_rules! same_shape_lanes {
+        (
+            N = $n:literal, run = $run:ident, U = $u:ty, F = $f:ty;
+            load = $load:ident, store = $store:ident, splat = $splat:ident,
+            splat_u = $splat_u:ident, bits = $bits:ident,
+            from_bits = $from_bits:ident, shl = $shl:ident,
+            trunc = $trunc:ident, sqrt = $sqrt:ident, fma = $fma:ident;
+            u: $($u_name:ident = $u_op:ident),+;
+            f: $($f_name:ident = $f_op:ident),+;
+        ) => {
+            const N: usize = $n;
+            #[inline(always)]
+            unsafe fn framed<J: Job>(job: J) -> J::Out {
+                $run(job)
+            }
+            type U = $u;
+            type F = $f;
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> $f {
+                $load(p)
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: $f) {
+                $store(p, v)
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> $f {
+                $splat(x)
+            }
+            #[inline(always)]
+            unsafe fn splat_u(x: u32) -> $u {
+                $splat_u(x as i32)
+            }
+            #[inline(always)]
+            unsafe fn bits(v: $f) -> $u {
+                $bits(v)
+            }
+            #[inline(always)]
+            unsafe fn from_bits(a: $u) -> $f {
+                $from_bits(a)
+            }
+            #[inline(always)]
+            unsafe fn shl23(a: $u) -> $u {
+                $shl::<23>(a)
+            }
+            #[inline(always)]
+            unsafe fn trunc(a: $f) -> $u {
+                $trunc(a)
+            }
+            #[inline(always)]
+            unsafe fn sqrt(a: $f) -> $f {
+                $sqrt(a)
+            }
+            #[inline(always)]
+            unsafe fn fma(a: $f, b: $f, c: $f) -> $f {
+                $fma(a, b, c)
+            }
+            $(
+                #[inline(always)]
+                unsafe fn $u_name(a: $u, b: $u) -> $u {
+                    $u_op(a, b)
+                }
+            )+
+            $(
+                #[inline(always)]
+                unsafe fn $f_name(a: $f, b: $f) -> $f {
+                    $f_op(a, b)
+                }
+            )+
+        };
+    }
+
     /// AVX2: 8 lanes. Decoding reads the 256 values with eight scalar loads
     /// (the codes are bytes in memory), which beats `vpgatherdd` on AMD Zen 3;
     /// encoding's fallback indices are in a register, where the gather beats
@@ -345,48 +421,16 @@ mod x86 {
     pub(in crate::quant) struct Avx2;
 
     unsafe impl Lanes for Avx2 {
-        const N: usize = 8;
-        #[inline(always)]
-        unsafe fn framed<J: Job>(job: J) -> J::Out {
-            run_avx2(job)
-        }
-        type U = __m256i;
-        type F = __m256;
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            _mm256_storeu_ps(p, v)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m256 {
-            _mm256_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-            _mm256_mul_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn bits(v: __m256) -> __m256i {
-            _mm256_castps_si256(v)
-        }
-        #[inline(always)]
-        unsafe fn splat_u(x: u32) -> __m256i {
-            _mm256_set1_epi32(x as i32)
-        }
-        #[inline(always)]
-        unsafe fn and(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_and_si256(a, b)
-        }
-        #[inline(always)]
-        unsafe fn max(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_max_epu32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_sub_epi32(a, b)
+        same_shape_lanes! {
+            N = 8, run = run_avx2, U = __m256i, F = __m256;
+            load = _mm256_loadu_ps, store = _mm256_storeu_ps, splat = _mm256_set1_ps,
+            splat_u = _mm256_set1_epi32, bits = _mm256_castps_si256,
+            from_bits = _mm256_castsi256_ps, shl = _mm256_slli_epi32,
+            trunc = _mm256_cvttps_epi32, sqrt = _mm256_sqrt_ps, fma = _mm256_fmadd_ps;
+            u: and = _mm256_and_si256, max = _mm256_max_epu32, sub = _mm256_sub_epi32,
+            max_i = _mm256_max_epi32, add_u = _mm256_add_epi32, xor = _mm256_xor_si256;
+            f: mul = _mm256_mul_ps, min_f = _mm256_min_ps, max_f = _mm256_max_ps,
+            sub_f = _mm256_sub_ps, div = _mm256_div_ps, add = _mm256_add_ps;
         }
         #[inline(always)]
         unsafe fn select_negative(sign: __m256i, neg: __m256i, pos: __m256i) -> __m256i {
@@ -466,68 +510,16 @@ mod x86 {
             _mm256_shuffle_epi8(t, _mm256_srli_epi32::<24>(a))
         }
         #[inline(always)]
-        unsafe fn shl23(a: __m256i) -> __m256i {
-            _mm256_slli_epi32::<23>(a)
-        }
-        #[inline(always)]
-        unsafe fn max_i(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_max_epi32(a, b)
-        }
-        #[inline(always)]
         unsafe fn sign(a: __m256i, b: __m256i) -> __m256i {
             _mm256_sign_epi32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn add_u(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_add_epi32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn xor(a: __m256i, b: __m256i) -> __m256i {
-            _mm256_xor_si256(a, b)
         }
         #[inline(always)]
         unsafe fn inc_where_gt(x: __m256i, a: __m256i, b: __m256i) -> __m256i {
             _mm256_sub_epi32(x, _mm256_cmpgt_epi32(a, b))
         }
         #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn min_f(a: __m256, b: __m256) -> __m256 {
-            _mm256_min_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn max_f(a: __m256, b: __m256) -> __m256 {
-            _mm256_max_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub_f(a: __m256, b: __m256) -> __m256 {
-            _mm256_sub_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn div(a: __m256, b: __m256) -> __m256 {
-            _mm256_div_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sqrt(a: __m256) -> __m256 {
-            _mm256_sqrt_ps(a)
-        }
-        #[inline(always)]
         unsafe fn where_positive(a: __m256, x: __m256) -> __m256 {
             _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(a, _mm256_setzero_ps()), x)
-        }
-        #[inline(always)]
-        unsafe fn from_bits(a: __m256i) -> __m256 {
-            _mm256_castsi256_ps(a)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn trunc(a: __m256) -> __m256i {
-            _mm256_cvttps_epi32(a)
         }
         #[inline(always)]
         unsafe fn max_low16(a: __m256i, b: __m256i) -> __m256i {
@@ -616,48 +608,16 @@ mod x86 {
     // rust-version (1.85) predates both.
     #[allow(clippy::incompatible_msrv)]
     unsafe impl Lanes for Avx512 {
-        const N: usize = 16;
-        #[inline(always)]
-        unsafe fn framed<J: Job>(job: J) -> J::Out {
-            run_avx512(job)
-        }
-        type U = __m512i;
-        type F = __m512;
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            _mm512_storeu_ps(p, v)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m512 {
-            _mm512_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-            _mm512_mul_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn bits(v: __m512) -> __m512i {
-            _mm512_castps_si512(v)
-        }
-        #[inline(always)]
-        unsafe fn splat_u(x: u32) -> __m512i {
-            _mm512_set1_epi32(x as i32)
-        }
-        #[inline(always)]
-        unsafe fn and(a: __m512i, b: __m512i) -> __m512i {
-            _mm512_and_si512(a, b)
-        }
-        #[inline(always)]
-        unsafe fn max(a: __m512i, b: __m512i) -> __m512i {
-            _mm512_max_epu32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(a: __m512i, b: __m512i) -> __m512i {
-            _mm512_sub_epi32(a, b)
+        same_shape_lanes! {
+            N = 16, run = run_avx512, U = __m512i, F = __m512;
+            load = _mm512_loadu_ps, store = _mm512_storeu_ps, splat = _mm512_set1_ps,
+            splat_u = _mm512_set1_epi32, bits = _mm512_castps_si512,
+            from_bits = _mm512_castsi512_ps, shl = _mm512_slli_epi32,
+            trunc = _mm512_cvttps_epi32, sqrt = _mm512_sqrt_ps, fma = _mm512_fmadd_ps;
+            u: and = _mm512_and_si512, max = _mm512_max_epu32, sub = _mm512_sub_epi32,
+            max_i = _mm512_max_epi32, add_u = _mm512_add_epi32, xor = _mm512_xor_si512;
+            f: mul = _mm512_mul_ps, min_f = _mm512_min_ps, max_f = _mm512_max_ps,
+            sub_f = _mm512_sub_ps, div = _mm512_div_ps, add = _mm512_add_ps;
         }
         #[inline(always)]
         unsafe fn select_negative(sign: __m512i, neg: __m512i, pos: __m512i) -> __m512i {
@@ -728,14 +688,6 @@ mod x86 {
             _mm512_permutexvar_epi32(_mm512_srli_epi32::<24>(a), t)
         }
         #[inline(always)]
-        unsafe fn shl23(a: __m512i) -> __m512i {
-            _mm512_slli_epi32::<23>(a)
-        }
-        #[inline(always)]
-        unsafe fn max_i(a: __m512i, b: __m512i) -> __m512i {
-            _mm512_max_epi32(a, b)
-        }
-        #[inline(always)]
         unsafe fn sign(a: __m512i, b: __m512i) -> __m512i {
             // No psignd in AVX-512: negate where b < 0, zero where b == 0.
             let zero = _mm512_setzero_si512();
@@ -744,58 +696,14 @@ mod x86 {
             _mm512_maskz_mov_epi32(nonzero, _mm512_mask_sub_epi32(a, negative, zero, a))
         }
         #[inline(always)]
-        unsafe fn add_u(a: __m512i, b: __m512i) -> __m512i {
-            _mm512_add_epi32(a, b)
-        }
-        #[inline(always)]
-        unsafe fn xor(a: __m512i, b: __m512i) -> __m512i {
-            _mm512_xor_si512(a, b)
-        }
-        #[inline(always)]
         unsafe fn inc_where_gt(x: __m512i, a: __m512i, b: __m512i) -> __m512i {
             let gt = _mm512_cmpgt_epi32_mask(a, b);
             _mm512_mask_add_epi32(x, gt, x, _mm512_set1_epi32(1))
         }
         #[inline(always)]
-        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn min_f(a: __m512, b: __m512) -> __m512 {
-            _mm512_min_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn max_f(a: __m512, b: __m512) -> __m512 {
-            _mm512_max_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sub_f(a: __m512, b: __m512) -> __m512 {
-            _mm512_sub_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn div(a: __m512, b: __m512) -> __m512 {
-            _mm512_div_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn sqrt(a: __m512) -> __m512 {
-            _mm512_sqrt_ps(a)
-        }
-        #[inline(always)]
         unsafe fn where_positive(a: __m512, x: __m512) -> __m512 {
             let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, _mm512_setzero_ps());
             _mm512_maskz_mov_ps(positive, x)
-        }
-        #[inline(always)]
-        unsafe fn from_bits(a: __m512i) -> __m512 {
-            _mm512_castsi512_ps(a)
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn trunc(a: __m512) -> __m512i {
-            _mm512_cvttps_epi32(a)
         }
         #[inline(always)]
         unsafe fn max_low16(a: __m512i, b: __m512i) -> __m512i {
