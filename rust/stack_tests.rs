@@ -13,10 +13,11 @@ use half::{bf16, f16};
 
 use crate::kernel_tests::Rng;
 use crate::multi::CHUNK;
+use crate::quant::block_tests::every_variant;
 use crate::quant::{decode, encode, round_stochastic, step_q8, Q8Piece, Q8State};
 use crate::quant::{StochasticKey, BLOCK, SIGNED, UNSIGNED};
 use crate::{
-    step_tensors_with, AdamConfig, MixedTensorMut, Rule, SimdLevel, State, StepError, StepScalars,
+    step_tensors_with, AdamConfig, MixedTensorMut, SimdLevel, State, StepError, StepScalars,
     Stored, StoredMut,
 };
 
@@ -192,43 +193,31 @@ fn every_q8_variant(level: SimdLevel, b: &mut Buffers) {
     )
     .unwrap();
     let n = 2 * BLOCK + 13;
-    for rule in [Rule::Adam, Rule::Adamax, Rule::NAdam, Rule::Unadapted] {
-        for amsgrad in [false, rule == Rule::Adam] {
-            for (l2, velocity) in [(0.0, false), (0.05, false), (0.0, true), (0.05, true)] {
-                let scalars = StepScalars {
-                    rule,
-                    amsgrad,
-                    l2,
-                    velocity,
-                    nadam_grad: if rule == Rule::NAdam { 2e-3 } else { 0.0 },
-                    ..base
-                };
-                let [c0, c1, c2, c3] = &mut b.codes;
-                let [a0, a1, a2, a3] = &mut b.absmax;
-                let blocks = n.div_ceil(BLOCK);
-                let piece = Q8Piece {
-                    param: &mut b.p32[..n],
-                    grad: &b.g32[..n],
-                    exp_avg: Q8State {
-                        codes: &mut c0[..n],
-                        absmax: &mut a0[..blocks],
-                    },
-                    exp_avg_sq: Q8State {
-                        codes: &mut c1[..n],
-                        absmax: &mut a1[..blocks],
-                    },
-                    max_exp_avg_sq: Some(Q8State {
-                        codes: &mut c2[..n],
-                        absmax: &mut a2[..blocks],
-                    }),
-                    velocity: Some(Q8State {
-                        codes: &mut c3[..n],
-                        absmax: &mut a3[..blocks],
-                    }),
-                };
-                step_q8(level, &scalars, 1.0, piece).unwrap();
-            }
-        }
+    for scalars in every_variant(base) {
+        let [c0, c1, c2, c3] = &mut b.codes;
+        let [a0, a1, a2, a3] = &mut b.absmax;
+        let blocks = n.div_ceil(BLOCK);
+        let piece = Q8Piece {
+            param: &mut b.p32[..n],
+            grad: &b.g32[..n],
+            exp_avg: Q8State {
+                codes: &mut c0[..n],
+                absmax: &mut a0[..blocks],
+            },
+            exp_avg_sq: Q8State {
+                codes: &mut c1[..n],
+                absmax: &mut a1[..blocks],
+            },
+            max_exp_avg_sq: Some(Q8State {
+                codes: &mut c2[..n],
+                absmax: &mut a2[..blocks],
+            }),
+            velocity: Some(Q8State {
+                codes: &mut c3[..n],
+                absmax: &mut a3[..blocks],
+            }),
+        };
+        step_q8(level, &scalars, 1.0, piece).unwrap();
     }
 }
 

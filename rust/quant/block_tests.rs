@@ -388,13 +388,10 @@ fn bad_pieces_are_errors_that_write_nothing() {
     assert_eq!(t.state, start.state);
 }
 
-/// The staged step (decode into buffers, the float32 kernel, encode), run
-/// through the same dispatch as the fused one.
-#[test]
-fn every_variant_steps_as_the_staged_kernel_does() {
+/// All 20 kernel variants as the scalars of `base`'s step: each rule with and
+/// without L2 and momentum, and the Adam rule with AMSGrad.
+pub(crate) fn every_variant(base: StepScalars) -> Vec<StepScalars> {
     use crate::Rule;
-    // All 20 kernel variants: each rule with and without L2 and momentum,
-    // and the Adam rule with AMSGrad.
     let mut variants = Vec::new();
     for rule in [Rule::Adam, Rule::Adamax, Rule::NAdam, Rule::Unadapted] {
         for amsgrad in [false, true] {
@@ -402,32 +399,39 @@ fn every_variant_steps_as_the_staged_kernel_does() {
                 continue;
             }
             for (l2, velocity) in [(0.0, false), (0.05, false), (0.0, true), (0.05, true)] {
-                variants.push((rule, amsgrad, l2, velocity));
+                variants.push(StepScalars {
+                    rule,
+                    amsgrad,
+                    l2,
+                    velocity,
+                    nadam_grad: if rule == Rule::NAdam { 2e-3 } else { 0.0 },
+                    ..base
+                });
             }
         }
     }
+    variants
+}
+
+/// The staged step (decode into buffers, the float32 kernel, encode), run
+/// through the same dispatch as the fused one.
+#[test]
+fn every_variant_steps_as_the_staged_kernel_does() {
+    let cfg = AdamConfig {
+        lr: 1e-2,
+        momentum: 0.7,
+        ..Default::default()
+    };
+    let variants = every_variant(StepScalars::new(&cfg, 2).unwrap());
     assert_eq!(variants.len(), 20);
     let mut seen = std::collections::HashSet::new();
-    for (rule, amsgrad, l2, velocity) in variants {
-        let cfg = AdamConfig {
-            lr: 1e-2,
-            momentum: 0.7,
-            ..Default::default()
-        };
+    for scalars in variants {
         for &n in &[BLOCK + 13, 2 * BLOCK] {
             let mut rng = Rng(n as u64 + 17);
             let mut start = Tensor8::new(&mut rng, n);
             // Nonzero moments to start from: one reference step.
             start.reference_step(&StepScalars::new(&cfg, 1).unwrap(), &grads(&mut rng, n));
             let g = grads(&mut rng, n);
-            let scalars = StepScalars {
-                rule,
-                amsgrad,
-                l2,
-                velocity,
-                nadam_grad: if rule == Rule::NAdam { 2e-3 } else { 0.0 },
-                ..StepScalars::new(&cfg, 2).unwrap()
-            };
             let c = scalars.coeffs::<f32>(1.0);
             seen.insert(c.variant);
             for level in SimdLevel::supported() {
