@@ -120,7 +120,7 @@ fn every_storage(level: SimdLevel, cfg: &AdamConfig, b: &mut Buffers) {
     };
     let step32 = |t: MixedTensorMut<'_, f32>| done(step_tensors_with(level, vec![t], &scalars));
     let step64 = |t: MixedTensorMut<'_, f64>| done(step_tensors_with(level, vec![t], &scalars));
-    native_then_halves(&step32, (&mut b.p32, &b.g32), &mut b.s32, &mut b.b16);
+    native_then_halves(step32, (&mut b.p32, &b.g32), &mut b.s32, &mut b.b16);
     step32(MixedTensorMut::new(
         StoredMut::F16(&mut b.h16[..]),
         Stored::F16(&b.gh16[..]),
@@ -150,7 +150,7 @@ fn every_storage(level: SimdLevel, cfg: &AdamConfig, b: &mut Buffers) {
         0,
     ));
     // f64 compute: native and bfloat16 state (staged through blocks).
-    native_then_halves(&step64, (&mut b.p64, &b.g64), &mut b.s64, &mut b.b16);
+    native_then_halves(step64, (&mut b.p64, &b.g64), &mut b.s64, &mut b.b16);
 }
 
 /// Every 8-bit kernel variant (each rule with and without L2 and momentum,

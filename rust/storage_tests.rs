@@ -437,7 +437,7 @@ fn stochastic_rounding_of_a_tensor_it_cannot_round_is_an_error_that_writes_nothi
     assert!(r == start && masters.iter().flatten().all(|&x| x == 0.0));
     // A float32 param, after a 16-bit one that could be rounded.
     let (mut p, mut m, mut v) = (vec![1.0f32; 4], vec![0.0f32; 4], vec![0.0f32; 4]);
-    let mut bf = vec![bf16::ONE; 4];
+    let mut bf = [bf16::ONE; 4];
     let (mut m2, mut v2) = (vec![0.0f32; 4], vec![0.0f32; 4]);
     let g = [0.5f32; 4];
     let tensors = [
