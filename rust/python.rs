@@ -10,7 +10,7 @@
 //! * `engine.rs`: `CpuEngine`, which steps NumPy arrays in place;
 //! * `gpu.rs`: `GpuStep`, the rows and pipeline constants of a GPU step;
 //! * `arrays.rs` and `extents.rs`: dtypes, borrows and byte ranges;
-//! * `quant.rs`: test-only hooks into the 8-bit codec (`_q8_map`, `_q8_encode`, `_q8_decode`);
+//! * `quant.rs`: the 8-bit codec's bindings (`Q8_BLOCK`, `_q8_map`, `_q8_encode`, `_q8_decode`);
 //! * `probes.rs` (only with the `bench` feature): the benchmarks' bandwidth probes.
 
 mod arrays;
@@ -55,8 +55,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BIAS_CORRECTIONS", PyTuple::new(py, corrections)?)?;
     // The fields an AdamConfig is read from, by name (EngineOptions' fields).
     m.add("CONFIG_FIELDS", PyTuple::new(py, AdamConfig::FIELDS)?)?;
-    // Elements per block of 8-bit state (one float32 absmax each).
-    m.add("Q8_BLOCK", crate::Q8_BLOCK)?;
     // The fields of the GPU kernel's `Step` uniform, in order.
     m.add("STEP_FIELDS", PyTuple::new(py, STEP_FIELDS)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

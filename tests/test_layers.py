@@ -11,11 +11,13 @@ import radam
 
 PACKAGE = os.path.dirname(radam.__file__)
 # The modules that may import radam._core: the package root (its version and
-# SIMD facts), the option table (the core's config and names), the backends (the
-# CPU engine), checkpoints (the version) and the GPU engine (its rows).
+# SIMD facts), the option table (the core's config and names), the state formats
+# (the 8-bit codec's block and bindings), the backends (the CPU engine),
+# checkpoints (the version) and the GPU engine (its rows).
 MAY_IMPORT_THE_EXTENSION = {
     "radam",
     "radam._options",
+    "radam._formats",
     "radam._backends",
     "radam.checkpoint",
     "radam.gpu._device",

@@ -36,10 +36,11 @@ class Backend(Protocol):
         ...
 
     def check(
-        self, tensors: Sequence[Any], options: Sequence[EngineOptions], state_dtype: Any
+        self, tensors: Sequence[Any], options: Sequence[EngineOptions], state_format: Any
     ) -> None:
-        """Refuse params, options or a state dtype it cannot step, naming them, and set
-        the device up (so a missing driver is an error now, not at the first step)."""
+        """Refuse params, options or a state format (``radam._formats``) it cannot
+        step, naming them, and set the device up (so a missing driver is an error
+        now, not at the first step)."""
         ...
 
     def unsupported(self, options: EngineOptions) -> str | None:
@@ -61,7 +62,7 @@ class CpuBackend:
         return True
 
     def check(
-        self, tensors: Sequence[Any], options: Sequence[EngineOptions], state_dtype: Any
+        self, tensors: Sequence[Any], options: Sequence[EngineOptions], state_format: Any
     ) -> None:
         pass
 
@@ -90,12 +91,12 @@ class GpuBackend:
         )
 
     def check(
-        self, tensors: Sequence[Any], options: Sequence[EngineOptions], state_dtype: Any
+        self, tensors: Sequence[Any], options: Sequence[EngineOptions], state_format: Any
     ) -> None:
         from . import gpu
 
         gpu.check_params([t.array for t in tensors], [t.label for t in tensors])
-        gpu.check_state_dtype(state_dtype)
+        gpu.check_state_dtype(state_format)
         gpu.device()
 
     def unsupported(self, options: EngineOptions) -> str | None:
@@ -112,7 +113,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (CpuBackend(), GpuBackend())}
 
 
 def resolve(
-    device: str, tensors: Sequence[Any], options: Sequence[EngineOptions], state_dtype: Any
+    device: str, tensors: Sequence[Any], options: Sequence[EngineOptions], state_format: Any
 ) -> Backend:
     """The backend of ``device`` (a name of :data:`BACKENDS`, or "auto"), its checks
     passed; "auto" is the first device backend that suits the params and options
@@ -125,7 +126,7 @@ def resolve(
     backend = BACKENDS[device]
     for i, o in enumerate(options):
         check_options(backend, o, f"params[{i}]")
-    backend.check(tensors, options, state_dtype)
+    backend.check(tensors, options, state_format)
     return backend
 
 

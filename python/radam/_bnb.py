@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ._engine import EIGHT_BIT, EXP_AVG, EXP_AVG_SQ, absmax_name
-from ._options import BY_NAME, q8_map
+from ._engine import EXP_AVG, EXP_AVG_SQ
+from ._formats import EIGHT_BIT, absmax_name, q8_map
+from ._options import BY_NAME
 from ._tensors import scalar, to_numpy
 
 WRAPPED = "__bnb_optimizer_quant_state__"
@@ -144,7 +145,7 @@ def to_radam(opt: Any, bnb_sd: Mapping[str, Any], decoupled: bool | None) -> dic
     The step goes through as saved: ``load_state_dict`` checks it as its own."""
     entries = _flat_entries(bnb_sd)
     kind = _kind(entries)
-    if opt._algorithm != "adam" or (kind == "8-bit" and opt.state_dtype != EIGHT_BIT):
+    if opt._algorithm != "adam" or (kind == "8-bit" and opt._state_format is not EIGHT_BIT):
         into = "radam.Adam or radam.AdamW"
         if kind == "8-bit":
             into += " built with state_dtype='8bit'"
@@ -220,7 +221,7 @@ def export(opt: Any) -> dict[str, Any]:
         import torch
     except ImportError as err:
         raise ImportError("bitsandbytes_state_dict() makes torch tensors: it needs torch") from err
-    if opt._algorithm != "adam" or opt.state_dtype != EIGHT_BIT:
+    if opt._algorithm != "adam" or opt._state_format is not EIGHT_BIT:
         raise ValueError(
             "bitsandbytes_state_dict() is for radam.Adam or radam.AdamW with "
             f"state_dtype='8bit', not {type(opt).__name__} with state_dtype={opt.state_dtype!r}"
@@ -260,7 +261,7 @@ def export(opt: Any) -> dict[str, Any]:
         wrapped: dict[str, Any] = {}
         for (codes, scale, qmap, name, _), book in zip(BUFFERS, maps):
             wrapped[codes] = torch.from_numpy(np.ascontiguousarray(entry[name]))
-            if entry[name].dtype == np.uint8:
+            if absmax_name(name) in entry:  # an 8-bit buffer (not a small tensor's)
                 if (entry[absmax_name(name)] < 0).any():
                     raise ValueError(
                         f"opt.state[{pid!r}][{name!r}] holds a block with an infinite moment "

@@ -71,9 +71,10 @@ def _q8_decode(
 @final
 class CpuEngine:
     """Steps a fixed list of tensors in place: params of float32, float64,
-    float16 or bfloat16; state in the compute type or 16 bits. One record per
-    tensor (``radam._engine.TensorBuffers``: label, group, param, state,
-    position, offset, step, carry)."""
+    float16 or bfloat16; state in the compute type, 16 bits or a blocked format.
+    One record per tensor (``radam._engine.TensorBuffers``: label, group, param,
+    state, position, offset, step, carry, format: the ``radam._formats`` state
+    format whose storage kind it dispatches on)."""
 
     def __new__(cls, tensors: Sequence[Any]) -> CpuEngine: ...
     def step(

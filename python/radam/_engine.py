@@ -6,18 +6,24 @@ kernel). Both are built from one :class:`TensorBuffers` record per tensor and
 implement :class:`Engine`. The state buffers a tensor has, and their names
 (the keys of ``opt.state[key]``, of state dicts and checkpoints), are
 :func:`state_names`' (and MASTER's, for a master copy); the arrays that hold
-them, with their shapes and dtypes, :func:`state_arrays`'.
+them, with their shapes and dtypes, the record's state format's
+(``radam._formats``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
-from ._options import Q8_BLOCK, EngineOptions
+from ._formats import (
+    StateFormat,
+    absmax_name,  # noqa: F401  (tests import it from here)
+    of_state,
+)
+from ._options import EngineOptions
 
 # The kernel counts steps in 64 bits: the number of the last step it can take.
 LAST_STEP = 2**64 - 1
@@ -31,45 +37,6 @@ MAX_EXP_AVG_SQ, VELOCITY, MASTER = "max_exp_avg_sq", "velocity", "master_param"
 NON_NEGATIVE = (EXP_AVG_SQ, EXP_INF, MAX_EXP_AVG_SQ)
 
 
-# 8-bit state (state_dtype="8bit", bitsandbytes' blockwise format): each buffer of a
-# tensor of at least MIN_8BIT_SIZE elements is held as uint8 codes of the param's shape
-# (the signed dynamic map for the first moment and the velocity, the unsigned one for
-# the others) and the float32 absmax of each block of Q8_BLOCK elements, under
-# absmax_name(name). Smaller tensors keep float32 state, as bitsandbytes' min_8bit_size.
-EIGHT_BIT = "8bit"
-MIN_8BIT_SIZE = 4096
-ABSMAX = "_absmax"
-CODES, SCALES = np.dtype(np.uint8), np.dtype(np.float32)
-
-
-def absmax_name(name: str) -> str:
-    """The ``opt.state`` key of the absmax array of 8-bit buffer ``name``."""
-    return name + ABSMAX
-
-
-def is_eight_bit(state_dtype: Any, numel: int) -> bool:
-    """Whether a tensor of ``numel`` elements keeps 8-bit state under ``state_dtype``."""
-    return state_dtype == EIGHT_BIT and numel >= MIN_8BIT_SIZE
-
-
-def state_arrays(
-    names: Sequence[str], shape: tuple[int, ...], dtype: Any, eight_bit: bool
-) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """The arrays that hold buffers ``names`` of a tensor of ``shape``, name ->
-    (shape, dtype), in ``opt.state``'s order: each buffer in ``dtype`` (a NumPy
-    dtype; float32 for "8bit" when not ``eight_bit``), or, when ``eight_bit``,
-    its codes followed by its absmax."""
-    if not eight_bit:
-        dtype = SCALES if dtype == EIGHT_BIT else np.dtype(dtype)
-        return {n: (shape, dtype) for n in names}
-    blocks = (-(-math.prod(shape) // Q8_BLOCK),)
-    arrays = {}
-    for n in names:
-        arrays[n] = (shape, CODES)
-        arrays[absmax_name(n)] = (blocks, SCALES)
-    return arrays
-
-
 def state_names(options: EngineOptions) -> tuple[str, ...]:
     """The moments a group's tensors keep, in the engines' order (a 16-bit param
     with master weights also has MASTER, last)."""
@@ -81,7 +48,8 @@ def state_names(options: EngineOptions) -> tuple[str, ...]:
     return tuple(names)
 
 
-class TensorBuffers(NamedTuple):
+@dataclass(frozen=True)
+class TensorBuffers:
     """One tensor an engine steps."""
 
     label: str  # how messages name it, e.g. "[0]" or "['w']"
@@ -97,6 +65,13 @@ class TensorBuffers(NamedTuple):
     # step does not advance), and what its last step carried (NAdam's mu_product).
     step: int = 0
     carry: float = 1.0
+    # How it keeps its moments (the format for its size, see StateFormat.for_size),
+    # which the engines dispatch on; a record made without one gets its state's.
+    format: StateFormat = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.format is None:
+            object.__setattr__(self, "format", of_state(self.state))
 
 
 class Engine(Protocol):

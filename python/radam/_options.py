@@ -28,24 +28,11 @@ import numpy as np
 
 from . import _core
 from ._errors import ReentrantCallError
+from ._formats import CHOICES as STATE_FORMATS
+from ._formats import q8_map  # noqa: F401  (tests import the map from here)
 from ._numbers import as_number, is_real, real
 
 RULES = _core.ALGORITHMS  # the update rules: "adam", "adamax", "nadam", "radam"
-# Elements per block of state_dtype="8bit" state, each with one float32 absmax.
-Q8_BLOCK = _core.Q8_BLOCK
-
-
-def q8_map(signed: bool) -> np.ndarray:
-    """The 256 values of the signed or unsigned dynamic map of 8-bit state."""
-    return _core._q8_map(signed)
-
-
-def q8_encode(values: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """float32 ``values`` as 8-bit state: the codes (uint8, of ``values``' shape),
-    each the nearest value of the map, and the float32 absmax of each block."""
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-    codes, absmax = _core._q8_encode(flat, signed)
-    return codes.reshape(values.shape), absmax
 
 
 @dataclass(frozen=True)
@@ -224,7 +211,7 @@ OPTIONS: tuple[Option, ...] = (
         "(blockwise 8-bit moments, bitsandbytes' format; tensors under 4096 elements keep "
         "float32 state)",
         group=False,
-        choices=(None, "float32", "bfloat16", "float16", "8bit"),
+        choices=(None, *STATE_FORMATS),
     ),
     Option(
         "master_weights",

@@ -16,11 +16,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from ._formats import StateFormat
+
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 # 16-bit params are computed in float32 (optionally with a float32 master copy).
 HALF_DTYPES = (np.dtype(np.float16), BFLOAT16)
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), *HALF_DTYPES)
-STATE_DTYPES = (np.dtype(np.float32), *HALF_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -188,40 +189,13 @@ def flatten_grads(layout: Layout, grads: Any) -> list[Any]:
     return list(grads)
 
 
-def resolve_state_dtype(state_dtype: Any, choices: tuple[Any, ...]) -> np.dtype | str | None:
-    """``state_dtype`` as a NumPy dtype: None (the default: float32, or float64
-    for float64 params), float32, bfloat16 or float16 (names or dtypes); or the
-    string naming 8-bit state. ``choices`` are the option table's."""
-    if state_dtype is None:
-        return None
-    if (
-        isinstance(state_dtype, str)
-        and state_dtype in choices
-        and state_dtype not in (np.dtype(d).name for d in STATE_DTYPES)
-    ):
-        return state_dtype  # "8bit": not a NumPy dtype
-    try:
-        dtype = np.dtype(state_dtype)
-    except TypeError:
-        dtype = None
-    if dtype not in STATE_DTYPES:
-        names = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"state_dtype must be one of {names}, got {state_dtype!r}")
-    return dtype
-
-
-def state_dtype_name(state_dtype: np.dtype | str | None) -> str:
-    """How messages name a resolved ``state_dtype``."""
-    return state_dtype if isinstance(state_dtype, str) else np.dtype(state_dtype).name
-
-
-def check_state_dtype(state_dtype: np.dtype | str | None, tensors: list[Tensor]) -> None:
+def check_state_format(state_format: StateFormat | None, tensors: list[Tensor]) -> None:
     """16-bit, 8-bit or float32 state is for params computed in float32, not float64 ones."""
-    if state_dtype is None:
+    if state_format is None:
         return
     for t in tensors:
         if t.array.dtype == np.float64:
             raise ValueError(
-                f"state_dtype={state_dtype_name(state_dtype)} does not go with "
+                f"state_dtype={state_format.name} does not go with "
                 f"params{t.label}, which is float64 (its state is float64)"
             )

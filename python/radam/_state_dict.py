@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._engine import ABSMAX, CODES, LAST_STEP, NON_NEGATIVE, state_names
+from ._engine import LAST_STEP, MASTER, NON_NEGATIVE, state_names
+from ._formats import FLOAT32, StateArray
 from ._frozen import FrozenMapping, state_entry, state_mapping
 from ._options import EngineOptions
 
@@ -158,6 +159,7 @@ def _checked_state(
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict name -> value, got {type(entry).__name__}")
         arrays = opt._tensor_state(names, t)
+        fmt = opt._moment_format(t)
         missing = [n for n in (*arrays, "step") if n not in entry]
         if missing:
             raise ValueError(f"{where} lacks {missing}")
@@ -174,7 +176,8 @@ def _checked_state(
                     f"{where}[{n!r}] has shape {value.shape} and dtype {value.dtype}; "
                     f"this optimizer's has shape {shape} and dtype {dtype}"
                 )
-            _check_reachable(value, n, f"{where}[{n!r}]")
+            held = (FLOAT32 if n == MASTER else fmt).array(n)
+            _check_reachable(value, n, held, f"{where}[{n!r}]")
             copies[n] = np.array(value, order="C", copy=True)
         state[t.key] = state_entry(t.key, copies)
     return counts, state_mapping(state)
@@ -184,11 +187,13 @@ def check_values(opt: Any) -> None:
     """Refuse ``opt``'s state if a load would: :func:`_check_reachable` of every
     state array (a NaN written into the state, or left by a NaN gradient)."""
     for t in opt._layout.tensors:
+        fmt = opt._moment_format(t)
         for name, value in opt._state.get(t.key, {}).items():
-            _check_reachable(value, name, f"opt.state[{t.key!r}][{name!r}]")
+            held = (FLOAT32 if name == MASTER else fmt).array(name)
+            _check_reachable(value, name, held, f"opt.state[{t.key!r}][{name!r}]")
 
 
-def _check_reachable(value: np.ndarray, name: str, where: str) -> None:
+def _check_reachable(value: np.ndarray, name: str, held: StateArray, where: str) -> None:
     """Refuse a state array that no healthy run produces and that would turn
     the params into NaN: a NaN anywhere, an Inf in the first moment, velocity
     or master copy, a negative second moment or infinity norm.
@@ -204,15 +209,13 @@ def _check_reachable(value: np.ndarray, name: str, where: str) -> None:
     params NaN. 8-bit codes may hold any code; an absmax is finite (a block's
     largest finite magnitude, negated where the block holds an infinity, as a
     second moment whose gradient's square overflowed does; an Inf would decode
-    its zeros to NaN)."""
-    if value.dtype == CODES:
-        return  # 8-bit codes: every code is a value of its map
-    if name.endswith(ABSMAX):
+    its zeros to NaN). What an array of a state format holds, ``held`` (the
+    array of its format that it is) says."""
+    if held.holds == "":
+        return  # codes: every code is a value of its map
+    if held.holds is not None:
         bad = ~np.isfinite(value)
-        rule = (
-            "an 8-bit buffer's absmax is a block's largest finite magnitude (negated "
-            "where the block holds an infinity): finite"
-        )
+        rule = held.holds
     elif name in NON_NEGATIVE:
         with np.errstate(invalid="ignore"):
             bad = ~(value >= 0)  # NaN fails the comparison too

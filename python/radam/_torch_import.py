@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _bnb
-from ._engine import EXP_AVG, MASTER, VELOCITY, absmax_name, is_eight_bit
-from ._options import q8_encode
+from ._engine import EXP_AVG, MASTER, VELOCITY
 from ._params import HALF_DTYPES
 from ._tensors import scalar as _scalar
 from ._tensors import to_numpy as _to_numpy
@@ -317,15 +316,17 @@ def _fit(opt: Any, sd: dict[str, Any]) -> dict[str, Any]:
             continue  # load_state_dict says what is wrong
         if opt.master_weights and t.array.dtype in HALF_DTYPES and MASTER not in entry:
             entry[MASTER] = t.array.astype(np.float32)
-        if not is_eight_bit(opt.state_dtype, opt._whole_sizes.get(t.key, t.array.size)):
-            continue
+        fmt = opt._moment_format(t)
+        if fmt.encode is None:
+            continue  # a plain format: load_state_dict takes the moments as they are
         for name, value in list(entry.items()):
+            keys = fmt.keys(name)
             if (
                 isinstance(value, np.ndarray)
                 and value.dtype in (np.float32, np.float64) + HALF_DTYPES
                 and value.shape == t.array.shape
                 and name != MASTER
-                and absmax_name(name) not in entry
+                and not any(k in entry for k in keys[1:])
             ):
-                entry[name], entry[absmax_name(name)] = q8_encode(value, name in SIGNED)
+                entry.update(zip(keys, fmt.encode(value, name in SIGNED)))
     return sd

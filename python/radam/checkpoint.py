@@ -58,8 +58,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from . import _atomic_file, _core, _state_dict
-from ._engine import ABSMAX, Q8_BLOCK
 from ._errors import Error
+from ._formats import array_shape
 from ._options import BY_NAME, SCHEDULABLE
 from .schedules import Schedule, from_config
 
@@ -577,12 +577,11 @@ def _fit(opt: Any, meta: dict[str, Any], misfit: str) -> list[dict[str, Any]]:
                 f"{misfit}: params{rec['label']} is in group {rec['group']}, "
                 f"params{t.label} in group {t.group}"
             )
-        param = [] if rec["param"] is None else [("the param", rec["param"])]
-        # An 8-bit buffer's absmax has one value per block; every other array the
-        # param's shape.
-        blocks = [-(-math.prod(rec["shape"]) // Q8_BLOCK)]
-        for what, r in param + [(f"state {n!r}", r) for n, r in rec["state"].items()]:
-            shape = blocks if what.endswith(f"{ABSMAX}'") else rec["shape"]
+        param = [] if rec["param"] is None else [("the param", rec["param"], rec["shape"])]
+        # Each state array's shape is its format's (an 8-bit buffer's absmax has one
+        # value per block).
+        state = [(f"state {n!r}", r, array_shape(n, rec["shape"])) for n, r in rec["state"].items()]
+        for what, r, shape in param + state:
             if r["shape"] != shape or (what == "the param" and r["dtype"] != rec["dtype"]):
                 raise CheckpointError(
                     f"{misfit}: the {what} of params{t.label} in it has shape "

@@ -13,11 +13,10 @@ from ._engine import (
     MASTER,
     Engine,
     TensorBuffers,
-    is_eight_bit,
-    state_arrays,
     state_names,
 )
 from ._errors import ReentrantCallError
+from ._formats import FLOAT32, FLOAT64, StateFormat, resolve
 from ._frozen import STATE_INSTEAD, ParamList, state_entry, state_mapping
 from ._option_cache import OptionCache
 from ._options import (
@@ -33,10 +32,9 @@ from ._options import (
 from ._params import (
     HALF_DTYPES,
     Tensor,
-    check_state_dtype,
+    check_state_format,
     flatten_grads,
     layout_of,
-    resolve_state_dtype,
 )
 from ._signatures import from_table
 from .schedules import ScheduleEnded
@@ -99,12 +97,14 @@ class Adam:
         self.skip_nonfinite = check_switch(options["skip_nonfinite"], "skip_nonfinite")
         self.skipped_steps = 0  # steps skipped for a NaN or Inf gradient
         self.master_weights = check_switch(options["master_weights"], "master_weights")
-        self.state_dtype = resolve_state_dtype(
-            options["state_dtype"], BY_NAME["state_dtype"].choices
-        )
+        # The state format, declared in radam._formats (None: each param's compute
+        # type); state_dtype shows it as it always has, a NumPy dtype or a name.
+        self._state_format = resolve(options["state_dtype"], BY_NAME["state_dtype"].choices)
+        fmt = self._state_format
+        self.state_dtype = None if fmt is None else fmt.dtype if fmt.plain else fmt.name
         device = check_choice(options["device"], "device")
         self._layout, overrides = layout_of(params)
-        check_state_dtype(self.state_dtype, self._layout.tensors)
+        check_state_format(fmt, self._layout.tensors)
         self.param_groups: list[dict[str, Any]] = []
         for gi, override in enumerate(overrides):
             group = {**self.defaults, **override, "algorithm": self._algorithm}
@@ -123,7 +123,7 @@ class Adam:
         # rounding hashes: 0, but for the shards radam.distributed steps.
         self._first_elements = [0] * len(self._layout)
         self._backend = _backends.resolve(
-            device, self._layout.tensors, options_list, self.state_dtype
+            device, self._layout.tensors, options_list, self._state_format
         )
         self.device = self._backend.name
         self._group_params = [g["params"] for g in self.param_groups]
@@ -495,25 +495,34 @@ class Adam:
         counts, carries = counts or [0] * n, carries or [1.0] * n
         records = [
             TensorBuffers(
-                t.label, t.group, t.array, dict(state[t.key]), i, offset, counts[i], carries[i]
+                t.label,
+                t.group,
+                t.array,
+                dict(state[t.key]),
+                i,
+                offset,
+                counts[i],
+                carries[i],
+                self._moment_format(t),
             )
             for i, (t, offset) in enumerate(zip(self._layout.tensors, self._first_elements))
         ]
         return self._backend.engine(records)
 
+    def _moment_format(self, t: Tensor) -> StateFormat:
+        """How tensor ``t`` keeps its moments: the state format for its size (a shard
+        of a tensor, in radam.distributed, keeps the whole tensor's), or by default
+        its param's compute type."""
+        fmt = self._state_format or (FLOAT64 if t.array.dtype == np.float64 else FLOAT32)
+        return fmt.for_size(self._whole_sizes.get(t.key, t.array.size))
+
     def _tensor_state(
         self, names: list[tuple[str, ...]], t: Tensor
     ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """The state arrays of tensor ``t``, name -> (shape, dtype): the moments in
-        the state dtype (8-bit: codes and absmax, see ``_engine.state_arrays``), and
-        for a 16-bit param with ``master_weights`` its float32 copy."""
-        dtype = self.state_dtype or (
-            np.dtype(np.float64) if t.array.dtype == np.float64 else np.dtype(np.float32)
-        )
-        # A shard of a tensor (radam.distributed) keeps the whole tensor's kind of state.
-        numel = self._whole_sizes.get(t.key, t.array.size)
-        eight_bit = is_eight_bit(dtype, numel)
-        arrays = state_arrays(names[t.group], t.array.shape, dtype, eight_bit)
+        """The state arrays of tensor ``t``, key -> (shape, dtype): the moments' in
+        its format (8-bit: codes and absmax, see ``radam._formats``), and for a
+        16-bit param with ``master_weights`` its float32 copy."""
+        arrays = self._moment_format(t).shapes(names[t.group], t.array.shape)
         if self.master_weights and t.array.dtype in HALF_DTYPES:
             arrays[MASTER] = (t.array.shape, np.dtype(np.float32))
         return arrays

@@ -52,9 +52,6 @@ impl Held {
     }
 }
 
-/// The suffix of the `opt.state` key of an 8-bit buffer's absmax array.
-const ABSMAX: &str = "_absmax";
-
 /// One tensor the engine steps: its arrays, checked at construction.
 type Slot = Tensor<Held, ()>;
 
@@ -74,6 +71,41 @@ struct Record<'py> {
     /// The steps it has taken, and what the last carried (NAdam's `mu_product`).
     step: u64,
     carry: f64,
+    /// How it keeps its moments, as `radam._formats` declares it.
+    format: Format<'py>,
+}
+
+/// A state format (`radam._formats.StateFormat`), read by attribute: the binding
+/// dispatches on its storage kind, never on an array's dtype.
+#[derive(FromPyObject)]
+struct Format<'py> {
+    name: String,
+    /// `"plain"` (one array per buffer, of the param's shape: its dtype is the
+    /// arrays') or the kind of a codec's storage (`"q8"`: `StoredMut::Q8`).
+    kind: String,
+    /// Per buffer, its arrays (`StateArray`s): the first holds its values or codes.
+    arrays: Vec<Bound<'py, PyAny>>,
+    /// Elements per block of the arrays with one element per block.
+    block: usize,
+}
+
+/// How a tensor's buffers are stored: `DType::Q8` (codes, then the array with the
+/// key suffix given, one float32 per block) or plain arrays of their own dtype.
+fn storage(format: &Format<'_>, label: &str) -> PyResult<Option<(DType, String)>> {
+    match format.kind.as_str() {
+        "plain" => Ok(None),
+        "q8" => {
+            let scale = format.arrays.get(1).ok_or_else(|| {
+                PyValueError::new_err(format!("state{label}: {} declares no absmax", format.name))
+            })?;
+            Ok(Some((DType::Q8, scale.getattr("suffix")?.extract()?)))
+        }
+        other => Err(PyValueError::new_err(format!(
+            "state{label}: format {} has storage kind {other:?}, which the CPU engine has \
+             no codec of",
+            format.name
+        ))),
+    }
 }
 
 /// The state buffer Python names `name` (the core's names, but AdaMax's
@@ -115,13 +147,19 @@ fn check_state(
     Ok(())
 }
 
-/// An 8-bit buffer's absmax: float32, one per block of its `n` elements, contiguous.
-fn check_absmax(n: usize, absmax: &Bound<'_, PyUntypedArray>, what: &str) -> PyResult<()> {
-    let blocks = n.div_ceil(Q8_BLOCK);
+/// An 8-bit buffer's absmax: float32, one per block (of `block` elements) of
+/// its `n` elements, contiguous.
+fn check_absmax(
+    n: usize,
+    block: usize,
+    absmax: &Bound<'_, PyUntypedArray>,
+    what: &str,
+) -> PyResult<()> {
+    let blocks = n.div_ceil(block);
     if DType::of(absmax)? != Some(DType::F32) || absmax.shape() != [blocks] {
         return Err(PyValueError::new_err(format!(
             "{what} must be a float32 array of shape ({blocks},): one absmax per block of \
-             {Q8_BLOCK} elements"
+             {block} elements"
         )));
     }
     if !absmax.is_c_contiguous() {
@@ -154,13 +192,15 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
             "params{label} must be C-contiguous"
         )));
     }
+    let stored = storage(&record.format, &label)?;
+    let scale_suffix = stored.as_ref().map(|(_, suffix)| suffix.as_str());
     let entries = record.state.cast::<PyMapping>()?.items()?;
     let mut arrays: Vec<(Buffer, String, Bound<'_, PyUntypedArray>)> = Vec::new();
     let mut scales: Vec<(Buffer, String, Bound<'_, PyUntypedArray>)> = Vec::new();
     for item in entries.iter() {
         let (name, array): (String, Bound<'_, PyAny>) = item.extract()?;
         let what = format!("state{label}['{name}']");
-        let (base, list) = match name.strip_suffix(ABSMAX) {
+        let (base, list) = match scale_suffix.and_then(|suffix| name.strip_suffix(suffix)) {
             Some(base) => (base, &mut scales),
             None => (name.as_str(), &mut arrays),
         };
@@ -182,20 +222,16 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
         ))
     };
     let exp_avg = first(Buffer::ExpAvg).ok_or_else(|| lacks(Buffer::ExpAvg))?;
-    let codes = exp_avg.2.dtype().getattr("name")?.extract::<String>()? == "uint8";
-    let state_dtype = match DType::of(&exp_avg.2)? {
-        _ if codes => DType::Q8,
-        dtype => dtype.unwrap_or(DType::F32),
+    let state_dtype = match &stored {
+        Some((dtype, _)) => *dtype,
+        None => DType::of(&exp_avg.2)?.unwrap_or(DType::F32),
     };
     let allowed = if param_dtype.computes_in_f64() {
         state_dtype == DType::F64
     } else {
         state_dtype != DType::F64
     };
-    if let Some((_, what, _)) = scales
-        .iter()
-        .find(|(b, _, _)| first(*b).is_none() || !codes)
-    {
+    if let Some((_, what, _)) = scales.iter().find(|(b, _, _)| first(*b).is_none()) {
         return Err(PyValueError::new_err(format!(
             "{what} is the absmax of 8-bit state, which state{label} does not hold"
         )));
@@ -219,12 +255,13 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
             DType::Q8 => {
                 let Some((_, scale_what, scale)) = scale_of(buffer) else {
                     return Err(PyValueError::new_err(format!(
-                        "state{label} lacks the absmax of {what} ('{}{ABSMAX}'), which \
+                        "state{label} lacks the absmax of {what} ('{}{}'), which \
                          8-bit state has",
-                        buffer.name()
+                        buffer.name(),
+                        scale_suffix.unwrap_or_default(),
                     )));
                 };
-                check_absmax(param.len(), scale, scale_what)?;
+                check_absmax(param.len(), record.format.block, scale, scale_what)?;
                 Some((scale_what.clone(), scale.clone().unbind()))
             }
             _ => None,

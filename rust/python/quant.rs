@@ -1,6 +1,8 @@
-//! Test-only bindings of the 8-bit state building blocks (`radam._core._q8_*`),
-//! so the Python tests can hold them against bitsandbytes. Not radam's API:
-//! the optimizer's 8-bit state will reach Python through the engines.
+//! Bindings of the 8-bit codec (`radam._core.Q8_BLOCK`, `_q8_*`): the block size
+//! and maps that `radam._formats` declares the format with and the GPU uploads,
+//! the encode that imports float32 moments, and hooks the Python tests hold
+//! against bitsandbytes. Not radam's API: the optimizer's 8-bit state reaches
+//! Python through the engines.
 
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
@@ -84,8 +86,10 @@ fn _q8_decode<'py>(
     Ok(PyArray1::from_vec(py, out))
 }
 
-/// Add the functions above to `radam._core`.
+/// Add the functions above to `radam._core`, and the block size of 8-bit state
+/// (elements per block, one float32 absmax each; `radam._formats` declares it).
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("Q8_BLOCK", crate::Q8_BLOCK)?;
     m.add_function(wrap_pyfunction!(_q8_map, m)?)?;
     m.add_function(wrap_pyfunction!(_q8_encode, m)?)?;
     m.add_function(wrap_pyfunction!(_q8_decode, m)?)

@@ -44,7 +44,7 @@ def _mpi_type(MPI: Any, dtype: np.dtype) -> Any:  # noqa: N803
         return MPI.DOUBLE
     if dtype.itemsize == 2:  # float16, bfloat16: moved, never summed
         return MPI.UINT16_T
-    if dtype == np.uint8:  # 8-bit state's codes: moved, never summed
+    if dtype.itemsize == 1:  # a state format's one-byte codes: moved, never summed
         return MPI.UINT8_T
     raise TypeError(f"no MPI type for {dtype}")
 

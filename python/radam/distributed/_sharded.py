@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .._engine import ABSMAX, EIGHT_BIT, Q8_BLOCK
+from .._formats import FLOAT32, StateFormat, named
 from .._params import Layout
 from ..optimizer import Adam
 from ._common import (
@@ -28,30 +28,36 @@ def _shard_range(numel: int, world_size: int, rank: int) -> tuple[int, int]:
     return rank * numel // world_size, (rank + 1) * numel // world_size
 
 
-def _block_ranges(numel: int, world_size: int, offsets: list[int], sizes: list[int]) -> list:
+def _block_ranges(
+    numel: int, world_size: int, offsets: list[int], sizes: list[int], block: int
+) -> list:
     """Each rank's part [lo, hi) as :func:`_shard_range`'s, every cut inside a tensor
-    moved down to a block boundary of its 8-bit state, so that each block (and its
-    absmax) lives on one rank, as in a single process."""
+    moved down to a boundary of its state format's blocks, so that each block (and
+    what it shares, 8-bit state's absmax) lives on one rank, as in a single process."""
     cuts = []
     for r in range(world_size + 1):
         cut = r * numel // world_size
         for offset, size in zip(offsets, sizes):
             if offset < cut < offset + size:
-                cut = offset + (cut - offset) // Q8_BLOCK * Q8_BLOCK
+                cut = offset + (cut - offset) // block * block
                 break
         cuts.append(cut)
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _extents(row: list, name: str, shape: tuple[int, ...]) -> tuple[list, list, tuple]:
-    """The counts and displacements of each rank's part of state array ``name`` of
-    a tensor of ``shape`` cut into ``row``'s pieces, and the whole array's shape:
-    elements, or for an 8-bit buffer's absmax blocks (the pieces start on blocks)."""
-    if not name.endswith(ABSMAX):
+def _extents(
+    row: list, fmt: StateFormat, name: str, shape: tuple[int, ...]
+) -> tuple[list, list, tuple]:
+    """The counts and displacements of each rank's part of state array ``name`` (of
+    format ``fmt``) of a tensor of ``shape`` cut into ``row``'s pieces, and the whole
+    array's shape: elements, or blocks for an array with one element per block (8-bit
+    state's absmax; the pieces start on blocks)."""
+    if not fmt.array(name).per_block:
         return [n for _, n in row], [s for s, _ in row], shape
-    counts = [-(-(s + n) // Q8_BLOCK) - s // Q8_BLOCK if n else 0 for s, n in row]
-    displs = [s // Q8_BLOCK for s, _ in row]
-    return counts, displs, (-(-math.prod(shape) // Q8_BLOCK),)
+    b = fmt.block
+    counts = [-(-(s + n) // b) - s // b if n else 0 for s, n in row]
+    displs = [s // b for s, _ in row]
+    return counts, displs, (fmt.blocks(math.prod(shape)),)
 
 
 class ShardedAdam(_DataParallel):
@@ -90,8 +96,11 @@ class ShardedAdam(_DataParallel):
         sizes = [t.array.size for t in layout.tensors]
         self.numel = sum(sizes)
         self._buckets, self._offsets = _make_buckets(layout)
-        if options.get("state_dtype") == EIGHT_BIT:
-            self._ranges = _block_ranges(self.numel, k, self._offsets, sizes)
+        # The state format, if state_dtype names a blocked one (the local optimizer
+        # checks the option).
+        self._format = named(options.get("state_dtype")) or FLOAT32
+        if self._format.block > 1:
+            self._ranges = _block_ranges(self.numel, k, self._offsets, sizes, self._format.block)
         else:
             self._ranges = [_shard_range(self.numel, k, r) for r in range(k)]
         self.shard = self._ranges[rank]
@@ -290,7 +299,7 @@ class ShardedAdam(_DataParallel):
                 if not isinstance(value, np.ndarray):
                     out[name] = value
                     continue
-                counts, displs, shape = _extents(row, name, t.array.shape)
+                counts, displs, shape = _extents(row, self._format, name, t.array.shape)
                 kind = _mpi_type(MPI, value.dtype)
                 whole = np.empty(shape, value.dtype) if root else None
                 recv = [_raw(whole.reshape(-1)), counts, displs, kind] if root else None
@@ -343,7 +352,9 @@ class ShardedAdam(_DataParallel):
                 if not (isinstance(value, tuple) and value[:1] == ("array",)):
                     out[name] = value
                     continue
-                counts, displs, _ = _extents(row, name, self._layout.tensors[i].array.shape)
+                counts, displs, _ = _extents(
+                    row, self._format, name, self._layout.tensors[i].array.shape
+                )
                 dtype = np.dtype(value[1])
                 kind = _mpi_type(MPI, dtype)
                 piece = np.empty(counts[self.rank], dtype)

@@ -12,13 +12,16 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from .._engine import EIGHT_BIT
 from .._errors import Error
+from .._formats import StateFormat
 
 WORKGROUP_SIZE = 256
 _FLOAT32 = np.dtype(np.float32)
 # adam.wgsl's STATE override: how the state values are stored.
 _STATE_KINDS = {"float32": 0, "bfloat16": 1, "float16": 2}
+# The storage kinds of blocked state formats (radam._formats) the shader steps:
+# "q8" with adam_step_q8.
+_CODECS = ("q8",)
 INSTALL_HINT = 'pip install "radam[gpu]" (wgpu-py 0.32, which needs Python 3.11 or newer)'
 ADAPTER_HINT = (
     "no WebGPU adapter was found: install a GPU driver with Vulkan, Metal or D3D12 "
@@ -273,10 +276,13 @@ def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
         )
 
 
-def check_state_dtype(state_dtype: Any) -> None:
-    """The kernel stores state as float32, bfloat16 or float16, or 8-bit."""
-    if state_dtype == EIGHT_BIT:
-        return
+def check_state_dtype(state_dtype: StateFormat | np.dtype | None) -> None:
+    """The kernel stores state as float32, bfloat16 or float16, or in a format it
+    has the codec of (its storage kind is one of ``_CODECS``)."""
+    if isinstance(state_dtype, StateFormat):
+        if state_dtype.kind in _CODECS:
+            return
+        state_dtype = state_dtype.dtype
     if state_dtype is not None and np.dtype(state_dtype).name not in _STATE_KINDS:
         raise TypeError(
             f"state_dtype={np.dtype(state_dtype).name}: device='gpu' stores state as "

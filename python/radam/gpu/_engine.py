@@ -10,17 +10,16 @@ import numpy as np
 
 from .. import _core
 from .._engine import (
-    EXP_AVG,
     LAST_STEP,
     MASTER,
     MAX_EXP_AVG_SQ,
     VELOCITY,
     TensorBuffers,
-    absmax_name,
 )
 from .._row_sparse import RowSparse
 from ._arrays import DeviceArray
 from ._device import (
+    _CODECS,
     _FLOAT32,
     GpuError,
     _forget_context,
@@ -61,7 +60,10 @@ class GpuEngine:
         masters = [t.state.get(MASTER) for t in tensors]
         # Which tensors keep 8-bit state, and each tensor's moments, in the engines'
         # order (radam._engine.state_names); 8-bit: (codes, absmax) per moment.
-        self._q8 = [t.state.get(EXP_AVG, np.empty(0)).dtype == _UINT8 for t in tensors]
+        for t in tensors:
+            if not t.format.plain and t.format.kind not in _CODECS:
+                raise TypeError(f"state{t.label}: device='gpu' has no codec of {t.format.name}")
+        self._q8 = [t.format.kind == "q8" for t in tensors]
         self._q8_moments = [_q8_moments(t) if q else [] for t, q in zip(tensors, self._q8)]
         moments = [
             [] if q else [a for name, a in t.state.items() if name != MASTER]
@@ -126,14 +128,15 @@ class GpuEngine:
                 )
             self._counts[gi] = stands.pop() if stands else (0, 1.0)
         # Each group's state names (those of its first tensor: a group shares them).
-        self._group_state = [
-            next((tuple(t.state) for t in tensors if t.group == gi), ()) for gi in range(n_groups)
-        ]
+        firsts = [next((t for t in tensors if t.group == gi), None) for gi in range(n_groups)]
+        self._group_state = [() if t is None else tuple(t.state) for t in firsts]
         # Each group's moments per element: the names that are neither a master copy
-        # nor an absmax.
+        # nor an array beside a moment's first (an absmax).
         n_moments = [
-            sum(name != MASTER and name not in {absmax_name(m) for m in names} for name in names)
-            for names in self._group_state
+            0
+            if t is None
+            else sum(name != MASTER and t.format.companion(name) is None for name in t.state)
+            for t in firsts
         ]
         # Two layout groups per parameter group: its tensors with float32 or 16-bit
         # state (2 g), then those with 8-bit state (2 g + 1), each stepped with the
@@ -686,24 +689,26 @@ def _codes_in_blocks(codes: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
 
 
 def _q8_moments(t: TensorBuffers) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A tensor's 8-bit state, checked: (uint8 codes of the param's shape, float32
-    absmax of one per block) per moment, in the engines' order."""
-    absmaxes = {absmax_name(name) for name in t.state}
+    """A tensor's 8-bit state, checked against its format: (uint8 codes of the
+    param's shape, float32 absmax of one per block) per moment, in the engines' order."""
+    fmt = t.format
+    codes_of, absmax_of = fmt.arrays
+    blocks = fmt.blocks(t.param.size)
     pairs = []
     for name, codes in t.state.items():
-        if name == MASTER or name in absmaxes:
+        if name == MASTER or fmt.companion(name):
             continue
-        absmax = t.state.get(absmax_name(name))
-        blocks = -(-t.param.size // BLOCK)
-        if codes.dtype != _UINT8 or codes.shape != t.param.shape:
+        scale = fmt.keys(name)[1]
+        absmax = t.state.get(scale)
+        if codes.dtype != codes_of.dtype or codes.shape != t.param.shape:
             raise TypeError(
                 f"state{t.label}[{name!r}] has dtype {codes.dtype} and shape {codes.shape}; "
-                f"8-bit state needs uint8 codes of the param's shape {t.param.shape}"
+                f"8-bit state needs {codes_of.dtype} codes of the param's shape {t.param.shape}"
             )
-        if absmax is None or absmax.dtype != _FLOAT32 or absmax.shape != (blocks,):
+        if absmax is None or absmax.dtype != absmax_of.dtype or absmax.shape != (blocks,):
             raise TypeError(
-                f"state{t.label}[{absmax_name(name)!r}] must be a float32 array of shape "
-                f"({blocks},), one absmax per block of {BLOCK} elements"
+                f"state{t.label}[{scale!r}] must be a {absmax_of.dtype} array of shape "
+                f"({blocks},), one absmax per block of {fmt.block} elements"
             )
         pairs.append((codes, absmax))
     return pairs

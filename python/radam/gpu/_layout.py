@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _core
+from .._formats import EIGHT_BIT
 from ._device import GpuError
 
 # The uniform `Step` struct of adam.wgsl, as the Rust core lists its fields.
@@ -20,7 +21,7 @@ LO, HI = _core.STEP_FIELDS.index("lo"), _core.STEP_FIELDS.index("hi")
 ROUND_KEY, ROUND_FIRST = (_core.STEP_FIELDS.index(f) for f in ("round_key", "round_first"))
 # 8-bit state: elements per block (one absmax each), and code words per block of
 # one state value (four codes to a u32), as adam.wgsl's Q8_BLOCK and Q8_LANES.
-BLOCK = _core.Q8_BLOCK
+BLOCK = EIGHT_BIT.block
 BLOCK_WORDS = BLOCK // 4
 
 
