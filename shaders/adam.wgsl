@@ -428,39 +428,44 @@ fn above_mid(book: u32, k: u32, y: f32) -> bool {
     return m < y || (m == y && (k & 1u) == 1u);
 }
 
+// Decade d's threshold: 10^(d - 7) * (1 + 3 / 2^d), past the midpoint below its first
+// code (at most 1 + 1.8 / 2^d of 10^(d - 7) in both maps; for d = 0, the code of 0's
+// midpoint) and short of the midpoint above it (at least 1 + 4.5 / 2^d); and 10^(6 - d).
+const DECADE_THRESHOLDS = array<f32, 7>(4e-7, 2.5e-6, 1.75e-5, 1.375e-4, 1.1875e-3, 1.09375e-2, 1.046875e-1);
+const DECADE_SCALES = array<f32, 7>(1e6, 1e5, 1e4, 1e3, 1e2, 1e1, 1.0);
+
 // The code of y (not NaN): the number of midpoints below y, plus one where y is a
-// midpoint whose upper code is even. An estimate by arithmetic (the decade from
-// log2 |y|, the bin from where |y| lies in it: decade d holds n equal bins of
-// [0.1, 1] * 10^(d - 6)), then a walk past each midpoint on the wrong side of y,
-// which makes the code exact whatever the estimate's rounding; it is a step or none.
+// midpoint whose upper code is even. Decade d (0..6) of a map holds n equal bins of
+// [0.1, 1] * 10^(d - 6) (n = 2^(d+1) codes from code n - 1 unsigned, 2^d from
+// 127 + n signed), each code's value in its bin; below decade 0 is the code of 0,
+// above decade 6 the code of 1. An estimate by arithmetic, with no lookups, is the
+// code of |y| or the one below it: the decade from comparisons with thresholds a
+// little past each decade's first midpoint (where |y| lies between the two, the
+// estimate is the last code of the decade below), the bin by a truncation biased
+// down by a hundredth of a bin. One comparison with the midpoint above settles it.
+// Negative y take the mirrored code (the signed map's negative half is the exact
+// negation of its codes 127..254) or the code of 0 (unsigned). No transcendentals,
+// no loops and one lookup: every invocation runs the same instructions.
 fn nearest_code(book: u32, y: f32) -> u32 {
     let signed = book == 0u;
     let a = abs(y);
-    var c = select(0u, 127u, signed);
-    if (a >= 1e-7) {
-        let d = u32(clamp(floor(log2(a) * 0.30103) + 7.0, 0.0, 6.0));
-        let n = select(2u << d, 1u << d, signed);
-        let u = (a / pow(10.0, f32(d) - 6.0) - 0.1) / 0.9;
-        let j = u32(clamp(floor(u * f32(n)), 0.0, f32(n - 1u)));
-        c = select((2u << d) - 1u, 127u + (1u << d), signed) + j;
-        if (y < 0.0) {
-            // The signed map's negative half mirrors its positive half.
-            c = select(0u, 254u - c, signed);
-        }
+    // Decades reached (0..7), and 10^(6 - d) to scale |y| into [0.1, 1].
+    var reached = 0u;
+    var inv = 0.0;
+    for (var k = 0u; k < 7u; k = k + 1u) {
+        let past = a >= DECADE_THRESHOLDS[k];
+        reached = reached + select(0u, 1u, past);
+        inv = select(inv, DECADE_SCALES[k], past);
     }
-    loop {
-        if (c < 255u && above_mid(book, c, y)) {
-            c = c + 1u;
-        } else {
-            break;
-        }
-    }
-    loop {
-        if (c > 0u && !above_mid(book, c - 1u, y)) {
-            c = c - 1u;
-        } else {
-            break;
-        }
+    let d = max(reached, 1u) - 1u;
+    let n = select(2u << d, 1u << d, signed);
+    let u = (a * inv - 0.1) * (1.0 / 0.9);
+    let j = u32(clamp(floor(u * f32(n) - 0.01), 0.0, f32(n - 1u)));
+    let zero = select(0u, 127u, signed);
+    var c = select(zero, select(n - 1u, 127u + n, signed) + j, reached > 0u);
+    c = c + select(0u, 1u, above_mid(book, c, a));
+    if (y < 0.0) {
+        c = select(0u, 254u - min(c, 254u), signed);
     }
     return c;
 }
