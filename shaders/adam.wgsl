@@ -374,7 +374,9 @@ fn adam_step(
 // -- 8-bit state (blockwise dynamic quantization, as rust/quant/codec.rs) -------------------
 //
 // The entry point adam_step_q8 steps the tensors whose state is 8-bit: one workgroup
-// per block of 256 consecutive elements of one tensor, 64 invocations of 4 elements.
+// per Q8_GROUP_BLOCKS blocks of 256 consecutive elements of one tensor, 16 invocations
+// of 16 elements to a block (so few invocations share each block's absmax, which they
+// reduce with workgroup atomics).
 // Each dispatch steps one tensor's part of a chunk, lo..hi, lo on a block boundary
 // (the host lays every such tensor out from a block boundary). The state binding
 // holds one record per block: for each used state value j (m, v, x, w as in
@@ -390,7 +392,12 @@ fn adam_step(
 // map's code 0 to -inf.
 
 const Q8_BLOCK: u32 = 256u;
+// Code words per block of one state value (4 codes to a word).
 const Q8_LANES: u32 = 64u;
+// Blocks per workgroup (the host's grid reads this line), and code words per
+// invocation of each state value.
+const Q8_GROUP_BLOCKS: u32 = 4u;
+const Q8_WORDS: u32 = 4u;
 
 // The two maps (signed for m and the velocity, unsigned for v and x): their 256
 // values and 255 midpoints (values[k] + values[k + 1]) * 0.5, each padded to 256,
@@ -401,9 +408,10 @@ struct Maps {
 }
 @group(0) @binding(4) var<uniform> maps: Maps;
 
-var<workgroup> q8_absmax: array<atomic<u32>, 4>;
-// Per state value: 1 where the block holds an infinity, 2 where a NaN.
-var<workgroup> q8_nonfinite: array<atomic<u32>, 4>;
+// Per block q of the workgroup and state value j, at 4q + j: the largest finite |value|
+// (bits), and 1 where the block holds an infinity, 2 where a NaN.
+var<workgroup> q8_absmax: array<atomic<u32>, 16>;
+var<workgroup> q8_nonfinite: array<atomic<u32>, 16>;
 // The maps copied into workgroup memory (values, then midpoints), where lookups at
 // different addresses across invocations do not serialize as a uniform's may.
 var<workgroup> q8_maps: array<f32, 1024>;
@@ -511,15 +519,35 @@ fn decode_q8(book: u32, code: u32, absmax: f32) -> f32 {
     return map_value(book, code) * select(abs(absmax), bitcast<f32>(Q8_INFINITY), infinite);
 }
 
-// Codes of the 4 values x of an invocation, packed into one word, under the block's
-// largest finite |x| (its bits: `bits`) and what it holds besides (`nonfinite`, as
-// q8_nonfinite); the block's absmax is returned through the caller (absmax_of).
-fn encode4(book: u32, x: vec4<f32>, bits: u32, nonfinite: u32) -> u32 {
-    let zero = nearest_code(book, 0.0);
+// The factor and the scale by which a block's finite values are encoded (x * factor *
+// scale): 1 and 1 / A (A its largest finite |x|, its bits `bits`); where 1 / A would
+// leave the normal range, an exact power of two first, as the CPU does. Computed once
+// per block and state value.
+fn block_scale(bits: u32) -> vec2<f32> {
+    if (bits == 0u) {
+        return vec2<f32>(1.0, 0.0);
+    }
+    var factor = 1.0;
+    if (bits < 0x00800000u) {
+        factor = ldexp(1.0, 64);
+    } else if (bits > 0x7e800000u) {
+        factor = ldexp(1.0, -64);
+    }
+    return vec2<f32>(factor, reciprocal(bitcast<f32>(bits) * factor));
+}
+
+// Codes of 4 values x of an invocation, packed into one word, given their block's
+// block_scale and what the block holds besides finite values (`nonfinite`, as
+// q8_nonfinite); `zero` is the code of 0.
+fn encode4(book: u32, x: vec4<f32>, scaled: vec2<f32>, nonfinite: u32, zero: u32) -> u32 {
     if ((nonfinite & 2u) != 0u) {
         return zero | (zero << 8u) | (zero << 16u) | (zero << 24u);
     }
-    var word = encode4_finite(book, x, bits, zero);
+    var word = 0u;
+    for (var b = 0u; b < 4u; b = b + 1u) {
+        let y = select((x[b] * scaled.x) * scaled.y, 0.0, (bitcast<u32>(x[b]) & 0x7fffffffu) >= Q8_INFINITY);
+        word = word | (nearest_code(book, y) << (8u * b));
+    }
     if (nonfinite != 0u) {
         // Infinities at the end codes; the finite values kept off them.
         let lowest = select(0u, 1u, book == 0u);
@@ -533,30 +561,6 @@ fn encode4(book: u32, x: vec4<f32>, bits: u32, nonfinite: u32) -> u32 {
             kept = kept | (c << (8u * b));
         }
         word = kept;
-    }
-    return word;
-}
-
-// encode4 for the values whose codes are the ordinary rule's (the infinities get
-// any code here).
-fn encode4_finite(book: u32, x: vec4<f32>, bits: u32, zero: u32) -> u32 {
-    var word = 0u;
-    if (bits == 0u) {
-        return zero | (zero << 8u) | (zero << 16u) | (zero << 24u);
-    }
-    let absmax = bitcast<f32>(bits);
-    // Where 1 / absmax would leave the normal range, scale by an exact power of two
-    // first, as the CPU does.
-    var factor = 1.0;
-    if (bits < 0x00800000u) {
-        factor = ldexp(1.0, 64);
-    } else if (bits > 0x7e800000u) {
-        factor = ldexp(1.0, -64);
-    }
-    let scale = reciprocal(absmax * factor);
-    for (var b = 0u; b < 4u; b = b + 1u) {
-        let y = select((x[b] * factor) * scale, 0.0, (bitcast<u32>(x[b]) & 0x7fffffffu) >= Q8_INFINITY);
-        word = word | (nearest_code(book, y) << (8u * b));
     }
     return word;
 }
@@ -595,8 +599,11 @@ fn adam_step_q8(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    // Block q of the workgroup; this invocation's code words in it, r * Q8_WORDS on.
+    let q = lid / (Q8_LANES / Q8_WORDS);
+    let r = lid % (Q8_LANES / Q8_WORDS);
     // The block's first element in the chunk; every invocation reaches the barriers.
-    let first = s.lo + (wid.y * nwg.x + wid.x) * Q8_BLOCK;
+    let first = s.lo + ((wid.y * nwg.x + wid.x) * Q8_GROUP_BLOCKS + q) * Q8_BLOCK;
     let block = first / Q8_BLOCK;
     let used = 2u + select(0u, 1u, AMSGRAD) + select(0u, 1u, MOMENTUM);
     // State values j present: m, v, then x (AMSGRAD), then w (MOMENTUM); the slot
@@ -604,7 +611,7 @@ fn adam_step_q8(
     let base = block * used * (Q8_LANES + 1u);
     let slot_x = 2u;
     let slot_w = used - 1u;
-    if (lid < 4u) {
+    if (lid < 4u * Q8_GROUP_BLOCKS) {
         atomicStore(&q8_absmax[lid], 0u);
         atomicStore(&q8_nonfinite[lid], 0u);
     }
@@ -617,52 +624,69 @@ fn adam_step_q8(
     }
     workgroupBarrier();
     let live = first < s.hi;
-    var new_vals: array<Values, 4>;
-    var valid: vec4<bool>;
+    // The new state values, per code word and state value: [w][j].
+    var kept: array<array<vec4<f32>, 4>, Q8_WORDS>;
     if (live) {
-        var words: vec4<u32>;
         var scales: vec4<f32>;
         for (var j = 0u; j < used; j = j + 1u) {
-            words[j] = state[base + j * Q8_LANES + lid];
             scales[j] = bitcast<f32>(state[base + used * Q8_LANES + j]);
         }
-        for (var b = 0u; b < 4u; b = b + 1u) {
-            let i = first + 4u * lid + b;
-            valid[b] = i < s.hi;
-            var decoded: vec4<f32>;
+        var largest = vec4<u32>(0u);
+        var nonfinite = vec4<u32>(0u);
+        for (var w = 0u; w < Q8_WORDS; w = w + 1u) {
+            let word = r * Q8_WORDS + w;
+            var words: vec4<u32>;
             for (var j = 0u; j < used; j = j + 1u) {
-                let code = (words[j] >> (8u * b)) & 0xffu;
-                decoded[j] = decode_q8(book_of_slot(j, used), code, scales[j]);
+                words[j] = state[base + j * Q8_LANES + word];
             }
-            if (valid[b]) {
-                var old = Values(param[i], decoded[0], decoded[1], 0.0, 0.0);
-                if (AMSGRAD) {
-                    old.x = decoded[slot_x];
+            var fresh: array<Values, 4>;
+            var valid: vec4<bool>;
+            for (var b = 0u; b < 4u; b = b + 1u) {
+                let i = first + 4u * word + b;
+                valid[b] = i < s.hi;
+                var decoded: vec4<f32>;
+                for (var j = 0u; j < used; j = j + 1u) {
+                    let code = (words[j] >> (8u * b)) & 0xffu;
+                    decoded[j] = decode_q8(book_of_slot(j, used), code, scales[j]);
                 }
-                if (MOMENTUM) {
-                    old.w = decoded[slot_w];
+                if (valid[b]) {
+                    var old = Values(param[i], decoded[0], decoded[1], 0.0, 0.0);
+                    if (AMSGRAD) {
+                        old.x = decoded[slot_x];
+                    }
+                    if (MOMENTUM) {
+                        old.w = decoded[slot_w];
+                    }
+                    fresh[b] = update(grad[i], old, i);
+                    param[i] = fresh[b].p;
+                } else {
+                    fresh[b] = Values(0.0, 0.0, 0.0, 0.0, 0.0);
                 }
-                new_vals[b] = update(grad[i], old, i);
-                param[i] = new_vals[b].p;
-            } else {
-                new_vals[b] = Values(0.0, 0.0, 0.0, 0.0, 0.0);
+            }
+            for (var j = 0u; j < used; j = j + 1u) {
+                let values = slot_values(fresh, j, used);
+                kept[w][j] = values;
+                largest[j] = max(largest[j], abs_bits4(values, valid));
+                nonfinite[j] = nonfinite[j] | nonfinite4(values, valid);
             }
         }
         for (var j = 0u; j < used; j = j + 1u) {
-            let values = slot_values(new_vals, j, used);
-            atomicMax(&q8_absmax[j], abs_bits4(values, valid));
-            atomicOr(&q8_nonfinite[j], nonfinite4(values, valid));
+            atomicMax(&q8_absmax[4u * q + j], largest[j]);
+            atomicOr(&q8_nonfinite[4u * q + j], nonfinite[j]);
         }
     }
     workgroupBarrier();
     if (live) {
         for (var j = 0u; j < used; j = j + 1u) {
-            let bits = atomicLoad(&q8_absmax[j]);
-            let nonfinite = atomicLoad(&q8_nonfinite[j]);
+            let bits = atomicLoad(&q8_absmax[4u * q + j]);
+            let nonfinite = atomicLoad(&q8_nonfinite[4u * q + j]);
             let book = book_of_slot(j, used);
-            let values = slot_values(new_vals, j, used);
-            state[base + j * Q8_LANES + lid] = encode4(book, values, bits, nonfinite);
-            if (lid == 0u) {
+            let zero = select(0u, 127u, book == 0u);
+            let scaled = block_scale(bits);
+            for (var w = 0u; w < Q8_WORDS; w = w + 1u) {
+                state[base + j * Q8_LANES + r * Q8_WORDS + w] = encode4(book, kept[w][j], scaled, nonfinite, zero);
+            }
+            if (r == 0u) {
                 state[base + used * Q8_LANES + j] = bitcast<u32>(absmax_of(bits, nonfinite));
             }
         }
