@@ -648,20 +648,6 @@ struct Locked<'a> {
     grad: Grad<'a>,
 }
 
-enum Param<'a> {
-    F32(&'a mut [f32]),
-    F64(&'a mut [f64]),
-    Bf16(&'a mut [bf16]),
-    F16(&'a mut [f16]),
-}
-
-enum Grad<'a> {
-    F32(&'a [f32]),
-    F64(&'a [f64]),
-    Bf16(&'a [bf16]),
-    F16(&'a [f16]),
-}
-
 fn span(layout: &Layout) -> candle_core::Result<std::ops::Range<usize>> {
     layout
         .contiguous_offsets()
@@ -673,27 +659,36 @@ fn outside() -> candle_core::Error {
     candle_core::Error::msg("radam::candle::Adam: a layout outside its storage")
 }
 
-fn param_of<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> candle_core::Result<Param<'a>> {
-    let span = span(layout)?;
-    Ok(match storage {
-        CpuStorage::F32(v) => Param::F32(v.get_mut(span).ok_or_else(outside)?),
-        CpuStorage::F64(v) => Param::F64(v.get_mut(span).ok_or_else(outside)?),
-        CpuStorage::BF16(v) => Param::Bf16(v.get_mut(span).ok_or_else(outside)?),
-        CpuStorage::F16(v) => Param::F16(v.get_mut(span).ok_or_else(outside)?),
-        _ => bail_dtype()?,
-    })
+/// A var's storage (`Param`, locked for writing: `$mut` is `mut`) or its
+/// gradient's (`Grad`), as the slice its layout spans, in each dtype the step
+/// takes; `$of` takes it from a `CpuStorage` with `$get`.
+macro_rules! spanned {
+    ($name:ident, $of:ident, $get:ident $(, $mut:tt)?) => {
+        enum $name<'a> {
+            F32(&'a $($mut)? [f32]),
+            F64(&'a $($mut)? [f64]),
+            Bf16(&'a $($mut)? [bf16]),
+            F16(&'a $($mut)? [f16]),
+        }
+
+        fn $of<'a>(
+            storage: &'a $($mut)? CpuStorage,
+            layout: &Layout,
+        ) -> candle_core::Result<$name<'a>> {
+            let span = span(layout)?;
+            Ok(match storage {
+                CpuStorage::F32(v) => $name::F32(v.$get(span).ok_or_else(outside)?),
+                CpuStorage::F64(v) => $name::F64(v.$get(span).ok_or_else(outside)?),
+                CpuStorage::BF16(v) => $name::Bf16(v.$get(span).ok_or_else(outside)?),
+                CpuStorage::F16(v) => $name::F16(v.$get(span).ok_or_else(outside)?),
+                _ => bail_dtype()?,
+            })
+        }
+    };
 }
 
-fn grad_of<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<Grad<'a>> {
-    let span = span(layout)?;
-    Ok(match storage {
-        CpuStorage::F32(v) => Grad::F32(v.get(span).ok_or_else(outside)?),
-        CpuStorage::F64(v) => Grad::F64(v.get(span).ok_or_else(outside)?),
-        CpuStorage::BF16(v) => Grad::Bf16(v.get(span).ok_or_else(outside)?),
-        CpuStorage::F16(v) => Grad::F16(v.get(span).ok_or_else(outside)?),
-        _ => bail_dtype()?,
-    })
-}
+spanned!(Param, param_of, get_mut, mut);
+spanned!(Grad, grad_of, get);
 
 fn bail_dtype<X>() -> candle_core::Result<X> {
     Err(candle_core::Error::msg(

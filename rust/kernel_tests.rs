@@ -131,28 +131,36 @@ impl Reference {
     }
 }
 
+/// Each update rule's preset (Adam, AdaMax, NAdam, RAdam) at lr 1e-2: the
+/// base the tests' configurations change.
+pub(crate) fn rules() -> [AdamConfig; 4] {
+    let presets = [
+        AdamConfig::default(),
+        AdamConfig::adamax(),
+        AdamConfig::nadam(),
+        AdamConfig::radam(),
+    ];
+    presets.map(|preset| AdamConfig { lr: 1e-2, ..preset })
+}
+
 fn all_configs() -> Vec<AdamConfig> {
+    let [base, adamax, nadam, radam] = rules();
     let mut out = Vec::new();
     for wd in [0.0, 0.1] {
         for decoupled in [false, true] {
             for amsgrad in [false, true] {
                 for maximize in [false, true] {
                     out.push(AdamConfig {
-                        lr: 1e-2,
                         weight_decay: wd,
                         decoupled_weight_decay: decoupled,
                         amsgrad,
                         maximize,
-                        ..Default::default()
+                        ..base
                     });
                 }
             }
         }
     }
-    let base = AdamConfig {
-        lr: 1e-2,
-        ..Default::default()
-    };
     out.extend([
         AdamConfig {
             efficient_form: true,
@@ -192,38 +200,28 @@ fn all_configs() -> Vec<AdamConfig> {
             ..base
         },
         AdamConfig {
-            lr: 1e-2,
             eps: 0.0, // the paper's form
-            ..AdamConfig::adamax()
+            ..adamax
         },
         AdamConfig {
-            lr: 1e-2,
             eps: 1e-8,
             momentum: 0.5,
             weight_decay: 0.1,
             maximize: true,
-            ..AdamConfig::adamax()
+            ..adamax
         },
+        nadam,
         AdamConfig {
-            lr: 1e-2,
-            ..AdamConfig::nadam()
-        },
-        AdamConfig {
-            lr: 1e-2,
             weight_decay: 0.1,
             decoupled_weight_decay: true,
             momentum: 0.5,
-            ..AdamConfig::nadam()
+            ..nadam
         },
+        radam,
         AdamConfig {
-            lr: 1e-2,
-            ..AdamConfig::radam()
-        },
-        AdamConfig {
-            lr: 1e-2,
             beta2: 0.9,
             weight_decay: 0.1,
-            ..AdamConfig::radam()
+            ..radam
         },
         AdamConfig {
             grad_scale: 1024.0,

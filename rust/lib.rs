@@ -91,7 +91,7 @@ pub use element::Float;
 pub use error::VarError;
 pub use error::{ConfigError, StepError};
 pub use finite::{all_finite, all_finite_stored};
-pub use multi::{check_mixed, grad_norm, step_tensors, step_tensors_with, CheckedTensors};
+pub use multi::{check_mixed, grad_norm, step_tensors, step_tensors_with, Checked, CheckedTensors};
 pub use optimizer::{Adam, AdamState};
 pub use rows::{check_rows, step_rows, step_rows_with, CheckedRows, RowGrad, RowTensorMut};
 pub use scalars::{Carry, Count, Rule, StepScalars, TensorSteps};

@@ -140,12 +140,30 @@ impl<'a, T: Float> Piece<'a, T> {
     }
 }
 
-/// Tensors that [`check_mixed`] found to fit their params and groups, ready
-/// to step with nothing left to check.
-pub struct CheckedTensors<'a, 'g, T> {
-    tensors: Vec<MixedTensorMut<'a, T>>,
-    groups: &'g [StepScalars],
+/// Tensors that a check ([`check_mixed`], [`crate::check_rows`]) found to fit
+/// their params, gradients and groups, ready to step with nothing left to check.
+pub struct Checked<'g, X> {
+    pub(crate) tensors: Vec<X>,
+    pub(crate) groups: &'g [StepScalars],
 }
+
+impl<'g, X> Checked<'g, X> {
+    /// `check` (given each tensor's index) on every tensor, writing nothing;
+    /// the first error is returned.
+    pub(crate) fn each(
+        tensors: Vec<X>,
+        groups: &'g [StepScalars],
+        check: impl Fn(usize, &X) -> Result<(), StepError>,
+    ) -> Result<Self, StepError> {
+        for (index, t) in tensors.iter().enumerate() {
+            check(index, t)?;
+        }
+        Ok(Checked { tensors, groups })
+    }
+}
+
+/// Dense tensors that [`check_mixed`] found to fit their params and groups.
+pub type CheckedTensors<'a, 'g, T> = Checked<'g, MixedTensorMut<'a, T>>;
 
 /// Check that every buffer fits its param and its group, writing nothing: what
 /// [`step_tensors`] does before it writes. A caller that steps several lists
@@ -155,10 +173,9 @@ pub fn check_mixed<'a, 'g, T: Float>(
     tensors: Vec<MixedTensorMut<'a, T>>,
     groups: &'g [StepScalars],
 ) -> Result<CheckedTensors<'a, 'g, T>, StepError> {
-    for (index, t) in tensors.iter().enumerate() {
-        check_tensor(index, t, t.grad.len(), groups)?;
-    }
-    Ok(CheckedTensors { tensors, groups })
+    Checked::each(tensors, groups, |index, t| {
+        check_tensor(index, t, t.grad.len(), groups)
+    })
 }
 
 /// Check that the buffers of tensor `index` (of gradient length `grad_len`) fit
@@ -220,7 +237,7 @@ pub(crate) fn check_tensor<T: Float, R>(
     Ok(())
 }
 
-impl<'a, T: Float> CheckedTensors<'a, '_, T> {
+impl<'a, T: Float> Checked<'_, MixedTensorMut<'a, T>> {
     /// The tensors, to read (their grads, say) before they are stepped.
     pub fn tensors(&self) -> &[MixedTensorMut<'a, T>] {
         &self.tensors
@@ -419,7 +436,7 @@ pub fn step_tensors_with<'a, T: Float>(
 
 /// One step over checked tensors, at a level this CPU supports.
 fn run_checked<T: Float>(level: SimdLevel, checked: CheckedTensors<'_, '_, T>) {
-    let CheckedTensors { tensors, groups } = checked;
+    let Checked { tensors, groups } = checked;
     let origins: Vec<Origin> = (tensors.iter().enumerate())
         .map(|(i, t)| origin_of(i, t.origin))
         .collect();

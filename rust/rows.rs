@@ -15,7 +15,8 @@ use half::{bf16, f16};
 
 use crate::kernel::{Coeffs, Slices};
 use crate::multi::{
-    check_tensor, origin_of, run_pieces, stored_sum_squares, unit_len, PerTensor, Piece, SERIAL_MAX,
+    check_tensor, origin_of, run_pieces, stored_sum_squares, unit_len, Checked, PerTensor, Piece,
+    SERIAL_MAX,
 };
 use crate::scalars::StepScalars;
 use crate::simd::{fused_16bit_kernel, kernel_for, KernelFn, SimdLevel};
@@ -191,10 +192,7 @@ impl<'a, T: Float> RowGrad<'a, T> {
 pub type RowTensorMut<'a, T> = Tensor<StoredMut<'a, T>, &'a RowGrad<'a, T>>;
 
 /// Tables that [`check_rows`] found to fit their gradients and groups.
-pub struct CheckedRows<'a, 'g, T> {
-    tensors: Vec<RowTensorMut<'a, T>>,
-    groups: &'g [StepScalars],
-}
+pub type CheckedRows<'a, 'g, T> = Checked<'g, RowTensorMut<'a, T>>;
 
 /// Check that every table fits its row-sparse gradient and its group (as
 /// [`crate::check_mixed`] checks a dense tensor), writing nothing.
@@ -202,7 +200,7 @@ pub fn check_rows<'a, 'g, T: Float>(
     tensors: Vec<RowTensorMut<'a, T>>,
     groups: &'g [StepScalars],
 ) -> Result<CheckedRows<'a, 'g, T>, StepError> {
-    for (index, t) in tensors.iter().enumerate() {
+    Checked::each(tensors, groups, |index, t| {
         let len = t.param.len();
         check_tensor(index, t, len, groups)?;
         let (rows, row_len) = (t.grad.table_rows, t.grad.row_len);
@@ -219,11 +217,11 @@ pub fn check_rows<'a, 'g, T: Float>(
         if q8 && row_len % Q8_BLOCK != 0 {
             return Err(StepError::Q8RowLength { index, row_len });
         }
-    }
-    Ok(CheckedRows { tensors, groups })
+        Ok(())
+    })
 }
 
-impl<'a, T: Float> CheckedRows<'a, '_, T> {
+impl<'a, T: Float> Checked<'_, RowTensorMut<'a, T>> {
     /// The gradients, to read before the tables are stepped.
     pub fn grads(&self) -> impl Iterator<Item = &'a RowGrad<'a, T>> + '_ {
         self.tensors.iter().map(|t| t.grad)
@@ -264,7 +262,7 @@ pub fn step_rows_with<'a, T: Float>(
 }
 
 fn run_rows<T: Float>(level: SimdLevel, checked: CheckedRows<'_, '_, T>) {
-    let CheckedRows { tensors, groups } = checked;
+    let Checked { tensors, groups } = checked;
     let per = PerTensor::new(
         groups,
         (tensors.iter().enumerate()).map(|(i, t)| (t.group, origin_of(i, t.origin).tensor)),

@@ -67,42 +67,45 @@ impl Buffers {
     }
 }
 
+/// A state of its four buffers, all present.
+fn four<W>([m, v, x, u]: [W; 4]) -> State<W> {
+    State::new(m, v, Some(x), Some(u))
+}
+
 fn native<T>(s: &mut [Vec<T>; 4]) -> State<StoredMut<'_, T>> {
-    let [m, v, x, u] = s;
-    State::new(
-        StoredMut::Native(&mut m[..]),
-        StoredMut::Native(&mut v[..]),
-        Some(StoredMut::Native(&mut x[..])),
-        Some(StoredMut::Native(&mut u[..])),
-    )
+    four(s.each_mut().map(|b| StoredMut::Native(&mut b[..])))
 }
 
 fn halves<'a, T>(s: &'a mut [Vec<bf16>; 4]) -> State<StoredMut<'a, T>> {
-    let [m, v, x, u] = s;
-    State::new(
-        StoredMut::Bf16(&mut m[..]),
-        StoredMut::Bf16(&mut v[..]),
-        Some(StoredMut::Bf16(&mut x[..])),
-        Some(StoredMut::Bf16(&mut u[..])),
-    )
+    four(s.each_mut().map(|b| StoredMut::Bf16(&mut b[..])))
 }
 
 fn q8<'a, T>(
     codes: &'a mut [Vec<u8>; 4],
     absmax: &'a mut [Vec<f32>; 4],
 ) -> State<StoredMut<'a, T>> {
-    let [c0, c1, c2, c3] = codes;
-    let [a0, a1, a2, a3] = absmax;
-    let one = |codes: &'a mut Vec<u8>, absmax: &'a mut Vec<f32>| StoredMut::Q8 {
-        codes: &mut codes[..],
-        absmax: &mut absmax[..],
-    };
-    State::new(
-        one(c0, a0),
-        one(c1, a1),
-        Some(one(c2, a2)),
-        Some(one(c3, a3)),
-    )
+    let mut absmax = absmax.iter_mut();
+    four(codes.each_mut().map(|c| StoredMut::Q8 {
+        codes: &mut c[..],
+        absmax: &mut absmax.next().unwrap()[..],
+    }))
+}
+
+/// `step` on a param of `T` with native state, then with bfloat16 state.
+fn native_then_halves<T>(
+    step: impl Fn(MixedTensorMut<'_, T>),
+    (p, g): (&mut [T], &[T]),
+    s: &mut [Vec<T>; 4],
+    b16: &mut [Vec<bf16>; 4],
+) {
+    for state in [native(s), halves(b16)] {
+        step(MixedTensorMut::new(
+            StoredMut::Native(&mut p[..]),
+            Stored::Native(g),
+            state,
+            0,
+        ));
+    }
 }
 
 /// One step of `cfg` through the multi-tensor step with every storage the
@@ -117,36 +120,18 @@ fn every_storage(level: SimdLevel, cfg: &AdamConfig, b: &mut Buffers) {
     };
     let step32 = |t: MixedTensorMut<'_, f32>| done(step_tensors_with(level, vec![t], &scalars));
     let step64 = |t: MixedTensorMut<'_, f64>| done(step_tensors_with(level, vec![t], &scalars));
-    let (p, g) = (&mut b.p32, &b.g32);
-    step32(MixedTensorMut::new(
-        StoredMut::Native(&mut p[..]),
-        Stored::Native(&g[..]),
-        native(&mut b.s32),
-        0,
-    ));
-    step32(MixedTensorMut::new(
-        StoredMut::Native(&mut p[..]),
-        Stored::Native(&g[..]),
-        halves(&mut b.b16),
-        0,
-    ));
-    let [m, v, x, u] = &mut b.f16s;
+    native_then_halves(step32, (&mut b.p32, &b.g32), &mut b.s32, &mut b.b16);
     step32(MixedTensorMut::new(
         StoredMut::F16(&mut b.h16[..]),
         Stored::F16(&b.gh16[..]),
-        State::new(
-            StoredMut::F16(&mut m[..]),
-            StoredMut::F16(&mut v[..]),
-            Some(StoredMut::F16(&mut x[..])),
-            Some(StoredMut::F16(&mut u[..])),
-        ),
+        four(b.f16s.each_mut().map(|s| StoredMut::F16(&mut s[..]))),
         0,
     ));
     // 8-bit state: f32 params (the fused step), bfloat16 params with an f32
     // master and without one (the staged step).
     step32(MixedTensorMut::new(
-        StoredMut::Native(&mut p[..]),
-        Stored::Native(&g[..]),
+        StoredMut::Native(&mut b.p32[..]),
+        Stored::Native(&b.g32[..]),
         q8(&mut b.codes, &mut b.absmax),
         0,
     ));
@@ -165,19 +150,7 @@ fn every_storage(level: SimdLevel, cfg: &AdamConfig, b: &mut Buffers) {
         0,
     ));
     // f64 compute: native and bfloat16 state (staged through blocks).
-    let (p, g) = (&mut b.p64, &b.g64);
-    step64(MixedTensorMut::new(
-        StoredMut::Native(&mut p[..]),
-        Stored::Native(&g[..]),
-        native(&mut b.s64),
-        0,
-    ));
-    step64(MixedTensorMut::new(
-        StoredMut::Native(&mut p[..]),
-        Stored::Native(&g[..]),
-        halves(&mut b.b16),
-        0,
-    ));
+    native_then_halves(step64, (&mut b.p64, &b.g64), &mut b.s64, &mut b.b16);
 }
 
 /// Every 8-bit kernel variant (each rule with and without L2 and momentum,

@@ -40,6 +40,11 @@ fn run_half(level: SimdLevel, cfg: &AdamConfig, t: u64, h: &mut Half, g: &[f16])
     step_tensors_with(level, vec![tensor], &scalars).unwrap();
 }
 
+/// Adam's two moments, stored natively (no AMSGrad, no momentum).
+fn adam_state<'a, T>(m: &'a mut [T], v: &'a mut [T]) -> State<StoredMut<'a, T>> {
+    State::new(StoredMut::Native(m), StoredMut::Native(v), None, None)
+}
+
 #[test]
 fn sixteen_bit_storage_rounds_an_f32_step() {
     // Emulate by hand: widen, take the f32 step, round the moments to
@@ -245,12 +250,7 @@ fn step_rounded(
             param,
             grad: Stored::Native(&g[..]),
             master_param: master.take().map(|w| StoredMut::Native(&mut w[..])),
-            state: State::new(
-                StoredMut::Native(&mut m[..]),
-                StoredMut::Native(&mut v[..]),
-                None,
-                None,
-            ),
+            state: adam_state(m, v),
             group: 0,
             origin: *origin,
         })
@@ -408,29 +408,13 @@ fn stochastic_rounding_is_the_same_at_every_level_and_thread_count() {
         }
     }
     // Another seed rounds otherwise.
-    let mut other = start.clone();
-    let scalars = [StepScalars::new(&rounding_config(8), 1).unwrap()];
-    step_rounded(
-        SimdLevel::Scalar,
-        &scalars,
-        &mut other,
-        &grads,
-        &origins,
-        None,
-    )
-    .unwrap();
-    let mut first = start.clone();
-    let scalars = [StepScalars::new(&rounding_config(7), 1).unwrap()];
-    step_rounded(
-        SimdLevel::Scalar,
-        &scalars,
-        &mut first,
-        &grads,
-        &origins,
-        None,
-    )
-    .unwrap();
-    assert_ne!(other.bf, first.bf);
+    let rounded_with = |seed| {
+        let mut r = start.clone();
+        let scalars = [StepScalars::new(&rounding_config(seed), 1).unwrap()];
+        step_rounded(SimdLevel::Scalar, &scalars, &mut r, &grads, &origins, None).unwrap();
+        r
+    };
+    assert_ne!(rounded_with(8).bf, rounded_with(7).bf);
 }
 
 #[test]
@@ -453,34 +437,15 @@ fn stochastic_rounding_of_a_tensor_it_cannot_round_is_an_error_that_writes_nothi
     assert!(r == start && masters.iter().flatten().all(|&x| x == 0.0));
     // A float32 param, after a 16-bit one that could be rounded.
     let (mut p, mut m, mut v) = (vec![1.0f32; 4], vec![0.0f32; 4], vec![0.0f32; 4]);
-    let mut bf = vec![bf16::ONE; 4];
+    let mut bf = [bf16::ONE; 4];
     let (mut m2, mut v2) = (vec![0.0f32; 4], vec![0.0f32; 4]);
     let g = [0.5f32; 4];
-    let tensors = vec![
-        MixedTensorMut::new(
-            StoredMut::Bf16(&mut bf),
-            Stored::Native(&g),
-            State::new(
-                StoredMut::Native(&mut m2),
-                StoredMut::Native(&mut v2),
-                None,
-                None,
-            ),
-            0,
-        ),
-        MixedTensorMut::new(
-            StoredMut::Native(&mut p),
-            Stored::Native(&g),
-            State::new(
-                StoredMut::Native(&mut m),
-                StoredMut::Native(&mut v),
-                None,
-                None,
-            ),
-            0,
-        ),
-    ];
-    let err = step_tensors_with(SimdLevel::Scalar, tensors, &scalars);
+    let tensors = [
+        (StoredMut::Bf16(&mut bf[..]), &mut m2, &mut v2),
+        (StoredMut::Native(&mut p[..]), &mut m, &mut v),
+    ]
+    .map(|(param, m, v)| MixedTensorMut::new(param, Stored::Native(&g), adam_state(m, v), 0));
+    let err = step_tensors_with(SimdLevel::Scalar, tensors.into(), &scalars);
     assert_eq!(err, Err(StepError::RoundingNot16Bit { index: 1 }));
     assert!(bf.iter().all(|&x| x == bf16::ONE) && p.iter().all(|&x| x == 1.0));
     assert!(m2.iter().chain(&m).all(|&x| x == 0.0));

@@ -249,10 +249,22 @@ fn store_word(k: u32, w: u32, low: f32, high: f32, both: bool) {
     }
 }
 
-// The invocation's index across a 2-D dispatch: x covers at most 65535
+// What every entry point takes: the builtins that place its invocation.
+struct Place {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+}
+
+// The workgroup's index across a 2-D dispatch: x covers at most 65535
 // workgroups, y the rest.
-fn invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+fn workgroup_index(at: Place) -> u32 {
+    return at.wid.y * at.nwg.x + at.wid.x;
+}
+
+// The invocation's index across a 2-D dispatch of WORKGROUP_SIZE-wide workgroups.
+fn invocation(at: Place) -> u32 {
+    return workgroup_index(at) * WORKGROUP_SIZE + at.lid;
 }
 
 // One element's values before and after a step: its param and its state (m, v or
@@ -359,12 +371,8 @@ fn step_element(i: u32, raw: f32) -> f32 {
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn adam_step(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = s.lo + invocation(wid, nwg, lid);
+fn adam_step(at: Place) {
+    let i = s.lo + invocation(at);
     if (i >= s.hi) {
         return;
     }
@@ -594,16 +602,13 @@ fn nonfinite4(x: vec4<f32>, valid: vec4<bool>) -> u32 {
 }
 
 @compute @workgroup_size(64)
-fn adam_step_q8(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+fn adam_step_q8(at: Place) {
+    let lid = at.lid;
     // Block q of the workgroup; this invocation's code words in it, r * Q8_WORDS on.
     let q = lid / (Q8_LANES / Q8_WORDS);
     let r = lid % (Q8_LANES / Q8_WORDS);
     // The block's first element in the chunk; every invocation reaches the barriers.
-    let first = s.lo + ((wid.y * nwg.x + wid.x) * Q8_GROUP_BLOCKS + q) * Q8_BLOCK;
+    let first = s.lo + (workgroup_index(at) * Q8_GROUP_BLOCKS + q) * Q8_BLOCK;
     let block = first / Q8_BLOCK;
     let used = 2u + select(0u, 1u, AMSGRAD) + select(0u, 1u, MOMENTUM);
     // State values j present: m, v, then x (AMSGRAD), then w (MOMENTUM); the slot
@@ -735,12 +740,8 @@ fn slot_values(v: array<Values, 4>, j: u32, used: u32) -> vec4<f32> {
 @group(1) @binding(0) var<storage, read_write> rows: array<u32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn adam_step_rows(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let e = invocation(wid, nwg, lid);
+fn adam_step_rows(at: Place) {
+    let e = invocation(at);
     let named = rows[0];
     let first_value = 1u + named;
     let n = arrayLength(&rows) - first_value;

@@ -9,12 +9,8 @@
 @group(0) @binding(1) var<storage, read_write> copy_dst: array<f32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn copy(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = invocation(wid, nwg, lid);
+fn copy(at: Place) {
+    let i = invocation(at);
     if (i >= arrayLength(&copy_dst)) {
         return;
     }
@@ -29,12 +25,8 @@ fn copy(
 @group(0) @binding(1) var<storage, read_write> conv_out: array<u32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn convert16(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = invocation(wid, nwg, lid);
+fn convert16(at: Place) {
+    let i = invocation(at);
     if (i >= arrayLength(&conv_in)) {
         return;
     }
@@ -48,12 +40,8 @@ fn convert16(
 // Stochastic rounding alone, for the tests: per input pair (x's bits, r), the bf16
 // and f16 bits of x rounded with random bits r, and lowbias32 of r.
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn round16(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = invocation(wid, nwg, lid);
+fn round16(at: Place) {
+    let i = invocation(at);
     if (2u * i + 1u >= arrayLength(&conv_in)) {
         return;
     }
@@ -67,12 +55,8 @@ fn round16(
 // adam_step_q8's reciprocal alone, for the tests (tests/test_gpu_q8.py compares it with
 // the correctly rounded 1 / a of NumPy): per input word, the bits of reciprocal(a).
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn q8_reciprocal(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = invocation(wid, nwg, lid);
+fn q8_reciprocal(at: Place) {
+    let i = invocation(at);
     if (i >= arrayLength(&conv_in)) {
         return;
     }

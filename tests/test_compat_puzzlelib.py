@@ -150,13 +150,19 @@ def test_save_load_round_trip(tmp_path, save_global, load_global):
     assert resumed.t == 20
 
 
-def test_save_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "adam.npz"
+def _stepped_and_saved(tmp_path, steps, **options):
+    """A Net and its ``Adam(**options)`` after ``steps`` updates, saved to adam.npz."""
     net = Net()
-    opt = Adam()
+    opt = Adam(**options)
     opt.setupOn(net)
-    run(net, opt, 2)
+    run(net, opt, steps)
+    path = tmp_path / "adam.npz"
     opt.save(path)
+    return path, net, opt
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path, net, opt = _stepped_and_saved(tmp_path, 2)
     good = path.read_bytes()
 
     def broken(*args, **kwargs):
@@ -171,12 +177,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 def test_load_checks_before_changing(tmp_path):
-    path = tmp_path / "adam.npz"
-    net = Net()
-    opt = Adam()
-    opt.setupOn(net)
-    run(net, opt, 3)
-    opt.save(path)
+    path, net, opt = _stepped_and_saved(tmp_path, 3)
     other = Net()
     other.params["fc.W"] = np.zeros((2, 2))
     other.grads["fc.W"] = np.zeros((2, 2))
@@ -263,12 +264,7 @@ def test_saved_moments_are_puzzlelibs(tmp_path, global_state):
 
 
 def _saved(tmp_path):
-    net = Net()
-    opt = Adam(alpha=1e-2)
-    opt.setupOn(net)
-    run(net, opt, 3)
-    path = tmp_path / "adam.npz"
-    opt.save(path)
+    path, _, _ = _stepped_and_saved(tmp_path, 3, alpha=1e-2)
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     return path, arrays

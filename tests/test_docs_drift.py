@@ -98,3 +98,14 @@ def test_sentences_found_stale_stay_gone(where, stale):
     if not path.exists():
         pytest.skip(f"{where} is not beside the tests")
     assert stale not in path.read_text(encoding="utf-8")
+
+
+def test_the_gpu_pages_public_names_are_radam_gpus_all():
+    _text()  # skips where the docs are not beside the tests
+    from radam import gpu
+
+    page = (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8")
+    section = page.split("## The public names", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^- `([A-Za-z_]+)", section, flags=re.M))
+    listed |= set(re.findall(r"^- `[A-Za-z_]+` and `([A-Za-z_]+)", section, flags=re.M))
+    assert listed == set(gpu.__all__)

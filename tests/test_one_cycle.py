@@ -460,6 +460,15 @@ def _straight_and_stopped(seed, stop):
     return grads, straight, stopped, params, oc
 
 
+def _steps_as_straight(resumed_opt, grads, resumed, straight):
+    """``resumed_opt`` steps the rest of the ``grads`` into ``resumed``, which
+    ends bit for bit as the straight run's params."""
+    for g in grads:
+        resumed_opt.step(g)
+    for x, y in zip(resumed, straight):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_state_dict_keeps_the_beta1_schedule():
     grads, straight, opt1, params, oc = _straight_and_stopped(6, 25)
     sd = opt1.state_dict()
@@ -469,10 +478,7 @@ def test_state_dict_keeps_the_beta1_schedule():
     opt2.load_state_dict(sd)
     assert opt2.current_lr == [oc(25)]
     assert opt2.current_betas == [(oc.momentum(0.8, 0.95)(25), 0.99)]
-    for g in grads[25:]:
-        opt2.step(g)
-    for x, y in zip(resumed, straight):
-        np.testing.assert_array_equal(x, y)
+    _steps_as_straight(opt2, grads[25:], resumed, straight)
 
 
 def test_checkpoint_keeps_the_beta1_schedule(tmp_path):
@@ -489,10 +495,7 @@ def test_checkpoint_keeps_the_beta1_schedule(tmp_path):
     opt2.load(path)
     assert opt2.param_groups[0]["betas"] == (oc.momentum(0.8, 0.95), 0.99)
     assert opt2.current_betas == [(oc.momentum(0.8, 0.95)(33), 0.99)]
-    for g in grads[33:]:
-        opt2.step(g)
-    for x, y in zip(resumed, straight):
-        np.testing.assert_array_equal(x, y)
+    _steps_as_straight(opt2, grads[33:], resumed, straight)
 
 
 def test_checkpoint_with_a_custom_beta1_callable(tmp_path):

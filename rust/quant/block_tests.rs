@@ -2,7 +2,7 @@
 //! the scalar f32 kernel over the whole tensor, the reference encoder.
 
 use crate::kernel::{flags, Slices};
-use crate::kernel_tests::Rng;
+use crate::kernel_tests::{rules, Rng};
 use crate::simd::kernel_for;
 use crate::{grad_norm, AdamConfig, SimdLevel, StepError, StepScalars};
 
@@ -144,10 +144,7 @@ impl Tensor8 {
 
 /// One configuration per kernel flag and rule, with clipping and decay.
 pub(crate) fn configs() -> Vec<AdamConfig> {
-    let base = AdamConfig {
-        lr: 1e-2,
-        ..Default::default()
-    };
+    let [base, adamax, nadam, radam] = rules();
     vec![
         base,
         AdamConfig {
@@ -173,18 +170,11 @@ pub(crate) fn configs() -> Vec<AdamConfig> {
             ..base
         },
         AdamConfig {
-            lr: 1e-2,
             momentum: 0.5,
-            ..AdamConfig::adamax()
+            ..adamax
         },
-        AdamConfig {
-            lr: 1e-2,
-            ..AdamConfig::nadam()
-        },
-        AdamConfig {
-            lr: 1e-2,
-            ..AdamConfig::radam()
-        },
+        nadam,
+        radam,
     ]
 }
 

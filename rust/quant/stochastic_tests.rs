@@ -20,45 +20,35 @@ trait Format: Copy + PartialEq + std::fmt::Debug {
     fn rule(x: f32, r: u32) -> u16;
 }
 
-impl Format for bf16 {
-    const MAX: f64 = 3.3895313892515355e38;
-    const OVERFLOW: f64 = 3.3961775292304957e38; // MAX + 2^111, half its gap
-    fn nearest(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn value(self) -> f64 {
-        self.to_f64()
-    }
-    fn from_bits(b: u16) -> Self {
-        bf16::from_bits(b)
-    }
-    fn to_bits(self) -> u16 {
-        bf16::to_bits(self)
-    }
-    fn rule(x: f32, r: u32) -> u16 {
-        bf16_bits(x, r)
-    }
+/// `Format` for a `half` type: its numbers and its rounding rule; the rest is
+/// `half`'s own.
+macro_rules! half_format {
+    ($t:ident, max: $max:expr, overflow: $overflow:expr, rule: $rule:ident) => {
+        impl Format for $t {
+            const MAX: f64 = $max;
+            const OVERFLOW: f64 = $overflow;
+            fn nearest(x: f32) -> Self {
+                $t::from_f32(x)
+            }
+            fn value(self) -> f64 {
+                self.to_f64()
+            }
+            fn from_bits(b: u16) -> Self {
+                $t::from_bits(b)
+            }
+            fn to_bits(self) -> u16 {
+                $t::to_bits(self)
+            }
+            fn rule(x: f32, r: u32) -> u16 {
+                $rule(x, r)
+            }
+        }
+    };
 }
 
-impl Format for f16 {
-    const MAX: f64 = 65504.0;
-    const OVERFLOW: f64 = 65520.0;
-    fn nearest(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn value(self) -> f64 {
-        self.to_f64()
-    }
-    fn from_bits(b: u16) -> Self {
-        f16::from_bits(b)
-    }
-    fn to_bits(self) -> u16 {
-        f16::to_bits(self)
-    }
-    fn rule(x: f32, r: u32) -> u16 {
-        f16_bits(x, r)
-    }
-}
+// bfloat16's overflow is MAX + 2^111, half its gap.
+half_format!(bf16, max: 3.3895313892515355e38, overflow: 3.3961775292304957e38, rule: bf16_bits);
+half_format!(f16, max: 65504.0, overflow: 65520.0, rule: f16_bits);
 
 /// The two candidates for `|x|` (the one towards zero first) and the
 /// fraction of the gap `|x|` lies above the first, all exact in f64.
