@@ -382,7 +382,9 @@ fn adam_step(at: Place) {
 // -- 8-bit state (blockwise dynamic quantization, as rust/quant/codec.rs) -------------------
 //
 // The entry point adam_step_q8 steps the tensors whose state is 8-bit: one workgroup
-// per block of 256 consecutive elements of one tensor, 64 invocations of 4 elements.
+// per Q8_GROUP_BLOCKS blocks of 256 consecutive elements of one tensor, 16 invocations
+// of 16 elements to a block (so few invocations share each block's absmax, which they
+// reduce with workgroup atomics).
 // Each dispatch steps one tensor's part of a chunk, lo..hi, lo on a block boundary
 // (the host lays every such tensor out from a block boundary). The state binding
 // holds one record per block: for each used state value j (m, v, x, w as in
@@ -398,7 +400,12 @@ fn adam_step(at: Place) {
 // map's code 0 to -inf.
 
 const Q8_BLOCK: u32 = 256u;
+// Code words per block of one state value (4 codes to a word).
 const Q8_LANES: u32 = 64u;
+// Blocks per workgroup (the host's grid reads this line), and code words per
+// invocation of each state value.
+const Q8_GROUP_BLOCKS: u32 = 4u;
+const Q8_WORDS: u32 = 4u;
 
 // The two maps (signed for m and the velocity, unsigned for v and x): their 256
 // values and 255 midpoints (values[k] + values[k + 1]) * 0.5, each padded to 256,
@@ -409,9 +416,10 @@ struct Maps {
 }
 @group(0) @binding(4) var<uniform> maps: Maps;
 
-var<workgroup> q8_absmax: array<atomic<u32>, 4>;
-// Per state value: 1 where the block holds an infinity, 2 where a NaN.
-var<workgroup> q8_nonfinite: array<atomic<u32>, 4>;
+// Per block q of the workgroup and state value j, at 4q + j: the largest finite |value|
+// (bits), and 1 where the block holds an infinity, 2 where a NaN.
+var<workgroup> q8_absmax: array<atomic<u32>, 16>;
+var<workgroup> q8_nonfinite: array<atomic<u32>, 16>;
 // The maps copied into workgroup memory (values, then midpoints), where lookups at
 // different addresses across invocations do not serialize as a uniform's may.
 var<workgroup> q8_maps: array<f32, 1024>;
@@ -436,39 +444,44 @@ fn above_mid(book: u32, k: u32, y: f32) -> bool {
     return m < y || (m == y && (k & 1u) == 1u);
 }
 
+// Decade d's threshold: 10^(d - 7) * (1 + 3 / 2^d), past the midpoint below its first
+// code (at most 1 + 1.8 / 2^d of 10^(d - 7) in both maps; for d = 0, the code of 0's
+// midpoint) and short of the midpoint above it (at least 1 + 4.5 / 2^d); and 10^(6 - d).
+const DECADE_THRESHOLDS = array<f32, 7>(4e-7, 2.5e-6, 1.75e-5, 1.375e-4, 1.1875e-3, 1.09375e-2, 1.046875e-1);
+const DECADE_SCALES = array<f32, 7>(1e6, 1e5, 1e4, 1e3, 1e2, 1e1, 1.0);
+
 // The code of y (not NaN): the number of midpoints below y, plus one where y is a
-// midpoint whose upper code is even. An estimate by arithmetic (the decade from
-// log2 |y|, the bin from where |y| lies in it: decade d holds n equal bins of
-// [0.1, 1] * 10^(d - 6)), then a walk past each midpoint on the wrong side of y,
-// which makes the code exact whatever the estimate's rounding; it is a step or none.
+// midpoint whose upper code is even. Decade d (0..6) of a map holds n equal bins of
+// [0.1, 1] * 10^(d - 6) (n = 2^(d+1) codes from code n - 1 unsigned, 2^d from
+// 127 + n signed), each code's value in its bin; below decade 0 is the code of 0,
+// above decade 6 the code of 1. An estimate by arithmetic, with no lookups, is the
+// code of |y| or the one below it: the decade from comparisons with thresholds a
+// little past each decade's first midpoint (where |y| lies between the two, the
+// estimate is the last code of the decade below), the bin by a truncation biased
+// down by a hundredth of a bin. One comparison with the midpoint above settles it.
+// Negative y take the mirrored code (the signed map's negative half is the exact
+// negation of its codes 127..254) or the code of 0 (unsigned). No transcendentals,
+// no loops and one lookup: every invocation runs the same instructions.
 fn nearest_code(book: u32, y: f32) -> u32 {
     let signed = book == 0u;
     let a = abs(y);
-    var c = select(0u, 127u, signed);
-    if (a >= 1e-7) {
-        let d = u32(clamp(floor(log2(a) * 0.30103) + 7.0, 0.0, 6.0));
-        let n = select(2u << d, 1u << d, signed);
-        let u = (a / pow(10.0, f32(d) - 6.0) - 0.1) / 0.9;
-        let j = u32(clamp(floor(u * f32(n)), 0.0, f32(n - 1u)));
-        c = select((2u << d) - 1u, 127u + (1u << d), signed) + j;
-        if (y < 0.0) {
-            // The signed map's negative half mirrors its positive half.
-            c = select(0u, 254u - c, signed);
-        }
+    // Decades reached (0..7), and 10^(6 - d) to scale |y| into [0.1, 1].
+    var reached = 0u;
+    var inv = 0.0;
+    for (var k = 0u; k < 7u; k = k + 1u) {
+        let past = a >= DECADE_THRESHOLDS[k];
+        reached = reached + select(0u, 1u, past);
+        inv = select(inv, DECADE_SCALES[k], past);
     }
-    loop {
-        if (c < 255u && above_mid(book, c, y)) {
-            c = c + 1u;
-        } else {
-            break;
-        }
-    }
-    loop {
-        if (c > 0u && !above_mid(book, c - 1u, y)) {
-            c = c - 1u;
-        } else {
-            break;
-        }
+    let d = max(reached, 1u) - 1u;
+    let n = select(2u << d, 1u << d, signed);
+    let u = (a * inv - 0.1) * (1.0 / 0.9);
+    let j = u32(clamp(floor(u * f32(n) - 0.01), 0.0, f32(n - 1u)));
+    let zero = select(0u, 127u, signed);
+    var c = select(zero, select(n - 1u, 127u + n, signed) + j, reached > 0u);
+    c = c + select(0u, 1u, above_mid(book, c, a));
+    if (y < 0.0) {
+        c = select(0u, 254u - min(c, 254u), signed);
     }
     return c;
 }
@@ -514,15 +527,35 @@ fn decode_q8(book: u32, code: u32, absmax: f32) -> f32 {
     return map_value(book, code) * select(abs(absmax), bitcast<f32>(Q8_INFINITY), infinite);
 }
 
-// Codes of the 4 values x of an invocation, packed into one word, under the block's
-// largest finite |x| (its bits: `bits`) and what it holds besides (`nonfinite`, as
-// q8_nonfinite); the block's absmax is returned through the caller (absmax_of).
-fn encode4(book: u32, x: vec4<f32>, bits: u32, nonfinite: u32) -> u32 {
-    let zero = nearest_code(book, 0.0);
+// The factor and the scale by which a block's finite values are encoded (x * factor *
+// scale): 1 and 1 / A (A its largest finite |x|, its bits `bits`); where 1 / A would
+// leave the normal range, an exact power of two first, as the CPU does. Computed once
+// per block and state value.
+fn block_scale(bits: u32) -> vec2<f32> {
+    if (bits == 0u) {
+        return vec2<f32>(1.0, 0.0);
+    }
+    var factor = 1.0;
+    if (bits < 0x00800000u) {
+        factor = ldexp(1.0, 64);
+    } else if (bits > 0x7e800000u) {
+        factor = ldexp(1.0, -64);
+    }
+    return vec2<f32>(factor, reciprocal(bitcast<f32>(bits) * factor));
+}
+
+// Codes of 4 values x of an invocation, packed into one word, given their block's
+// block_scale and what the block holds besides finite values (`nonfinite`, as
+// q8_nonfinite); `zero` is the code of 0.
+fn encode4(book: u32, x: vec4<f32>, scaled: vec2<f32>, nonfinite: u32, zero: u32) -> u32 {
     if ((nonfinite & 2u) != 0u) {
         return zero | (zero << 8u) | (zero << 16u) | (zero << 24u);
     }
-    var word = encode4_finite(book, x, bits, zero);
+    var word = 0u;
+    for (var b = 0u; b < 4u; b = b + 1u) {
+        let y = select((x[b] * scaled.x) * scaled.y, 0.0, (bitcast<u32>(x[b]) & 0x7fffffffu) >= Q8_INFINITY);
+        word = word | (nearest_code(book, y) << (8u * b));
+    }
     if (nonfinite != 0u) {
         // Infinities at the end codes; the finite values kept off them.
         let lowest = select(0u, 1u, book == 0u);
@@ -536,30 +569,6 @@ fn encode4(book: u32, x: vec4<f32>, bits: u32, nonfinite: u32) -> u32 {
             kept = kept | (c << (8u * b));
         }
         word = kept;
-    }
-    return word;
-}
-
-// encode4 for the values whose codes are the ordinary rule's (the infinities get
-// any code here).
-fn encode4_finite(book: u32, x: vec4<f32>, bits: u32, zero: u32) -> u32 {
-    var word = 0u;
-    if (bits == 0u) {
-        return zero | (zero << 8u) | (zero << 16u) | (zero << 24u);
-    }
-    let absmax = bitcast<f32>(bits);
-    // Where 1 / absmax would leave the normal range, scale by an exact power of two
-    // first, as the CPU does.
-    var factor = 1.0;
-    if (bits < 0x00800000u) {
-        factor = ldexp(1.0, 64);
-    } else if (bits > 0x7e800000u) {
-        factor = ldexp(1.0, -64);
-    }
-    let scale = reciprocal(absmax * factor);
-    for (var b = 0u; b < 4u; b = b + 1u) {
-        let y = select((x[b] * factor) * scale, 0.0, (bitcast<u32>(x[b]) & 0x7fffffffu) >= Q8_INFINITY);
-        word = word | (nearest_code(book, y) << (8u * b));
     }
     return word;
 }
@@ -594,9 +603,12 @@ fn nonfinite4(x: vec4<f32>, valid: vec4<bool>) -> u32 {
 
 @compute @workgroup_size(64)
 fn adam_step_q8(at: Place) {
-    // The block's first element in the chunk; every invocation reaches the barriers.
-    let first = s.lo + workgroup_index(at) * Q8_BLOCK;
     let lid = at.lid;
+    // Block q of the workgroup; this invocation's code words in it, r * Q8_WORDS on.
+    let q = lid / (Q8_LANES / Q8_WORDS);
+    let r = lid % (Q8_LANES / Q8_WORDS);
+    // The block's first element in the chunk; every invocation reaches the barriers.
+    let first = s.lo + (workgroup_index(at) * Q8_GROUP_BLOCKS + q) * Q8_BLOCK;
     let block = first / Q8_BLOCK;
     let used = 2u + select(0u, 1u, AMSGRAD) + select(0u, 1u, MOMENTUM);
     // State values j present: m, v, then x (AMSGRAD), then w (MOMENTUM); the slot
@@ -604,7 +616,7 @@ fn adam_step_q8(at: Place) {
     let base = block * used * (Q8_LANES + 1u);
     let slot_x = 2u;
     let slot_w = used - 1u;
-    if (lid < 4u) {
+    if (lid < 4u * Q8_GROUP_BLOCKS) {
         atomicStore(&q8_absmax[lid], 0u);
         atomicStore(&q8_nonfinite[lid], 0u);
     }
@@ -617,52 +629,69 @@ fn adam_step_q8(at: Place) {
     }
     workgroupBarrier();
     let live = first < s.hi;
-    var new_vals: array<Values, 4>;
-    var valid: vec4<bool>;
+    // The new state values, per code word and state value: [w][j].
+    var kept: array<array<vec4<f32>, 4>, Q8_WORDS>;
     if (live) {
-        var words: vec4<u32>;
         var scales: vec4<f32>;
         for (var j = 0u; j < used; j = j + 1u) {
-            words[j] = state[base + j * Q8_LANES + lid];
             scales[j] = bitcast<f32>(state[base + used * Q8_LANES + j]);
         }
-        for (var b = 0u; b < 4u; b = b + 1u) {
-            let i = first + 4u * lid + b;
-            valid[b] = i < s.hi;
-            var decoded: vec4<f32>;
+        var largest = vec4<u32>(0u);
+        var nonfinite = vec4<u32>(0u);
+        for (var w = 0u; w < Q8_WORDS; w = w + 1u) {
+            let word = r * Q8_WORDS + w;
+            var words: vec4<u32>;
             for (var j = 0u; j < used; j = j + 1u) {
-                let code = (words[j] >> (8u * b)) & 0xffu;
-                decoded[j] = decode_q8(book_of_slot(j, used), code, scales[j]);
+                words[j] = state[base + j * Q8_LANES + word];
             }
-            if (valid[b]) {
-                var old = Values(param[i], decoded[0], decoded[1], 0.0, 0.0);
-                if (AMSGRAD) {
-                    old.x = decoded[slot_x];
+            var fresh: array<Values, 4>;
+            var valid: vec4<bool>;
+            for (var b = 0u; b < 4u; b = b + 1u) {
+                let i = first + 4u * word + b;
+                valid[b] = i < s.hi;
+                var decoded: vec4<f32>;
+                for (var j = 0u; j < used; j = j + 1u) {
+                    let code = (words[j] >> (8u * b)) & 0xffu;
+                    decoded[j] = decode_q8(book_of_slot(j, used), code, scales[j]);
                 }
-                if (MOMENTUM) {
-                    old.w = decoded[slot_w];
+                if (valid[b]) {
+                    var old = Values(param[i], decoded[0], decoded[1], 0.0, 0.0);
+                    if (AMSGRAD) {
+                        old.x = decoded[slot_x];
+                    }
+                    if (MOMENTUM) {
+                        old.w = decoded[slot_w];
+                    }
+                    fresh[b] = update(grad[i], old, i);
+                    param[i] = fresh[b].p;
+                } else {
+                    fresh[b] = Values(0.0, 0.0, 0.0, 0.0, 0.0);
                 }
-                new_vals[b] = update(grad[i], old, i);
-                param[i] = new_vals[b].p;
-            } else {
-                new_vals[b] = Values(0.0, 0.0, 0.0, 0.0, 0.0);
+            }
+            for (var j = 0u; j < used; j = j + 1u) {
+                let values = slot_values(fresh, j, used);
+                kept[w][j] = values;
+                largest[j] = max(largest[j], abs_bits4(values, valid));
+                nonfinite[j] = nonfinite[j] | nonfinite4(values, valid);
             }
         }
         for (var j = 0u; j < used; j = j + 1u) {
-            let values = slot_values(new_vals, j, used);
-            atomicMax(&q8_absmax[j], abs_bits4(values, valid));
-            atomicOr(&q8_nonfinite[j], nonfinite4(values, valid));
+            atomicMax(&q8_absmax[4u * q + j], largest[j]);
+            atomicOr(&q8_nonfinite[4u * q + j], nonfinite[j]);
         }
     }
     workgroupBarrier();
     if (live) {
         for (var j = 0u; j < used; j = j + 1u) {
-            let bits = atomicLoad(&q8_absmax[j]);
-            let nonfinite = atomicLoad(&q8_nonfinite[j]);
+            let bits = atomicLoad(&q8_absmax[4u * q + j]);
+            let nonfinite = atomicLoad(&q8_nonfinite[4u * q + j]);
             let book = book_of_slot(j, used);
-            let values = slot_values(new_vals, j, used);
-            state[base + j * Q8_LANES + lid] = encode4(book, values, bits, nonfinite);
-            if (lid == 0u) {
+            let zero = select(0u, 127u, book == 0u);
+            let scaled = block_scale(bits);
+            for (var w = 0u; w < Q8_WORDS; w = w + 1u) {
+                state[base + j * Q8_LANES + r * Q8_WORDS + w] = encode4(book, kept[w][j], scaled, nonfinite, zero);
+            }
+            if (r == 0u) {
                 state[base + used * Q8_LANES + j] = bitcast<u32>(absmax_of(bits, nonfinite));
             }
         }

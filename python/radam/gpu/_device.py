@@ -4,6 +4,7 @@ and its pipelines, and the checks of what the kernel can step."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,11 @@ from .._errors import Error
 from .._formats import StateFormat
 
 WORKGROUP_SIZE = 256
+# Elements per workgroup of adam_step_q8 (8-bit state): the shader's blocks per
+# workgroup, read from its source, times the block.
+Q8_GROUP = int(re.search(r"const Q8_GROUP_BLOCKS: u32 = (\d+)u;", _core.ADAM_WGSL)[1]) * (
+    _core.Q8_BLOCK
+)
 _FLOAT32 = np.dtype(np.float32)
 # adam.wgsl's STATE override: how the state values are stored.
 _STATE_KINDS = {"float32": 0, "bfloat16": 1, "float16": 2}
@@ -197,9 +203,10 @@ class _Context:
             )
         return self._maps
 
-    def grid(self, n: int) -> tuple[int, int]:
-        """Workgroups (x, y) covering ``n`` elements; y > 1 past the per-dimension limit."""
-        groups = -(-n // WORKGROUP_SIZE)
+    def grid(self, n: int, per_group: int = WORKGROUP_SIZE) -> tuple[int, int]:
+        """Workgroups (x, y) of ``per_group`` elements each covering ``n`` elements; y > 1
+        past the per-dimension limit."""
+        groups = -(-n // per_group)
         x = min(groups, self.limits["max-compute-workgroups-per-dimension"])
         return x, -(-groups // x)
 

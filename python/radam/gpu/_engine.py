@@ -21,6 +21,8 @@ from ._arrays import DeviceArray
 from ._device import (
     _CODECS,
     _FLOAT32,
+    Q8_GROUP,
+    WORKGROUP_SIZE,
     GpuError,
     _forget_context,
     _get_context,
@@ -538,18 +540,18 @@ class GpuEngine:
                 per_tensor = self._per_tensor(s, group, rows)
                 args = (s.constants, self._state_dtype, self._param_round)
                 for d in group.per_tensor if per_tensor else group.whole:
-                    n = d.hi - d.lo
+                    n, per_group = d.hi - d.lo, Q8_GROUP if group.q8 else WORKGROUP_SIZE
                     if d.tensor in rows:
                         if d.tensor not in row_groups:
                             continue  # no rows named
                         compute.set_pipeline(ctx.pipeline(*args, rows=True))
                         compute.set_bind_group(1, row_groups[d.tensor][0])
-                        n = rows[d.tensor].values.size
+                        n, per_group = rows[d.tensor].values.size, WORKGROUP_SIZE
                     else:
                         compute.set_pipeline(ctx.pipeline(*args, group.q8))
                     offset = [d.slot * self._ustride]
                     compute.set_bind_group(0, self._bind_groups[d.bind_group], offset)
-                    x, y = ctx.grid(n)
+                    x, y = ctx.grid(n, per_group)
                     compute.dispatch_workgroups(x, y, 1)
             compute.end()
             if host_grads and whole:
