@@ -41,6 +41,9 @@
 //! the encoder multiplies values by the rounded reciprocal of their block's
 //! largest magnitude.
 
+// TODO(lints): cleaned on branch codec/unify
+#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 use super::lanes::Lanes;
 
 /// The per-map constants, in the form the vector code reads them. Region
