@@ -29,8 +29,9 @@ use super::codec::{
     abs_max_bits, blocks, check_len, decode_block, encode_block, holds_infinities, run, Codebook,
     Job, BLOCK, SIGNED, UNSIGNED,
 };
-use super::fused::{step_block, used, BlockState, Splat};
-use super::lanes::{Lanes, Scalar};
+use super::fused::{step_block, used, BlockState};
+use super::lane_arith::OnLevel;
+use super::lanes::Lanes;
 
 /// One buffer of 8-bit state: a code per element and an absmax per block.
 pub struct Q8State<'a> {
@@ -212,7 +213,9 @@ unsafe fn fused<L: Lanes, const F: u32>(
     let n = piece.param.len();
     let used = used(F);
     let mut new = [[0f32; BLOCK]; 4];
-    let (splat, scalar) = (Splat::<L>::new(c), Splat::<Scalar>::new(c));
+    // SAFETY: this runs where `L`'s instructions may (this function's contract).
+    let lanes = unsafe { OnLevel::<L>::new() };
+    let coeffs = c.map(|x| lanes.splat(x));
     for b in 0..blocks(n) {
         let range = b * BLOCK..n.min((b + 1) * BLOCK);
         let infinite = |s: &Q8State<'_>| holds_infinities(s.absmax[b]);
@@ -249,8 +252,9 @@ unsafe fn fused<L: Lanes, const F: u32>(
             }
         }
         step_block::<L, F>(
-            &splat,
-            &scalar,
+            lanes,
+            &coeffs,
+            c,
             &mut piece.param[range.clone()],
             &piece.grad[range],
             &mut state,

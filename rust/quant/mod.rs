@@ -22,6 +22,7 @@ pub mod block;
 pub mod codec;
 mod decades;
 mod fused;
+mod lane_arith;
 mod lanes;
 pub mod map;
 pub mod stochastic;
