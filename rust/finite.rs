@@ -60,6 +60,7 @@ fn slice_finite<T: Float>(x: &[T]) -> bool {
         // SAFETY: `detect` only returns levels this CPU supports.
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 => unsafe { finite_avx512(x) },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => unsafe { finite_avx2(x) },
         _ => finite_body(x),

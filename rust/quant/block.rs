@@ -142,7 +142,9 @@ impl<const F: u32> Job for Fused<'_, F> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        fused::<L, F>(self.kernel, self.c, self.piece)
+        // SAFETY: this runs where `L`'s instructions may (`run`'s contract).
+        let lanes = unsafe { OnLevel::<L>::new() };
+        fused::<L, F>(lanes, self.kernel, self.c, self.piece)
     }
 }
 
@@ -157,7 +159,9 @@ impl Job for Staged<'_> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        staged::<L>(self.kernel, self.c, self.piece)
+        // SAFETY: this runs where `L`'s instructions may (`run`'s contract).
+        let lanes = unsafe { OnLevel::<L>::new() };
+        staged::<L>(lanes, self.kernel, self.c, self.piece)
     }
 }
 
@@ -180,11 +184,12 @@ impl<'s, 'b> StagedBuffer<'s, 'b> {
     /// Decode block `b` (elements `start..start + len`); the buffer to step
     /// (empty when the state is off).
     #[inline(always)]
-    unsafe fn load<L: Lanes>(&mut self, b: usize, start: usize, len: usize) -> &mut [f32] {
+    fn load<L: Lanes>(&mut self, _: OnLevel<L>, b: usize, start: usize, len: usize) -> &mut [f32] {
         match &self.state {
             Some(s) => {
                 let codes = &s.codes[start..start + len];
-                decode_block::<L>(self.book, codes, s.absmax[b], &mut self.buf[..len]);
+                // SAFETY: the `OnLevel` says this runs where `L`'s instructions may.
+                unsafe { decode_block::<L>(self.book, codes, s.absmax[b], &mut self.buf[..len]) };
                 &mut self.buf[..len]
             }
             None => &mut [],
@@ -192,11 +197,12 @@ impl<'s, 'b> StagedBuffer<'s, 'b> {
     }
 
     #[inline(always)]
-    unsafe fn store<L: Lanes>(&mut self, b: usize, start: usize, len: usize) {
+    fn store<L: Lanes>(&mut self, _: OnLevel<L>, b: usize, start: usize, len: usize) {
         if let Some(s) = &mut self.state {
             let codes = &mut s.codes[start..start + len];
             let x = &self.buf[..len];
-            s.absmax[b] = encode_block::<L>(self.book, x, abs_max_bits::<L>(x), codes);
+            // SAFETY: the `OnLevel` says this runs where `L`'s instructions may.
+            s.absmax[b] = unsafe { encode_block::<L>(self.book, x, abs_max_bits::<L>(x), codes) };
         }
     }
 }
@@ -205,7 +211,8 @@ impl<'s, 'b> StagedBuffer<'s, 'b> {
 /// infinities (rare: a finite gradient whose square overflows) goes the
 /// staged way, whose decoder knows them.
 #[inline(always)]
-unsafe fn fused<L: Lanes, const F: u32>(
+fn fused<L: Lanes, const F: u32>(
+    lanes: OnLevel<L>,
     kernel: KernelFn<f32>,
     c: &Coeffs<f32>,
     mut piece: Q8Piece<'_>,
@@ -213,8 +220,6 @@ unsafe fn fused<L: Lanes, const F: u32>(
     let n = piece.param.len();
     let used = used(F);
     let mut new = [[0f32; BLOCK]; 4];
-    // SAFETY: this runs where `L`'s instructions may (this function's contract).
-    let lanes = unsafe { OnLevel::<L>::new() };
     let coeffs = c.map(|x| lanes.splat(x));
     for b in 0..blocks(n) {
         let range = b * BLOCK..n.min((b + 1) * BLOCK);
@@ -233,7 +238,8 @@ unsafe fn fused<L: Lanes, const F: u32>(
                 max_exp_avg_sq: piece.max_exp_avg_sq.as_mut().map(|s| one_block(s, at())),
                 velocity: piece.velocity.as_mut().map(|s| one_block(s, at())),
             };
-            L::framed(Staged { kernel, c, piece });
+            // SAFETY: `lanes` says the CPU has `L`'s level.
+            unsafe { L::framed(Staged { kernel, c, piece }) };
             continue;
         }
         let mut state: [Option<BlockState<'_>>; 4] = [None, None, None, None];
@@ -274,7 +280,8 @@ fn one_block<'s>(s: &'s mut Q8State<'_>, (range, b): (Range<usize>, usize)) -> Q
 /// The staged step: decode each moment into a buffer, run the float32
 /// kernel on the buffers, encode (for a variant the fused step lacks).
 #[inline(always)]
-pub(super) unsafe fn staged<L: Lanes>(
+fn staged<L: Lanes>(
+    lanes: OnLevel<L>,
     kernel: KernelFn<f32>,
     c: &Coeffs<f32>,
     mut piece: Q8Piece<'_>,
@@ -303,15 +310,15 @@ pub(super) unsafe fn staged<L: Lanes>(
             Slices {
                 param: &mut piece.param[start..start + len],
                 grad: &piece.grad[start..start + len],
-                exp_avg: m.load::<L>(b, start, len),
-                exp_avg_sq: v.load::<L>(b, start, len),
-                max_exp_avg_sq: x.load::<L>(b, start, len),
-                velocity: u.load::<L>(b, start, len),
+                exp_avg: m.load(lanes, b, start, len),
+                exp_avg_sq: v.load(lanes, b, start, len),
+                max_exp_avg_sq: x.load(lanes, b, start, len),
+                velocity: u.load(lanes, b, start, len),
             },
         );
-        m.store::<L>(b, start, len);
-        v.store::<L>(b, start, len);
-        x.store::<L>(b, start, len);
-        u.store::<L>(b, start, len);
+        m.store(lanes, b, start, len);
+        v.store(lanes, b, start, len);
+        x.store(lanes, b, start, len);
+        u.store(lanes, b, start, len);
     }
 }
