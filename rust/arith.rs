@@ -41,7 +41,7 @@ pub(crate) trait Arith: Copy {
 
 /// The arithmetic of plain `T` values, one at a time (the float kernel's,
 /// which the compiler vectorizes, and the 8-bit step's tails).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy)]
 pub(crate) struct Plain<T>(PhantomData<T>);
 
 impl<T> Plain<T> {

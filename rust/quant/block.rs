@@ -257,15 +257,12 @@ fn fused<L: Lanes, const F: u32>(
                 });
             }
         }
-        step_block::<L, F>(
-            lanes,
-            &coeffs,
-            c,
-            &mut piece.param[range.clone()],
-            &piece.grad[range],
-            &mut state,
-            &mut new,
-        );
+        let param = &mut piece.param[range.clone()];
+        let grad = &piece.grad[range];
+        // SAFETY: param, grad and every state's codes are each `range` of
+        // their buffer (bounds-checked slices), so all have `range.len()`
+        // elements, at most one block.
+        unsafe { step_block::<L, F>(lanes, &coeffs, c, param, grad, &mut state, &mut new) };
     }
 }
 

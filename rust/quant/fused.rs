@@ -38,10 +38,13 @@ pub(super) const fn used(variant: u32) -> [bool; 4] {
 
 /// Step one block (at most [`BLOCK`] elements) with variant `F`: `coeffs`
 /// are `c` in every lane; `state` holds the buffers `used(F)` names (the
-/// others are ignored), each with `param.len()` codes; `new` is room for the
-/// new moments.
+/// others are ignored); `new` is room for the new moments.
+///
+/// # Safety
+/// `grad` and the codes of each buffer in `state` hold `param.len()`
+/// elements, at most [`BLOCK`].
 #[inline(always)]
-pub(super) fn step_block<L: Lanes, const F: u32>(
+pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
     lanes: OnLevel<L>,
     coeffs: &Coeffs<L::F>,
     c: &Coeffs<f32>,
@@ -52,12 +55,11 @@ pub(super) fn step_block<L: Lanes, const F: u32>(
 ) {
     let use_ = used(F);
     let n = param.len();
-    // What the loads and stores below rely on.
-    assert!(n <= BLOCK && grad.len() == n);
+    debug_assert!(n <= BLOCK && grad.len() == n);
     let mut scales = [0f32; 4];
     for k in 0..4 {
         if let Some(s) = &state[k] {
-            assert_eq!(s.codes.len(), n);
+            debug_assert_eq!(s.codes.len(), n);
             scales[k] = *s.absmax;
         }
     }
@@ -65,8 +67,8 @@ pub(super) fn step_block<L: Lanes, const F: u32>(
     let mut i = 0;
     while i + L::N <= n {
         // The loads and stores each touch elements i..i + L::N: below n,
-        // which param, grad, each state's codes and `new` hold (asserted
-        // above); `lanes` says this runs where `L`'s instructions may.
+        // which param, grad, each state's codes (this function's contract)
+        // and `new` hold; `lanes` says this runs where `L`'s instructions may.
         let mut old = [lanes.splat(0.0); 5];
         // SAFETY: see above.
         old[0] = unsafe { L::load(param.as_ptr().add(i)) };
