@@ -5,9 +5,6 @@
 //! check is `x - x`, which is 0 for a finite x and NaN otherwise, summed over
 //! sixteen lanes, compiled per SIMD level like the kernel.
 
-// TODO(lints): cleaned on branch codec/unify
-#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-
 use half::{bf16, f16};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -63,6 +60,7 @@ fn slice_finite<T: Float>(x: &[T]) -> bool {
         // SAFETY: `detect` only returns levels this CPU supports.
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 => unsafe { finite_avx512(x) },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => unsafe { finite_avx2(x) },
         _ => finite_body(x),

@@ -1,17 +1,23 @@
 //! The fused update over one contiguous piece of one tensor, with the
 //! coefficients it reads and the flags that choose its variant.
 //!
+//! The update of one element, [`step_element`], is written once, in the
+//! operations of [`Arith`]: the float kernel's loop ([`update`]) runs it on
+//! plain values, and the fused 8-bit block step (`quant/fused.rs`) on SIMD
+//! lanes, between decoding and encoding its moments.
+//!
 //! One pass: param, grad and every state buffer are each read once and
-//! written once. The body is written for the autovectorizer and compiled once
+//! written once. The loop is written for the autovectorizer and compiled once
 //! per SIMD level (see `simd.rs`); it uses only correctly rounded IEEE
 //! operations, so every level gives the same bits. The GPU kernel
 //! (`shaders/adam.wgsl`) does the same operations in the same order, from the
 //! same coefficients: its `Step` uniform starts with [`Coeffs::NAMES`].
 
+use crate::arith::{Arith, Plain};
 use crate::convert::Store;
 use crate::element::Float;
 
-/// The kernel variants: bits of the const parameter `F` of [`update`], fixed
+/// The kernel variants: bits of the const parameter `F` of [`step_element`], fixed
 /// once per call so the loop carries no per-element branch on options.
 pub mod flags {
     /// L2 weight decay added to the gradient.
@@ -89,6 +95,16 @@ macro_rules! coefficients {
             pub fn values(&self) -> [T; COEFFS] {
                 [$(self.$field),+]
             }
+
+            /// Each scalar mapped through `f`, the variant kept (the 8-bit
+            /// step splats them into SIMD lanes).
+            #[inline(always)]
+            pub(crate) fn map<U>(&self, mut f: impl FnMut(T) -> U) -> Coeffs<U> {
+                Coeffs {
+                    $($field: f(self.$field),)+
+                    variant: self.variant,
+                }
+            }
         }
     };
 }
@@ -136,88 +152,110 @@ pub struct Slices<'a, T, S = T> {
     pub velocity: &'a mut [S],
 }
 
+/// The update of one element with variant `F` (a set of [`flags`]) in
+/// arithmetic `a`: from its gradient and its `[param, exp_avg, exp_avg_sq,
+/// max_exp_avg_sq, velocity]`, their new values (a buffer the variant does
+/// not use comes back as it went in).
 #[inline(always)]
-fn max<T: Float>(a: T, b: T) -> T {
-    if a > b {
-        a
-    } else {
-        b
+pub(crate) fn step_element<A: Arith, const F: u32>(
+    a: A,
+    c: &Coeffs<A::V>,
+    grad: A::V,
+    old: [A::V; 5],
+) -> [A::V; 5] {
+    let on = |flag: u32| F & flag != 0;
+    let rule = F & flags::RULE;
+    let [mut p, m_old, v_old, x_old, u_old] = old;
+    // Clamp (a no-op with an infinite limit, NaN kept), then unscale, sign and norm-clip.
+    let mut g = a.max(a.neg(c.clip), grad);
+    g = a.min(c.clip, g);
+    g = a.mul(g, c.grad_mul);
+    if on(flags::L2) {
+        g = a.fma(c.l2, p, g);
     }
+    p = a.mul(p, c.decay);
+    // m.lerp(g, 1 - beta1), as torch computes it.
+    let m = a.fma(c.one_minus_beta1, a.sub(g, m_old), m_old);
+    // NAdam's gradient term, part of the step (0 for the other rules).
+    let mut extra = a.zero();
+    let mut x = x_old;
+    let (v, direction);
+    if rule == flags::ADAMAX {
+        // AdaMax's infinity norm u, kept where Adam keeps v.
+        v = a.max(a.mul(c.beta2, v_old), a.add(a.abs(g), c.eps));
+        // u == 0 only where every gradient so far was 0, so m is 0 too.
+        direction = a.where_positive(v, a.div(m, v));
+    } else {
+        v = a.fma(c.beta2, v_old, a.mul(a.mul(c.one_minus_beta2, g), g));
+        direction = if rule == flags::UNADAPTED {
+            m
+        } else {
+            let v_used = if on(flags::AMSGRAD) {
+                x = a.max(v, x_old);
+                x
+            } else {
+                v
+            };
+            let denom = a.fma(a.sqrt(v_used), c.inv_bias_correction2_sqrt, c.eps);
+            if rule == flags::NADAM {
+                extra = a.mul(c.nadam_grad, a.div(g, denom));
+            }
+            a.div(m, denom)
+        };
+    }
+    let mut u = u_old;
+    if on(flags::MOMENTUM) {
+        let delta = a.fma(c.step_size, direction, extra);
+        u = a.fma(c.momentum_keep, u_old, a.neg(a.mul(c.momentum_step, delta)));
+        p = a.add(p, u);
+    } else {
+        if rule == flags::NADAM {
+            // Applied before the first-moment term, as torch does.
+            p = a.sub(p, extra);
+        }
+        p = a.fma(a.neg(c.step_size), direction, p);
+    }
+    [p, m, v, x, u]
 }
 
 /// One step over `s.param.len()` elements with variant `F` (a set of [`flags`]).
 #[inline(always)]
 pub(crate) fn update<T: Float, S: Store<T>, const F: u32>(c: &Coeffs<T>, s: Slices<'_, T, S>) {
-    let on = |flag: u32| F & flag != 0;
-    let rule = F & flags::RULE;
+    let amsgrad = F & flags::AMSGRAD != 0;
+    let momentum = F & flags::MOMENTUM != 0;
     let n = s.param.len();
     let param = s.param;
     // Re-slicing to `n` lets the compiler drop the bounds checks and vectorize.
     let grad = &s.grad[..n];
     let exp_avg = &mut s.exp_avg[..n];
     let exp_avg_sq = &mut s.exp_avg_sq[..n];
-    let max_exp_avg_sq = &mut s.max_exp_avg_sq[..if on(flags::AMSGRAD) { n } else { 0 }];
-    let velocity = &mut s.velocity[..if on(flags::MOMENTUM) { n } else { 0 }];
+    let max_exp_avg_sq = &mut s.max_exp_avg_sq[..if amsgrad { n } else { 0 }];
+    let velocity = &mut s.velocity[..if momentum { n } else { 0 }];
     for i in 0..n {
-        let mut p = param[i];
-        // Clamp (a no-op with an infinite limit, NaN kept), then unscale, sign and norm-clip.
-        let mut g = max(-c.clip, grad[i]);
-        g = if g > c.clip { c.clip } else { g };
-        g = g * c.grad_mul;
-        if on(flags::L2) {
-            g = c.l2.mul_add(p, g);
-        }
-        p = p * c.decay;
-        // m.lerp(g, 1 - beta1), as torch computes it.
-        let m_old = exp_avg[i].load();
-        let m = c.one_minus_beta1.mul_add(g - m_old, m_old);
-        exp_avg[i] = S::store(m);
-        // NAdam's gradient term, part of the step (0 for the other rules).
-        let mut extra = T::ZERO;
-        let direction = if rule == flags::ADAMAX {
-            let u = max(c.beta2 * exp_avg_sq[i].load(), g.abs() + c.eps);
-            exp_avg_sq[i] = S::store(u);
-            // u == 0 only where every gradient so far was 0, so m is 0 too.
-            if u > T::ZERO {
-                m / u
+        let old = [
+            param[i],
+            exp_avg[i].load(),
+            exp_avg_sq[i].load(),
+            if amsgrad {
+                max_exp_avg_sq[i].load()
             } else {
                 T::ZERO
-            }
-        } else {
-            let v = c
-                .beta2
-                .mul_add(exp_avg_sq[i].load(), c.one_minus_beta2 * g * g);
-            exp_avg_sq[i] = S::store(v);
-            if rule == flags::UNADAPTED {
-                m
+            },
+            if momentum {
+                velocity[i].load()
             } else {
-                let v_used = if on(flags::AMSGRAD) {
-                    let v_max = max(v, max_exp_avg_sq[i].load());
-                    max_exp_avg_sq[i] = S::store(v_max);
-                    v_max
-                } else {
-                    v
-                };
-                let denom = v_used.sqrt().mul_add(c.inv_bias_correction2_sqrt, c.eps);
-                if rule == flags::NADAM {
-                    extra = c.nadam_grad * (g / denom);
-                }
-                m / denom
-            }
-        };
-        if on(flags::MOMENTUM) {
-            let delta = c.step_size.mul_add(direction, extra);
-            let vel = c
-                .momentum_keep
-                .mul_add(velocity[i].load(), -(c.momentum_step * delta));
-            velocity[i] = S::store(vel);
-            param[i] = p + vel;
-        } else {
-            if rule == flags::NADAM {
-                // Applied before the first-moment term, as torch does.
-                p = p - extra;
-            }
-            param[i] = (-c.step_size).mul_add(direction, p);
+                T::ZERO
+            },
+        ];
+        let [p, m, v, x, u] = step_element::<_, F>(Plain::new(), c, grad[i], old);
+        param[i] = p;
+        exp_avg[i] = S::store(m);
+        exp_avg_sq[i] = S::store(v);
+        if amsgrad {
+            max_exp_avg_sq[i] = S::store(x);
+        }
+        if momentum {
+            velocity[i] = S::store(u);
         }
     }
 }

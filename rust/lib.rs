@@ -24,6 +24,8 @@
 mod error;
 // The float types the kernels compute in.
 mod element;
+// The arithmetic the element update is written in (plain floats; SIMD lanes in `quant`).
+mod arith;
 // 16-bit values converted inside the kernel loop.
 mod convert;
 // How a buffer is stored (holders), and runs of it widened and narrowed.

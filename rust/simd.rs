@@ -3,9 +3,6 @@
 //! and the best level the CPU supports is chosen once, at run time. The
 //! crate itself is built for the baseline ISA.
 
-// TODO(lints): cleaned on branch codec/unify
-#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-
 use std::any::Any;
 use std::sync::OnceLock;
 
@@ -116,12 +113,14 @@ pub type KernelFn<T, S = T> = fn(&Coeffs<T>, Slices<'_, T, S>);
 
 fn pick_level<T: Float, S: Store<T>, const F: u32>(level: SimdLevel) -> KernelFn<T, S> {
     match level {
-        // SAFETY (all arms): a `KernelFn` is only picked for a level that
+        // SAFETY: a `KernelFn` is only picked for a level that
         // `is_supported()` said the CPU runs (checked by `kernel_for`).
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 => |c, s| unsafe { update_avx512::<T, S, F>(c, s) },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => |c, s| unsafe { update_avx2::<T, S, F>(c, s) },
+        // SAFETY: as above.
         #[cfg(target_arch = "aarch64")]
         SimdLevel::Neon => |c, s| unsafe { update_neon::<T, S, F>(c, s) },
         _ => update_scalar::<T, S, F>,

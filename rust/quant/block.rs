@@ -18,9 +18,6 @@
 //! block is split between pieces; its `absmax` slices hold the absmax of
 //! exactly its blocks.
 
-// TODO(lints): cleaned on branch codec/unify
-#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-
 use std::ops::Range;
 
 use crate::error::StepError;
@@ -32,8 +29,9 @@ use super::codec::{
     abs_max_bits, blocks, check_len, decode_block, encode_block, holds_infinities, run, Codebook,
     Job, BLOCK, SIGNED, UNSIGNED,
 };
-use super::fused::{step_block, used, BlockState, Splat};
-use super::lanes::{Lanes, Scalar};
+use super::fused::{step_block, used, BlockState};
+use super::lane_arith::OnLevel;
+use super::lanes::Lanes;
 
 /// One buffer of 8-bit state: a code per element and an absmax per block.
 pub struct Q8State<'a> {
@@ -144,7 +142,9 @@ impl<const F: u32> Job for Fused<'_, F> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        fused::<L, F>(self.kernel, self.c, self.piece)
+        // SAFETY: this runs where `L`'s instructions may (`run`'s contract).
+        let lanes = unsafe { OnLevel::<L>::new() };
+        fused::<L, F>(lanes, self.kernel, self.c, self.piece)
     }
 }
 
@@ -159,7 +159,9 @@ impl Job for Staged<'_> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        staged::<L>(self.kernel, self.c, self.piece)
+        // SAFETY: this runs where `L`'s instructions may (`run`'s contract).
+        let lanes = unsafe { OnLevel::<L>::new() };
+        staged::<L>(lanes, self.kernel, self.c, self.piece)
     }
 }
 
@@ -182,11 +184,12 @@ impl<'s, 'b> StagedBuffer<'s, 'b> {
     /// Decode block `b` (elements `start..start + len`); the buffer to step
     /// (empty when the state is off).
     #[inline(always)]
-    unsafe fn load<L: Lanes>(&mut self, b: usize, start: usize, len: usize) -> &mut [f32] {
+    fn load<L: Lanes>(&mut self, _: OnLevel<L>, b: usize, start: usize, len: usize) -> &mut [f32] {
         match &self.state {
             Some(s) => {
                 let codes = &s.codes[start..start + len];
-                decode_block::<L>(self.book, codes, s.absmax[b], &mut self.buf[..len]);
+                // SAFETY: the `OnLevel` says this runs where `L`'s instructions may.
+                unsafe { decode_block::<L>(self.book, codes, s.absmax[b], &mut self.buf[..len]) };
                 &mut self.buf[..len]
             }
             None => &mut [],
@@ -194,11 +197,12 @@ impl<'s, 'b> StagedBuffer<'s, 'b> {
     }
 
     #[inline(always)]
-    unsafe fn store<L: Lanes>(&mut self, b: usize, start: usize, len: usize) {
+    fn store<L: Lanes>(&mut self, _: OnLevel<L>, b: usize, start: usize, len: usize) {
         if let Some(s) = &mut self.state {
             let codes = &mut s.codes[start..start + len];
             let x = &self.buf[..len];
-            s.absmax[b] = encode_block::<L>(self.book, x, abs_max_bits::<L>(x), codes);
+            // SAFETY: the `OnLevel` says this runs where `L`'s instructions may.
+            s.absmax[b] = unsafe { encode_block::<L>(self.book, x, abs_max_bits::<L>(x), codes) };
         }
     }
 }
@@ -207,7 +211,8 @@ impl<'s, 'b> StagedBuffer<'s, 'b> {
 /// infinities (rare: a finite gradient whose square overflows) goes the
 /// staged way, whose decoder knows them.
 #[inline(always)]
-unsafe fn fused<L: Lanes, const F: u32>(
+fn fused<L: Lanes, const F: u32>(
+    lanes: OnLevel<L>,
     kernel: KernelFn<f32>,
     c: &Coeffs<f32>,
     mut piece: Q8Piece<'_>,
@@ -215,7 +220,7 @@ unsafe fn fused<L: Lanes, const F: u32>(
     let n = piece.param.len();
     let used = used(F);
     let mut new = [[0f32; BLOCK]; 4];
-    let (splat, scalar) = (Splat::<L>::new(c), Splat::<Scalar>::new(c));
+    let coeffs = c.map(|x| lanes.splat(x));
     for b in 0..blocks(n) {
         let range = b * BLOCK..n.min((b + 1) * BLOCK);
         let infinite = |s: &Q8State<'_>| holds_infinities(s.absmax[b]);
@@ -233,7 +238,8 @@ unsafe fn fused<L: Lanes, const F: u32>(
                 max_exp_avg_sq: piece.max_exp_avg_sq.as_mut().map(|s| one_block(s, at())),
                 velocity: piece.velocity.as_mut().map(|s| one_block(s, at())),
             };
-            L::framed(Staged { kernel, c, piece });
+            // SAFETY: `lanes` says the CPU has `L`'s level.
+            unsafe { L::framed(Staged { kernel, c, piece }) };
             continue;
         }
         let mut state: [Option<BlockState<'_>>; 4] = [None, None, None, None];
@@ -251,14 +257,12 @@ unsafe fn fused<L: Lanes, const F: u32>(
                 });
             }
         }
-        step_block::<L, F>(
-            &splat,
-            &scalar,
-            &mut piece.param[range.clone()],
-            &piece.grad[range],
-            &mut state,
-            &mut new,
-        );
+        let param = &mut piece.param[range.clone()];
+        let grad = &piece.grad[range];
+        // SAFETY: param, grad and every state's codes are each `range` of
+        // their buffer (bounds-checked slices), so all have `range.len()`
+        // elements, at most one block.
+        unsafe { step_block::<L, F>(lanes, &coeffs, c, param, grad, &mut state, &mut new) };
     }
 }
 
@@ -273,7 +277,8 @@ fn one_block<'s>(s: &'s mut Q8State<'_>, (range, b): (Range<usize>, usize)) -> Q
 /// The staged step: decode each moment into a buffer, run the float32
 /// kernel on the buffers, encode (for a variant the fused step lacks).
 #[inline(always)]
-pub(super) unsafe fn staged<L: Lanes>(
+fn staged<L: Lanes>(
+    lanes: OnLevel<L>,
     kernel: KernelFn<f32>,
     c: &Coeffs<f32>,
     mut piece: Q8Piece<'_>,
@@ -302,15 +307,15 @@ pub(super) unsafe fn staged<L: Lanes>(
             Slices {
                 param: &mut piece.param[start..start + len],
                 grad: &piece.grad[start..start + len],
-                exp_avg: m.load::<L>(b, start, len),
-                exp_avg_sq: v.load::<L>(b, start, len),
-                max_exp_avg_sq: x.load::<L>(b, start, len),
-                velocity: u.load::<L>(b, start, len),
+                exp_avg: m.load(lanes, b, start, len),
+                exp_avg_sq: v.load(lanes, b, start, len),
+                max_exp_avg_sq: x.load(lanes, b, start, len),
+                velocity: u.load(lanes, b, start, len),
             },
         );
-        m.store::<L>(b, start, len);
-        v.store::<L>(b, start, len);
-        x.store::<L>(b, start, len);
-        u.store::<L>(b, start, len);
+        m.store(lanes, b, start, len);
+        v.store(lanes, b, start, len);
+        x.store(lanes, b, start, len);
+        u.store(lanes, b, start, len);
     }
 }

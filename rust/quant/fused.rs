@@ -3,121 +3,18 @@
 //! keeps the new moments (in an L1 buffer, for the encoder) with their
 //! running absmax; then each moment is encoded from that buffer.
 //!
-//! The update is `kernel::update` again, written in [`Lanes`] operations: the
-//! same correctly rounded IEEE operations in the same order (the kernel's
-//! `max`, its clamp and `mul_add` are `max_f`, `min_f` and `fma` here), so
-//! it gives the float32 kernel's bits on every level; the tests hold the
-//! fused step against the float32 kernel run on decoded state.
+//! The element update is the float kernel's own `kernel::step_element`, run
+//! on a vector of lanes ([`OnLevel`]'s arithmetic) and, for the block's
+//! tail, on plain f32: the same operations in the same order, so the float32
+//! kernel's bits on every level. The tests hold the fused step against the
+//! float32 kernel run on decoded state.
 
-// TODO(lints): cleaned on branch codec/unify
-#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-
-use crate::kernel::{flags, Coeffs};
+use crate::arith::{Arith, Plain};
+use crate::kernel::{flags, step_element, Coeffs};
 
 use super::codec::{encode_block, Codebook, BLOCK, SIGNED, UNSIGNED};
-use super::lanes::{Lanes, Scalar};
-
-/// The coefficients of one step, in every lane.
-pub(super) struct Splat<L: Lanes> {
-    clip: L::F,
-    neg_clip: L::F,
-    grad_mul: L::F,
-    l2: L::F,
-    decay: L::F,
-    one_minus_beta1: L::F,
-    beta2: L::F,
-    one_minus_beta2: L::F,
-    eps: L::F,
-    inv_bias_correction2_sqrt: L::F,
-    nadam_grad: L::F,
-    step_size: L::F,
-    neg_step_size: L::F,
-    momentum_keep: L::F,
-    momentum_step: L::F,
-}
-
-impl<L: Lanes> Splat<L> {
-    /// # Safety
-    /// `L`'s level must be enabled.
-    #[inline(always)]
-    pub(super) unsafe fn new(c: &Coeffs<f32>) -> Self {
-        Splat {
-            clip: L::splat(c.clip),
-            neg_clip: L::splat(-c.clip),
-            grad_mul: L::splat(c.grad_mul),
-            l2: L::splat(c.l2),
-            decay: L::splat(c.decay),
-            one_minus_beta1: L::splat(c.one_minus_beta1),
-            beta2: L::splat(c.beta2),
-            one_minus_beta2: L::splat(c.one_minus_beta2),
-            eps: L::splat(c.eps),
-            inv_bias_correction2_sqrt: L::splat(c.inv_bias_correction2_sqrt),
-            nadam_grad: L::splat(c.nadam_grad),
-            step_size: L::splat(c.step_size),
-            neg_step_size: L::splat(-c.step_size),
-            momentum_keep: L::splat(c.momentum_keep),
-            momentum_step: L::splat(c.momentum_step),
-        }
-    }
-}
-
-/// A lane group's param and state: `[param, exp_avg, exp_avg_sq, max_exp_avg_sq, velocity]`.
-type Group<L> = [<L as Lanes>::F; 5];
-
-/// `kernel::update`'s element step for variant `F`, operation for operation.
-#[inline(always)]
-unsafe fn update<L: Lanes, const F: u32>(c: &Splat<L>, grad: L::F, old: Group<L>) -> Group<L> {
-    let on = |flag: u32| F & flag != 0;
-    let rule = F & flags::RULE;
-    let [mut p, m_old, v_old, x_old, u_old] = old;
-    let mut g = L::max_f(c.neg_clip, grad);
-    g = L::min_f(c.clip, g);
-    g = L::mul(g, c.grad_mul);
-    if on(flags::L2) {
-        g = L::fma(c.l2, p, g);
-    }
-    p = L::mul(p, c.decay);
-    let m = L::fma(c.one_minus_beta1, L::sub_f(g, m_old), m_old);
-    let mut extra = L::splat(0.0);
-    let mut x = x_old;
-    let (v, direction);
-    if rule == flags::ADAMAX {
-        let abs_g = L::from_bits(L::and(L::bits(g), L::splat_u(0x7fff_ffff)));
-        v = L::max_f(L::mul(c.beta2, v_old), L::add(abs_g, c.eps));
-        direction = L::where_positive(v, L::div(m, v));
-    } else {
-        v = L::fma(c.beta2, v_old, L::mul(L::mul(c.one_minus_beta2, g), g));
-        direction = if rule == flags::UNADAPTED {
-            m
-        } else {
-            let v_used = if on(flags::AMSGRAD) {
-                x = L::max_f(v, x_old);
-                x
-            } else {
-                v
-            };
-            let denom = L::fma(L::sqrt(v_used), c.inv_bias_correction2_sqrt, c.eps);
-            if rule == flags::NADAM {
-                extra = L::mul(c.nadam_grad, L::div(g, denom));
-            }
-            L::div(m, denom)
-        };
-    }
-    let mut u = u_old;
-    if on(flags::MOMENTUM) {
-        let delta = L::fma(c.step_size, direction, extra);
-        let neg = L::bits(L::mul(c.momentum_step, delta));
-        let neg = L::from_bits(L::xor(neg, L::splat_u(0x8000_0000)));
-        u = L::fma(c.momentum_keep, u_old, neg);
-        p = L::add(p, u);
-    } else {
-        if rule == flags::NADAM {
-            p = L::sub_f(p, extra);
-        }
-        p = L::fma(c.neg_step_size, direction, p);
-    }
-    [p, m, v, x, u]
-}
+use super::lane_arith::OnLevel;
+use super::lanes::Lanes;
 
 /// One 8-bit state buffer of a block: its codes and its absmax.
 pub(super) struct BlockState<'a> {
@@ -139,16 +36,18 @@ pub(super) const fn used(variant: u32) -> [bool; 4] {
     ]
 }
 
-/// Step one block (at most [`BLOCK`] elements) with variant `F`; `state`
-/// holds the buffers `used(F)` names (the others are ignored); `new` is
-/// room for the new moments.
+/// Step one block (at most [`BLOCK`] elements) with variant `F`: `coeffs`
+/// are `c` in every lane; `state` holds the buffers `used(F)` names (the
+/// others are ignored); `new` is room for the new moments.
 ///
 /// # Safety
-/// `L`'s level must be enabled; every buffer holds `param.len()` elements.
+/// `grad` and the codes of each buffer in `state` hold `param.len()`
+/// elements, at most [`BLOCK`].
 #[inline(always)]
 pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
-    splat: &Splat<L>,
-    scalar: &Splat<Scalar>,
+    lanes: OnLevel<L>,
+    coeffs: &Coeffs<L::F>,
+    c: &Coeffs<f32>,
     param: &mut [f32],
     grad: &[f32],
     state: &mut [Option<BlockState<'_>>; 4],
@@ -156,41 +55,47 @@ pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
 ) {
     let use_ = used(F);
     let n = param.len();
-    let mut largest = [L::splat_u(0); 4];
-    let magnitude = L::splat_u(0x7fff_ffff);
+    debug_assert!(n <= BLOCK && grad.len() == n);
     let mut scales = [0f32; 4];
     for k in 0..4 {
         if let Some(s) = &state[k] {
+            debug_assert_eq!(s.codes.len(), n);
             scales[k] = *s.absmax;
         }
     }
+    let mut largest = [lanes.zero_bits(); 4];
     let mut i = 0;
     while i + L::N <= n {
-        let mut old = [L::splat(0.0); 5];
-        old[0] = L::load(param.as_ptr().add(i));
+        // The loads and stores each touch elements i..i + L::N: below n,
+        // which param, grad, each state's codes (this function's contract)
+        // and `new` hold; `lanes` says this runs where `L`'s instructions may.
+        let mut old = [lanes.splat(0.0); 5];
+        // SAFETY: see above.
+        old[0] = unsafe { L::load(param.as_ptr().add(i)) };
         for k in 0..4 {
             if use_[k] {
                 if let Some(s) = &state[k] {
-                    let v = L::lookup(BOOKS[k].values.as_ptr(), s.codes.as_ptr().add(i));
-                    old[k + 1] = L::mul(v, L::splat(scales[k]));
+                    // SAFETY: see above; a code indexes the map's 256 values.
+                    let v = unsafe { L::lookup(BOOKS[k].values.as_ptr(), s.codes.as_ptr().add(i)) };
+                    old[k + 1] = lanes.mul(v, lanes.splat(scales[k]));
                 }
             }
         }
-        let out = update::<L, F>(splat, L::load(grad.as_ptr().add(i)), old);
-        L::store(param.as_mut_ptr().add(i), out[0]);
+        // SAFETY: see above.
+        let g = unsafe { L::load(grad.as_ptr().add(i)) };
+        let out = step_element::<_, F>(lanes, coeffs, g, old);
+        // SAFETY: see above.
+        unsafe { L::store(param.as_mut_ptr().add(i), out[0]) };
         for k in 0..4 {
             if use_[k] {
-                L::store(new[k].as_mut_ptr().add(i), out[k + 1]);
-                largest[k] = L::max(largest[k], L::and(L::bits(out[k + 1]), magnitude));
+                // SAFETY: see above.
+                unsafe { L::store(new[k].as_mut_ptr().add(i), out[k + 1]) };
+                largest[k] = lanes.max_magnitude_bits(largest[k], out[k + 1]);
             }
         }
         i += L::N;
     }
-    let mut largest_bits = [0u32; 4];
-    for k in 0..4 {
-        largest_bits[k] = L::reduce_max(largest[k]);
-    }
-    let mut largest = largest_bits;
+    let mut largest = largest.map(|l| lanes.reduce_max(l));
     while i < n {
         let mut old = [0f32; 5];
         old[0] = param[i];
@@ -201,7 +106,7 @@ pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
                 }
             }
         }
-        let out = update::<Scalar, F>(scalar, grad[i], old);
+        let out = step_element::<_, F>(Plain::new(), c, grad[i], old);
         param[i] = out[0];
         for k in 0..4 {
             if use_[k] {
@@ -214,7 +119,9 @@ pub(super) unsafe fn step_block<L: Lanes, const F: u32>(
     for k in 0..4 {
         if use_[k] {
             if let Some(s) = &mut state[k] {
-                *s.absmax = encode_block::<L>(BOOKS[k], &new[k][..n], largest[k], s.codes);
+                // SAFETY: `lanes` says this runs where `L`'s instructions may.
+                *s.absmax =
+                    unsafe { encode_block::<L>(BOOKS[k], &new[k][..n], largest[k], s.codes) };
             }
         }
     }

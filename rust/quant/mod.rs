@@ -6,15 +6,16 @@
 //!   `decades` is its arithmetic nearest-code search for the vector levels.
 //! * [`block`]: one fused step over a piece of a tensor whose moments are
 //!   stored in 8 bits: decode, the f32 update (`fused`: the kernel's
-//!   operations in registers), absmax, encode.
+//!   `step_element` on registers, in `lane_arith`'s operations), absmax, encode.
 //! * [`stochastic`]: f32 to bfloat16/float16 with stochastic rounding, the
 //!   random bits a counter-based hash of (seed, step, element index).
 //!
 //! Layering (imports point down only): `map` and `lanes` are numbers and
 //! import nothing from the crate (`decades` imports `lanes`); `codec` and
 //! `stochastic` are element loops dispatched per SIMD level (they use
-//! `simd::SimdLevel` and `error`); `fused` is one block's step (`kernel`'s
-//! flags, `scalars`' coefficients); `block` steps one piece (and keeps the
+//! `simd::SimdLevel` and `error`); `lane_arith` is `arith`'s operations on
+//! `lanes`; `fused` is one block's step (`kernel`'s element update and
+//! coefficients, in `lane_arith`); `block` steps one piece (and keeps the
 //! staged way with `simd`'s f32 kernel) and is what a multi-tensor planner
 //! calls per piece. No module outside `quant` imports it.
 
@@ -22,6 +23,7 @@ pub mod block;
 pub mod codec;
 mod decades;
 mod fused;
+mod lane_arith;
 mod lanes;
 pub mod map;
 pub mod stochastic;
