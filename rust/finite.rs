@@ -5,6 +5,9 @@
 //! check is `x - x`, which is 0 for a finite x and NaN otherwise, summed over
 //! sixteen lanes, compiled per SIMD level like the kernel.
 
+// TODO(lints): cleaned on branch codec/unify
+#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 use half::{bf16, f16};
 use std::sync::atomic::{AtomicBool, Ordering};
 

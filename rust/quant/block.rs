@@ -18,6 +18,9 @@
 //! block is split between pieces; its `absmax` slices hold the absmax of
 //! exactly its blocks.
 
+// TODO(lints): cleaned on branch codec/unify
+#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 use std::ops::Range;
 
 use crate::error::StepError;

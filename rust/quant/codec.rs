@@ -252,7 +252,7 @@ impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
                 let y = |i: usize| L::bits(L::mul(L::load(x.add(i)), splat));
                 const { assert!(INDEX_BITS_FROM == 16 && BLOCK <= 64 * 4 * 2) };
                 let decades = self.book.decades();
-                let (done, mut redo) = L::encode_run::<SIGNED>(decades, x, scale, out, n);
+                let (done, mut redo) = L::encode_run(decades, SIGNED, x, scale, out, n);
                 i = done;
                 let mut group = done / (4 * L::N);
                 while i + 4 * L::N <= n {
