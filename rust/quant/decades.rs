@@ -64,8 +64,10 @@ pub(super) struct Decades {
     clamp: f32,
     /// Per key (as `region`): `next` of the key's region, so that both
     /// tables are read at once (AVX-512's encoder).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     next_by_key: [u32; 16],
     /// Per region (0..=8): `k << 23`, the exponent add (AVX-512's encoder).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     k_shifted: [u32; 16],
 }
 
