@@ -34,10 +34,12 @@
 //! mirrored code (the map's negative half is the exact negation of its
 //! positive half). The vector levels first skip that comparison, which the
 //! arithmetic alone decides for nearly every value and says where it
-//! cannot; a block with such a value goes through the comparison again.
-
-// TODO(lints): cleaned on branch codec/unify
-#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+//! cannot; a group of 64 values with such a value goes through the
+//! comparison again. AVX-512 with BW and DQ runs the arithmetic in a loop of
+//! its own (`decades::encode_avx512`). The scalar level (and the vector
+//! levels' last few values) looks the code of `|y|`'s cell up instead (a
+//! cell is 1/128 of a binary octave, narrower than any code's range of
+//! `|y|`) and settles it with the same comparison.
 
 use crate::error::StepError;
 use crate::simd::SimdLevel;
@@ -72,6 +74,31 @@ pub struct Codebook {
     pub zero: u8,
     /// The arithmetic search the vector levels try first.
     decades: Decades,
+    /// The scalar level's search: per cell of `|y|` (its bits >> 16, from
+    /// [`CELL_FROM`]; the cell of 0 holds every smaller `|y|`), the code of
+    /// its least `|y|`; the code of a `|y|` in it is that or the next (no
+    /// cell holds two midpoints), by one comparison with `upper`.
+    cells: [u8; CELLS],
+}
+
+/// `|y|`'s bits >> 16 at the first cell (2^-31; smaller `|y|` take the code of 0).
+const CELL_FROM: u32 = 96 << 7;
+/// Cells up to `|y| < 2`.
+const CELLS: usize = 32 << 7;
+
+/// The code of a `|y|` (its bits) not above 1 + 2^-23: the least code from
+/// `zero` whose `upper` is at least it.
+const fn code_of_magnitude(upper: &[u32; 256], zero: usize, bits: u32) -> usize {
+    let (mut lo, mut hi) = (zero, 255);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if upper[mid] >= bits {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 /// The signed map (first moment, velocity).
@@ -93,6 +120,19 @@ impl Codebook {
             }
             k += 1;
         }
+        let mut cells = [0u8; CELLS];
+        let mut cell = 0;
+        while cell < CELLS {
+            let first = (CELL_FROM + cell as u32) << 16;
+            let least = if cell == 0 { 0 } else { first };
+            let end = first + (1 << 16) - 1;
+            // |y| is at most 1 + 2^-23.
+            let largest = if end > 0x3f80_0001 { 0x3f80_0001 } else { end };
+            let code = code_of_magnitude(&upper, zero, least);
+            assert!(code_of_magnitude(&upper, zero, largest) <= code + 1);
+            cells[cell] = code as u8;
+            cell += 1;
+        }
         let mut planes = [[0u8; 256]; 4];
         let mut c = 0;
         while c < 256 {
@@ -111,6 +151,7 @@ impl Codebook {
             mirrors,
             zero: zero as u8,
             decades: Decades::new(values, zero),
+            cells,
         }
     }
 
@@ -147,10 +188,14 @@ impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
     /// `L`'s level must be enabled; `SIGNED` must say whether `book` mirrors.
     #[inline(always)]
     pub(super) unsafe fn new(book: &'a Codebook) -> Self {
-        debug_assert_eq!(book.mirrors(), SIGNED);
-        Encoder {
-            book,
-            decades: Loaded::new(book.decades()),
+        // SAFETY: `L`'s level is enabled, as this function's contract requires; `book`
+        // SAFETY: outlives the encoder that holds its tables.
+        unsafe {
+            debug_assert_eq!(book.mirrors(), SIGNED);
+            Encoder {
+                book,
+                decades: Loaded::new(book.decades()),
+            }
         }
     }
 
@@ -160,7 +205,8 @@ impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
     /// `L`'s level must be enabled.
     #[inline(always)]
     pub(super) unsafe fn block(&self, x: &[f32], codes: &mut [u8]) -> f32 {
-        self.block_with(x, abs_max_bits::<L>(x), codes)
+        // SAFETY: `L`'s level is enabled, as this function's contract requires.
+        unsafe { self.block_with(x, abs_max_bits::<L>(x), codes) }
     }
 
     /// [`Encoder::block`] given the block's largest `|x|` as bits (a NaN's
@@ -170,64 +216,107 @@ impl<'a, L: Lanes, const SIGNED: bool> Encoder<'a, L, SIGNED> {
     /// `L`'s level must be enabled.
     #[inline(always)]
     pub(super) unsafe fn block_with(&self, x: &[f32], bits: u32, codes: &mut [u8]) -> f32 {
-        if bits == 0 {
-            codes.fill(self.book.zero);
-            return 0.0;
+        // SAFETY: `L`'s level is enabled, as this function's contract requires.
+        unsafe {
+            if bits == 0 {
+                codes.fill(self.book.zero);
+                return 0.0;
+            }
+            if bits >= INFINITY_BITS {
+                return encode_nonfinite(self.book, x, codes);
+            }
+            let absmax = f32::from_bits(bits);
+            if RECIPROCAL_NORMAL.contains(&bits) {
+                self.scaled(x, 1.0 / absmax, codes);
+            } else {
+                encode_rescaled(self.book, x, absmax, codes);
+            }
+            absmax
         }
-        if bits >= INFINITY_BITS {
-            return encode_nonfinite(self.book, x, codes);
-        }
-        let absmax = f32::from_bits(bits);
-        if RECIPROCAL_NORMAL.contains(&bits) {
-            self.scaled(x, 1.0 / absmax, codes);
-        } else {
-            encode_rescaled(self.book, x, absmax, codes);
-        }
-        absmax
     }
 
     /// `codes[i]` = the code of `x[i] * scale` (`|x[i] * scale| <= 1 + 2^-23`).
     #[inline(always)]
     unsafe fn scaled(&self, x: &[f32], scale: f32, codes: &mut [u8]) {
-        let n = x.len().min(codes.len());
-        let (x, out) = (x.as_ptr(), codes.as_mut_ptr());
-        let mut i = 0;
-        if L::N > 1 {
-            // By arithmetic; then each group of 4 vectors with an undecided
-            // lane again, with the comparison.
-            let splat = L::splat(scale);
-            let y = |i: usize| L::bits(L::mul(L::load(x.add(i)), splat));
-            const { assert!(INDEX_BITS_FROM == 16 && BLOCK <= 64 * 4 * 2) };
-            let mut redo = 0u64;
-            let mut group = 0;
-            while i + 4 * L::N <= n {
-                let (c0, u0) = self.decades.code(y(i));
-                let (c1, u1) = self.decades.code(y(i + L::N));
-                let (c2, u2) = self.decades.code(y(i + 2 * L::N));
-                let (c3, u3) = self.decades.code(y(i + 3 * L::N));
-                let undecided = L::max_low16(L::max_low16(u0, u1), L::max_low16(u2, u3));
-                let undecided = L::any_low16_at_least(undecided, (1 << INDEX_BITS_FROM) - GUARD);
-                redo |= (undecided as u64) << group;
-                L::store_bytes4(out.add(i), c0, c1, c2, c3);
-                group += 1;
-                i += 4 * L::N;
+        // SAFETY: `L`'s level is enabled, as this function's contract requires; every access
+        // SAFETY: is below `n`, the length of both `x` and `codes`, and `encode_run` and
+        // SAFETY: `settle` get that `n`.
+        unsafe {
+            let n = x.len().min(codes.len());
+            let (x, out) = (x.as_ptr(), codes.as_mut_ptr());
+            let mut i = 0;
+            if L::N > 1 {
+                // By arithmetic; then each group of 4 vectors with an undecided
+                // lane again, with the comparison.
+                let splat = L::splat(scale);
+                let y = |i: usize| L::bits(L::mul(L::load(x.add(i)), splat));
+                const { assert!(INDEX_BITS_FROM == 16 && BLOCK <= 64 * 4 * 2) };
+                let decades = self.book.decades();
+                let (done, mut redo) = L::encode_run(decades, SIGNED, x, scale, out, n);
+                i = done;
+                let mut group = done / (4 * L::N);
+                while i + 4 * L::N <= n {
+                    let (c0, u0) = self.decades.code(y(i));
+                    let (c1, u1) = self.decades.code(y(i + L::N));
+                    let (c2, u2) = self.decades.code(y(i + 2 * L::N));
+                    let (c3, u3) = self.decades.code(y(i + 3 * L::N));
+                    let undecided = L::max_low16(L::max_low16(u0, u1), L::max_low16(u2, u3));
+                    let undecided =
+                        L::any_low16_at_least(undecided, (1 << INDEX_BITS_FROM) - GUARD);
+                    redo |= (undecided as u64) << group;
+                    L::store_bytes4(out.add(i), c0, c1, c2, c3);
+                    group += 1;
+                    i += 4 * L::N;
+                }
+                if redo == 0 && i == n {
+                    return;
+                }
+                let book = self.book;
+                return L::framed(Settle::<SIGNED> {
+                    book,
+                    x,
+                    scale,
+                    out,
+                    redo,
+                    group: 4 * L::N,
+                    tail: i,
+                    n,
+                });
             }
-            if redo == 0 && i == n {
-                return;
-            }
-            let book = self.book;
-            return L::framed(Settle::<SIGNED> {
-                book,
-                x,
-                scale,
-                out,
-                redo,
-                group: 4 * L::N,
-                tail: i,
-                n,
-            });
+            settle_scalar(self.book, x, scale, out, i, n)
         }
-        settle(&self.decades, self.book, x, scale, out, i, n)
+    }
+}
+
+/// `out[j]` = the code of `x[j] * scale` for `j` in `i..n`, one at a time
+/// by [`Codebook::cells`] and one comparison.
+#[inline(always)]
+unsafe fn settle_scalar(
+    book: &Codebook,
+    x: *const f32,
+    scale: f32,
+    out: *mut u8,
+    i: usize,
+    n: usize,
+) {
+    // SAFETY: the caller gives `x` and `out` valid for `n` elements, and
+    // SAFETY: the cell index is below `CELLS`, `c` (a `u8`) below 256.
+    unsafe {
+        for j in i..n {
+            let y = (*x.add(j) * scale).to_bits();
+            let magnitude = y & 0x7fff_ffff;
+            let cell = ((magnitude >> 16).saturating_sub(CELL_FROM) as usize).min(CELLS - 1);
+            let c = book.cells[cell];
+            let c = c + (magnitude > book.upper[c as usize]) as u8;
+            *out.add(j) = if y >> 31 == 0 {
+                c
+            } else if book.mirrors {
+                // 254 - c, at least 0 (255, the code of 1, mirrors to 0).
+                254u8.saturating_sub(c)
+            } else {
+                book.zero
+            };
+        }
     }
 }
 
@@ -250,15 +339,19 @@ impl<const SIGNED: bool> Job for Settle<'_, SIGNED> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        let decades = Loaded::<L, SIGNED>::new(self.book.decades());
-        let (book, x, scale, out) = (self.book, self.x, self.scale, self.out);
-        let mut redo = self.redo;
-        while redo != 0 {
-            let start = redo.trailing_zeros() as usize * self.group;
-            settle(&decades, book, x, scale, out, start, start + self.group);
-            redo &= redo - 1;
+        // SAFETY: `L`'s level is enabled, as this function's contract requires; the groups and
+        // SAFETY: the tail are inside the `n` elements the encoder was given.
+        unsafe {
+            let decades = Loaded::<L, SIGNED>::new(self.book.decades());
+            let (book, x, scale, out) = (self.book, self.x, self.scale, self.out);
+            let mut redo = self.redo;
+            while redo != 0 {
+                let start = redo.trailing_zeros() as usize * self.group;
+                settle(&decades, book, x, scale, out, start, start + self.group);
+                redo &= redo - 1;
+            }
+            settle(&decades, book, x, scale, out, self.tail, self.n)
         }
-        settle(&decades, book, x, scale, out, self.tail, self.n)
     }
 }
 
@@ -274,33 +367,33 @@ unsafe fn settle<L: Lanes, const SIGNED: bool>(
     mut i: usize,
     n: usize,
 ) {
-    let upper = book.upper.as_ptr();
-    let splat = L::splat(scale);
-    let code = |i: usize| {
-        let y = L::bits(L::mul(L::load(x.add(i)), splat));
-        decades.exact(y, upper)
-    };
-    while i + 4 * L::N <= n {
-        let (a, b, c, d) = (
-            code(i),
-            code(i + L::N),
-            code(i + 2 * L::N),
-            code(i + 3 * L::N),
-        );
-        L::store_bytes4(out.add(i), a, b, c, d);
-        i += 4 * L::N;
-    }
-    while i + L::N <= n {
-        L::store_bytes(out.add(i), code(i));
-        i += L::N;
-    }
-    if i < n {
-        let one = Loaded::<Scalar, SIGNED>::new(book.decades());
-        while i < n {
-            let y = (*x.add(i) * scale).to_bits();
-            Scalar::store_bytes(out.add(i), one.exact(y, upper));
-            i += 1;
+    // SAFETY: `L`'s level is enabled, as this function's contract requires; the caller gives
+    // SAFETY: `x` and `out` valid for `n` elements, every access below `n`.
+    unsafe {
+        let upper = book.upper.as_ptr();
+        let splat = L::splat(scale);
+        // A macro, not a closure: a closure is compiled without the level's
+        // target features, and would call each intrinsic out of line.
+        macro_rules! code {
+            ($i:expr) => {
+                decades.exact(L::bits(L::mul(L::load(x.add($i)), splat)), upper)
+            };
         }
+        while i + 4 * L::N <= n {
+            let (a, b, c, d) = (
+                code!(i),
+                code!(i + L::N),
+                code!(i + 2 * L::N),
+                code!(i + 3 * L::N),
+            );
+            L::store_bytes4(out.add(i), a, b, c, d);
+            i += 4 * L::N;
+        }
+        while i + L::N <= n {
+            L::store_bytes(out.add(i), code!(i));
+            i += L::N;
+        }
+        settle_scalar(book, x, scale, out, i, n)
     }
 }
 
@@ -318,20 +411,23 @@ pub(super) unsafe fn encode_block<L: Lanes>(
     bits: u32,
     codes: &mut [u8],
 ) -> f32 {
-    if book.mirrors() {
-        L::framed(EncodeBlock::<true> {
-            book,
-            x,
-            bits,
-            codes,
-        })
-    } else {
-        L::framed(EncodeBlock::<false> {
-            book,
-            x,
-            bits,
-            codes,
-        })
+    // SAFETY: `L`'s level is enabled, as this function's contract requires.
+    unsafe {
+        if book.mirrors() {
+            L::framed(EncodeBlock::<true> {
+                book,
+                x,
+                bits,
+                codes,
+            })
+        } else {
+            L::framed(EncodeBlock::<false> {
+                book,
+                x,
+                bits,
+                codes,
+            })
+        }
     }
 }
 
@@ -346,7 +442,8 @@ impl<const SIGNED: bool> Job for EncodeBlock<'_, SIGNED> {
     type Out = f32;
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) -> f32 {
-        Encoder::<L, SIGNED>::new(self.book).block_with(self.x, self.bits, self.codes)
+        // SAFETY: `L`'s level is enabled, as this function's contract requires.
+        unsafe { Encoder::<L, SIGNED>::new(self.book).block_with(self.x, self.bits, self.codes) }
     }
 }
 
@@ -365,21 +462,25 @@ fn encode_scalar(book: &Codebook, x: &[f32], scale: f32, codes: &mut [u8]) {
 /// The largest `|x|`, as bits (a NaN's bits are above every number's).
 #[inline(always)]
 pub(super) unsafe fn abs_max_bits<L: Lanes>(x: &[f32]) -> u32 {
-    let n = x.len();
-    let magnitude = L::splat_u(0x7fff_ffff);
-    let (mut acc0, mut acc1) = (L::splat_u(0), L::splat_u(0));
-    let mut i = 0;
-    while i + 2 * L::N <= n {
-        let p = x.as_ptr().add(i);
-        acc0 = L::max(acc0, L::and(L::bits(L::load(p)), magnitude));
-        acc1 = L::max(acc1, L::and(L::bits(L::load(p.add(L::N))), magnitude));
-        i += 2 * L::N;
+    // SAFETY: `L`'s level is enabled, as this function's contract requires; each load reads
+    // SAFETY: `L::N` elements ending at most at `x.len()`.
+    unsafe {
+        let n = x.len();
+        let magnitude = L::splat_u(0x7fff_ffff);
+        let (mut acc0, mut acc1) = (L::splat_u(0), L::splat_u(0));
+        let mut i = 0;
+        while i + 2 * L::N <= n {
+            let p = x.as_ptr().add(i);
+            acc0 = L::max(acc0, L::and(L::bits(L::load(p)), magnitude));
+            acc1 = L::max(acc1, L::and(L::bits(L::load(p.add(L::N))), magnitude));
+            i += 2 * L::N;
+        }
+        let mut m = L::reduce_max(L::max(acc0, acc1));
+        for v in &x[i..] {
+            m = m.max(v.to_bits() & 0x7fff_ffff);
+        }
+        m
     }
-    let mut m = L::reduce_max(L::max(acc0, acc1));
-    for v in &x[i..] {
-        m = m.max(v.to_bits() & 0x7fff_ffff);
-    }
-    m
 }
 
 const INFINITY_BITS: u32 = 0x7f80_0000;
@@ -471,20 +572,24 @@ pub(super) unsafe fn decode_block<L: Lanes>(
     absmax: f32,
     out: &mut [f32],
 ) {
-    if holds_infinities(absmax) {
-        return decode_with_infinities(book, codes, absmax, out);
-    }
-    let n = out.len().min(codes.len());
-    let table = book.values.as_ptr();
-    let mut i = L::decode_run(&book.planes, codes.as_ptr(), absmax, out.as_mut_ptr(), n);
-    while i + L::N <= n {
-        let v = L::lookup(table, codes.as_ptr().add(i));
-        L::store(out.as_mut_ptr().add(i), L::mul(v, L::splat(absmax)));
-        i += L::N;
-    }
-    while i < n {
-        out[i] = book.values[codes[i] as usize] * absmax;
-        i += 1;
+    // SAFETY: `L`'s level is enabled, as this function's contract requires; `decode_run`
+    // SAFETY: and the loop write below `n`, the length of `codes` and `out`.
+    unsafe {
+        if holds_infinities(absmax) {
+            return decode_with_infinities(book, codes, absmax, out);
+        }
+        let n = out.len().min(codes.len());
+        let table = book.values.as_ptr();
+        let mut i = L::decode_run(&book.planes, codes.as_ptr(), absmax, out.as_mut_ptr(), n);
+        while i + L::N <= n {
+            let v = L::lookup(table, codes.as_ptr().add(i));
+            L::store(out.as_mut_ptr().add(i), L::mul(v, L::splat(absmax)));
+            i += L::N;
+        }
+        while i < n {
+            out[i] = book.values[codes[i] as usize] * absmax;
+            i += 1;
+        }
     }
 }
 
@@ -502,14 +607,17 @@ pub(super) fn run<J: Job>(level: SimdLevel, job: J) -> Result<J::Out, StepError>
     if !level.is_supported() {
         return Err(StepError::UnsupportedSimd(level.name()));
     }
-    // SAFETY (all arms): the CPU supports `level`, checked above.
     Ok(match level {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports `level`, checked above.
         SimdLevel::Avx512 => unsafe { super::lanes::Avx512::framed(job) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports `level`, checked above.
         SimdLevel::Avx2 => unsafe { super::lanes::Avx2::framed(job) },
         #[cfg(target_arch = "aarch64")]
+        // SAFETY: the CPU supports `level`, checked above.
         SimdLevel::Neon => unsafe { run_neon(job) },
+        // SAFETY: the scalar level runs on any CPU.
         _ => unsafe { Scalar::framed(job) },
     })
 }
@@ -543,10 +651,13 @@ impl<const SIGNED: bool> Job for Encode<'_, SIGNED> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        let encoder = Encoder::<L, SIGNED>::new(self.book);
-        let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
-        for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
-            *absmax = encoder.block(x, codes);
+        // SAFETY: `L`'s level is enabled, as this function's contract requires.
+        unsafe {
+            let encoder = Encoder::<L, SIGNED>::new(self.book);
+            let blocks = self.x.chunks(BLOCK).zip(self.codes.chunks_mut(BLOCK));
+            for ((x, codes), absmax) in blocks.zip(self.absmax.iter_mut()) {
+                *absmax = encoder.block(x, codes);
+            }
         }
     }
 }
@@ -562,9 +673,12 @@ impl Job for Decode<'_> {
     type Out = ();
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
-        let blocks = self.codes.chunks(BLOCK).zip(self.out.chunks_mut(BLOCK));
-        for ((codes, out), &absmax) in blocks.zip(self.absmax) {
-            decode_block::<L>(self.book, codes, absmax, out);
+        // SAFETY: `L`'s level is enabled, as this function's contract requires.
+        unsafe {
+            let blocks = self.codes.chunks(BLOCK).zip(self.out.chunks_mut(BLOCK));
+            for ((codes, out), &absmax) in blocks.zip(self.absmax) {
+                decode_block::<L>(self.book, codes, absmax, out);
+            }
         }
     }
 }

@@ -3,9 +3,6 @@
 //! one-lane model and on every vector level this CPU has; and it must decide
 //! nearly all of them. An ignored test runs every float32 of the domain.
 
-// TODO(lints): cleaned on branch codec/unify
-#![allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-
 use crate::SimdLevel;
 
 use super::codec::{run, Codebook, Job, SIGNED, UNSIGNED};
@@ -23,29 +20,37 @@ struct Codes<'a> {
 impl Job for Codes<'_> {
     type Out = Vec<Option<u8>>;
     unsafe fn run<L: Lanes>(self) -> Vec<Option<u8>> {
-        if self.signed {
-            codes::<L, true>(self.book, self.y)
-        } else {
-            codes::<L, false>(self.book, self.y)
+        // SAFETY: `L`'s level is enabled, as this function's contract requires.
+        unsafe {
+            if self.signed {
+                codes::<L, true>(self.book, self.y)
+            } else {
+                codes::<L, false>(self.book, self.y)
+            }
         }
     }
 }
 
 #[inline(always)]
 unsafe fn codes<L: Lanes, const SIGNED: bool>(book: &Codebook, y: &[f32]) -> Vec<Option<u8>> {
-    let decades = Loaded::<L, SIGNED>::new(book.decades());
-    let mut out = Vec::with_capacity(y.len());
-    let (mut code, mut v) = ([0u8; 16], [0u32; 16]);
-    for chunk in y.chunks_exact(L::N) {
-        let (c, w) = decades.code(L::bits(L::load(chunk.as_ptr())));
-        L::store_bytes(code.as_mut_ptr(), c);
-        L::store(v.as_mut_ptr() as *mut f32, L::from_bits(w));
-        for k in 0..L::N {
-            let decided = (v[k] & 0xffff) < (1 << INDEX_BITS_FROM) - GUARD;
-            out.push(decided.then_some(code[k]));
+    // SAFETY: `L`'s level is enabled, as this function's contract requires; each load reads
+    // SAFETY: `L::N` values of a chunk of `L::N`, and each store writes `L::N` lanes of
+    // SAFETY: 16-lane buffers.
+    unsafe {
+        let decades = Loaded::<L, SIGNED>::new(book.decades());
+        let mut out = Vec::with_capacity(y.len());
+        let (mut code, mut v) = ([0u8; 16], [0u32; 16]);
+        for chunk in y.chunks_exact(L::N) {
+            let (c, w) = decades.code(L::bits(L::load(chunk.as_ptr())));
+            L::store_bytes(code.as_mut_ptr(), c);
+            L::store(v.as_mut_ptr() as *mut f32, L::from_bits(w));
+            for k in 0..L::N {
+                let decided = (v[k] & 0xffff) < (1 << INDEX_BITS_FROM) - GUARD;
+                out.push(decided.then_some(code[k]));
+            }
         }
+        out
     }
-    out
 }
 
 fn books() -> [(&'static str, bool, &'static Codebook); 2] {

@@ -9,6 +9,8 @@
 //! Encoding uses small per-decade tables held in registers (`decades`), and
 //! one gather of a 256-entry table only where that is undecided.
 
+use super::decades::Decades;
+
 /// Work compiled once per SIMD level (see [`Lanes::framed`]).
 pub(super) trait Job {
     type Out;
@@ -69,6 +71,22 @@ pub(super) unsafe trait Lanes {
     ) -> usize {
         0
     }
+    /// The codes of `x[j] * scale` by `decades` (of the signed map or not)
+    /// into `out` for the first `n / 64 * 64` values, where the level has a
+    /// faster way than the generic loop; returns how many it encoded (0:
+    /// none) and the undecided groups of 64 (bit `g`: from value `64 g`).
+    /// `x` and `out` are valid for `n` elements.
+    #[inline(always)]
+    unsafe fn encode_run(
+        _decades: &Decades,
+        _signed: bool,
+        _x: *const f32,
+        _scale: f32,
+        _out: *mut u8,
+        _n: usize,
+    ) -> (usize, u64) {
+        (0, 0)
+    }
     /// The low byte of each lane, into `N` bytes.
     unsafe fn store_bytes(p: *mut u8, v: Self::U);
     /// [`Lanes::store_bytes`] of four vectors, into `4 * N` bytes.
@@ -87,7 +105,8 @@ pub(super) unsafe trait Lanes {
     unsafe fn reduce_max(v: Self::U) -> u32;
 
     // For the arithmetic encoder (`decades`).
-    /// A table of 8 `u32`, 8 `f32` and 16 bytes, held as the level likes it.
+    /// A table of 8 `u32`, 8 `f32` and 16 bytes, held as the level likes it
+    /// (the scalar level: a pointer to it, so the table must outlive its use).
     type T8U: Copy;
     type T8F: Copy;
     type T16B: Copy;
@@ -222,32 +241,40 @@ unsafe impl Lanes for Scalar {
     unsafe fn reduce_max(v: u32) -> u32 {
         v
     }
-    type T8U = [u32; 8];
-    type T8F = [f32; 8];
-    type T16B = [u8; 16];
+    // The tables where they are (a copy, indexed, is copied to the stack
+    // for every value).
+    type T8U = *const u32;
+    type T8F = *const f32;
+    type T16B = *const u8;
     #[inline(always)]
-    unsafe fn table_u(t: &[u32; 8]) -> [u32; 8] {
-        *t
+    unsafe fn table_u(t: &[u32; 8]) -> *const u32 {
+        t.as_ptr()
     }
     #[inline(always)]
-    unsafe fn table_f(t: &[f32; 8]) -> [f32; 8] {
-        *t
+    unsafe fn table_f(t: &[f32; 8]) -> *const f32 {
+        t.as_ptr()
     }
     #[inline(always)]
-    unsafe fn table_b(t: &[u8; 16]) -> [u8; 16] {
-        *t
+    unsafe fn table_b(t: &[u8; 16]) -> *const u8 {
+        t.as_ptr()
     }
     #[inline(always)]
-    unsafe fn permute_u(t: [u32; 8], idx: u32) -> u32 {
-        t[idx as usize & 7]
+    unsafe fn permute_u(t: *const u32, idx: u32) -> u32 {
+        // SAFETY: `t` points at a table of 8 that outlives its use
+        // (`table_u`'s contract); the index is below 8.
+        unsafe { *t.add(idx as usize & 7) }
     }
     #[inline(always)]
-    unsafe fn permute_f(t: [f32; 8], idx: u32) -> f32 {
-        t[idx as usize & 7]
+    unsafe fn permute_f(t: *const f32, idx: u32) -> f32 {
+        // SAFETY: `t` points at a table of 8 that outlives its use
+        // (`table_f`'s contract); the index is below 8.
+        unsafe { *t.add(idx as usize & 7) }
     }
     #[inline(always)]
-    unsafe fn octave_pair_lookup(t: [u8; 16], a: u32) -> u32 {
-        t[(a >> 24) as usize - 48] as u32
+    unsafe fn octave_pair_lookup(t: *const u8, a: u32) -> u32 {
+        // SAFETY: `t` points at a table of 16 that outlives its use
+        // (`table_b`'s contract); the index is below 16.
+        unsafe { *t.add((a >> 24) as usize & 15) as u32 }
     }
     #[inline(always)]
     unsafe fn shl23(a: u32) -> u32 {
@@ -342,7 +369,7 @@ pub(super) use x86::{Avx2, Avx512};
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Job, Lanes};
+    use super::{Decades, Job, Lanes};
 
     /// Writes the `Lanes` impls of both x86 levels from one list: each
     /// method's signature once, with its AVX2 body and its AVX-512 body.
@@ -518,6 +545,26 @@ mod x86 {
                     decode_planes(planes, codes, scale, std::slice::from_raw_parts_mut(out, n))
                 } else {
                     0
+                }
+            }
+        }
+        fn encode_run(
+            decades: &Decades,
+            signed: bool,
+            x: *const f32,
+            scale: f32,
+            out: *mut u8,
+            n: usize
+        ) -> (usize, u64) {
+            avx2: default
+            avx512: {
+                use crate::quant::decades::encode_avx512;
+                if !(is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512dq")) {
+                    (0, 0)
+                } else if signed {
+                    encode_avx512::<true>(decades, x, scale, out, n)
+                } else {
+                    encode_avx512::<false>(decades, x, scale, out, n)
                 }
             }
         }
