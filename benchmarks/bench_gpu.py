@@ -3,6 +3,7 @@ adapter is found.
 
     python benchmarks/bench_gpu.py                       # 1e6, 1e7 and 1e8 params
     python benchmarks/bench_gpu.py --sizes 1e7 --repeats 5
+    LP_NUM_THREADS=1 python benchmarks/bench_gpu.py --sizes 1e6 --cpu-time   # lavapipe
 
 Needs ``pip install "radam[gpu]"`` and a WebGPU adapter (on a machine without a
 GPU: ``apt-get install mesa-vulkan-drivers`` gives Mesa's lavapipe).
@@ -30,7 +31,10 @@ For each size it prints, in one run:
 On Mesa's lavapipe (a "CPU" adapter) WebGPU runs on the CPU cores through
 LLVM-compiled shaders, with extra copies between "host" and "device" memory
 that are really the same RAM: it is a correctness path, and it is slower than
-the Rust CPU path. The figures only mean something for GPU speed on a real GPU.
+the Rust CPU path. The figures only mean something for GPU speed on a real GPU. There,
+``--cpu-time`` times each batch by the CPU time of the whole process (lavapipe's
+threads included) instead of the wall clock: steadier on a shared machine, and with
+``LP_NUM_THREADS=1`` the cost of the shader's own instructions.
 """
 
 from __future__ import annotations
@@ -52,15 +56,19 @@ BYTES_PER_PARAM = 28
 BYTES_PER_PARAM_8BIT = 4 + 4 + 4 + 2 * (1 + 1) + 2 * 8 / 256
 
 
+# What a batch is timed by: the wall clock, or (--cpu-time) the process's CPU time.
+clock = time.perf_counter
+
+
 def timed(fn, repeats: int, batch: int) -> float:
     """Median seconds per call over ``repeats`` batches of ``batch`` calls."""
     fn()  # warm-up (pipelines, first-touch of memory)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(batch):
             fn()
-        times.append((time.perf_counter() - start) / batch)
+        times.append((clock() - start) / batch)
     return statistics.median(times)
 
 
@@ -143,10 +151,10 @@ def bench_gpu(n: int, grad: np.ndarray, repeats: int, batch: int) -> dict[str, f
     times: dict[str, list[float]] = {k: [] for k in runs}
     for repeat in range(repeats + 1):
         for kind, run in runs.items():
-            start = time.perf_counter()
+            start = clock()
             run()
             if repeat:  # the first round warms up
-                times[kind].append((time.perf_counter() - start) / batch)
+                times[kind].append((clock() - start) / batch)
     result = {k: statistics.median(t) for k, t in times.items()}
     result["numpy"] = timed(lambda: opts["gpu"].step([grad]), repeats, max(1, batch // 5))
     return result
@@ -166,7 +174,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="*", type=float, default=[1e6, 1e7, 1e8])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by the process's CPU time (for a CPU adapter such as lavapipe)",
+    )
     args = parser.parse_args()
+    if args.cpu_time:
+        global clock
+        clock = time.process_time
 
     name = gpu.adapter_name()
     ctx = gpu._get_context()
