@@ -424,6 +424,18 @@ var<workgroup> q8_nonfinite: array<atomic<u32>, 16>;
 // different addresses across invocations do not serialize as a uniform's may.
 var<workgroup> q8_maps: array<f32, 1024>;
 
+// Invocation lid of a 64-wide workgroup's share of copying the maps into q8_maps
+// (a workgroup barrier must follow before they are read).
+fn copy_maps(lid: u32) {
+    for (var k = 0u; k < 4u; k = k + 1u) {
+        let row = lid * 4u + k;
+        let v = select(maps.values[row % 128u], maps.mids[row % 128u], row >= 128u);
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            q8_maps[row * 4u + c] = v[c];
+        }
+    }
+}
+
 fn map_value(book: u32, code: u32) -> f32 {
     return q8_maps[book * 256u + code];
 }
@@ -620,13 +632,7 @@ fn adam_step_q8(at: Place) {
         atomicStore(&q8_absmax[lid], 0u);
         atomicStore(&q8_nonfinite[lid], 0u);
     }
-    for (var k = 0u; k < 4u; k = k + 1u) {
-        let row = lid * 4u + k;
-        let v = select(maps.values[row % 128u], maps.mids[row % 128u], row >= 128u);
-        for (var c = 0u; c < 4u; c = c + 1u) {
-            q8_maps[row * 4u + c] = v[c];
-        }
-    }
+    copy_maps(lid);
     workgroupBarrier();
     let live = first < s.hi;
     // The new state values, per code word and state value: [w][j].

@@ -62,3 +62,19 @@ fn q8_reciprocal(at: Place) {
     }
     conv_out[i] = bitcast<u32>(reciprocal(bitcast<f32>(conv_in[i])));
 }
+
+// adam_step_q8's nearest code alone, for the tests (tests/test_gpu_q8.py compares it
+// with the midpoint rule): per input word (y's bits), y's code in the signed map, then
+// in the unsigned map. 64-wide workgroups, as adam_step_q8's map copy is written for.
+@compute @workgroup_size(64)
+fn q8_nearest(at: Place) {
+    copy_maps(at.lid);
+    workgroupBarrier();
+    let i = workgroup_index(at) * 64u + at.lid;
+    if (i >= arrayLength(&conv_in)) {
+        return;
+    }
+    let y = bitcast<f32>(conv_in[i]);
+    conv_out[2u * i] = nearest_code(0u, y);
+    conv_out[2u * i + 1u] = nearest_code(1u, y);
+}

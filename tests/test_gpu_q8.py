@@ -208,6 +208,73 @@ def test_a_step_of_8_bit_state_is_decode_f32_step_encode(name, param_dtype="floa
         assert any((st[EXP_AVG] != b[1][EXP_AVG]).any() for st, b in zip(states, before))
 
 
+def _nearest_on_gpu(y: np.ndarray) -> np.ndarray:
+    """adam_step_q8's nearest code of each float32 y (the q8_nearest probe): an array of
+    shape (y.size, 2), the signed map's code then the unsigned map's."""
+    import wgpu
+
+    ctx = gpu._get_context()
+    dev, usage = ctx.device, wgpu.BufferUsage
+    src = dev.create_buffer_with_data(data=y.view(np.uint32), usage=usage.STORAGE)
+    dst = dev.create_buffer(size=8 * y.size, usage=usage.STORAGE | usage.COPY_SRC)
+    code = _core.ADAM_WGSL + _core.PROBES_WGSL
+    pipe = dev.create_compute_pipeline(
+        layout="auto",
+        compute={"module": dev.create_shader_module(code=code), "entry_point": "q8_nearest"},
+    )
+    group = dev.create_bind_group(
+        layout=pipe.get_bind_group_layout(0),
+        entries=[
+            {"binding": 0, "resource": {"buffer": src}},
+            {"binding": 1, "resource": {"buffer": dst}},
+            {"binding": 4, "resource": {"buffer": ctx.maps()}},
+        ],
+    )
+    enc = dev.create_command_encoder()
+    cp = enc.begin_compute_pass()
+    cp.set_pipeline(pipe)
+    cp.set_bind_group(0, group)
+    cp.dispatch_workgroups(*ctx.grid(y.size, 64))
+    cp.end()
+    dev.queue.submit([enc.finish()])
+    return np.frombuffer(dev.queue.read_buffer(dst), np.uint32).reshape(-1, 2).copy()
+
+
+@needs_gpu
+def test_the_shaders_nearest_code_is_the_midpoint_rule():
+    """adam_step_q8 estimates a value's code by arithmetic (a decade from thresholds, a
+    bin by truncation: the code or the one below) and settles it with one midpoint
+    comparison. Against the rule itself (the count of float32 midpoints below y, ties to
+    the even code), in both maps: every midpoint and the float32 either side of it, every
+    map value, both signs of a stride through every float32 in [2^-40, 1 + 2^-23], random
+    values over the decades, and zeros."""
+    rng = np.random.default_rng(7)
+    lo, hi = np.float32(2.0**-40).view(np.uint32), np.float32(1 + 2.0**-23).view(np.uint32)
+    sweep = np.arange(lo, hi + 1, 101, dtype=np.uint32).view(np.float32)
+    special = [sweep, -sweep, np.float32([0.0, -0.0, 1e-45, 1.0, -1.0])]
+    for signed in (True, False):
+        values = _core._q8_map(signed)
+        mids = (values[:-1] + values[1:]) * np.float32(0.5)
+        for x in (mids, values):
+            up, down = np.nextafter(x, np.float32(2)), np.nextafter(x, np.float32(-2))
+            special += [x, -x, up, -up, down, -down]
+    decades = (10.0 ** rng.uniform(-9, 0, 200_000) * rng.choice([-1, 1], 200_000)).astype(
+        np.float32
+    )
+    y = np.concatenate([*special, decades]).astype(np.float32)
+    y = y[np.abs(y) <= np.float32(1 + 2.0**-23)]
+    got = _nearest_on_gpu(y)
+    for column, name in ((0, EXP_AVG), (1, EXP_AVG_SQ)):
+        values = values_of(name)
+        mids = (values[:-1] + values[1:]) * np.float32(0.5)
+        c = np.searchsorted(mids, y, side="left")
+        want = c + ((c < 255) & (mids[np.minimum(c, 254)] == y) & (c % 2 == 1))
+        bad = got[:, column] != want
+        assert not bad.any(), (
+            f"{name}: y {y[bad][:5]} -> {got[bad, column][:5]}, want {want[bad][:5]}"
+        )
+
+
 @needs_gpu
 def test_every_midpoint_tie_and_the_special_blocks():
     """One step from zero state with beta1 = beta2 = eps = 0 (AdaMax): m = g and
