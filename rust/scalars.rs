@@ -263,20 +263,26 @@ impl StepCounts {
         &self,
         configs: &[AdamConfig],
         stepped: &[usize],
-    ) -> Result<TensorSteps, (usize, StepError)> {
+    ) -> Result<CountedSteps, (usize, StepError)> {
         if let Some(plan) = self.plan_shared(configs, stepped) {
             return Ok(plan);
         }
-        TensorSteps::plan(
-            configs,
-            stepped.iter().map(|&i| (self.group(i), self.get(i))),
-        )
+        let each = stepped.iter().map(|&i| (self.group(i), self.get(i)));
+        let TensorSteps {
+            scalars,
+            index,
+            next,
+        } = TensorSteps::plan(configs, each)?;
+        Ok(CountedSteps {
+            scalars,
+            next: Next::Each { index, next },
+        })
     }
 
     /// The plan of a step of every tensor, planned per group while the groups
     /// share their counts (None otherwise, or when a group cannot step: then
     /// [`TensorSteps::plan`] names the error).
-    fn plan_shared(&self, configs: &[AdamConfig], stepped: &[usize]) -> Option<TensorSteps> {
+    fn plan_shared(&self, configs: &[AdamConfig], stepped: &[usize]) -> Option<CountedSteps> {
         let shared = self.shared.as_ref()?;
         if stepped.len() != self.len() {
             return None; // the indices are increasing: all of them, or not every tensor
@@ -289,32 +295,61 @@ impl StepCounts {
             scalars.push(s);
             next.push(Count { steps, carry });
         }
-        Some(TensorSteps {
+        Some(CountedSteps {
             scalars,
-            index: self.rank.clone(),
-            next: self.rank.iter().map(|&r| next[r]).collect(),
+            next: Next::Shared(next),
         })
     }
 
     /// Advance the tensors `stepped` (as given to [`StepCounts::plan`]) to the
     /// counts of `plan`, which stepped them.
-    pub fn advance(&mut self, stepped: &[usize], plan: &TensorSteps) {
-        if let Some(shared) = &mut self.shared {
-            if stepped.len() == self.rank.len() {
-                for (count, &first) in shared.iter_mut().zip(&self.firsts) {
-                    *count = plan.next[first];
-                }
+    pub fn advance(&mut self, stepped: &[usize], plan: CountedSteps) {
+        let next = match (plan.next, &mut self.shared) {
+            (Next::Shared(next), Some(shared)) => {
+                *shared = next;
                 return;
             }
+            (Next::Shared(next), None) => self.rank.iter().map(|&r| next[r]).collect(),
+            (Next::Each { next, .. }, _) => next,
+        };
+        if let Some(shared) = self.shared.take() {
             for (count, &r) in self.each.iter_mut().zip(&self.rank) {
                 *count = shared[r];
             }
-            self.shared = None;
         }
-        for (&i, &next) in stepped.iter().zip(&plan.next) {
+        for (&i, next) in stepped.iter().zip(next) {
             self.each[i] = next;
         }
         self.share();
+    }
+}
+
+/// The plan of one step of a [`StepCounts`]' tensors (those given to its `plan`).
+#[derive(Clone, Debug)]
+pub struct CountedSteps {
+    /// The distinct scalars of the step; what a tensor's `group` field indexes.
+    pub scalars: Vec<StepScalars>,
+    next: Next,
+}
+
+/// The counts a [`CountedSteps`] leaves its tensors at.
+#[derive(Clone, Debug)]
+enum Next {
+    /// Every tensor stepped, each group at one count: per group, its next count
+    /// (a tensor's scalars are its group's).
+    Shared(Vec<Count>),
+    /// Per tensor stepped, its index into the scalars and its next count.
+    Each { index: Vec<usize>, next: Vec<Count> },
+}
+
+impl CountedSteps {
+    /// Per tensor stepped, in the order given, its index into `scalars`
+    /// (`counts` are those that planned the step).
+    pub fn index<'a>(&'a self, counts: &'a StepCounts) -> &'a [usize] {
+        match &self.next {
+            Next::Shared(_) => &counts.rank,
+            Next::Each { index, .. } => index,
+        }
     }
 }
 
@@ -537,9 +572,8 @@ mod tests {
         let got = counts.plan(configs, stepped).unwrap();
         let want = TensorSteps::plan(configs, stepped.iter().map(|&i| reference[i])).unwrap();
         assert_eq!(got.scalars, want.scalars);
-        assert_eq!(got.index, want.index);
-        assert_eq!(got.next, want.next);
-        counts.advance(stepped, &got);
+        assert_eq!(got.index(counts), want.index);
+        counts.advance(stepped, got);
         for (&i, next) in stepped.iter().zip(want.next) {
             reference[i].1 = next;
         }
@@ -617,7 +651,7 @@ mod tests {
         for (configs, tensors) in cases {
             let counts = StepCounts::new(tensors);
             assert!(counts.shared.is_some());
-            let got = counts.plan(configs, &[0, 1, 2]).unwrap_err();
+            let got = counts.plan(configs, &[0, 1, 2]).map(|_| ()).unwrap_err();
             assert_eq!(got, TensorSteps::plan(configs, tensors).unwrap_err());
         }
     }

@@ -524,7 +524,8 @@ impl CpuEngine {
                 )),
                 e => PyValueError::new_err(format!("param_groups[{group}]: {e}")),
             })?;
-        for (&i, &index) in stepped.iter().zip(&plan.index) {
+        let index = plan.index(&counts);
+        for (&i, &index) in stepped.iter().zip(index) {
             let ((max_exp_avg_sq, velocity), s) = (self.optional[i], &plan.scalars[index]);
             if (s.amsgrad && !max_exp_avg_sq) || (s.velocity && !velocity) {
                 return Err(PyValueError::new_err(format!(
@@ -585,7 +586,7 @@ impl CpuEngine {
         let (mut rows32, mut rows64) = (g32.iter(), g64.iter());
         // `stepped` is in slot order: its slots' write borrows, in that order.
         let stepped_writes = (writes.iter_mut().enumerate()).filter(|(i, _)| !grads[*i].is_none());
-        for (((i, w), read), &index) in stepped_writes.zip(&reads).zip(&plan.index) {
+        for (((i, w), read), &index) in stepped_writes.zip(&reads).zip(index) {
             w.group = index;
             let in_f64 = self.slots[i].param.dtype.computes_in_f64();
             match read {
@@ -644,7 +645,7 @@ impl CpuEngine {
             true
         });
         if stepped_all {
-            counts.advance(&stepped, &plan);
+            counts.advance(&stepped, plan);
         }
         Ok(stepped_all)
     }
