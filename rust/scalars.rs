@@ -345,7 +345,7 @@ enum Next {
 impl CountedSteps {
     /// Per tensor stepped, in the order given, its index into `scalars`
     /// (`counts` are those that planned the step).
-    pub fn index<'a>(&'a self, counts: &'a StepCounts) -> &'a [usize] {
+    pub fn indices<'a>(&'a self, counts: &'a StepCounts) -> &'a [usize] {
         match &self.next {
             Next::Shared(_) => &counts.rank,
             Next::Each { index, .. } => index,
@@ -572,7 +572,7 @@ mod tests {
         let got = counts.plan(configs, stepped).unwrap();
         let want = TensorSteps::plan(configs, stepped.iter().map(|&i| reference[i])).unwrap();
         assert_eq!(got.scalars, want.scalars);
-        assert_eq!(got.index(counts), want.index);
+        assert_eq!(got.indices(counts), want.index);
         counts.advance(stepped, got);
         for (&i, next) in stepped.iter().zip(want.next) {
             reference[i].1 = next;
@@ -640,7 +640,9 @@ mod tests {
             ..Count::default()
         };
         let zero = Count::default();
-        let cases: [(&[AdamConfig], [(usize, Count); 3]); 3] = [
+        // (each group's options, each tensor's group and count)
+        type Case<'a> = (&'a [AdamConfig], [(usize, Count); 3]);
+        let cases: [Case; 3] = [
             (
                 &[AdamConfig::default(), bad],
                 [(0, zero), (1, zero), (1, zero)],

@@ -317,7 +317,7 @@ pub(super) struct CpuEngine {
     /// Each slot's step count (a slot without a grad in a step keeps its own).
     counts: Mutex<StepCounts>,
     /// Per slot, whether its state holds `max_exp_avg_sq` and `velocity`: read
-    /// at every step, so kept apart from the slots (a cache line each).
+    /// at every step, so kept apart from the slots (several cache lines each).
     optional: Vec<(bool, bool)>,
     /// How many slots compute in float64.
     f64_slots: usize,
@@ -398,8 +398,8 @@ fn core_tensor<'a, T: Compute>(
     writes: &'a mut Tensor<Rw<'_>, ()>,
     grad: &'a super::arrays::Ro<'_>,
 ) -> PyResult<MixedTensorMut<'a, T>> {
-    // Mapped here, not through `core_buffers`: inlined whole, the tensor is built
-    // in place instead of copied from call to call.
+    // Mapped here, not through `core_buffers`: through it, `try_map` stayed a
+    // call whose large result was copied, a cost per tensor of every step.
     let buffers = writes
         .as_mut()
         .try_map(|_, rw| stored_mut::<T>(rw), |_| Ok(()))?;
@@ -513,7 +513,7 @@ impl CpuEngine {
                     let label = at.map_or("[?]", |&i| self.labels[i].as_str());
                     PyOverflowError::new_err(format!(
                         "params{label}: the step count is {}: the kernel counts steps in 64 bits, \
-                     and {} is its last",
+                         and {} is its last",
                         u64::MAX,
                         u64::MAX
                     ))
@@ -524,7 +524,7 @@ impl CpuEngine {
                 )),
                 e => PyValueError::new_err(format!("param_groups[{group}]: {e}")),
             })?;
-        let index = plan.index(&counts);
+        let index = plan.indices(&counts);
         for (&i, &index) in stepped.iter().zip(index) {
             let ((max_exp_avg_sq, velocity), s) = (self.optional[i], &plan.scalars[index]);
             if (s.amsgrad && !max_exp_avg_sq) || (s.velocity && !velocity) {
