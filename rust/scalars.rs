@@ -210,15 +210,13 @@ impl StepCounts {
             shared: None,
             each: Vec::new(),
         };
+        let mut ranks = std::collections::HashMap::new();
         for (i, (group, count)) in tensors.into_iter().enumerate() {
-            let rank = match counts.groups.iter().position(|&g| g == group) {
-                Some(rank) => rank,
-                None => {
-                    counts.groups.push(group);
-                    counts.firsts.push(i);
-                    counts.groups.len() - 1
-                }
-            };
+            let rank = *ranks.entry(group).or_insert_with(|| {
+                counts.groups.push(group);
+                counts.firsts.push(i);
+                counts.groups.len() - 1
+            });
             counts.rank.push(rank);
             counts.each.push(count);
         }
