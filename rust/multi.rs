@@ -478,9 +478,12 @@ impl<T: Float> PerTensor<T> {
         tensors: impl Iterator<Item = (usize, u64)>,
         grad_norm: impl Fn(usize) -> f64,
     ) -> Self {
+        // Sized once: grown push by push, a step of many small tensors spent
+        // longer copying these than stepping.
+        let n = tensors.size_hint().0;
         let mut per = PerTensor {
-            coeffs: Vec::new(),
-            keys: Vec::new(),
+            coeffs: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
         };
         for (i, (group, position)) in tensors.enumerate() {
             let s = &groups[group];

@@ -4,4 +4,5 @@
 
 pub use crate::config::{Choice, Fields};
 pub use crate::multi::{CHUNK, SERIAL_MAX};
+pub use crate::scalars::{CountedSteps, StepCounts};
 pub use crate::uniform::{GpuStep, Pipeline, ADAM_WGSL, PROBES_WGSL, STEP_FIELDS, STEP_WORDS};

@@ -174,6 +174,183 @@ impl TensorSteps {
     }
 }
 
+/// The step counts of a fixed list of tensors, each of a parameter group, and
+/// the plans of their steps. While the tensors of each group stand at one count
+/// (every step gave each of them a gradient: the common case) one count per
+/// group is kept, and a step of every tensor is planned per group, which reads
+/// nothing per tensor; otherwise each tensor's own count is kept and
+/// [`TensorSteps::plan`] plans the step. Both plan the same step.
+#[derive(Clone, Debug)]
+pub struct StepCounts {
+    /// The tensors' groups, each once, in the order of their first tensor.
+    groups: Vec<usize>,
+    /// Per group of `groups`, the index of its first tensor.
+    firsts: Vec<usize>,
+    /// Per tensor, the index of its group in `groups`.
+    rank: Vec<usize>,
+    /// Per group of `groups`, the count its tensors share, while they do.
+    shared: Option<Vec<Count>>,
+    /// Per tensor, its count (current while `shared` is None).
+    each: Vec<Count>,
+}
+
+/// Whether two counts are the same count (the carry compared bit for bit, as
+/// [`TensorSteps::plan`] tells counts apart).
+fn same_count(a: &Count, b: &Count) -> bool {
+    a.steps == b.steps && a.carry.mu_product.to_bits() == b.carry.mu_product.to_bits()
+}
+
+impl StepCounts {
+    /// The counts of tensors given as (the index of its group, its count).
+    pub fn new(tensors: impl IntoIterator<Item = (usize, Count)>) -> Self {
+        let mut counts = StepCounts {
+            groups: Vec::new(),
+            firsts: Vec::new(),
+            rank: Vec::new(),
+            shared: None,
+            each: Vec::new(),
+        };
+        let mut ranks = std::collections::HashMap::new();
+        for (i, (group, count)) in tensors.into_iter().enumerate() {
+            let rank = *ranks.entry(group).or_insert_with(|| {
+                counts.groups.push(group);
+                counts.firsts.push(i);
+                counts.groups.len() - 1
+            });
+            counts.rank.push(rank);
+            counts.each.push(count);
+        }
+        counts.share();
+        counts
+    }
+
+    /// The number of tensors.
+    pub fn len(&self) -> usize {
+        self.rank.len()
+    }
+
+    /// Whether there are no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.rank.is_empty()
+    }
+
+    /// Tensor `i`'s group.
+    pub fn group(&self, i: usize) -> usize {
+        self.groups[self.rank[i]]
+    }
+
+    /// Tensor `i`'s count.
+    pub fn get(&self, i: usize) -> Count {
+        match &self.shared {
+            Some(shared) => shared[self.rank[i]],
+            None => self.each[i],
+        }
+    }
+
+    /// Keep one count per group if the tensors of each group share one.
+    fn share(&mut self) {
+        let shared: Vec<Count> = self.firsts.iter().map(|&i| self.each[i]).collect();
+        let all = (self.each.iter().zip(&self.rank)).all(|(c, &r)| same_count(c, &shared[r]));
+        self.shared = all.then_some(shared);
+    }
+
+    /// The plan of a step of the tensors `stepped` (their indices, increasing),
+    /// with each group's options `configs`: what [`TensorSteps::plan`] gives for
+    /// those tensors at their counts, errors included.
+    pub fn plan(
+        &self,
+        configs: &[AdamConfig],
+        stepped: &[usize],
+    ) -> Result<CountedSteps, (usize, StepError)> {
+        if let Some(plan) = self.plan_shared(configs, stepped) {
+            return Ok(plan);
+        }
+        let each = stepped.iter().map(|&i| (self.group(i), self.get(i)));
+        let TensorSteps {
+            scalars,
+            index,
+            next,
+        } = TensorSteps::plan(configs, each)?;
+        Ok(CountedSteps {
+            scalars,
+            next: Next::Each { index, next },
+        })
+    }
+
+    /// The plan of a step of every tensor, planned per group while the groups
+    /// share their counts (None otherwise, or when a group cannot step: then
+    /// [`TensorSteps::plan`] names the error).
+    fn plan_shared(&self, configs: &[AdamConfig], stepped: &[usize]) -> Option<CountedSteps> {
+        let shared = self.shared.as_ref()?;
+        if stepped.len() != self.len() {
+            return None; // the indices are increasing: all of them, or not every tensor
+        }
+        let mut scalars = Vec::with_capacity(self.groups.len());
+        let mut next = Vec::with_capacity(self.groups.len());
+        for (&group, count) in self.groups.iter().zip(shared) {
+            let steps = count.steps.checked_add(1)?;
+            let (s, carry) = StepScalars::next(configs.get(group)?, steps, count.carry).ok()?;
+            scalars.push(s);
+            next.push(Count { steps, carry });
+        }
+        Some(CountedSteps {
+            scalars,
+            next: Next::Shared(next),
+        })
+    }
+
+    /// Advance the tensors `stepped` (as given to [`StepCounts::plan`]) to the
+    /// counts of `plan`, which stepped them.
+    pub fn advance(&mut self, stepped: &[usize], plan: CountedSteps) {
+        let next = match (plan.next, &mut self.shared) {
+            (Next::Shared(next), Some(shared)) => {
+                *shared = next;
+                return;
+            }
+            (Next::Shared(next), None) => self.rank.iter().map(|&r| next[r]).collect(),
+            (Next::Each { next, .. }, _) => next,
+        };
+        if let Some(shared) = self.shared.take() {
+            for (count, &r) in self.each.iter_mut().zip(&self.rank) {
+                *count = shared[r];
+            }
+        }
+        for (&i, next) in stepped.iter().zip(next) {
+            self.each[i] = next;
+        }
+        self.share();
+    }
+}
+
+/// The plan of one step of a [`StepCounts`]' tensors (those given to its `plan`).
+#[derive(Clone, Debug)]
+pub struct CountedSteps {
+    /// The distinct scalars of the step; what a tensor's `group` field indexes.
+    pub scalars: Vec<StepScalars>,
+    next: Next,
+}
+
+/// The counts a [`CountedSteps`] leaves its tensors at.
+#[derive(Clone, Debug)]
+enum Next {
+    /// Every tensor stepped, each group at one count: per group, its next count
+    /// (a tensor's scalars are its group's).
+    Shared(Vec<Count>),
+    /// Per tensor stepped, its index into the scalars and its next count.
+    Each { index: Vec<usize>, next: Vec<Count> },
+}
+
+impl CountedSteps {
+    /// Per tensor stepped, in the order given, its index into `scalars`
+    /// (`counts` are those that planned the step).
+    pub fn indices<'a>(&'a self, counts: &'a StepCounts) -> &'a [usize] {
+        match &self.next {
+            Next::Shared(_) => &counts.rank,
+            Next::Each { index, .. } => index,
+        }
+    }
+}
+
 /// NAdam's momentum coefficient of step `t`.
 fn nadam_mu(config: &AdamConfig, t: f64) -> f64 {
     config.beta1 * (1.0 - 0.5 * 0.96f64.powf(t * config.momentum_decay))
@@ -380,6 +557,103 @@ mod tests {
         }
         assert_eq!(plan.next[2].steps, 1);
         assert_eq!(plan.next[0].steps, 4);
+    }
+
+    /// `counts.plan` against `TensorSteps::plan` over `reference` (each tensor's
+    /// group and count), which it must equal; then both advance.
+    fn plan_both(
+        counts: &mut StepCounts,
+        reference: &mut [(usize, Count)],
+        configs: &[AdamConfig],
+        stepped: &[usize],
+    ) {
+        let got = counts.plan(configs, stepped).unwrap();
+        let want = TensorSteps::plan(configs, stepped.iter().map(|&i| reference[i])).unwrap();
+        assert_eq!(got.scalars, want.scalars);
+        assert_eq!(got.indices(counts), want.index);
+        counts.advance(stepped, got);
+        for (&i, next) in stepped.iter().zip(want.next) {
+            reference[i].1 = next;
+        }
+        for (i, &(group, count)) in reference.iter().enumerate() {
+            assert_eq!((counts.group(i), counts.get(i)), (group, count));
+        }
+    }
+
+    #[test]
+    fn step_counts_plan_as_tensor_steps_does_shared_or_not() {
+        let configs = [
+            AdamConfig::nadam(),
+            AdamConfig::default(),
+            AdamConfig::adamw(),
+        ];
+        let groups = [1, 0, 1, 2, 0, 0];
+        let mut reference: Vec<_> = groups.iter().map(|&g| (g, Count::default())).collect();
+        let mut counts = StepCounts::new(reference.iter().copied());
+        assert_eq!(counts.len(), 6);
+        let all: Vec<usize> = (0..6).collect();
+        for _ in 0..3 {
+            plan_both(&mut counts, &mut reference, &configs, &all);
+            assert!(
+                counts.shared.is_some(),
+                "every tensor stepped: one count per group"
+            );
+        }
+        // Tensor 4 (of group 0) sits a step out: group 0's counts part.
+        plan_both(&mut counts, &mut reference, &configs, &[0, 1, 2, 3, 5]);
+        assert!(counts.shared.is_none());
+        plan_both(&mut counts, &mut reference, &configs, &all);
+        // Only tensor 4 steps, catching up: shared again.
+        plan_both(&mut counts, &mut reference, &configs, &[4]);
+        assert!(counts.shared.is_some());
+        plan_both(&mut counts, &mut reference, &configs, &all);
+        // Built at counts of their own (a loaded state).
+        let at = |steps| Count {
+            steps,
+            carry: Carry::default(),
+        };
+        let mut reference = vec![(0, at(2)), (0, at(5)), (1, at(5))];
+        let mut counts = StepCounts::new(reference.iter().copied());
+        assert!(counts.shared.is_none());
+        plan_both(&mut counts, &mut reference, &configs[1..], &[0, 1, 2]);
+        plan_both(&mut counts, &mut reference, &configs[1..], &[0]);
+        plan_both(&mut counts, &mut reference, &configs[1..], &[0]);
+        assert!(
+            counts.shared.is_none(),
+            "the carries differ: NAdam's is not Adam's"
+        );
+        let empty = StepCounts::new([]);
+        assert!(empty.is_empty());
+        assert!(empty.plan(&configs, &[]).unwrap().scalars.is_empty());
+    }
+
+    #[test]
+    fn step_counts_fail_as_tensor_steps_does() {
+        let bad = AdamConfig {
+            lr: -1.0,
+            ..Default::default()
+        };
+        let last = Count {
+            steps: u64::MAX,
+            ..Count::default()
+        };
+        let zero = Count::default();
+        // (each group's options, each tensor's group and count)
+        type Case<'a> = (&'a [AdamConfig], [(usize, Count); 3]);
+        let cases: [Case; 3] = [
+            (
+                &[AdamConfig::default(), bad],
+                [(0, zero), (1, zero), (1, zero)],
+            ),
+            (&[AdamConfig::default()], [(0, last), (0, last), (0, last)]),
+            (&[AdamConfig::default()], [(0, zero), (1, zero), (0, zero)]),
+        ];
+        for (configs, tensors) in cases {
+            let counts = StepCounts::new(tensors);
+            assert!(counts.shared.is_some());
+            let got = counts.plan(configs, &[0, 1, 2]).map(|_| ()).unwrap_err();
+            assert_eq!(got, TensorSteps::plan(configs, tensors).unwrap_err());
+        }
     }
 
     #[test]

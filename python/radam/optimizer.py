@@ -46,6 +46,10 @@ class _Evaluated(NamedTuple):
 
     options: list[EngineOptions]
     configs: list[Any]
+    # Each group's (lr, betas), which a step records as its last (kept here, with
+    # the options it is read from, so that a step whose options were reused
+    # does not build it again).
+    values: list[tuple[float, tuple[float, float]]]
 
 
 @from_table("Adam")
@@ -442,7 +446,7 @@ class Adam:
         self._check_rounding(options, where)
         for i, o in enumerate(options):
             _backends.check_options(self._backend, o, where.format(i))
-        return _Evaluated(options, [c.config for c in checked])
+        return _Evaluated(options, [c.config for c in checked], _values(options))
 
     def _check_rounding(self, options: list[EngineOptions], where: str) -> None:
         """stochastic_rounding only where every param of the group is bfloat16 or
@@ -579,7 +583,7 @@ class Adam:
                 return
             self._engine, self._state, self._state_names = engine, state, names
             self._step += 1
-            self._stepped = _values(evaluated.options)
+            self._stepped = evaluated.values
 
     def sync(self) -> None:
         """Copy params and state from the device into the host arrays (no-op on the CPU).

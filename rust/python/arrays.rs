@@ -309,6 +309,9 @@ fn mixed() -> PyErr {
 macro_rules! view {
     ($(#[$doc:meta])* $name:ident($($mut:ident)?), $borrow:ident, $holder:ident, $slice:ident, $native:ident $(, $extra:pat => $extra_of:expr)?) => {
         $(#[$doc])*
+        // Inlined: called once per buffer of every tensor of every step, and
+        // its result, returned through memory, stalled the caller.
+        #[inline(always)]
         pub(super) fn $name<'a, T: Compute>(b: &'a $($mut)? $borrow<'_>) -> PyResult<$holder<'a, T>> {
             Ok(match b {
                 $borrow::F16(a) => $holder::F16(a.$slice().map_err(not_contiguous)?),

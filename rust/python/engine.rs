@@ -13,9 +13,10 @@ use super::config::PyAdamConfig;
 use super::extents::WriteExtents;
 use super::rows::{read_grad, Read};
 use crate::finite::all_finite_stored;
+use crate::plumbing::StepCounts;
 use crate::{
     check_mixed, check_rows, Buffer, Carry, Count, MixedTensorMut, Origin, State, StepError,
-    StoredMut, Tensor, TensorSteps, Q8_BLOCK,
+    StoredMut, Tensor, Q8_BLOCK,
 };
 
 /// One array the engine writes, with how messages name it.
@@ -314,7 +315,10 @@ pub(super) struct CpuEngine {
     /// The bytes every step writes, sorted, to check each grad against.
     writes: Mutex<WriteExtents>,
     /// Each slot's step count (a slot without a grad in a step keeps its own).
-    counts: Mutex<Vec<Count>>,
+    counts: Mutex<StepCounts>,
+    /// Per slot, whether its state holds `max_exp_avg_sq` and `velocity`: read
+    /// at every step, so kept apart from the slots (several cache lines each).
+    optional: Vec<(bool, bool)>,
     /// How many slots compute in float64.
     f64_slots: usize,
 }
@@ -394,7 +398,12 @@ fn core_tensor<'a, T: Compute>(
     writes: &'a mut Tensor<Rw<'_>, ()>,
     grad: &'a super::arrays::Ro<'_>,
 ) -> PyResult<MixedTensorMut<'a, T>> {
-    Ok(core_buffers(writes)?.with_grad(stored(grad)?))
+    // Mapped here, not through `core_buffers`: through it, `try_map` stayed a
+    // call whose large result was copied, a cost per tensor of every step.
+    let buffers = writes
+        .as_mut()
+        .try_map(|_, rw| stored_mut::<T>(rw), |_| Ok(()))?;
+    Ok(buffers.with_grad(stored(grad)?))
 }
 
 /// A row-sparse grad was read but not coalesced (cannot happen: one per `Read::Rows`).
@@ -443,15 +452,15 @@ impl CpuEngine {
     #[new]
     fn new(tensors: Vec<Record<'_>>) -> PyResult<Self> {
         let labels = tensors.iter().map(|r| r.label.clone()).collect();
-        let counts = tensors
-            .iter()
-            .map(|r| Count {
+        let counts = StepCounts::new(tensors.iter().map(|r| {
+            let count = Count {
                 steps: r.step,
                 carry: Carry {
                     mu_product: if r.step == 0 { 1.0 } else { r.carry },
                 },
-            })
-            .collect();
+            };
+            (r.group, count)
+        }));
         let slots = tensors
             .into_iter()
             .map(slot_of)
@@ -461,6 +470,9 @@ impl CpuEngine {
                 .iter()
                 .filter(|s| s.param.dtype.computes_in_f64())
                 .count(),
+            optional: (slots.iter())
+                .map(|s| (s.state.max_exp_avg_sq.is_some(), s.state.velocity.is_some()))
+                .collect(),
             slots,
             labels,
             writes: Mutex::new(WriteExtents::default()),
@@ -492,34 +504,30 @@ impl CpuEngine {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let stepped: Vec<usize> = (0..grads.len()).filter(|&i| !grads[i].is_none()).collect();
         let configs: Vec<_> = configs.iter().map(|c| c.get().0).collect();
-        let plan = TensorSteps::plan(
-            &configs,
-            stepped.iter().map(|&i| (self.slots[i].group, counts[i])),
-        )
-        .map_err(|(group, e)| match e {
-            StepError::StepOverflow => {
-                let at = stepped
-                    .iter()
-                    .find(|&&i| self.slots[i].group == group && counts[i].steps == u64::MAX);
-                let label = at.map_or("[?]", |&i| self.labels[i].as_str());
-                PyOverflowError::new_err(format!(
-                    "params{label}: the step count is {}: the kernel counts steps in 64 bits, \
-                     and {} is its last",
-                    u64::MAX,
-                    u64::MAX
-                ))
-            }
-            StepError::GroupOutOfRange { .. } => PyValueError::new_err(format!(
-                "expected options for every group, got {}",
-                configs.len()
-            )),
-            e => PyValueError::new_err(format!("param_groups[{group}]: {e}")),
-        })?;
-        for (&i, &index) in stepped.iter().zip(&plan.index) {
-            let (state, s) = (&self.slots[i].state, &plan.scalars[index]);
-            if (s.amsgrad && state.max_exp_avg_sq.is_none())
-                || (s.velocity && state.velocity.is_none())
-            {
+        let plan = counts
+            .plan(&configs, &stepped)
+            .map_err(|(group, e)| match e {
+                StepError::StepOverflow => {
+                    let at = (stepped.iter())
+                        .find(|&&i| counts.group(i) == group && counts.get(i).steps == u64::MAX);
+                    let label = at.map_or("[?]", |&i| self.labels[i].as_str());
+                    PyOverflowError::new_err(format!(
+                        "params{label}: the step count is {}: the kernel counts steps in 64 bits, \
+                         and {} is its last",
+                        u64::MAX,
+                        u64::MAX
+                    ))
+                }
+                StepError::GroupOutOfRange { .. } => PyValueError::new_err(format!(
+                    "expected options for every group, got {}",
+                    configs.len()
+                )),
+                e => PyValueError::new_err(format!("param_groups[{group}]: {e}")),
+            })?;
+        let index = plan.indices(&counts);
+        for (&i, &index) in stepped.iter().zip(index) {
+            let ((max_exp_avg_sq, velocity), s) = (self.optional[i], &plan.scalars[index]);
+            if (s.amsgrad && !max_exp_avg_sq) || (s.velocity && !velocity) {
                 return Err(PyValueError::new_err(format!(
                     "params{}: its group's options do not match the optimizer's state",
                     self.labels[i]
@@ -574,45 +582,50 @@ impl CpuEngine {
             Vec::with_capacity(stepped.len().min(self.slots.len() - self.f64_slots)),
             Vec::with_capacity(stepped.len().min(self.f64_slots)),
         );
-        let (mut s32, mut s64) = (Vec::new(), Vec::new());
         let (mut r32, mut r64) = (Vec::new(), Vec::new());
-        let (mut q32, mut q64) = (Vec::new(), Vec::new());
         let (mut rows32, mut rows64) = (g32.iter(), g64.iter());
         // `stepped` is in slot order: its slots' write borrows, in that order.
         let stepped_writes = (writes.iter_mut().enumerate()).filter(|(i, _)| !grads[*i].is_none());
-        for (((i, w), read), &index) in stepped_writes.zip(&reads).zip(&plan.index) {
+        for (((i, w), read), &index) in stepped_writes.zip(&reads).zip(index) {
             w.group = index;
             let in_f64 = self.slots[i].param.dtype.computes_in_f64();
             match read {
                 Read::Dense(grad) if in_f64 => {
                     t64.push(core_tensor::<f64>(w, grad)?);
-                    s64.push(i);
                 }
                 Read::Dense(grad) => {
                     t32.push(core_tensor::<f32>(w, grad)?);
-                    s32.push(i);
                 }
                 Read::Rows(_) if in_f64 => {
                     let grad = rows64.next().ok_or_else(lost_rows)?;
                     r64.push(core_buffers::<f64>(w)?.with_grad(grad));
-                    q64.push(i);
                 }
                 Read::Rows(_) => {
                     let grad = rows32.next().ok_or_else(lost_rows)?;
                     r32.push(core_buffers::<f32>(w)?.with_grad(grad));
-                    q32.push(i);
                 }
             }
         }
-        // Every list is checked before any is stepped: an error writes nothing.
-        let scalars = &plan.scalars;
-        let t32 = check_mixed(t32, scalars).map_err(|e| self.step_error(e, &s32))?;
-        let t64 = check_mixed(t64, scalars).map_err(|e| self.step_error(e, &s64))?;
-        let labels = |slots: &[usize]| -> Vec<&str> {
+        // The slots of one of those lists, in its order, which its errors name
+        // (found only then: a step that succeeds never needs them).
+        let list = |in_f64: bool, rows: bool| -> Vec<usize> {
+            (stepped.iter().zip(&reads))
+                .filter(|(&i, read)| {
+                    self.slots[i].param.dtype.computes_in_f64() == in_f64
+                        && matches!(read, Read::Rows(_)) == rows
+                })
+                .map(|(&i, _)| i)
+                .collect()
+        };
+        let labels = |slots: Vec<usize>| -> Vec<&str> {
             slots.iter().map(|&i| self.labels[i].as_str()).collect()
         };
-        let r32 = check_rows(r32, scalars).map_err(|e| row_error(e, &labels(&q32)))?;
-        let r64 = check_rows(r64, scalars).map_err(|e| row_error(e, &labels(&q64)))?;
+        // Every list is checked before any is stepped: an error writes nothing.
+        let scalars = &plan.scalars;
+        let t32 = check_mixed(t32, scalars).map_err(|e| self.step_error(e, &list(false, false)))?;
+        let t64 = check_mixed(t64, scalars).map_err(|e| self.step_error(e, &list(true, false)))?;
+        let r32 = check_rows(r32, scalars).map_err(|e| row_error(e, &labels(list(false, true))))?;
+        let r64 = check_rows(r64, scalars).map_err(|e| row_error(e, &labels(list(true, true))))?;
         let stepped_all = py.detach(|| {
             if skip_nonfinite {
                 let g32: Vec<_> = (t32.tensors().iter().map(|t| t.grad))
@@ -632,9 +645,7 @@ impl CpuEngine {
             true
         });
         if stepped_all {
-            for (&i, &next) in stepped.iter().zip(&plan.next) {
-                counts[i] = next;
-            }
+            counts.advance(&stepped, plan);
         }
         Ok(stepped_all)
     }
@@ -643,7 +654,10 @@ impl CpuEngine {
     /// `mu_product`; 1 before its first step).
     fn counts(&self) -> (Vec<u64>, Vec<f64>) {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.iter().map(|c| (c.steps, c.carry.mu_product)).unzip()
+        (0..counts.len())
+            .map(|i| counts.get(i))
+            .map(|c| (c.steps, c.carry.mu_product))
+            .unzip()
     }
 
     /// The host arrays are the ones stepped: nothing to copy (the engine
