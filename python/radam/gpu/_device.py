@@ -4,7 +4,6 @@ and its pipelines, and the checks of what the kernel can step."""
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -15,19 +14,14 @@ import numpy as np
 from .. import _core
 from .._errors import Error
 from .._formats import StateFormat
+from . import _blocked
 
 WORKGROUP_SIZE = 256
-# Elements per workgroup of adam_step_q8 (8-bit state): the shader's blocks per
-# workgroup, read from its source, times the block.
-Q8_GROUP = int(re.search(r"const Q8_GROUP_BLOCKS: u32 = (\d+)u;", _core.ADAM_WGSL)[1]) * (
-    _core.Q8_BLOCK
-)
+# Elements per workgroup of the blocked state's entry point, from the shader's source.
+BLOCKED_GROUP = _blocked.group(_core.ADAM_WGSL)
 _FLOAT32 = np.dtype(np.float32)
 # adam.wgsl's STATE override: how the state values are stored.
 _STATE_KINDS = {"float32": 0, "bfloat16": 1, "float16": 2}
-# The storage kinds of blocked state formats (radam._formats) the shader steps:
-# "q8" with adam_step_q8.
-_CODECS = ("q8",)
 INSTALL_HINT = 'pip install "radam[gpu]" (wgpu-py 0.32, which needs Python 3.11 or newer)'
 ADAPTER_HINT = (
     "no WebGPU adapter was found: install a GPU driver with Vulkan, Metal or D3D12 "
@@ -121,15 +115,18 @@ class _Context:
                 _layout_entry(wgpu, 2, wgpu.BufferBindingType.read_only_storage),
                 _layout_entry(wgpu, 3, storage),
             ]
-            # adam_step_q8 (8-bit state) also reads the maps, as a uniform.
+            # The blocked state's entry point also reads the maps, as a uniform.
             maps = _layout_entry(wgpu, 4, wgpu.BufferBindingType.uniform)
-            self.layout, self.layout_q8 = (
+            self.layout, self.layout_blocked = (
                 self.device.create_bind_group_layout(label=f"radam {entry}", entries=e)
-                for entry, e in (("adam_step", entries), ("adam_step_q8", [*entries, maps]))
+                for entry, e in (
+                    ("adam_step", entries),
+                    (_blocked.ENTRY_POINT, [*entries, maps]),
+                )
             )
-            self.pipeline_layout, self.pipeline_layout_q8 = (
+            self.pipeline_layout, self.pipeline_layout_blocked = (
                 self.device.create_pipeline_layout(bind_group_layouts=[layout])
-                for layout in (self.layout, self.layout_q8)
+                for layout in (self.layout, self.layout_blocked)
             )
             # adam_step_rows (row-sparse grads) also reads a second group: one buffer
             # of the rows named and their values.
@@ -150,15 +147,15 @@ class _Context:
         step: Mapping[str, int],
         state: np.dtype = _FLOAT32,
         param: np.dtype = _FLOAT32,
-        q8: bool = False,
+        blocked: bool = False,
         rows: bool = False,
     ) -> Any:
         """The compute pipeline of one variant, compiled on first use: adam.wgsl's
         override constants that a step sets (``step``: ``radam._core.GpuStep.constants``),
         and those of the buffers: ``state``, how the state is stored, and ``param``, the
-        format each stored param is rounded to; ``q8``: the 8-bit state entry point;
+        format each stored param is rounded to; ``blocked``: the blocked state's entry point;
         ``rows``: the row-sparse one."""
-        key = (*sorted(step.items()), state.name, param.name, q8, rows)
+        key = (*sorted(step.items()), state.name, param.name, blocked, rows)
         if key not in self._pipelines:
             constants = {
                 **step,
@@ -171,16 +168,16 @@ class _Context:
                 layout=(
                     self.pipeline_layout_rows
                     if rows
-                    else self.pipeline_layout_q8
-                    if q8
+                    else self.pipeline_layout_blocked
+                    if blocked
                     else self.pipeline_layout
                 ),
                 compute={
                     "module": self.module,
                     "entry_point": "adam_step_rows"
                     if rows
-                    else "adam_step_q8"
-                    if q8
+                    else _blocked.ENTRY_POINT
+                    if blocked
                     else "adam_step",
                     "constants": constants,
                 },
@@ -188,15 +185,9 @@ class _Context:
         return self._pipelines[key]
 
     def maps(self) -> Any:
-        """adam_step_q8's uniform ``Maps``: the signed and unsigned maps of the Rust
-        core, each with its float32 midpoints, made on first use."""
+        """The blocked state's uniform ``Maps`` (``_blocked.maps``), made on first use."""
         if self._maps is None:
-            values = np.zeros((2, 256), _FLOAT32)
-            mids = np.zeros((2, 256), _FLOAT32)
-            for k, signed in enumerate((True, False)):
-                values[k] = _core._q8_map(signed)
-                mids[k, :255] = (values[k, :-1] + values[k, 1:]) * np.float32(0.5)
-            data = np.concatenate([values.ravel(), mids.ravel()])
+            data = _blocked.maps()
             usage = self.wgpu.BufferUsage
             self._maps = self.device.create_buffer_with_data(
                 label="radam 8-bit maps", data=data, usage=usage.UNIFORM
@@ -285,9 +276,9 @@ def check_params(arrays: Sequence[np.ndarray], labels: Sequence[str]) -> None:
 
 def check_state_dtype(state_dtype: StateFormat | np.dtype | None) -> None:
     """The kernel stores state as float32, bfloat16 or float16, or in a format it
-    has the codec of (its storage kind is one of ``_CODECS``)."""
+    has the codec of (``_blocked.steps``)."""
     if isinstance(state_dtype, StateFormat):
-        if state_dtype.kind in _CODECS:
+        if _blocked.steps(state_dtype):
             return
         state_dtype = state_dtype.dtype
     if state_dtype is not None and np.dtype(state_dtype).name not in _STATE_KINDS:

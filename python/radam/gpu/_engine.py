@@ -17,11 +17,12 @@ from .._engine import (
     TensorBuffers,
 )
 from .._row_sparse import RowSparse
+from . import _blocked
 from ._arrays import DeviceArray
+from ._blocked import BLOCK
 from ._device import (
-    _CODECS,
     _FLOAT32,
-    Q8_GROUP,
+    BLOCKED_GROUP,
     WORKGROUP_SIZE,
     GpuError,
     _forget_context,
@@ -29,10 +30,8 @@ from ._device import (
     check_params,
     check_state_dtype,
 )
-from ._layout import BLOCK, BLOCK_WORDS, ROUND_FIRST, ROUND_KEY, STEP_WORDS, Layout
+from ._layout import ROUND_FIRST, ROUND_KEY, STEP_WORDS, Layout
 from ._rows import Rows, coalesce
-
-_UINT8 = np.dtype(np.uint8)
 
 # Lowers the adapter's max_storage_buffer_binding_size for engines built while it is set:
 # the tests use it to exercise chunking on small arrays.
@@ -60,16 +59,18 @@ class GpuEngine:
         check_params(params, labels)
         n = len(tensors)
         masters = [t.state.get(MASTER) for t in tensors]
-        # Which tensors keep 8-bit state, and each tensor's moments, in the engines'
-        # order (radam._engine.state_names); 8-bit: (codes, absmax) per moment.
+        # Which tensors keep blocked (8-bit) state, and each tensor's moments, in the
+        # engines' order (radam._engine.state_names); blocked: (codes, absmax) per moment.
         for t in tensors:
-            if not t.format.plain and t.format.kind not in _CODECS:
+            if not t.format.plain and not _blocked.steps(t.format):
                 raise TypeError(f"state{t.label}: device='gpu' has no codec of {t.format.name}")
-        self._q8 = [t.format.kind == "q8" for t in tensors]
-        self._q8_moments = [_q8_moments(t) if q else [] for t, q in zip(tensors, self._q8)]
+        self._in_blocks = [not t.format.plain for t in tensors]
+        self._block_moments = [
+            _blocked.moments(t) if b else [] for t, b in zip(tensors, self._in_blocks)
+        ]
         moments = [
-            [] if q else [a for name, a in t.state.items() if name != MASTER]
-            for t, q in zip(tensors, self._q8)
+            [] if b else [a for name, a in t.state.items() if name != MASTER]
+            for t, b in zip(tensors, self._in_blocks)
         ]
         self._param_dtype = params[0].dtype if n else _FLOAT32
         self._masters = masters
@@ -86,9 +87,9 @@ class GpuEngine:
         self._param_round = self._param_dtype if masters and masters[0] is None else _FLOAT32
         # One storage type for the state that is not 8-bit: float32, bfloat16 or float16.
         self._state_dtype = next((m[0].dtype for m in moments if m), _FLOAT32)
-        if any(self._q8) and self._state_dtype != _FLOAT32:
+        if any(self._in_blocks) and self._state_dtype != _FLOAT32:
             raise TypeError(
-                f"state{labels[self._q8.index(True)]} is 8-bit, but the state of smaller "
+                f"state{labels[self._in_blocks.index(True)]} is 8-bit, but the state of smaller "
                 f"tensors is {self._state_dtype}; with 8-bit state they keep float32"
             )
         for label, arrays in zip(labels, moments):
@@ -145,7 +146,7 @@ class GpuEngine:
         # group's options.
         self._layout = layout = Layout(
             [p.size for p in params],
-            [2 * t.group + q for t, q in zip(tensors, self._q8)],
+            [2 * t.group + b for t, b in zip(tensors, self._in_blocks)],
             [n_moments[lg // 2] for lg in range(2 * n_groups)],
             self._per_word,
             ctx.limits,
@@ -188,7 +189,7 @@ class GpuEngine:
     def _bind_group(self, gi: int, start: int, length: int) -> Any:
         group = self._groups[gi]
         first = group.start + start
-        if group.q8:
+        if group.block > 1:
             state_first = group.state_start + start // BLOCK * group.record
             state_words = length // BLOCK * group.record
         else:
@@ -217,34 +218,28 @@ class GpuEngine:
                 },
             },
         ]
-        if not group.q8:
+        if group.block == 1:
             return self._ctx.device.create_bind_group(layout=self._ctx.layout, entries=entries)
         maps = self._ctx.maps()
         entries.append({"binding": 4, "resource": {"buffer": maps, "offset": 0, "size": maps.size}})
-        return self._ctx.device.create_bind_group(layout=self._ctx.layout_q8, entries=entries)
+        return self._ctx.device.create_bind_group(layout=self._ctx.layout_blocked, entries=entries)
 
     def _state_pairs(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every host state array beside its view in a flat image of the state
         buffer (``image``: its bytes as state values, float32 or 16-bit, contiguous):
         what uploading copies one way and ``sync`` the other. A moment of float32 or
         16-bit state is a strided column of its tensor's rows, of the host array's
-        shape; 8-bit state is its codes, as the block records' code words seen as
-        uint8 (blocks, 256), whose last block runs past the tensor (see
-        :func:`_codes_in_blocks`), and its absmax, the records' absmax words seen
-        as float32."""
+        shape; blocked (8-bit) state is its codes and absmax in its block records
+        (``_blocked.record_pairs``)."""
         pairs = []
         words = image.view(np.uint32)
         for i, (p, moments) in enumerate(zip(self._params, self._moments)):
-            if not self._q8[i]:
+            if not self._in_blocks[i]:
                 rows = self._layout.state_rows(i, image)
                 pairs += [(h, rows[:, k].reshape(p.shape)) for k, h in enumerate(moments)]
                 continue
             records = self._layout.block_records(i, words)
-            k = len(self._q8_moments[i])
-            for j, (codes, absmax) in enumerate(self._q8_moments[i]):
-                code_words = records[:, j * BLOCK_WORDS : (j + 1) * BLOCK_WORDS]
-                pairs.append((codes, code_words.view(_UINT8)))
-                pairs.append((absmax, records[:, k * BLOCK_WORDS + j].view(_FLOAT32)))
+            pairs += _blocked.record_pairs(records, self._block_moments[i])
         return pairs
 
     def _upload(self) -> None:
@@ -257,7 +252,7 @@ class GpuEngine:
         image = np.zeros(self._layout.n_state_words * self._per_word, self._state_dtype)
         for host, view in self._state_pairs(image):
             if view.shape != host.shape:  # 8-bit codes, in whole blocks
-                host = _codes_in_blocks(host, view.shape)
+                host = _blocked.to_blocks(host, view.shape)
             np.copyto(view, host)
         queue.write_buffer(self._state_buf, 0, image.view(np.uint32))
         self._staging[:] = 0
@@ -339,7 +334,7 @@ class GpuEngine:
         """Row-sparse grad ``what`` of tensor ``i`` checked and coalesced, or refused
         where adam_step_rows cannot step it."""
         record = self._records[i]
-        if self._q8[i]:
+        if self._in_blocks[i]:
             raise TypeError(
                 f"{what} is a radam.RowSparse, but state{record.label} is 8-bit: "
                 "device='gpu' steps row-sparse grads with float32 or 16-bit state_dtype "
@@ -408,7 +403,7 @@ class GpuEngine:
         """Whether a group steps a dispatch per tensor (``group.per_tensor``): when
         clipping by norm or rounding stochastically (per-tensor rows), with 8-bit
         state, or when one of its tensors has a row-sparse grad."""
-        return bool(s.clips_norm or s.rounds or group.q8 or rows.keys() & set(group.tensors))
+        return bool(s.clips_norm or s.rounds or group.block > 1 or rows.keys() & set(group.tensors))
 
     def _write_uniforms(self, steps: list[Any], rows: dict[int, Rows]) -> int:
         """Each group's rows into its uniform slots; returns how many slots the step
@@ -540,7 +535,10 @@ class GpuEngine:
                 per_tensor = self._per_tensor(s, group, rows)
                 args = (s.constants, self._state_dtype, self._param_round)
                 for d in group.per_tensor if per_tensor else group.whole:
-                    n, per_group = d.hi - d.lo, Q8_GROUP if group.q8 else WORKGROUP_SIZE
+                    n, per_group = (
+                        d.hi - d.lo,
+                        BLOCKED_GROUP if group.block > 1 else WORKGROUP_SIZE,
+                    )
                     if d.tensor in rows:
                         if d.tensor not in row_groups:
                             continue  # no rows named
@@ -548,7 +546,7 @@ class GpuEngine:
                         compute.set_bind_group(1, row_groups[d.tensor][0])
                         n, per_group = rows[d.tensor].values.size, WORKGROUP_SIZE
                     else:
-                        compute.set_pipeline(ctx.pipeline(*args, group.q8))
+                        compute.set_pipeline(ctx.pipeline(*args, group.block > 1))
                     offset = [d.slot * self._ustride]
                     compute.set_bind_group(0, self._bind_groups[d.bind_group], offset)
                     x, y = ctx.grid(n, per_group)
@@ -614,7 +612,7 @@ class GpuEngine:
         self._stale = False
         for host, view in self._state_pairs(image):
             if view.shape != host.shape:  # 8-bit codes, in whole blocks
-                view = view.reshape(-1)[: host.size].reshape(host.shape)
+                view = _blocked.from_blocks(view, host)
             np.copyto(host, view)
 
     def _runs(self, tensors: Sequence[int]) -> list[tuple[int, int]]:
@@ -680,37 +678,3 @@ class GpuEngine:
 
     def __len__(self) -> int:
         return len(self._params)
-
-
-def _codes_in_blocks(codes: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
-    """A tensor's 8-bit codes as whole blocks, of shape ``blocks`` (count, BLOCK):
-    the codes past the tensor, in its last block, are 0."""
-    padded = np.zeros(blocks, _UINT8)
-    padded.reshape(-1)[: codes.size] = codes.reshape(-1)
-    return padded
-
-
-def _q8_moments(t: TensorBuffers) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A tensor's 8-bit state, checked against its format: (uint8 codes of the
-    param's shape, float32 absmax of one per block) per moment, in the engines' order."""
-    fmt = t.format
-    codes_of, absmax_of = fmt.arrays
-    blocks = fmt.blocks(t.param.size)
-    pairs = []
-    for name, codes in t.state.items():
-        if name == MASTER or fmt.companion(name):
-            continue
-        scale = fmt.keys(name)[1]
-        absmax = t.state.get(scale)
-        if codes.dtype != codes_of.dtype or codes.shape != t.param.shape:
-            raise TypeError(
-                f"state{t.label}[{name!r}] has dtype {codes.dtype} and shape {codes.shape}; "
-                f"8-bit state needs {codes_of.dtype} codes of the param's shape {t.param.shape}"
-            )
-        if absmax is None or absmax.dtype != absmax_of.dtype or absmax.shape != (blocks,):
-            raise TypeError(
-                f"state{t.label}[{scale!r}] must be a {absmax_of.dtype} array of shape "
-                f"({blocks},), one absmax per block of {fmt.block} elements"
-            )
-        pairs.append((codes, absmax))
-    return pairs

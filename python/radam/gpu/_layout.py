@@ -12,17 +12,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _core
-from .._formats import EIGHT_BIT
+from ._blocked import BLOCK, record_words
 from ._device import GpuError
 
 # The uniform `Step` struct of adam.wgsl, as the Rust core lists its fields.
 STEP_WORDS = len(_core.STEP_FIELDS)
 LO, HI = _core.STEP_FIELDS.index("lo"), _core.STEP_FIELDS.index("hi")
 ROUND_KEY, ROUND_FIRST = (_core.STEP_FIELDS.index(f) for f in ("round_key", "round_first"))
-# 8-bit state: elements per block (one absmax each), and code words per block of
-# one state value (four codes to a u32), as adam.wgsl's Q8_BLOCK and Q8_LANES.
-BLOCK = EIGHT_BIT.block
-BLOCK_WORDS = BLOCK // 4
 
 
 def _align(n: int, to: int) -> int:
@@ -52,10 +48,12 @@ class GroupLayout:
         self.moments = moments
         self.slots = _align(moments, per_word)
         self.words = self.slots // per_word
-        # 8-bit state: each tensor starts on a block boundary, and each block has one
-        # record of words: per state value its codes, then per state value its absmax.
+        # 8-bit state: each tensor starts on a block boundary (of ``block`` elements;
+        # 1 for other state), and each block has one record of words
+        # (``_blocked.record_words``).
         self.q8 = q8
-        self.record = moments * (BLOCK_WORDS + 1) if q8 else 0
+        self.block = BLOCK if q8 else 1
+        self.record = record_words(moments) if q8 else 0
         self.start = 0  # first element in params/grads
         self.state_start = 0  # first word in state
         self.size = 0
@@ -97,7 +95,7 @@ class Layout:
         for gi, group in enumerate(self.groups):
             group.start, group.state_start = elements, words
             # 8-bit state: whole blocks per tensor, so no block spans two tensors.
-            to = BLOCK if group.q8 else 1
+            to = group.block
             for i, g in enumerate(groups):
                 if g == gi:
                     group.size = _align(group.size, to)
