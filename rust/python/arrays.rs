@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyAnyMethods;
 
 use super::extents::{strided_extent, Extent};
+use super::quant::{CodesRw, CODES_DTYPE};
 use crate::{Float, Stored, StoredMut};
 
 /// The dtypes the engine takes.
@@ -23,9 +24,9 @@ pub(super) enum DType {
     F64,
     F16,
     Bf16,
-    /// 8-bit state: uint8 codes, with a float32 absmax array beside them
-    /// (never a param's dtype, so `of` does not return it).
-    Q8,
+    /// A codec's codes, with the array of each block's scale beside them
+    /// (never a param's dtype, so `of` does not return it; see `quant.rs`).
+    Codes,
 }
 
 impl DType {
@@ -41,14 +42,14 @@ impl DType {
         })
     }
 
-    /// The dtype as messages name it (NumPy's names; "uint8" for 8-bit codes).
+    /// The dtype as messages name it (NumPy's names, the codes' too).
     pub(super) fn name(self) -> &'static str {
         match self {
             DType::F32 => "float32",
             DType::F64 => "float64",
             DType::F16 => "float16",
             DType::Bf16 => "bfloat16",
-            DType::Q8 => "uint8",
+            DType::Codes => CODES_DTYPE,
         }
     }
 
@@ -93,25 +94,24 @@ pub(super) enum Rw<'py> {
     F64(PyReadwriteArrayDyn<'py, f64>),
     F16(PyReadwriteArrayDyn<'py, f16>),
     Bf16(PyReadwriteArrayDyn<'py, bf16>),
-    /// 8-bit state: the codes and the absmax of each block.
-    Q8(PyReadwriteArrayDyn<'py, u8>, PyReadwriteArrayDyn<'py, f32>),
+    /// A codec's codes and the scale of each block (`quant.rs`).
+    Codes(CodesRw<'py>),
 }
 
 impl Rw<'_> {
-    /// The bytes of this (C-contiguous) array, and of an 8-bit buffer's absmax.
+    /// The bytes of this (C-contiguous) array, and of a coded buffer's scales.
     pub(super) fn extents(&self) -> impl Iterator<Item = Extent> {
-        fn of<T: Element>(a: &PyReadwriteArrayDyn<'_, T>) -> Extent {
-            let start = a.data() as usize;
-            (start, start + a.len() * std::mem::size_of::<T>())
-        }
-        let (first, absmax) = match self {
-            Rw::F32(a) => (of(a), None),
-            Rw::F64(a) => (of(a), None),
-            Rw::F16(a) => (of(a), None),
-            Rw::Bf16(a) => (of(a), None),
-            Rw::Q8(c, a) => (of(c), Some(of(a))),
+        let (first, scales) = match self {
+            Rw::F32(a) => (extent(a), None),
+            Rw::F64(a) => (extent(a), None),
+            Rw::F16(a) => (extent(a), None),
+            Rw::Bf16(a) => (extent(a), None),
+            Rw::Codes(c) => {
+                let [codes, scales] = c.extents();
+                (codes, Some(scales))
+            }
         };
-        std::iter::once(first).chain(absmax)
+        std::iter::once(first).chain(scales)
     }
 
     pub(super) fn shape(&self) -> &[usize] {
@@ -120,7 +120,7 @@ impl Rw<'_> {
             Rw::F64(a) => a.shape(),
             Rw::F16(a) => a.shape(),
             Rw::Bf16(a) => a.shape(),
-            Rw::Q8(c, _) => c.shape(),
+            Rw::Codes(c) => c.shape(),
         }
     }
 }
@@ -133,7 +133,13 @@ pub(super) enum Ro<'py> {
     Bf16(PyReadonlyArrayDyn<'py, bf16>),
 }
 
-fn typed_rw<'py, T: Element>(
+/// The bytes of a (C-contiguous) array.
+pub(super) fn extent<T: Element>(a: &PyReadwriteArrayDyn<'_, T>) -> Extent {
+    let start = a.data() as usize;
+    (start, start + a.len() * std::mem::size_of::<T>())
+}
+
+pub(super) fn typed_rw<'py, T: Element>(
     array: &Bound<'py, PyUntypedArray>,
     what: &dyn Fn() -> String,
 ) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
@@ -163,8 +169,8 @@ fn typed_rw<'py, T: Element>(
     Ok(borrowed)
 }
 
-/// Borrow `array` (of dtype `dtype`) for writing; for 8-bit state, `absmax`
-/// is its absmax array and `absmax_what` how messages name it.
+/// Borrow `array` (of dtype `dtype`) for writing; for codes, `absmax` is the
+/// array of their scales and how messages name it.
 pub(super) fn borrow_rw<'py>(
     array: &Bound<'py, PyUntypedArray>,
     dtype: DType,
@@ -176,15 +182,7 @@ pub(super) fn borrow_rw<'py>(
         (DType::F64, _) => Rw::F64(typed_rw(array, what)?),
         (DType::F16, _) => Rw::F16(typed_rw(array, what)?),
         (DType::Bf16, _) => Rw::Bf16(typed_rw(array, what)?),
-        (DType::Q8, Some((scales, scales_what))) => {
-            Rw::Q8(typed_rw(array, what)?, typed_rw(scales, scales_what)?)
-        }
-        (DType::Q8, None) => {
-            return Err(PyValueError::new_err(format!(
-                "{} holds 8-bit codes but has no absmax array",
-                what()
-            )))
-        }
+        (DType::Codes, absmax) => Rw::Codes(CodesRw::borrow(array, what, absmax)?),
     })
 }
 
@@ -259,7 +257,7 @@ pub(super) fn borrow_grad<'py>(
         DType::F16 => Ro::F16(typed_ro(&grad, shape, what, "float16", overlaps)?),
         DType::Bf16 => Ro::Bf16(typed_ro(&grad, shape, what, "bfloat16", overlaps)?),
         // Not a param's dtype (the engine refuses such a param).
-        DType::Q8 => {
+        DType::Codes => {
             return Err(PyTypeError::new_err(format!(
                 "{} has no float param",
                 what()
@@ -268,7 +266,7 @@ pub(super) fn borrow_grad<'py>(
     })
 }
 
-fn not_contiguous<E>(_: E) -> PyErr {
+pub(super) fn not_contiguous<E>(_: E) -> PyErr {
     PyValueError::new_err("an array stopped being contiguous")
 }
 
@@ -326,10 +324,7 @@ macro_rules! view {
 view!(
     /// A write borrow as the kernel's buffer for compute type `T`.
     stored_mut(mut), Rw, StoredMut, as_slice_mut, native_mut,
-    Rw::Q8(codes, absmax) => StoredMut::Q8 {
-        codes: codes.as_slice_mut().map_err(not_contiguous)?,
-        absmax: absmax.as_slice_mut().map_err(not_contiguous)?,
-    }
+    Rw::Codes(codes) => codes.stored_mut()?
 );
 view!(
     /// A read borrow (a gradient) as the kernel's buffer for compute type `T`.

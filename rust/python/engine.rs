@@ -11,12 +11,13 @@ use std::sync::{Mutex, PoisonError};
 use super::arrays::{as_array, borrow_rw, stored, stored_mut, Compute, DType, Rw};
 use super::config::PyAdamConfig;
 use super::extents::WriteExtents;
+use super::quant;
 use super::rows::{read_grad, Read};
 use crate::finite::all_finite_stored;
 use crate::plumbing::StepCounts;
 use crate::{
     check_mixed, check_rows, Buffer, Carry, Count, MixedTensorMut, Origin, State, StepError,
-    StoredMut, Tensor, Q8_BLOCK,
+    StoredMut, Tensor,
 };
 
 /// One array the engine writes, with how messages name it.
@@ -25,7 +26,7 @@ struct Held {
     what: String,
     array: Py<PyUntypedArray>,
     dtype: DType,
-    /// For 8-bit state (`DType::Q8`): the absmax array, and how messages name it.
+    /// For codes (`DType::Codes`): the array of their scales, and how messages name it.
     absmax: Option<(String, Py<PyUntypedArray>)>,
 }
 
@@ -82,7 +83,7 @@ struct Record<'py> {
 struct Format<'py> {
     name: String,
     /// `"plain"` (one array per buffer, of the param's shape: its dtype is the
-    /// arrays') or the kind of a codec's storage (`"q8"`: `StoredMut::Q8`).
+    /// arrays') or the kind of a codec's storage (`quant::KIND`).
     kind: String,
     /// Per buffer, its arrays (`StateArray`s): the first holds its values or codes.
     arrays: Vec<Bound<'py, PyAny>>,
@@ -90,16 +91,16 @@ struct Format<'py> {
     block: usize,
 }
 
-/// How a tensor's buffers are stored: `DType::Q8` (codes, then the array with the
-/// key suffix given, one float32 per block) or plain arrays of their own dtype.
+/// How a tensor's buffers are stored: `DType::Codes` (codes, then the array with
+/// the key suffix given, one scale per block) or plain arrays of their own dtype.
 fn storage(format: &Format<'_>, label: &str) -> PyResult<Option<(DType, String)>> {
     match format.kind.as_str() {
         "plain" => Ok(None),
-        "q8" => {
+        kind if quant::is_kind(kind) => {
             let scale = format.arrays.get(1).ok_or_else(|| {
                 PyValueError::new_err(format!("state{label}: {} declares no absmax", format.name))
             })?;
-            Ok(Some((DType::Q8, scale.getattr("suffix")?.extract()?)))
+            Ok(Some((DType::Codes, scale.getattr("suffix")?.extract()?)))
         }
         other => Err(PyValueError::new_err(format!(
             "state{label}: format {} has storage kind {other:?}, which the CPU engine has \
@@ -128,10 +129,7 @@ fn check_state(
     what: &str,
 ) -> PyResult<()> {
     let got = match DType::of(state)? {
-        None if dtype == DType::Q8 => {
-            let name: String = state.dtype().getattr("name")?.extract()?;
-            (name == "uint8").then_some(DType::Q8)
-        }
+        None if dtype == DType::Codes => quant::holds_codes(state)?.then_some(DType::Codes),
         other => other,
     };
     if got != Some(dtype) || state.shape() != param.shape() {
@@ -141,29 +139,6 @@ fn check_state(
         )));
     }
     if !state.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!(
-            "{what} must be C-contiguous"
-        )));
-    }
-    Ok(())
-}
-
-/// An 8-bit buffer's absmax: float32, one per block (of `block` elements) of
-/// its `n` elements, contiguous.
-fn check_absmax(
-    n: usize,
-    block: usize,
-    absmax: &Bound<'_, PyUntypedArray>,
-    what: &str,
-) -> PyResult<()> {
-    let blocks = n.div_ceil(block);
-    if DType::of(absmax)? != Some(DType::F32) || absmax.shape() != [blocks] {
-        return Err(PyValueError::new_err(format!(
-            "{what} must be a float32 array of shape ({blocks},): one absmax per block of \
-             {block} elements"
-        )));
-    }
-    if !absmax.is_c_contiguous() {
         return Err(PyValueError::new_err(format!(
             "{what} must be C-contiguous"
         )));
@@ -253,7 +228,7 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
         };
         check_state(&param, array, dtype, what)?;
         let absmax = match dtype {
-            DType::Q8 => {
+            DType::Codes => {
                 let Some((_, scale_what, scale)) = scale_of(buffer) else {
                     return Err(PyValueError::new_err(format!(
                         "state{label} lacks the absmax of {what} ('{}{}'), which \
@@ -262,7 +237,7 @@ fn slot_of(record: Record<'_>) -> PyResult<Slot> {
                         scale_suffix.unwrap_or_default(),
                     )));
                 };
-                check_absmax(param.len(), record.format.block, scale, scale_what)?;
+                quant::check_scales(param.len(), record.format.block, scale, scale_what)?;
                 Some((scale_what.clone(), scale.clone().unbind()))
             }
             _ => None,
@@ -351,7 +326,7 @@ impl CpuEngine {
                 let Some((slot, label)) = nth(index) else {
                     return PyValueError::new_err(e.to_string());
                 };
-                let named = |b: &Buffer| b.name() == buffer || b.absmax_name() == buffer;
+                let named = |b: &Buffer| b.name() == buffer || quant::names_scales(*b, buffer);
                 let what = match Buffer::WRITTEN.into_iter().find(named) {
                     Some(b) => slot.get(b).map_or(buffer.to_string(), |h| {
                         let absmax = h.absmax.as_ref().filter(|_| b.name() != buffer);
@@ -415,14 +390,10 @@ fn lost_rows() -> PyErr {
 /// `labels` name, as users name it.
 fn row_error(e: StepError, labels: &[&str]) -> PyErr {
     let label = |index: usize| labels.get(index).copied().unwrap_or("[?]");
+    if let Some(err) = quant::row_error(&e, label) {
+        return err;
+    }
     match e {
-        StepError::Q8RowLength { index, row_len } => PyValueError::new_err(format!(
-            "grads{}: state_dtype='8bit' keeps blocks of {Q8_BLOCK} elements, so a RowSparse \
-             gradient needs rows of a whole number of blocks, and the rows of params{} have \
-             {row_len} elements; use state_dtype=None, 'float32', 'bfloat16' or 'float16'",
-            label(index),
-            label(index),
-        )),
         StepError::RowOutOfRange { .. } | StepError::RowValues { .. } => {
             PyValueError::new_err(e.to_string())
         }
