@@ -3,27 +3,25 @@
 // benchmarks/bench_gpu.py (`radam._core.ADAM_WGSL + radam._core.PROBES_WGSL`); the
 // optimizer compiles adam.wgsl alone.
 
-// A copy kernel with the same access pattern shape, for the benchmark's
-// bandwidth reference: reads and writes one f32 per element.
-@group(0) @binding(0) var<storage, read> copy_src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> copy_dst: array<f32>;
+// Every entry point here reads its input words from conv_in and writes conv_out.
+@group(0) @binding(0) var<storage, read> conv_in: array<u32>;
+@group(0) @binding(1) var<storage, read_write> conv_out: array<u32>;
 
+// A copy kernel with the same access pattern shape, for the benchmark's
+// bandwidth reference: reads and writes one word per element.
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn copy(at: Place) {
     let i = invocation(at);
-    if (i >= arrayLength(&copy_dst)) {
+    if (i >= arrayLength(&conv_out)) {
         return;
     }
-    copy_dst[i] = copy_src[i];
+    conv_out[i] = conv_in[i];
 }
 
 // The 16-bit conversions alone, for the tests (tests/test_gpu.py compares them with
 // NumPy's and ml_dtypes' on every 16-bit value and every rounding boundary): per
 // input word x, f32 -> bf16 and f32 -> f16 of bitcast<f32>(x), then the f32 bits of
 // bf16 -> f32 and f16 -> f32 of x's low half.
-@group(0) @binding(0) var<storage, read> conv_in: array<u32>;
-@group(0) @binding(1) var<storage, read_write> conv_out: array<u32>;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn convert16(at: Place) {
     let i = invocation(at);
