@@ -444,6 +444,11 @@ fn map_mid(book: u32, k: u32) -> f32 {
     return q8_maps[512u + book * 256u + k];
 }
 
+// The code of 0: the signed map's middle, the unsigned map's first.
+fn zero_code(book: u32) -> u32 {
+    return select(0u, 127u, book == 0u);
+}
+
 // The map of state value j: signed for m (0) and the velocity (3).
 fn book_of(j: u32) -> u32 {
     return select(1u, 0u, j == 0u || j == 3u);
@@ -489,8 +494,7 @@ fn nearest_code(book: u32, y: f32) -> u32 {
     let n = select(2u << d, 1u << d, signed);
     let u = (a * inv - 0.1) * (1.0 / 0.9);
     let j = u32(clamp(floor(u * f32(n) - 0.01), 0.0, f32(n - 1u)));
-    let zero = select(0u, 127u, signed);
-    var c = select(zero, select(n - 1u, 127u + n, signed) + j, reached > 0u);
+    var c = select(zero_code(book), select(n - 1u, 127u + n, signed) + j, reached > 0u);
     c = c + select(0u, 1u, above_mid(book, c, a));
     if (y < 0.0) {
         c = select(0u, 254u - min(c, 254u), signed);
@@ -558,9 +562,10 @@ fn block_scale(bits: u32) -> vec2<f32> {
 
 // Codes of 4 values x of an invocation, packed into one word, given their block's
 // block_scale and what the block holds besides finite values (`nonfinite`, as
-// q8_nonfinite); `zero` is the code of 0.
-fn encode4(book: u32, x: vec4<f32>, scaled: vec2<f32>, nonfinite: u32, zero: u32) -> u32 {
+// q8_nonfinite).
+fn encode4(book: u32, x: vec4<f32>, scaled: vec2<f32>, nonfinite: u32) -> u32 {
     if ((nonfinite & 2u) != 0u) {
+        let zero = zero_code(book);
         return zero | (zero << 8u) | (zero << 16u) | (zero << 24u);
     }
     var word = 0u;
@@ -692,10 +697,9 @@ fn adam_step_q8(at: Place) {
             let bits = atomicLoad(&q8_absmax[4u * q + j]);
             let nonfinite = atomicLoad(&q8_nonfinite[4u * q + j]);
             let book = book_of_slot(j, used);
-            let zero = select(0u, 127u, book == 0u);
             let scaled = block_scale(bits);
             for (var w = 0u; w < Q8_WORDS; w = w + 1u) {
-                state[base + j * Q8_LANES + r * Q8_WORDS + w] = encode4(book, kept[w][j], scaled, nonfinite, zero);
+                state[base + j * Q8_LANES + r * Q8_WORDS + w] = encode4(book, kept[w][j], scaled, nonfinite);
             }
             if (r == 0u) {
                 state[base + used * Q8_LANES + j] = bitcast<u32>(absmax_of(bits, nonfinite));
