@@ -107,6 +107,21 @@ pub struct Count {
     pub carry: Carry,
 }
 
+impl Count {
+    /// What tells two counts apart: the steps and the carry's bits.
+    fn key(&self) -> (u64, u64) {
+        (self.steps, self.carry.mu_product.to_bits())
+    }
+
+    /// The scalars of the next step from this count under `config`, and the
+    /// count that step leaves.
+    fn next_step(&self, config: &AdamConfig) -> Result<(StepScalars, Count), StepError> {
+        let steps = self.steps.checked_add(1).ok_or(StepError::StepOverflow)?;
+        let (s, carry) = StepScalars::next(config, steps, self.carry)?;
+        Ok((s, Count { steps, carry }))
+    }
+}
+
 /// The scalars of one step of tensors that each stand at their own [`Count`]:
 /// one [`StepScalars`] per distinct (group, count) among them, so tensors that
 /// stepped together share them (and a step in which every tensor of a group
@@ -140,7 +155,8 @@ impl TensorSteps {
         let mut seen = std::collections::HashMap::new();
         let mut last: Option<((usize, u64, u64), usize, Count)> = None;
         for (i, (group, count)) in tensors.enumerate() {
-            let key = (group, count.steps, count.carry.mu_product.to_bits());
+            let (steps, carry) = count.key();
+            let key = (group, steps, carry);
             let hit = match last {
                 Some((k, index, next)) if k == key => Some((index, next)),
                 _ => seen.get(&key).copied(),
@@ -156,12 +172,9 @@ impl TensorSteps {
                             groups: configs.len(),
                         },
                     ))?;
-                    let steps = count.steps.checked_add(1);
-                    let steps = steps.ok_or((group, StepError::StepOverflow))?;
-                    let (s, carry) =
-                        StepScalars::next(config, steps, count.carry).map_err(|e| (group, e))?;
+                    let (s, next) = count.next_step(config).map_err(|e| (group, e))?;
                     plan.scalars.push(s);
-                    let found = (plan.scalars.len() - 1, Count { steps, carry });
+                    let found = (plan.scalars.len() - 1, next);
                     seen.insert(key, found);
                     found
                 }
@@ -192,12 +205,6 @@ pub struct StepCounts {
     shared: Option<Vec<Count>>,
     /// Per tensor, its count (current while `shared` is None).
     each: Vec<Count>,
-}
-
-/// Whether two counts are the same count (the carry compared bit for bit, as
-/// [`TensorSteps::plan`] tells counts apart).
-fn same_count(a: &Count, b: &Count) -> bool {
-    a.steps == b.steps && a.carry.mu_product.to_bits() == b.carry.mu_product.to_bits()
 }
 
 impl StepCounts {
@@ -250,7 +257,7 @@ impl StepCounts {
     /// Keep one count per group if the tensors of each group share one.
     fn share(&mut self) {
         let shared: Vec<Count> = self.firsts.iter().map(|&i| self.each[i]).collect();
-        let all = (self.each.iter().zip(&self.rank)).all(|(c, &r)| same_count(c, &shared[r]));
+        let all = (self.each.iter().zip(&self.rank)).all(|(c, &r)| c.key() == shared[r].key());
         self.shared = all.then_some(shared);
     }
 
@@ -288,10 +295,9 @@ impl StepCounts {
         let mut scalars = Vec::with_capacity(self.groups.len());
         let mut next = Vec::with_capacity(self.groups.len());
         for (&group, count) in self.groups.iter().zip(shared) {
-            let steps = count.steps.checked_add(1)?;
-            let (s, carry) = StepScalars::next(configs.get(group)?, steps, count.carry).ok()?;
+            let (s, count) = count.next_step(configs.get(group)?).ok()?;
             scalars.push(s);
-            next.push(Count { steps, carry });
+            next.push(count);
         }
         Some(CountedSteps {
             scalars,
